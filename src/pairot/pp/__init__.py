@@ -1,0 +1,17 @@
+"""Preprocessing: shared genes, pseudobulk differential expression, HVGs, downsampling."""
+
+from ._genes import flag_uninformative_genes
+from ._markers import filter_genes_ava, filter_genes_ova, select_genes, similar_clusters
+from ._preprocess import preprocess_adatas, rank_genes_limma
+from ._sampling import downsample_indices
+
+__all__ = [
+    "downsample_indices",
+    "filter_genes_ava",
+    "filter_genes_ova",
+    "flag_uninformative_genes",
+    "preprocess_adatas",
+    "rank_genes_limma",
+    "select_genes",
+    "similar_clusters",
+]

@@ -1,0 +1,347 @@
+"""The public preprocessing entry points: ``preprocess_adatas`` and ``rank_genes_limma``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .._logging import logger
+from ._auroc import auroc_ova_ava
+from ._genes import flag_uninformative_genes
+from ._hvg import select_hvgs
+from ._limma import limma_ava, limma_ova
+from ._pseudobulk import log_normalize, pseudobulk
+from ._sampling import downsample_indices
+from ._validate import check_adata, check_counts, get_labels
+
+#: Minimum total count over all cells for a gene to count as expressed in a study.
+MIN_TOTAL_COUNT = 10
+#: Minimum number of cells of a (sample, cluster) pair to form a pseudobulk profile.
+MIN_CELLS_PER_PROFILE = 2
+#: Each pseudobulk profile is scaled to this many counts before ``log1p``.
+PSEUDOBULK_TARGET_SUM = 1e5
+
+OVA_COLUMNS = ["cluster", "gene", "logFC", "P.Value", "adj.P.Val", "auroc"]
+AVA_COLUMNS = ["cluster", "versus", "gene", "logFC", "P.Value", "adj.P.Val", "auroc"]
+
+
+def _check_positive_int(value, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"{argument} must be a positive integer, got {value!r}."
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{argument} must be >= 1, got {value}."
+        raise ValueError(msg)
+    return int(value)
+
+
+def _gene_totals(X) -> np.ndarray:
+    return np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
+
+
+def _library_normalized(X, rows: np.ndarray, gene_index: np.ndarray):
+    """Rows ``rows`` and columns ``gene_index`` of X scaled to 1e4 counts per cell, sparse CSR."""
+    if sparse.issparse(X):
+        sub = sparse.csr_matrix(X[rows])[:, gene_index]
+    else:
+        sub = sparse.csr_matrix(np.asarray(X)[rows][:, gene_index])
+    sub = sub.astype(np.float32)
+    totals = np.asarray(sub.sum(axis=1)).ravel()
+    scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
+    return sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ sub)
+
+
+def _de_tables(
+    X,
+    gene_index: np.ndarray,
+    genes: pd.Index,
+    clusters: pd.Categorical,
+    samples: pd.Categorical,
+    *,
+    n_samples_auroc: int,
+    random_state: int,
+    name: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One-vs-all and all-vs-all DE tables of the genes ``gene_index`` of one study."""
+    n_clusters = len(clusters.categories)
+    if n_clusters < 2:
+        msg = (f"{name} has a single cluster ({clusters.categories[0]!r}); differential "
+               "expression needs at least two clusters.")
+        raise ValueError(msg)
+    start = time.perf_counter()
+    bulk = pseudobulk(
+        X, clusters.codes, samples.codes,
+        n_clusters=n_clusters, n_samples=len(samples.categories),
+        gene_index=gene_index, min_cells=MIN_CELLS_PER_PROFILE,
+    )
+    missing = sorted(set(range(n_clusters)) - set(bulk.cluster.tolist()))
+    if missing:
+        logger.warning(
+            "%s: clusters %s have no (sample, cluster) pair with >= %d cells; their limma "
+            "statistics are NaN.", name, [clusters.categories[k] for k in missing],
+            MIN_CELLS_PER_PROFILE,
+        )
+    expr = log_normalize(bulk.counts, PSEUDOBULK_TARGET_SUM).T
+    ova_fc, ova_p, ova_adj = limma_ova(expr, bulk.cluster, n_clusters)
+    ava_fc, ava_p, ava_adj = limma_ava(expr, bulk.cluster, n_clusters)
+    logger.info("%s: limma on %d pseudobulk profiles x %d genes in %.1f s",
+                name, bulk.counts.shape[0], len(gene_index), time.perf_counter() - start)
+
+    start = time.perf_counter()
+    rows = downsample_indices(clusters.codes, n_samples_auroc, random_state=random_state)
+    normalized = _library_normalized(X, rows, gene_index)
+    ova_auc, ava_auc = auroc_ova_ava(normalized, clusters.codes[rows], n_clusters)
+    del normalized
+    logger.info("%s: AUROC on %d cells x %d genes in %.1f s",
+                name, rows.size, len(gene_index), time.perf_counter() - start)
+
+    n_genes = len(genes)
+    categories = clusters.categories
+    gene_codes = np.arange(n_genes, dtype=np.int32)
+    ova = pd.DataFrame({
+        "cluster": pd.Categorical.from_codes(np.repeat(np.arange(n_clusters), n_genes), categories),
+        "gene": pd.Categorical.from_codes(np.tile(gene_codes, n_clusters), genes),
+        "logFC": ova_fc.ravel(),
+        "P.Value": ova_p.ravel(),
+        "adj.P.Val": ova_adj.ravel(),
+        "auroc": ova_auc.ravel(),
+    })
+    first, second = np.nonzero(~np.eye(n_clusters, dtype=bool))
+    ava = pd.DataFrame({
+        "cluster": pd.Categorical.from_codes(np.repeat(first, n_genes), categories),
+        "versus": pd.Categorical.from_codes(np.repeat(second, n_genes), categories),
+        "gene": pd.Categorical.from_codes(np.tile(gene_codes, first.size), genes),
+        "logFC": ava_fc[first, second].ravel(),
+        "P.Value": ava_p[first, second].ravel(),
+        "adj.P.Val": ava_adj[first, second].ravel(),
+        "auroc": ava_auc[first, second].ravel(),
+    })
+    return ova, ava
+
+
+def rank_genes_limma(
+    adata: AnnData,
+    cluster_label: str,
+    sample_label: str,
+    *,
+    n_samples_auroc: int = 10_000,
+    random_state: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pseudobulk limma and AUROC for every cluster (one-vs-all) and cluster pair (all-vs-all).
+
+    Counts of each (sample, cluster) pair with at least 2 cells are summed, scaled to 1e5 and
+    ``log1p``-transformed; limma fits ``~ is_cluster`` per cluster (one-vs-all) and one
+    ``~ 0 + cluster`` model with every pairwise contrast (all-vs-all). The AUROC of each gene
+    is computed on library-size-normalized single-cell values of a stratified subsample of at
+    most ``n_samples_auroc`` cells per cluster. ``adata`` is not modified.
+
+    Parameters
+    ----------
+    adata
+        Raw UMI counts in ``X``; every gene of ``adata`` is tested.
+    cluster_label, sample_label
+        Columns of ``adata.obs`` with the cluster and the sample (donor) of each cell.
+    n_samples_auroc
+        Maximum number of cells per cluster used for the AUROC.
+    random_state
+        Seed of the AUROC subsample.
+
+    Returns
+    -------
+    de_ova
+        One row per (cluster, gene): ``cluster, gene, logFC, P.Value, adj.P.Val, auroc``.
+    de_ava
+        One row per ordered cluster pair and gene, both directions present:
+        ``cluster, versus, gene, logFC, P.Value, adj.P.Val, auroc``; ``logFC`` is
+        ``cluster - versus`` and ``auroc`` has ``cluster`` as the positive class.
+    """
+    check_adata(adata, "adata")
+    n_samples_auroc = _check_positive_int(n_samples_auroc, "n_samples_auroc")
+    clusters = get_labels(adata, cluster_label, "adata", "cluster_label")
+    samples = get_labels(adata, sample_label, "adata", "sample_label")
+    X = adata.X
+    check_counts(X, "adata")
+    return _de_tables(
+        X, np.arange(adata.n_vars), pd.Index(adata.var_names.astype(str)), clusters, samples,
+        n_samples_auroc=n_samples_auroc, random_state=random_state, name="adata",
+    )
+
+
+def _shared_expressed_genes(adata1: AnnData, adata2: AnnData) -> pd.Index:
+    """Genes with a total count > 10 in both studies, in the order of ``adata1``."""
+    expressed1 = adata1.var_names[_gene_totals(adata1.X) > MIN_TOTAL_COUNT]
+    expressed2 = adata2.var_names[_gene_totals(adata2.X) > MIN_TOTAL_COUNT]
+    return expressed1[expressed1.isin(expressed2)]
+
+
+def _as_gene_list(genes, argument: str) -> list[str] | None:
+    if genes is None:
+        return None
+    if isinstance(genes, str) or not isinstance(genes, Iterable):
+        msg = f"{argument} must be a list of gene names, got {genes!r}."
+        raise TypeError(msg)
+    return [str(g) for g in genes]
+
+
+def preprocess_adatas(
+    adata1: AnnData,
+    adata2: AnnData,
+    cell_type_column_adata1: str,
+    cell_type_column_adata2: str,
+    sample_column_adata1: str,
+    sample_column_adata2: str,
+    n_top_genes: int = 500,
+    filter_genes: bool = False,
+    n_samples_auroc: int = 10_000,
+    n_samples_hvg_selection: int = 100_000,
+    *,
+    random_state: int = 0,
+    genes_to_keep: Iterable[str] | None = None,
+    genes_to_drop: Iterable[str] | None = None,
+) -> tuple[AnnData, AnnData]:
+    """Prepare a query (``adata1``) and a reference (``adata2``) study for ``DatasetMap``.
+
+    Steps: keep the genes expressed (total count > 10) in both studies, in ``adata1``'s order;
+    optionally drop uninformative genes; run pseudobulk limma and AUROC differential expression
+    per study (:func:`rank_genes_limma`) on all shared genes; select ``n_top_genes`` highly
+    variable genes jointly over both studies (at most ``n_samples_hvg_selection`` cells of each,
+    study as batch). The caller's objects are not modified.
+
+    Parameters
+    ----------
+    adata1, adata2
+        Query and reference study: raw UMI counts in ``X`` (dense or sparse), gene symbols as
+        ``var_names``.
+    cell_type_column_adata1, cell_type_column_adata2
+        Columns of ``obs`` with each cell's cluster label.
+    sample_column_adata1, sample_column_adata2
+        Columns of ``obs`` with each cell's sample / donor, for pseudobulk profiles.
+    n_top_genes
+        Number of highly variable genes kept in the outputs.
+    filter_genes
+        Drop mitochondrial, ribosomal, lncRNA-like and immune-receptor segment genes
+        (:func:`flag_uninformative_genes`) before differential expression.
+    n_samples_auroc
+        Maximum number of cells per cluster used for the AUROC.
+    n_samples_hvg_selection
+        Maximum number of cells per study used to select highly variable genes.
+    random_state
+        Seed of the AUROC and HVG subsamples.
+    genes_to_keep, genes_to_drop
+        With ``filter_genes``, genes never dropped by the rules; genes always dropped (also
+        without ``filter_genes``).
+
+    Returns
+    -------
+    Two new AnnData objects with the highly variable genes (same genes, same order), raw
+    counts in ``X``, the cluster column as a Categorical of strings, and
+    ``uns["pairot"] = {"cell_type_key", "sample_key", "de_ova", "de_ava", "params"}`` where
+    ``de_ova`` / ``de_ava`` are the tables of :func:`rank_genes_limma` over all shared genes.
+    """
+    check_adata(adata1, "adata1")
+    check_adata(adata2, "adata2")
+    n_top_genes = _check_positive_int(n_top_genes, "n_top_genes")
+    n_samples_auroc = _check_positive_int(n_samples_auroc, "n_samples_auroc")
+    n_samples_hvg_selection = _check_positive_int(
+        n_samples_hvg_selection, "n_samples_hvg_selection"
+    )
+    if not isinstance(filter_genes, bool | np.bool_):
+        msg = f"filter_genes must be True or False, got {filter_genes!r}."
+        raise TypeError(msg)
+    keep = _as_gene_list(genes_to_keep, "genes_to_keep")
+    drop = _as_gene_list(genes_to_drop, "genes_to_drop")
+    studies = {
+        "adata1": (adata1, cell_type_column_adata1, sample_column_adata1),
+        "adata2": (adata2, cell_type_column_adata2, sample_column_adata2),
+    }
+    labels = {}
+    for name, (adata, ct_col, sample_col) in studies.items():
+        labels[name] = (
+            get_labels(adata, ct_col, name, f"cell_type_column_{name}"),
+            get_labels(adata, sample_col, name, f"sample_column_{name}"),
+        )
+        check_counts(adata.X, name)
+
+    genes = _shared_expressed_genes(adata1, adata2)
+    logger.info("%d genes are expressed (total count > %d) in both studies.",
+                len(genes), MIN_TOTAL_COUNT)
+    if filter_genes:
+        flagged = flag_uninformative_genes(np.asarray(genes, dtype=str), keep=keep, drop=drop)
+    else:
+        flagged = genes.isin(drop or [])
+    if flagged.any():
+        logger.info("Dropping %d uninformative genes.", int(flagged.sum()))
+        genes = genes[~np.asarray(flagged)]
+    if len(genes) == 0:
+        msg = ("adata1 and adata2 share no gene expressed (total count > 10) in both studies; "
+               "check that var_names use the same gene identifiers (e.g. both symbols).")
+        raise ValueError(msg)
+    genes = pd.Index(np.asarray(genes, dtype=str))
+
+    tables = {}
+    gene_index = {}
+    for name, (adata, _, _) in studies.items():
+        gene_index[name] = adata.var_names.get_indexer(genes)
+        clusters, samples = labels[name]
+        tables[name] = _de_tables(
+            adata.X, gene_index[name], genes, clusters, samples,
+            n_samples_auroc=n_samples_auroc, random_state=random_state, name=name,
+        )
+
+    start = time.perf_counter()
+    hvg = select_hvgs(
+        adata1.X, adata2.X, gene_index["adata1"], gene_index["adata2"], genes,
+        n_top_genes=n_top_genes, n_samples=n_samples_hvg_selection, random_state=random_state,
+    )
+    logger.info("Selected %d highly variable genes in %.1f s.", hvg.size,
+                time.perf_counter() - start)
+
+    params = {
+        "n_top_genes": n_top_genes,
+        "filter_genes": bool(filter_genes),
+        "n_samples_auroc": n_samples_auroc,
+        "n_samples_hvg_selection": n_samples_hvg_selection,
+        "random_state": int(random_state),
+        "n_shared_genes": len(genes),
+        "min_total_count": MIN_TOTAL_COUNT,
+        "min_cells_per_profile": MIN_CELLS_PER_PROFILE,
+        "pseudobulk_target_sum": PSEUDOBULK_TARGET_SUM,
+    }
+    if keep:
+        params["genes_to_keep"] = np.asarray(keep, dtype=str)
+    if drop:
+        params["genes_to_drop"] = np.asarray(drop, dtype=str)
+
+    outputs = []
+    for name, (adata, ct_col, sample_col) in studies.items():
+        columns = gene_index[name][hvg]
+        X = adata.X
+        X_out = X[:, columns] if sparse.issparse(X) else np.asarray(X)[:, columns]
+        X_out = X_out.copy()
+        obs = adata.obs.copy()
+        obs[ct_col] = labels[name][0]
+        obs[sample_col] = labels[name][1]
+        var = adata.var.iloc[columns].copy()
+        var.index = genes[hvg]
+        de_ova, de_ava = tables[name]
+        out = AnnData(
+            X=X_out,
+            obs=obs,
+            var=var,
+            obsm={key: value.copy() for key, value in adata.obsm.items()},
+            uns={"pairot": {
+                "cell_type_key": ct_col,
+                "sample_key": sample_col,
+                "study": name,
+                "de_ova": de_ova,
+                "de_ava": de_ava,
+                "params": dict(params),
+            }},
+        )
+        outputs.append(out)
+    return outputs[0], outputs[1]

@@ -24,10 +24,14 @@ def _demo(args: argparse.Namespace) -> int:
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
     adata_query, adata_ref = pr.pp.preprocess_adatas(
-        query, reference,
-        cell_type_column_adata1="cell_type", cell_type_column_adata2="cell_type",
-        sample_column_adata1="sample_id", sample_column_adata2="sample_id",
-        n_top_genes=args.n_top_genes, random_state=args.seed,
+        query,
+        reference,
+        cell_type_column_adata1="cell_type",
+        cell_type_column_adata2="cell_type",
+        sample_column_adata1="sample_id",
+        sample_column_adata2="sample_id",
+        n_top_genes=args.n_top_genes,
+        random_state=args.seed,
     )
     timings["preprocess"] = time.perf_counter() - start
     tmp = Path(tempfile.mkdtemp(prefix=".pairot-", dir=out.parent))
@@ -51,9 +55,11 @@ def _demo(args: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"pairot demo: wrote {out}/ ({adata_query.n_obs} query and {adata_ref.n_obs} "
-          f"reference cells, {adata_query.n_vars} HVGs, preprocessing "
-          f"{timings['preprocess']:.1f} s)")
+    print(
+        f"pairot demo: wrote {out}/ ({adata_query.n_obs} query and {adata_ref.n_obs} "
+        f"reference cells, {adata_query.n_vars} HVGs, preprocessing "
+        f"{timings['preprocess']:.1f} s)"
+    )
     return 0
 
 
@@ -78,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except (ValueError, KeyError, TypeError, OSError) as err:

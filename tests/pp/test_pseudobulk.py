@@ -29,8 +29,9 @@ def test_pseudobulk_matches_groupby(fmt):
     clusters[0] = 3
     Xin = X if fmt == "dense" else sparse.csr_matrix(X).asformat(fmt)
     gene_index = np.array([4, 0, 8])
-    bulk = pseudobulk(Xin, clusters, samples, n_clusters=4, n_samples=3,
-                      gene_index=gene_index, min_cells=2)
+    bulk = pseudobulk(
+        Xin, clusters, samples, n_clusters=4, n_samples=3, gene_index=gene_index, min_cells=2
+    )
     expected = naive_pseudobulk(X, clusters, samples, 2)
     got = {(int(s), int(c)): row for s, c, row in zip(bulk.sample, bulk.cluster, bulk.counts)}
     assert set(got) == set(expected)
@@ -45,9 +46,11 @@ def test_pseudobulk_matches_groupby(fmt):
 def test_log_normalize():
     counts = np.array([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0], [5.0, 5.0, 10.0]])
     got = log_normalize(counts, 1e5)
-    expected = np.array([
-        np.log1p(np.array([0.25, 0.75, 0.0]) * 1e5),
-        np.zeros(3),
-        np.log1p(np.array([0.25, 0.25, 0.5]) * 1e5),
-    ])
+    expected = np.array(
+        [
+            np.log1p(np.array([0.25, 0.75, 0.0]) * 1e5),
+            np.zeros(3),
+            np.log1p(np.array([0.25, 0.25, 0.5]) * 1e5),
+        ]
+    )
     np.testing.assert_allclose(got, expected)

@@ -44,13 +44,13 @@ def select_hvgs(
     if n_top_genes >= len(genes):
         logger.warning(
             "n_top_genes=%d is not smaller than the %d shared genes; using all shared genes.",
-            n_top_genes, len(genes),
+            n_top_genes,
+            len(genes),
         )
         return np.arange(len(genes))
     rng = np.random.default_rng([random_state, 1])
     parts = [
-        _subsample_rows(X, idx, n_samples, rng)
-        for X, idx in ((X1, gene_index1), (X2, gene_index2))
+        _subsample_rows(X, idx, n_samples, rng) for X, idx in ((X1, gene_index1), (X2, gene_index2))
     ]
     study = np.repeat(["adata1", "adata2"], [parts[0].shape[0], parts[1].shape[0]])
     joint = AnnData(

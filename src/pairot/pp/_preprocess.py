@@ -70,57 +70,81 @@ def _de_tables(
     """One-vs-all and all-vs-all DE tables of the genes ``gene_index`` of one study."""
     n_clusters = len(clusters.categories)
     if n_clusters < 2:
-        msg = (f"{name} has a single cluster ({clusters.categories[0]!r}); differential "
-               "expression needs at least two clusters.")
+        msg = (
+            f"{name} has a single cluster ({clusters.categories[0]!r}); differential "
+            "expression needs at least two clusters."
+        )
         raise ValueError(msg)
     start = time.perf_counter()
     bulk = pseudobulk(
-        X, clusters.codes, samples.codes,
-        n_clusters=n_clusters, n_samples=len(samples.categories),
-        gene_index=gene_index, min_cells=MIN_CELLS_PER_PROFILE,
+        X,
+        clusters.codes,
+        samples.codes,
+        n_clusters=n_clusters,
+        n_samples=len(samples.categories),
+        gene_index=gene_index,
+        min_cells=MIN_CELLS_PER_PROFILE,
     )
     missing = sorted(set(range(n_clusters)) - set(bulk.cluster.tolist()))
     if missing:
         logger.warning(
             "%s: clusters %s have no (sample, cluster) pair with >= %d cells; their limma "
-            "statistics are NaN.", name, [clusters.categories[k] for k in missing],
+            "statistics are NaN.",
+            name,
+            [clusters.categories[k] for k in missing],
             MIN_CELLS_PER_PROFILE,
         )
     expr = log_normalize(bulk.counts, PSEUDOBULK_TARGET_SUM).T
     ova_fc, ova_p, ova_adj = limma_ova(expr, bulk.cluster, n_clusters)
     ava_fc, ava_p, ava_adj = limma_ava(expr, bulk.cluster, n_clusters)
-    logger.info("%s: limma on %d pseudobulk profiles x %d genes in %.1f s",
-                name, bulk.counts.shape[0], len(gene_index), time.perf_counter() - start)
+    logger.info(
+        "%s: limma on %d pseudobulk profiles x %d genes in %.1f s",
+        name,
+        bulk.counts.shape[0],
+        len(gene_index),
+        time.perf_counter() - start,
+    )
 
     start = time.perf_counter()
     rows = downsample_indices(clusters.codes, n_samples_auroc, random_state=random_state)
     normalized = _library_normalized(X, rows, gene_index)
     ova_auc, ava_auc = auroc_ova_ava(normalized, clusters.codes[rows], n_clusters)
     del normalized
-    logger.info("%s: AUROC on %d cells x %d genes in %.1f s",
-                name, rows.size, len(gene_index), time.perf_counter() - start)
+    logger.info(
+        "%s: AUROC on %d cells x %d genes in %.1f s",
+        name,
+        rows.size,
+        len(gene_index),
+        time.perf_counter() - start,
+    )
 
     n_genes = len(genes)
     categories = clusters.categories
     gene_codes = np.arange(n_genes, dtype=np.int32)
-    ova = pd.DataFrame({
-        "cluster": pd.Categorical.from_codes(np.repeat(np.arange(n_clusters), n_genes), categories),
-        "gene": pd.Categorical.from_codes(np.tile(gene_codes, n_clusters), genes),
-        "logFC": ova_fc.ravel(),
-        "P.Value": ova_p.ravel(),
-        "adj.P.Val": ova_adj.ravel(),
-        "auroc": ova_auc.ravel(),
-    })
+    ova = pd.DataFrame(
+        {
+            "cluster": pd.Categorical.from_codes(
+                np.repeat(np.arange(n_clusters), n_genes), categories
+            ),
+            "gene": pd.Categorical.from_codes(np.tile(gene_codes, n_clusters), genes),
+            "logFC": ova_fc.ravel(),
+            "P.Value": ova_p.ravel(),
+            "adj.P.Val": ova_adj.ravel(),
+            "auroc": ova_auc.ravel(),
+        }
+    )
     first, second = np.nonzero(~np.eye(n_clusters, dtype=bool))
-    ava = pd.DataFrame({
-        "cluster": pd.Categorical.from_codes(np.repeat(first, n_genes), categories),
-        "versus": pd.Categorical.from_codes(np.repeat(second, n_genes), categories),
-        "gene": pd.Categorical.from_codes(np.tile(gene_codes, first.size), genes),
-        "logFC": ava_fc[first, second].ravel(),
-        "P.Value": ava_p[first, second].ravel(),
-        "adj.P.Val": ava_adj[first, second].ravel(),
-        "auroc": ava_auc[first, second].ravel(),
-    })
+    ava = pd.DataFrame(
+        {
+            "cluster": pd.Categorical.from_codes(np.repeat(first, n_genes), categories),
+            "versus": pd.Categorical.from_codes(np.repeat(second, n_genes), categories),
+            "gene": pd.Categorical.from_codes(np.tile(gene_codes, first.size), genes),
+            "logFC": ava_fc[first, second].ravel(),
+            "P.Value": ava_p[first, second].ravel(),
+            "adj.P.Val": ava_adj[first, second].ravel(),
+            "auroc": ava_auc[first, second].ravel(),
+        }
+    )
     return ova, ava
 
 
@@ -167,8 +191,14 @@ def rank_genes_limma(
     X = adata.X
     check_counts(X, "adata")
     return _de_tables(
-        X, np.arange(adata.n_vars), pd.Index(adata.var_names.astype(str)), clusters, samples,
-        n_samples_auroc=n_samples_auroc, random_state=random_state, name="adata",
+        X,
+        np.arange(adata.n_vars),
+        pd.Index(adata.var_names.astype(str)),
+        clusters,
+        samples,
+        n_samples_auroc=n_samples_auroc,
+        random_state=random_state,
+        name="adata",
     )
 
 
@@ -268,8 +298,9 @@ def preprocess_adatas(
         check_counts(adata.X, name)
 
     genes = _shared_expressed_genes(adata1, adata2)
-    logger.info("%d genes are expressed (total count > %d) in both studies.",
-                len(genes), MIN_TOTAL_COUNT)
+    logger.info(
+        "%d genes are expressed (total count > %d) in both studies.", len(genes), MIN_TOTAL_COUNT
+    )
     if filter_genes:
         flagged = flag_uninformative_genes(np.asarray(genes, dtype=str), keep=keep, drop=drop)
     else:
@@ -278,8 +309,10 @@ def preprocess_adatas(
         logger.info("Dropping %d uninformative genes.", int(flagged.sum()))
         genes = genes[~np.asarray(flagged)]
     if len(genes) == 0:
-        msg = ("adata1 and adata2 share no gene expressed (total count > 10) in both studies; "
-               "check that var_names use the same gene identifiers (e.g. both symbols).")
+        msg = (
+            "adata1 and adata2 share no gene expressed (total count > 10) in both studies; "
+            "check that var_names use the same gene identifiers (e.g. both symbols)."
+        )
         raise ValueError(msg)
     genes = pd.Index(np.asarray(genes, dtype=str))
 
@@ -289,17 +322,30 @@ def preprocess_adatas(
         gene_index[name] = adata.var_names.get_indexer(genes)
         clusters, samples = labels[name]
         tables[name] = _de_tables(
-            adata.X, gene_index[name], genes, clusters, samples,
-            n_samples_auroc=n_samples_auroc, random_state=random_state, name=name,
+            adata.X,
+            gene_index[name],
+            genes,
+            clusters,
+            samples,
+            n_samples_auroc=n_samples_auroc,
+            random_state=random_state,
+            name=name,
         )
 
     start = time.perf_counter()
     hvg = select_hvgs(
-        adata1.X, adata2.X, gene_index["adata1"], gene_index["adata2"], genes,
-        n_top_genes=n_top_genes, n_samples=n_samples_hvg_selection, random_state=random_state,
+        adata1.X,
+        adata2.X,
+        gene_index["adata1"],
+        gene_index["adata2"],
+        genes,
+        n_top_genes=n_top_genes,
+        n_samples=n_samples_hvg_selection,
+        random_state=random_state,
     )
-    logger.info("Selected %d highly variable genes in %.1f s.", hvg.size,
-                time.perf_counter() - start)
+    logger.info(
+        "Selected %d highly variable genes in %.1f s.", hvg.size, time.perf_counter() - start
+    )
 
     params = {
         "n_top_genes": n_top_genes,
@@ -334,14 +380,16 @@ def preprocess_adatas(
             obs=obs,
             var=var,
             obsm={key: value.copy() for key, value in adata.obsm.items()},
-            uns={"pairot": {
-                "cell_type_key": ct_col,
-                "sample_key": sample_col,
-                "study": name,
-                "de_ova": de_ova,
-                "de_ava": de_ava,
-                "params": dict(params),
-            }},
+            uns={
+                "pairot": {
+                    "cell_type_key": ct_col,
+                    "sample_key": sample_col,
+                    "study": name,
+                    "de_ova": de_ova,
+                    "de_ava": de_ava,
+                    "params": dict(params),
+                }
+            },
         )
         outputs.append(out)
     return outputs[0], outputs[1]

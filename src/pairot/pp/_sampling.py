@@ -26,17 +26,26 @@ def downsample_indices(labels, n_samples: int, random_state: int | None = 0) -> 
     Sorted integer indices into ``labels`` of the kept cells.
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer):
-        msg = f"n_samples must be a positive integer, got {n_samples!r}; pass e.g. n_samples=10_000."
+        msg = (
+            f"n_samples must be a positive integer, got {n_samples!r}; pass e.g. n_samples=10_000."
+        )
         raise TypeError(msg)
     if n_samples < 1:
-        msg = f"n_samples must be >= 1, got {n_samples}; pass the maximum number of cells per label."
+        msg = (
+            f"n_samples must be >= 1, got {n_samples}; pass the maximum number of cells per label."
+        )
         raise ValueError(msg)
-    labels = pd.Series(np.asarray(labels, dtype=object) if not isinstance(labels, pd.Series)
-                       else labels.to_numpy(dtype=object))
+    labels = pd.Series(
+        np.asarray(labels, dtype=object)
+        if not isinstance(labels, pd.Series)
+        else labels.to_numpy(dtype=object)
+    )
     if labels.isna().any():
         n_na = int(labels.isna().sum())
-        msg = (f"labels contains {n_na} missing value(s) (NaN/None); drop or label those cells "
-               "before downsampling.")
+        msg = (
+            f"labels contains {n_na} missing value(s) (NaN/None); drop or label those cells "
+            "before downsampling."
+        )
         raise ValueError(msg)
     codes, _ = pd.factorize(labels, sort=True)
     rng = np.random.default_rng(random_state)

@@ -18,13 +18,17 @@ def check_adata(adata, name: str) -> None:
         msg = f"{name} must be an anndata.AnnData, got {type(adata).__name__}."
         raise TypeError(msg)
     if adata.n_obs == 0 or adata.n_vars == 0:
-        msg = (f"{name} is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
-               "pass a study with cells and genes.")
+        msg = (
+            f"{name} is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
+            "pass a study with cells and genes."
+        )
         raise ValueError(msg)
     if not adata.var_names.is_unique:
         dup = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
-        msg = (f"{name}.var_names has duplicated gene names, e.g. {dup}; make them unique "
-               f"first, e.g. with {name}.var_names_make_unique().")
+        msg = (
+            f"{name}.var_names has duplicated gene names, e.g. {dup}; make them unique "
+            f"first, e.g. with {name}.var_names_make_unique()."
+        )
         raise ValueError(msg)
 
 
@@ -49,19 +53,25 @@ def check_counts(X, name: str) -> None:
     integer = np.issubdtype(X.dtype, np.integer)
     for chunk in _values(X):
         if not integer and not np.isfinite(chunk).all():
-            msg = (f"{name}.X contains NaN or infinite values; pairot needs raw UMI counts "
-                   "(finite non-negative integers). Pass the unnormalized counts, e.g. from "
-                   f"{name}.layers['counts'] or {name}.raw.")
+            msg = (
+                f"{name}.X contains NaN or infinite values; pairot needs raw UMI counts "
+                "(finite non-negative integers). Pass the unnormalized counts, e.g. from "
+                f"{name}.layers['counts'] or {name}.raw."
+            )
             raise ValueError(msg)
         if (chunk < 0).any():
-            msg = (f"{name}.X contains negative values (min {chunk.min()}); pairot needs raw "
-                   "UMI counts, not scaled or centered data.")
+            msg = (
+                f"{name}.X contains negative values (min {chunk.min()}); pairot needs raw "
+                "UMI counts, not scaled or centered data."
+            )
             raise ValueError(msg)
         if not integer and (chunk != np.rint(chunk)).any():
             bad = chunk[chunk != np.rint(chunk)][0]
-            msg = (f"{name}.X contains non-integer values (e.g. {bad}); it looks normalized or "
-                   "log-transformed. pairot needs raw UMI counts: pass the unnormalized counts, "
-                   f"e.g. from {name}.layers['counts'] or {name}.raw.")
+            msg = (
+                f"{name}.X contains non-integer values (e.g. {bad}); it looks normalized or "
+                "log-transformed. pairot needs raw UMI counts: pass the unnormalized counts, "
+                f"e.g. from {name}.layers['counts'] or {name}.raw."
+            )
             raise ValueError(msg)
 
 
@@ -72,13 +82,17 @@ def get_labels(adata: AnnData, column, name: str, argument: str) -> pd.Categoric
         raise TypeError(msg)
     if column not in adata.obs.columns:
         available = ", ".join(map(repr, adata.obs.columns[:20]))
-        msg = (f"{argument}={column!r} is not a column of {name}.obs; available: "
-               f"{available or 'none'}.")
+        msg = (
+            f"{argument}={column!r} is not a column of {name}.obs; available: "
+            f"{available or 'none'}."
+        )
         raise KeyError(msg)
     values = adata.obs[column]
     if values.isna().any():
-        msg = (f"{name}.obs[{column!r}] has {int(values.isna().sum())} missing values (NaN); "
-               "drop those cells or give them a label first.")
+        msg = (
+            f"{name}.obs[{column!r}] has {int(values.isna().sum())} missing values (NaN); "
+            "drop those cells or give them a label first."
+        )
         raise ValueError(msg)
     if isinstance(values.dtype, pd.CategoricalDtype):
         used = values.cat.remove_unused_categories()
@@ -87,8 +101,10 @@ def get_labels(adata: AnnData, column, name: str, argument: str) -> pd.Categoric
             logger.info("Dropping unused categories of %s.obs[%r]: %s", name, column, unused)
         categories = [str(c) for c in used.cat.categories]
         if len(set(categories)) < len(categories):
-            msg = (f"{name}.obs[{column!r}] has categories that coincide as strings; "
-                   "rename them so each label is unique as text.")
+            msg = (
+                f"{name}.obs[{column!r}] has categories that coincide as strings; "
+                "rename them so each label is unique as text."
+            )
             raise ValueError(msg)
         return pd.Categorical.from_codes(used.cat.codes.to_numpy(), categories=categories)
     as_str = values.astype(str).to_numpy()

@@ -1,0 +1,278 @@
+"""End-to-end tests of preprocess_adatas / rank_genes_limma against independent computations."""
+
+import copy
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from scipy import sparse
+from sklearn.metrics import roc_auc_score
+
+import pairot as pr
+from pairot.pp._limma import limma_ava, limma_ova
+
+NAMES = ["CD4+/CD45RA+/CD25- Naive T", "B cell", "Mono 14+", "NK ñ-γ"]
+
+
+def make_study(seed, n_cells=240, n_genes=60, names=NAMES, n_samples=3, fmt="csr"):
+    rng = np.random.default_rng(seed)
+    k = len(names)
+    labels = rng.integers(0, k, size=n_cells)
+    samples = rng.integers(0, n_samples, size=n_cells)
+    base = rng.gamma(2.0, 0.5, size=n_genes)
+    rate = np.tile(base, (k, 1))
+    for c in range(k):
+        rate[c, 5 * c : 5 * c + 5] *= 8.0  # marker genes of cluster c
+    lib = rng.lognormal(0.0, 0.3, size=n_cells)
+    X = rng.poisson(rate[labels] * lib[:, None]).astype(np.float32)
+    genes = [f"G{i:03d}" for i in range(n_genes)]
+    genes[-1] = "MT-CO1"
+    obs = pd.DataFrame(
+        {
+            "ct": pd.Categorical(np.array(names)[labels]),
+            "donor": pd.Categorical([f"d{seed}_{s}" for s in samples]),
+        },
+        index=[f"s{seed}_c{i}" for i in range(n_cells)],
+    )
+    X = sparse.csr_matrix(X) if fmt == "csr" else X
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+    adata.layers["counts"] = X.copy()
+    adata.uns["note"] = "caller data"
+    return adata
+
+
+@pytest.fixture(scope="module")
+def pair():
+    a1 = make_study(1)
+    a2 = make_study(2, n_cells=200, fmt="dense")
+    # a gene expressed in study 1 only, and one with total exactly 10 in study 2
+    X1 = a1.X.toarray()
+    X1[:, 10] = 3
+    a1.X = sparse.csr_matrix(X1)
+    a1.layers["counts"] = a1.X.copy()
+    col = np.zeros(a2.n_obs, dtype=np.float32)
+    col[:10] = 1
+    a2.X[:, 10] = col
+    a2.layers["counts"] = a2.X.copy()
+    return a1, a2
+
+
+@pytest.fixture(scope="module")
+def processed(pair):
+    a1, a2 = pair
+    return pr.pp.preprocess_adatas(
+        a1,
+        a2,
+        "ct",
+        "ct",
+        "donor",
+        "donor",
+        n_top_genes=20,
+        n_samples_auroc=10_000,
+        n_samples_hvg_selection=100_000,
+    )
+
+
+def _dense(X):
+    return X.toarray() if sparse.issparse(X) else np.asarray(X)
+
+
+def test_shared_genes_rule(pair, processed):
+    q, r = processed
+    genes = list(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
+    t1 = _dense(pair[0].X).sum(0)
+    t2 = _dense(pair[1].X).sum(0)
+    expected = [g for g, x, y in zip(pair[0].var_names, t1, t2) if x > 10 and y > 10]
+    assert genes == expected
+    assert "G010" not in genes  # total exactly 10 in the reference
+    assert q.uns["pairot"]["params"]["n_shared_genes"] == len(expected)
+
+
+def test_outputs_are_raw_counts_of_same_hvgs(pair, processed):
+    q, r = processed
+    assert list(q.var_names) == list(r.var_names)
+    assert q.n_vars == 20
+    np.testing.assert_array_equal(_dense(q.X), _dense(pair[0][:, q.var_names].X))
+    np.testing.assert_array_equal(_dense(r.X), _dense(pair[1][:, r.var_names].X))
+    assert list(q.obs_names) == list(pair[0].obs_names)
+    assert q.uns["pairot"]["cell_type_key"] == "ct"
+    assert q.uns["pairot"]["sample_key"] == "donor"
+
+
+def test_hvgs_match_scanpy_directly(pair, processed):
+    q, _ = processed
+    genes = list(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
+    parts = [sparse.csr_matrix(_dense(a[:, genes].X)) for a in pair]
+    joint = ad.AnnData(X=sparse.vstack(parts).astype(np.float32), var=pd.DataFrame(index=genes))
+    joint.obs["batch"] = np.repeat(["q", "r"], [p.shape[0] for p in parts])
+    sc.pp.normalize_total(joint, target_sum=1e4)
+    sc.pp.log1p(joint)
+    sc.pp.highly_variable_genes(joint, n_top_genes=20, batch_key="batch", flavor="seurat")
+    expected = [g for g in genes if joint.var.loc[g, "highly_variable"]]
+    assert list(q.var_names) == expected
+
+
+def naive_pseudobulk_expr(adata, genes):
+    X = _dense(adata[:, genes].X).astype(np.float64)
+    df = pd.DataFrame(X, columns=genes)
+    df["ct"] = adata.obs["ct"].astype(str).to_numpy()
+    df["donor"] = adata.obs["donor"].astype(str).to_numpy()
+    sums = df.groupby(["donor", "ct"]).sum()
+    sizes = df.groupby(["donor", "ct"]).size()
+    sums = sums[sizes >= 2]
+    expr = np.log1p(sums.to_numpy() / sums.to_numpy().sum(1, keepdims=True) * 1e5)
+    return expr.T, sums.index.get_level_values("ct").to_numpy()
+
+
+def test_de_tables_match_independent_computation(pair, processed):
+    for adata, out in zip(pair, processed):
+        de_ova = out.uns["pairot"]["de_ova"]
+        de_ava = out.uns["pairot"]["de_ava"]
+        genes = list(de_ova["gene"].cat.categories)
+        categories = list(de_ova["cluster"].cat.categories)
+        assert categories == sorted(NAMES)
+        expr, profile_ct = naive_pseudobulk_expr(adata, genes)
+        codes = np.array([categories.index(c) for c in profile_ct])
+        fc, p, adj = limma_ova(expr, codes, len(categories))
+        afc, ap, aadj = limma_ava(expr, codes, len(categories))
+        X = _dense(adata[:, genes].X).astype(np.float64)
+        Xn = X / X.sum(1, keepdims=True) * 1e4
+        cell_ct = adata.obs["ct"].astype(str).to_numpy()
+        ova = de_ova.set_index(["cluster", "gene"], drop=False)
+        for k, c in enumerate(categories):
+            rows = ova.loc[c].loc[genes]
+            np.testing.assert_allclose(rows["logFC"], fc[k], rtol=1e-10)
+            np.testing.assert_allclose(rows["P.Value"], p[k], rtol=1e-10)
+            np.testing.assert_allclose(rows["adj.P.Val"], adj[k], rtol=1e-10)
+            for j in (0, 7, 33):
+                expected = roc_auc_score(cell_ct == c, Xn[:, j])
+                assert rows["auroc"].iloc[j] == pytest.approx(expected, abs=1e-9)
+        ava = de_ava.set_index(["cluster", "versus", "gene"])
+        assert len(de_ava) == len(categories) * (len(categories) - 1) * len(genes)
+        for k1, c1 in enumerate(categories):
+            for k2, c2 in enumerate(categories):
+                if k1 == k2:
+                    continue
+                rows = ava.loc[(c1, c2)].loc[genes]
+                np.testing.assert_allclose(rows["logFC"], afc[k1, k2], rtol=1e-10)
+                np.testing.assert_allclose(rows["adj.P.Val"], aadj[k1, k2], rtol=1e-10)
+                mask = np.isin(cell_ct, [c1, c2])
+                j = 3
+                expected = roc_auc_score(cell_ct[mask] == c1, Xn[mask, j])
+                assert rows["auroc"].iloc[j] == pytest.approx(expected, abs=1e-9)
+        # markers of each cluster are its own planted genes
+        markers = pr.pp.filter_genes_ova(de_ova)
+        for c in categories:
+            top = markers[markers["cluster"] == c]["gene"].astype(str).head(3).tolist()
+            planted = {f"G{i:03d}" for i in range(5 * NAMES.index(c), 5 * NAMES.index(c) + 5)}
+            assert top and set(top) <= planted
+
+
+def test_rank_genes_limma_equals_preprocess_tables(pair, processed):
+    q, _ = processed
+    genes = list(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
+    de_ova, de_ava = pr.pp.rank_genes_limma(pair[0][:, genes], "ct", "donor")
+    pd.testing.assert_frame_equal(de_ova, q.uns["pairot"]["de_ova"])
+    pd.testing.assert_frame_equal(de_ava, q.uns["pairot"]["de_ava"])
+
+
+def test_caller_objects_unchanged(pair):
+    a1, a2 = pair
+    before = [
+        (
+            a.X.copy(),
+            a.obs.copy(),
+            a.var.copy(),
+            copy.deepcopy(a.uns),
+            {k: v.copy() for k, v in a.layers.items()},
+        )
+        for a in (a1, a2)
+    ]
+    pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=10, filter_genes=True)
+    for a, (X, obs, var, uns, layers) in zip((a1, a2), before):
+        np.testing.assert_array_equal(_dense(a.X), _dense(X))
+        pd.testing.assert_frame_equal(a.obs, obs)
+        pd.testing.assert_frame_equal(a.var, var)
+        assert a.uns == uns
+        for key, value in layers.items():
+            np.testing.assert_array_equal(_dense(a.layers[key]), _dense(value))
+        assert "pairot" not in a.uns
+
+
+def test_h5ad_round_trip(processed, tmp_path):
+    for i, out in enumerate(processed):
+        path = tmp_path / f"s{i}.h5ad"
+        out.write_h5ad(path)
+        back = ad.read_h5ad(path)
+        for key in ("de_ova", "de_ava"):
+            pd.testing.assert_frame_equal(
+                back.uns["pairot"][key], out.uns["pairot"][key], check_categorical=True
+            )
+        assert back.uns["pairot"]["params"] == out.uns["pairot"]["params"]
+        assert back.uns["pairot"]["cell_type_key"] == "ct"
+        assert list(back.obs["ct"].cat.categories) == sorted(NAMES)
+        np.testing.assert_array_equal(_dense(back.X), _dense(out.X))
+        # the seed tutorial's downsampling of the round-tripped object
+        idx = pr.pp.downsample_indices(back.obs["ct"].to_numpy(), n_samples=20)
+        view = back[idx, :]
+        assert view.obs["ct"].value_counts().max() <= 20
+
+
+def test_deterministic(pair, processed):
+    again = pr.pp.preprocess_adatas(*pair, "ct", "ct", "donor", "donor", n_top_genes=20)
+    for a, b in zip(again, processed):
+        pd.testing.assert_frame_equal(a.uns["pairot"]["de_ova"], b.uns["pairot"]["de_ova"])
+        assert list(a.var_names) == list(b.var_names)
+
+
+def test_filter_genes_and_user_lists(pair):
+    q, _ = pr.pp.preprocess_adatas(
+        *pair,
+        "ct",
+        "ct",
+        "donor",
+        "donor",
+        n_top_genes=10,
+        filter_genes=True,
+        genes_to_drop=["G002"],
+    )
+    genes = set(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
+    assert "MT-CO1" not in genes and "G002" not in genes and "G003" in genes
+    q, _ = pr.pp.preprocess_adatas(
+        *pair,
+        "ct",
+        "ct",
+        "donor",
+        "donor",
+        n_top_genes=10,
+        filter_genes=True,
+        genes_to_keep=["MT-CO1"],
+    )
+    assert "MT-CO1" in set(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
+
+
+def test_auroc_subsample_is_stratified(pair):
+    de_small, _ = pr.pp.rank_genes_limma(pair[0], "ct", "donor", n_samples_auroc=5, random_state=3)
+    de_full, _ = pr.pp.rank_genes_limma(pair[0], "ct", "donor")
+    np.testing.assert_allclose(de_small["logFC"], de_full["logFC"])  # limma uses all cells
+    assert not np.allclose(de_small["auroc"], de_full["auroc"])
+
+
+def test_bad_inputs(pair):
+    a1, a2 = pair
+    with pytest.raises(KeyError, match="'celltype' is not a column of adata1.obs"):
+        pr.pp.preprocess_adatas(a1, a2, "celltype", "ct", "donor", "donor")
+    bad = a2.copy()
+    bad.X = bad.X.astype(np.float32) * 0.5
+    with pytest.raises(ValueError, match="raw UMI counts"):
+        pr.pp.preprocess_adatas(a1, bad, "ct", "ct", "donor", "donor")
+    bad.X = -np.abs(bad.X)
+    bad.X[0, 0] = -1
+    with pytest.raises(ValueError, match="negative"):
+        pr.pp.preprocess_adatas(a1, bad, "ct", "ct", "donor", "donor")
+    with pytest.raises(ValueError, match="n_top_genes"):
+        pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=0)
+    with pytest.raises(TypeError, match="AnnData"):
+        pr.pp.preprocess_adatas(a1.X, a2, "ct", "ct", "donor", "donor")

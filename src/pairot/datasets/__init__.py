@@ -1,0 +1,11 @@
+"""Demo data and the synthetic-study simulator.
+
+- :func:`simulate_pair`: two simulated studies (raw UMI counts, cell types, donors) with a
+  known cluster correspondence, from small test sizes to benchmark scale.
+- :func:`pbmc_demo`: a small real pair cut from scanpy's bundled ``pbmc68k_reduced``.
+"""
+
+from ._pbmc import pbmc_demo
+from ._simulate import SCENARIOS, UNINFORMATIVE_GENES, simulate_pair
+
+__all__ = ["SCENARIOS", "UNINFORMATIVE_GENES", "pbmc_demo", "simulate_pair"]

@@ -276,3 +276,24 @@ def test_bad_inputs(pair):
         pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=0)
     with pytest.raises(TypeError, match="AnnData"):
         pr.pp.preprocess_adatas(a1.X, a2, "ct", "ct", "donor", "donor")
+
+
+def test_pbmc_demo_round_trip_with_slash_names(tmp_path):
+    query, reference = pr.datasets.pbmc_demo()
+    q, r = pr.pp.preprocess_adatas(
+        query, reference, n_top_genes=100,
+        cell_type_column_adata1="cell_type", cell_type_column_adata2="cell_type",
+        sample_column_adata1="sample_id", sample_column_adata2="sample_id",
+    )
+    names = list(q.obs["cell_type"].cat.categories)
+    assert any("/" in n for n in names) and any("+" in n for n in names)
+    path = tmp_path / "q.h5ad"
+    q.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert list(back.obs["cell_type"].cat.categories) == names
+    for key in ("de_ova", "de_ava"):
+        pd.testing.assert_frame_equal(back.uns["pairot"][key], q.uns["pairot"][key])
+    # a well-known marker: CD14 is a top one-vs-all marker of the CD14+ monocytes
+    markers = pr.pp.filter_genes_ova(back.uns["pairot"]["de_ova"])
+    mono = markers[markers["cluster"] == "CD14+ Monocyte"]["gene"].astype(str).tolist()
+    assert "CD14" in mono[:30] or "LYZ" in mono[:30] or "S100A8" in mono[:30]

@@ -281,9 +281,13 @@ def test_bad_inputs(pair):
 def test_pbmc_demo_round_trip_with_slash_names(tmp_path):
     query, reference = pr.datasets.pbmc_demo()
     q, r = pr.pp.preprocess_adatas(
-        query, reference, n_top_genes=100,
-        cell_type_column_adata1="cell_type", cell_type_column_adata2="cell_type",
-        sample_column_adata1="sample_id", sample_column_adata2="sample_id",
+        query,
+        reference,
+        n_top_genes=100,
+        cell_type_column_adata1="cell_type",
+        cell_type_column_adata2="cell_type",
+        sample_column_adata1="sample_id",
+        sample_column_adata2="sample_id",
     )
     names = list(q.obs["cell_type"].cat.categories)
     assert any("/" in n for n in names) and any("+" in n for n in names)
@@ -297,3 +301,30 @@ def test_pbmc_demo_round_trip_with_slash_names(tmp_path):
     markers = pr.pp.filter_genes_ova(back.uns["pairot"]["de_ova"])
     mono = markers[markers["cluster"] == "CD14+ Monocyte"]["gene"].astype(str).tolist()
     assert "CD14" in mono[:30] or "LYZ" in mono[:30] or "S100A8" in mono[:30]
+
+
+@pytest.mark.parametrize(("n_cells", "n_top"), [(40, 15), (25, 30)])
+def test_hvgs_on_subsamples_match_scanpy_batched(n_cells, n_top):
+    """Per-study statistics combined as scanpy combines batches, also with genes that have no
+    count in one study's subsample (scanpy drops those from that batch's statistics)."""
+    from pairot.pp._hvg import select_hvgs
+
+    rng = np.random.default_rng(5)
+    X1 = sparse.csr_matrix(rng.poisson(rng.gamma(0.6, 1.0, size=80), size=(120, 80)))
+    X2 = sparse.csr_matrix(rng.poisson(rng.gamma(0.6, 1.0, size=80), size=(90, 80)))
+    X2[:, 3] = 0
+    X2[:2, 3] = 5  # rare in study 2: likely absent from its subsample
+    genes = pd.Index([f"g{i}" for i in range(80)])
+    idx = np.arange(80)
+    got = select_hvgs(X1, X2, idx, idx, genes, n_top_genes=n_top, n_samples=n_cells, random_state=0)
+    draw = np.random.default_rng([0, 1])
+    rows1 = np.sort(draw.choice(120, size=n_cells, replace=False))
+    rows2 = np.sort(draw.choice(90, size=n_cells, replace=False))
+    joint = ad.AnnData(
+        X=sparse.vstack([X1[rows1], X2[rows2]]).astype(np.float32), var=pd.DataFrame(index=genes)
+    )
+    joint.obs["batch"] = pd.Categorical(np.repeat(["a", "b"], n_cells))
+    sc.pp.normalize_total(joint, target_sum=1e4)
+    sc.pp.log1p(joint)
+    sc.pp.highly_variable_genes(joint, n_top_genes=n_top, batch_key="batch", flavor="seurat")
+    np.testing.assert_array_equal(got, np.flatnonzero(joint.var["highly_variable"]))

@@ -13,14 +13,41 @@ from scipy import sparse
 from .._logging import logger
 
 
-def _subsample_rows(X, gene_index: np.ndarray, n_max: int, rng: np.random.Generator):
+def _study_subsample(X, gene_index: np.ndarray, n_max: int, rng: np.random.Generator):
+    """At most ``n_max`` random cells of X, columns ``gene_index``, as float32 CSR."""
     n = X.shape[0]
     rows = np.arange(n) if n <= n_max else np.sort(rng.choice(n, size=n_max, replace=False))
-    if sparse.issparse(X):
-        sub = sparse.csr_matrix(X[rows])[:, gene_index]
-    else:
-        sub = sparse.csr_matrix(np.asarray(X)[rows][:, gene_index])
-    return sub.astype(np.float32)
+    sub = sparse.csr_matrix(X[rows] if sparse.issparse(X) else np.asarray(X)[rows])
+    sub = sub[:, gene_index]
+    if sub.dtype != np.float32:
+        sub.data = sub.data.astype(np.float32)
+        sub = sparse.csr_matrix(sub, dtype=np.float32)
+    return sub
+
+
+def _batch_statistics(sub, genes: pd.Index, n_top_genes: int) -> pd.DataFrame:
+    """scanpy's per-batch statistics of one study, as in ``highly_variable_genes(batch_key=)``.
+
+    Like scanpy's batched mode, genes without a count in this batch are left out of the
+    statistics and reported with zeros.
+    """
+    expressed = np.asarray(sub.getnnz(axis=0) > 0)
+    adata = AnnData(X=sub[:, expressed], var=pd.DataFrame(index=genes[expressed]))
+    del sub
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    table = sc.pp.highly_variable_genes(
+        adata, n_top_genes=n_top_genes, flavor="seurat", inplace=False
+    )
+    table.index = genes[expressed]
+    table = table[["means", "dispersions", "dispersions_norm", "highly_variable"]]
+    missing = pd.DataFrame(
+        np.zeros((int((~expressed).sum()), 3)),
+        columns=["means", "dispersions", "dispersions_norm"],
+        index=genes[~expressed],
+    )
+    missing["highly_variable"] = False
+    return pd.concat([table, missing]).loc[genes]
 
 
 def select_hvgs(
@@ -36,10 +63,13 @@ def select_hvgs(
 ) -> np.ndarray:
     """Positions (into ``genes``, ascending) of the highly variable genes of two studies.
 
-    At most ``n_samples`` cells of each study are drawn (seeded), the two subsamples are
-    concatenated, normalized to 1e4 counts per cell, log1p-transformed, and scanpy's
-    ``highly_variable_genes`` (flavor "seurat") picks ``n_top_genes`` genes with the study as
-    ``batch_key``.
+    At most ``n_samples`` cells of each study are drawn (seeded); on them, normalized to 1e4
+    counts per cell and ``log1p``-transformed, ``n_top_genes`` genes are selected as scanpy's
+    ``highly_variable_genes(flavor="seurat", batch_key=<study>)`` selects them on the two
+    subsamples concatenated. Each study's statistics come from scanpy itself, one study at a
+    time, so that the two subsamples never sit in memory together; they are combined as
+    scanpy's batched mode combines batches (mean statistics, genes ranked by the number of
+    batches selecting them, then by mean normalized dispersion).
     """
     if n_top_genes >= len(genes):
         logger.warning(
@@ -49,21 +79,27 @@ def select_hvgs(
         )
         return np.arange(len(genes))
     rng = np.random.default_rng([random_state, 1])
-    parts = [
-        _subsample_rows(X, idx, n_samples, rng) for X, idx in ((X1, gene_index1), (X2, gene_index2))
-    ]
-    study = np.repeat(["adata1", "adata2"], [parts[0].shape[0], parts[1].shape[0]])
-    joint = AnnData(
-        X=sparse.vstack(parts, format="csr"),
-        obs=pd.DataFrame({"study": pd.Categorical(study)}, index=np.arange(study.size).astype(str)),
-        var=pd.DataFrame(index=np.asarray(genes, dtype=str)),
-    )
-    del parts
+    tables = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
-        sc.pp.normalize_total(joint, target_sum=1e4)
-        sc.pp.log1p(joint)
-        table = sc.pp.highly_variable_genes(
-            joint, n_top_genes=n_top_genes, batch_key="study", flavor="seurat", inplace=False
-        )
-    return np.flatnonzero(table["highly_variable"].to_numpy())
+        warnings.simplefilter("ignore", category=UserWarning)
+        for X, gene_index in ((X1, gene_index1), (X2, gene_index2)):
+            sub = _study_subsample(X, gene_index, n_samples, rng)
+            tables.append(_batch_statistics(sub, genes, n_top_genes))
+            del sub
+    table = pd.concat(tables, axis=0)
+    table["highly_variable"] = table["highly_variable"].astype(int)
+    table = table.groupby(table.index, observed=True).agg(
+        {
+            "means": "mean",
+            "dispersions": "mean",
+            "dispersions_norm": "mean",
+            "highly_variable": "sum",
+        }
+    )
+    table = table.rename(columns={"highly_variable": "highly_variable_nbatches"})
+    table = table.sort_values(
+        ["highly_variable_nbatches", "dispersions_norm"], ascending=False, na_position="last"
+    )
+    chosen = set(table.index[:n_top_genes])
+    return np.flatnonzero(genes.isin(chosen))

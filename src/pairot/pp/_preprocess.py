@@ -44,16 +44,24 @@ def _gene_totals(X) -> np.ndarray:
     return np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
 
 
-def _library_normalized(X, rows: np.ndarray, gene_index: np.ndarray):
-    """Rows ``rows`` and columns ``gene_index`` of X scaled to 1e4 counts per cell, sparse CSR."""
-    if sparse.issparse(X):
-        sub = sparse.csr_matrix(X[rows])[:, gene_index]
-    else:
-        sub = sparse.csr_matrix(np.asarray(X)[rows][:, gene_index])
-    sub = sub.astype(np.float32)
-    totals = np.asarray(sub.sum(axis=1)).ravel()
+def _library_normalized(X, rows: np.ndarray, gene_index: np.ndarray) -> sparse.csc_matrix:
+    """Rows ``rows`` of X, every column, scaled to 1e4 counts per cell over ``gene_index``.
+
+    Only the columns ``gene_index`` count towards a cell's library size; the other columns are
+    carried along (the AUROC of a gene depends only on its own column) so that no column-subset
+    copy of the matrix is made. Returns float32 CSC, the layout of the AUROC kernel.
+    """
+    sub = sparse.csr_matrix(X[rows] if sparse.issparse(X) else np.asarray(X)[rows])
+    if sub.dtype != np.float32:
+        sub = sparse.csr_matrix(
+            (sub.data.astype(np.float32), sub.indices, sub.indptr), shape=sub.shape
+        )
+    counted = np.zeros(sub.shape[1], dtype=np.float32)
+    counted[gene_index] = 1.0
+    totals = np.asarray(sub @ counted, dtype=np.float64).ravel()
     scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
-    return sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ sub)
+    sub.data *= np.repeat(scale.astype(np.float32), np.diff(sub.indptr))
+    return sub.tocsc()
 
 
 def _de_tables(
@@ -110,6 +118,8 @@ def _de_tables(
     normalized = _library_normalized(X, rows, gene_index)
     ova_auc, ava_auc = auroc_ova_ava(normalized, clusters.codes[rows], n_clusters)
     del normalized
+    if not np.array_equal(gene_index, np.arange(X.shape[1])):
+        ova_auc, ava_auc = ova_auc[:, gene_index], ava_auc[:, :, gene_index]
     logger.info(
         "%s: AUROC on %d cells x %d genes in %.1f s",
         name,
@@ -316,22 +326,9 @@ def preprocess_adatas(
         raise ValueError(msg)
     genes = pd.Index(np.asarray(genes, dtype=str))
 
-    tables = {}
-    gene_index = {}
-    for name, (adata, _, _) in studies.items():
-        gene_index[name] = adata.var_names.get_indexer(genes)
-        clusters, samples = labels[name]
-        tables[name] = _de_tables(
-            adata.X,
-            gene_index[name],
-            genes,
-            clusters,
-            samples,
-            n_samples_auroc=n_samples_auroc,
-            random_state=random_state,
-            name=name,
-        )
-
+    gene_index = {
+        name: adata.var_names.get_indexer(genes) for name, (adata, _, _) in studies.items()
+    }
     start = time.perf_counter()
     hvg = select_hvgs(
         adata1.X,
@@ -346,6 +343,20 @@ def preprocess_adatas(
     logger.info(
         "Selected %d highly variable genes in %.1f s.", hvg.size, time.perf_counter() - start
     )
+
+    tables = {}
+    for name, (adata, _, _) in studies.items():
+        clusters, samples = labels[name]
+        tables[name] = _de_tables(
+            adata.X,
+            gene_index[name],
+            genes,
+            clusters,
+            samples,
+            n_samples_auroc=n_samples_auroc,
+            random_state=random_state,
+            name=name,
+        )
 
     params = {
         "n_top_genes": n_top_genes,

@@ -1,0 +1,561 @@
+"""``DatasetMap``: the public, staged OT model (geometry -> problem -> solution -> outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .._logging import logger
+from ..pp._sampling import downsample_indices
+from . import _aggregate
+from ._features import cosine_features, spearman_features
+from ._label_distance import label_distance, marker_lists
+
+AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
+MARGINALS = ("balanced", "uniform")
+
+
+@dataclass
+class Geometry:
+    """Cell features and the cost structure of the OT problem.
+
+    ``C[i, j] = lambda_feature * 0.5 * (1 - x[i] . y[j]) + lambda_label * L[k_i, c_j]``, written as
+    ``offset + x_aug[i] . y_aug[j]`` with ``x_aug = [-0.5 * lambda_feature * x, lambda_label *
+    L[k_i]]`` and ``y_aug = [y, onehot(c_j)]``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    x_aug: np.ndarray
+    y_aug: np.ndarray
+    offset: float
+    query_codes: np.ndarray
+    ref_codes: np.ndarray
+    label_distance: np.ndarray
+    epsilon: float
+    batch_size: int
+    lambda_feature: float
+    lambda_label: float
+
+    def cost(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The cost of the given query cells against every reference cell (float64)."""
+        x_aug = np.asarray(self.x_aug[rows], dtype=np.float64)
+        return self.offset + x_aug @ np.asarray(self.y_aug, dtype=np.float64).T
+
+
+class _DegTable(Mapping):
+    """``DEGs_label_distance[q][r]``: the genes behind one label-distance entry."""
+
+    def __init__(self, details: pd.DataFrame, query: list[str], reference: list[str]):
+        self._details = details
+        self._query = query
+        self._reference = reference
+
+    def __getitem__(self, query_cluster):
+        if query_cluster not in self._query:
+            msg = f"{query_cluster!r} is not a query cluster; query clusters: {self._query}."
+            raise KeyError(msg)
+        rows = self._details[self._details["query_cluster"] == query_cluster]
+        return {
+            r: rows[rows["reference_cluster"] == r]
+            .drop(columns=["query_cluster", "reference_cluster"])
+            .reset_index(drop=True)
+            for r in self._reference
+        }
+
+    def __iter__(self):
+        return iter(self._query)
+
+    def __len__(self):
+        return len(self._query)
+
+
+def _pairot_info(adata: AnnData, name: str) -> dict:
+    if not isinstance(adata, AnnData):
+        msg = f"{name} must be an anndata.AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    info = adata.uns.get("pairot")
+    required = ("cell_type_key", "de_ova", "de_ava")
+    if not isinstance(info, Mapping) or any(key not in info for key in required):
+        msg = (
+            f"{name}.uns['pairot'] is missing or incomplete; run "
+            "pairot.pp.preprocess_adatas(adata1, adata2, ...) first and pass its outputs."
+        )
+        raise ValueError(msg)
+    return info
+
+
+def _labels(adata: AnnData, key: str, name: str) -> pd.Categorical:
+    if key not in adata.obs.columns:
+        msg = f"{name}.obs has no column {key!r} (recorded by preprocess_adatas)."
+        raise KeyError(msg)
+    values = adata.obs[key]
+    if values.isna().any():
+        msg = f"{name}.obs[{key!r}] has missing labels; drop those cells first."
+        raise ValueError(msg)
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(str).astype("category")
+    used = values.cat.remove_unused_categories()
+    dropped = len(values.cat.categories) - len(used.cat.categories)
+    if dropped:
+        logger.info("%s.obs[%r]: dropping %d unused categories.", name, key, dropped)
+    categories = [str(c) for c in used.cat.categories]
+    return pd.Categorical.from_codes(used.cat.codes.to_numpy(), categories=categories)
+
+
+def _check_positive(value, argument: str, *, integer: bool = False):
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value):
+        what = "a positive integer" if integer else "a positive number"
+        msg = f"{argument} must be {what}, got {value!r}."
+        raise TypeError(msg)
+    if value <= 0:
+        msg = f"{argument} must be > 0, got {value}."
+        raise ValueError(msg)
+    return int(value) if integer else float(value)
+
+
+def _check_tau(value, argument: str) -> float:
+    value = _check_positive(value, argument)
+    if value > 1:
+        msg = (
+            f"{argument} must lie in (0, 1], got {value}; 1 enforces the marginal, values "
+            "such as 0.95 relax it (unbalanced OT)."
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _check_marginal(values, n: int, argument: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (n,):
+        msg = f"{argument} must have one weight per cell, shape ({n},), got shape {values.shape}."
+        raise ValueError(msg)
+    if not np.isfinite(values).all() or (values < 0).any():
+        msg = f"{argument} must hold finite non-negative weights."
+        raise ValueError(msg)
+    total = values.sum()
+    if total <= 0:
+        msg = f"{argument} sums to {total}; give it a positive total mass."
+        raise ValueError(msg)
+    return values / total
+
+
+def _balanced(codes: np.ndarray) -> np.ndarray:
+    counts = np.bincount(codes)
+    present = np.count_nonzero(counts)
+    return 1.0 / (counts[codes] * present)
+
+
+class DatasetMap:
+    """Map the clusters of a query study onto the clusters of a reference study.
+
+    Parameters
+    ----------
+    adata1, adata2
+        Query and reference, as returned by :func:`pairot.pp.preprocess_adatas` (also after a
+        ``write_h5ad`` / ``read_h5ad`` round trip, and as views such as
+        ``adata[pr.pp.downsample_indices(...), :]``). They are never modified.
+
+    Examples
+    --------
+    >>> dm = pr.tl.DatasetMap(adata_query, adata_ref)
+    >>> dm.init_geom(batch_size=1024, epsilon=0.05)
+    >>> dm.init_problem(tau_a=1.0, tau_b=1.0)
+    >>> dm.solve()
+    >>> mapping = dm.compute_mapping()
+    >>> distance = dm.compute_distance()
+    """
+
+    def __init__(self, adata1: AnnData, adata2: AnnData):
+        info1 = _pairot_info(adata1, "adata1")
+        info2 = _pairot_info(adata2, "adata2")
+        if list(adata1.var_names) != list(adata2.var_names):
+            only1 = adata1.var_names.difference(adata2.var_names)[:5].tolist()
+            only2 = adata2.var_names.difference(adata1.var_names)[:5].tolist()
+            how = (
+                f"genes only in adata1: {only1}, only in adata2: {only2}"
+                if only1 or only2
+                else "the same genes in a different order"
+            )
+            msg = (
+                f"adata1 and adata2 must have the same genes in the same order ({how}); "
+                "pass both outputs of one preprocess_adatas call."
+            )
+            raise ValueError(msg)
+        self.adata1 = adata1
+        self.adata2 = adata2
+        self._info = (info1, info2)
+        self.query_labels = _labels(adata1, info1["cell_type_key"], "adata1")
+        self.reference_labels = _labels(adata2, info2["cell_type_key"], "adata2")
+        self.geom: Geometry | None = None
+        self.ot_solution = None
+        self._problem = None
+        self._aggregates = None
+        self._label_details = None
+        self._label_distance = None
+
+    # ------------------------------------------------------------------ stages
+    def _require(self, stage: str):
+        needs = {
+            "geom": (self.geom, "call init_geom() first"),
+            "problem": (self._problem, "call init_problem() first (after init_geom())"),
+            "solution": (self.ot_solution, "call solve() first (after init_problem())"),
+        }
+        value, hint = needs[stage]
+        if value is None:
+            msg = f"DatasetMap has no {stage} yet: {hint}."
+            raise RuntimeError(msg)
+        return value
+
+    @property
+    def query_clusters(self) -> list[str]:
+        return list(self.query_labels.categories)
+
+    @property
+    def reference_clusters(self) -> list[str]:
+        return list(self.reference_labels.categories)
+
+    def init_geom(
+        self,
+        epsilon: float = 0.05,
+        batch_size: int = 1024,
+        lambda_feature: float = 0.5,
+        lambda_label: float = 1.5,
+        n_genes_ova: int = 10,
+        n_genes_ava: int = 3,
+        overlap_threshold_ava: float = 0.3,
+        overlap_n_genes_ava: int = 10,
+        adj_p_val_threshold: float = 0.05,
+        auroc_threshold: float = 0.6,
+        logfc_threshold: float = 1.0,
+        gene_filtering: bool = True,
+        q_norm: float = 0.33,
+        embedding_layer: str | None = None,
+    ) -> None:
+        """Build the label distance, the cell features and the cost geometry."""
+        epsilon = _check_positive(epsilon, "epsilon")
+        batch_size = _check_positive(batch_size, "batch_size", integer=True)
+        lambda_feature = float(lambda_feature)
+        lambda_label = float(lambda_label)
+        for value, argument in ((lambda_feature, "lambda_feature"), (lambda_label, "lambda_label")):
+            if not np.isfinite(value) or value < 0:
+                msg = f"{argument} must be a finite number >= 0, got {value}."
+                raise ValueError(msg)
+        common = {
+            "overlap_threshold_ava": overlap_threshold_ava,
+            "overlap_n_genes_ava": overlap_n_genes_ava,
+            "adj_p_val_threshold": adj_p_val_threshold,
+            "auroc_threshold": auroc_threshold,
+            "logfc_threshold": logfc_threshold,
+            "gene_filtering": gene_filtering,
+        }
+        info1, info2 = self._info
+        query_markers = marker_lists(
+            info1["de_ova"],
+            info1["de_ava"],
+            n_genes_ova=n_genes_ova,
+            n_genes_ava=n_genes_ava,
+            **common,
+        )
+        reference_markers = marker_lists(
+            info2["de_ova"], info2["de_ava"], n_genes_ova=None, n_genes_ava=None, **common
+        )
+        query_markers = self._restrict(query_markers, self.query_clusters, "adata1")
+        reference_markers = self._restrict(reference_markers, self.reference_clusters, "adata2")
+        _, L, details = label_distance(query_markers, reference_markers, q_norm=q_norm)
+        L = L.loc[self.query_clusters, self.reference_clusters]
+        self._label_distance = L
+        self._label_details = details
+
+        if embedding_layer is None:
+            x = spearman_features(self.adata1.X)
+            y = spearman_features(self.adata2.X)
+        else:
+            for adata, name in ((self.adata1, "adata1"), (self.adata2, "adata2")):
+                if embedding_layer not in adata.obsm:
+                    msg = (
+                        f"embedding_layer={embedding_layer!r} is not in {name}.obsm; "
+                        f"available: {list(adata.obsm.keys())}."
+                    )
+                    raise KeyError(msg)
+            e1 = self.adata1.obsm[embedding_layer]
+            e2 = self.adata2.obsm[embedding_layer]
+            e1 = e1.toarray() if sparse.issparse(e1) else np.asarray(e1)
+            e2 = e2.toarray() if sparse.issparse(e2) else np.asarray(e2)
+            if e1.shape[1] != e2.shape[1]:
+                msg = (
+                    f"embedding_layer={embedding_layer!r} has {e1.shape[1]} dimensions in "
+                    f"adata1 but {e2.shape[1]} in adata2; use a shared embedding."
+                )
+                raise ValueError(msg)
+            x = cosine_features(e1)
+            y = cosine_features(e2)
+        qc = self.query_labels.codes.astype(np.int64)
+        rc = self.reference_labels.codes.astype(np.int64)
+        Lv = L.to_numpy(dtype=np.float32)
+        x_aug = np.concatenate(
+            [(-0.5 * lambda_feature) * x, (lambda_label * Lv)[qc]], axis=1
+        ).astype(np.float32)
+        y_aug = np.concatenate(
+            [y, np.eye(len(self.reference_clusters), dtype=np.float32)[rc]], axis=1
+        ).astype(np.float32)
+        self.geom = Geometry(
+            x=x,
+            y=y,
+            x_aug=x_aug,
+            y_aug=y_aug,
+            offset=0.5 * lambda_feature,
+            query_codes=qc,
+            ref_codes=rc,
+            label_distance=L.to_numpy(dtype=np.float64),
+            epsilon=epsilon,
+            batch_size=batch_size,
+            lambda_feature=lambda_feature,
+            lambda_label=lambda_label,
+        )
+        self._problem = None
+        self.ot_solution = None
+        self._aggregates = None
+
+    @staticmethod
+    def _restrict(markers: pd.DataFrame, clusters: list[str], name: str) -> pd.DataFrame:
+        """Keep the marker lists of the clusters present in the data, in the data's order."""
+        known = set(markers["cluster"].cat.categories.astype(str))
+        missing = [c for c in clusters if c not in known]
+        if missing:
+            msg = (
+                f"{name} has clusters {missing} that its DE tables in uns['pairot'] do not "
+                "know; were the labels changed after preprocess_adatas?"
+            )
+            raise ValueError(msg)
+        markers = markers[markers["cluster"].astype(str).isin(clusters)].copy()
+        markers["cluster"] = pd.Categorical(markers["cluster"].astype(str), categories=clusters)
+        return markers.sort_values(["cluster", "rank"], kind="stable").reset_index(drop=True)
+
+    def init_problem(
+        self,
+        tau_a: float = 1.0,
+        tau_b: float = 1.0,
+        marginals_distribution: str = "balanced",
+        a: np.ndarray | None = None,
+        b: np.ndarray | None = None,
+    ) -> None:
+        """Set the marginals and how strictly they are enforced."""
+        geom = self._require("geom")
+        tau_a = _check_tau(tau_a, "tau_a")
+        tau_b = _check_tau(tau_b, "tau_b")
+        if marginals_distribution not in MARGINALS:
+            msg = (
+                f"marginals_distribution must be one of {MARGINALS}, got "
+                f"{marginals_distribution!r}."
+            )
+            raise ValueError(msg)
+        n, m = geom.x.shape[0], geom.y.shape[0]
+        if a is None:
+            a = (
+                _balanced(geom.query_codes)
+                if marginals_distribution == "balanced"
+                else (np.full(n, 1.0 / n))
+            )
+        else:
+            a = _check_marginal(a, n, "a")
+        if b is None:
+            b = (
+                _balanced(geom.ref_codes)
+                if marginals_distribution == "balanced"
+                else (np.full(m, 1.0 / m))
+            )
+        else:
+            b = _check_marginal(b, m, "b")
+        self._problem = {
+            "a": a,
+            "b": b,
+            "tau_a": tau_a,
+            "tau_b": tau_b,
+            "marginals_distribution": marginals_distribution,
+        }
+        self.ot_solution = None
+        self._aggregates = None
+
+    def solve(
+        self,
+        *,
+        threshold: float = 1e-3,
+        max_iterations: int = 2000,
+        inner_iterations: int = 10,
+        progress: bool = True,
+    ):
+        """Run log-domain Sinkhorn; the result is in ``ot_solution`` (``f, g, errors, ...``)."""
+        from ._jax_backend import sinkhorn
+
+        geom = self._require("geom")
+        problem = self._require("problem")
+        threshold = _check_positive(threshold, "threshold")
+        max_iterations = _check_positive(max_iterations, "max_iterations", integer=True)
+        inner_iterations = _check_positive(inner_iterations, "inner_iterations", integer=True)
+        self.ot_solution = sinkhorn(
+            geom.x_aug,
+            geom.y_aug,
+            geom.offset,
+            problem["a"],
+            problem["b"],
+            epsilon=geom.epsilon,
+            tau_a=problem["tau_a"],
+            tau_b=problem["tau_b"],
+            batch_size=geom.batch_size,
+            threshold=threshold,
+            max_iterations=max_iterations,
+            inner_iterations=inner_iterations,
+            progress=progress,
+        )
+        self._aggregates = None
+        return self.ot_solution
+
+    # ----------------------------------------------------------------- outputs
+    def _aggregate(self, rows=None, cols=None) -> dict:
+        from ._jax_backend import aggregate
+
+        geom = self._require("geom")
+        solution = self._require("solution")
+        if rows is None and cols is None and self._aggregates is not None:
+            return self._aggregates
+        rows = slice(None) if rows is None else rows
+        cols = slice(None) if cols is None else cols
+        out = aggregate(
+            geom.x_aug[rows],
+            geom.y_aug[cols],
+            geom.offset,
+            np.asarray(solution.f)[rows],
+            np.asarray(solution.g)[cols],
+            epsilon=geom.epsilon,
+            query_codes=geom.query_codes[rows],
+            ref_codes=geom.ref_codes[cols],
+            n_query_clusters=len(self.query_clusters),
+            n_ref_clusters=len(self.reference_clusters),
+            batch_size=geom.batch_size,
+        )
+        if rows == slice(None) and cols == slice(None):
+            self._aggregates = out
+        return out
+
+    def _frame(self, values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            values,
+            index=pd.Index(self.query_clusters, name="query"),
+            columns=pd.Index(self.reference_clusters, name="reference"),
+        )
+
+    def compute_mapping(self, aggregation_method: str | None = "mean"):
+        """Query clusters x reference clusters mapping scores (see METHOD section 7).
+
+        ``"mean"``: mean over the cells j of reference cluster c of the mass received from
+        query cluster k, relative to ``b_j``; ``"jensen_shannon"``: one minus the base-2
+        Jensen-Shannon distance between that profile and the indicator of c;
+        ``"transported_mass"``: the share of k's mass sent to c; ``None``: all three as a dict.
+        """
+        if aggregation_method is not None and aggregation_method not in AGGREGATION_METHODS:
+            msg = (
+                f"aggregation_method must be one of {AGGREGATION_METHODS} or None, got "
+                f"{aggregation_method!r}."
+            )
+            raise ValueError(msg)
+        geom = self._require("geom")
+        problem = self._require("problem")
+        agg = self._aggregate()
+        n_ref = len(self.reference_clusters)
+        methods = AGGREGATION_METHODS if aggregation_method is None else (aggregation_method,)
+        out = {}
+        for method in methods:
+            if method == "mean":
+                values = _aggregate.mapping_mean(agg["tm"], problem["b"], geom.ref_codes, n_ref)
+            elif method == "jensen_shannon":
+                values = _aggregate.mapping_jensen_shannon(
+                    agg["tm"], problem["b"], geom.ref_codes, n_ref
+                )
+            else:
+                values = _aggregate.mapping_transported_mass(
+                    agg["tm"], problem["a"], geom.query_codes, geom.ref_codes, n_ref
+                )
+            out[method] = self._frame(values)
+        return out if aggregation_method is None else out[aggregation_method]
+
+    def compute_distance(self, n_samples: int | None = None, random_state: int = 0):
+        """Plan-weighted mean cost between each query and reference cluster.
+
+        Exact over all cells by default; with ``n_samples``, over a seeded subsample of at most
+        ``n_samples`` cells per cluster on each side.
+        """
+        geom = self._require("geom")
+        self._require("solution")
+        if n_samples is None:
+            agg = self._aggregate()
+            qc, rc = geom.query_codes, geom.ref_codes
+        else:
+            n_samples = _check_positive(n_samples, "n_samples", integer=True)
+            rows = downsample_indices(geom.query_codes, n_samples, random_state=random_state)
+            cols = downsample_indices(geom.ref_codes, n_samples, random_state=random_state)
+            agg = self._aggregate(rows, cols)
+            qc, rc = geom.query_codes[rows], geom.ref_codes[cols]
+        values = _aggregate.cluster_distance(agg["mass"], agg["cost_mass"], agg["cost_sum"], qc, rc)
+        return self._frame(values)
+
+    @staticmethod
+    def select_similar_clusters(
+        mapping: pd.DataFrame,
+        distance: pd.DataFrame,
+        threshold_mapping: float = 0.25,
+        threshold_distance: float = 1.0,
+        n_top: int | None = None,
+    ) -> pd.DataFrame:
+        """For each query cluster, the reference clusters with mapping >= ``threshold_mapping``
+        and distance <= ``threshold_distance``, best mapping first (at most ``n_top`` each).
+
+        Returns a long table with columns ``query, reference, mapping, distance, rank``.
+        """
+        if not isinstance(mapping, pd.DataFrame) or not isinstance(distance, pd.DataFrame):
+            msg = "mapping and distance must be the DataFrames of compute_mapping/compute_distance."
+            raise TypeError(msg)
+        if list(mapping.index) != list(distance.index) or list(mapping.columns) != list(
+            distance.columns
+        ):
+            msg = "mapping and distance must have the same query rows and reference columns."
+            raise ValueError(msg)
+        if n_top is not None:
+            n_top = _check_positive(n_top, "n_top", integer=True)
+        long = pd.DataFrame(
+            {
+                "query": np.repeat(np.asarray(mapping.index, dtype=object), mapping.shape[1]),
+                "reference": np.tile(np.asarray(mapping.columns, dtype=object), mapping.shape[0]),
+                "mapping": mapping.to_numpy(dtype=np.float64).ravel(),
+                "distance": distance.to_numpy(dtype=np.float64).ravel(),
+            }
+        )
+        long["query_order"] = np.repeat(np.arange(mapping.shape[0]), mapping.shape[1])
+        keep = (long["mapping"] >= threshold_mapping) & (long["distance"] <= threshold_distance)
+        long = long[keep].sort_values(
+            ["query_order", "mapping"], ascending=[True, False], kind="stable"
+        )
+        long["rank"] = long.groupby("query_order").cumcount()
+        if n_top is not None:
+            long = long[long["rank"] < n_top]
+        return long.drop(columns="query_order").reset_index(drop=True)
+
+    # -------------------------------------------------------------- properties
+    @property
+    def label_distance(self) -> pd.DataFrame:
+        """The normalized label distance L, query x reference clusters."""
+        self._require("geom")
+        return self._label_distance
+
+    @property
+    def DEGs_label_distance(self) -> Mapping:  # noqa: N802 - public name of the method
+        """``DEGs_label_distance[q][r]``: the query marker genes of q with their rank and logFC
+        in q and in r, behind the label distance between q and r."""
+        self._require("geom")
+        return _DegTable(self._label_details, self.query_clusters, self.reference_clusters)

@@ -423,7 +423,8 @@ class DatasetMap:
 
         geom = self._require("geom")
         solution = self._require("solution")
-        if rows is None and cols is None and self._aggregates is not None:
+        full = rows is None and cols is None
+        if full and self._aggregates is not None:
             return self._aggregates
         rows = slice(None) if rows is None else rows
         cols = slice(None) if cols is None else cols
@@ -440,7 +441,7 @@ class DatasetMap:
             n_ref_clusters=len(self.reference_clusters),
             batch_size=geom.batch_size,
         )
-        if rows == slice(None) and cols == slice(None):
+        if full:
             self._aggregates = out
         return out
 

@@ -17,6 +17,12 @@ from ._features import cosine_features, spearman_features
 from ._label_distance import label_distance, marker_lists
 
 AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
+
+
+class StageError(ValueError, RuntimeError):
+    """A ``DatasetMap`` step was called before the step it needs (e.g. ``solve`` before
+    ``init_problem``). Subclasses ``ValueError`` and ``RuntimeError``, so either catches it."""
+
 MARGINALS = ("balanced", "uniform")
 
 
@@ -43,7 +49,11 @@ class Geometry:
     lambda_label: float
 
     def cost(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """The cost of the given query cells against every reference cell (float64)."""
+        """The cost of the given query cells against every reference cell (float64).
+
+        This materializes ``len(rows) x m`` values: meant for inspection and tests on small
+        data; the solver and the outputs never build the full matrix.
+        """
         x_aug = np.asarray(self.x_aug[rows], dtype=np.float64)
         return self.offset + x_aug @ np.asarray(self.y_aug, dtype=np.float64).T
 
@@ -210,7 +220,7 @@ class DatasetMap:
         value, hint = needs[stage]
         if value is None:
             msg = f"DatasetMap has no {stage} yet: {hint}."
-            raise RuntimeError(msg)
+            raise StageError(msg)
         return value
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pp, tl
+from . import datasets, pl, pp, tl
 
 try:
     __version__ = version("pairot")
@@ -19,4 +19,4 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logging.getLogger("pairot").addHandler(logging.NullHandler())
 
-__all__ = ["datasets", "pp", "tl", "__version__"]
+__all__ = ["datasets", "pl", "pp", "tl", "__version__"]

@@ -40,6 +40,71 @@ def _check_positive_int(value, argument: str) -> int:
     return int(value)
 
 
+def _check_distinct_columns(cluster_column, sample_column, cluster_arg: str, sample_arg: str):
+    if isinstance(cluster_column, str) and cluster_column == sample_column:
+        msg = (
+            f"{cluster_arg} and {sample_arg} are both {cluster_column!r}; pass the column of "
+            "cluster labels and the column of samples / donors, two different columns."
+        )
+        raise ValueError(msg)
+
+
+def _check_limma_design(
+    clusters: pd.Categorical,
+    samples: pd.Categorical,
+    *,
+    name: str,
+    cluster_arg: str,
+    cluster_column: str,
+    sample_arg: str,
+    sample_column: str,
+) -> None:
+    """Raise ``ValueError`` unless the pseudobulk profiles of a study can be fitted by limma.
+
+    A profile is a (sample, cluster) pair with at least ``MIN_CELLS_PER_PROFILE`` cells.
+    One-vs-all limma (design ``~ is_c``) needs at least 3 profiles and all-vs-all limma
+    (``~ 0 + cluster``) one more profile than clusters with profiles, both from at least two
+    clusters: one residual degree of freedom. Clusters without a profile of their own (e.g. a
+    cluster of one cell) are allowed: their limma statistics are NaN. Checked from the labels
+    alone, before any expensive step.
+    """
+    n_clusters = len(clusters.categories)
+    if n_clusters < 2:
+        only = clusters.categories[0] if n_clusters else None
+        msg = (
+            f"{name} has a single cluster ({only!r}) in {cluster_arg}={cluster_column!r}; "
+            "differential expression needs at least two clusters: check the column, or pass "
+            "a study with more cell types."
+        )
+        raise ValueError(msg)
+    n_samples = len(samples.categories)
+    pair = np.asarray(samples.codes, dtype=np.int64) * n_clusters + np.asarray(clusters.codes)
+    sizes = np.bincount(pair, minlength=n_samples * n_clusters)
+    kept = np.flatnonzero(sizes >= MIN_CELLS_PER_PROFILE)
+    n_profiles = kept.size
+    n_present = np.unique(kept % n_clusters).size
+    where = (
+        f"{sample_arg}={sample_column!r} has {n_samples} sample(s) and a profile is a "
+        f"(sample, cluster) pair with >= {MIN_CELLS_PER_PROFILE} cells"
+    )
+    if n_present < 2:
+        msg = (
+            f"{name} has pseudobulk profiles of {n_present} cluster(s) only; limma needs "
+            f"profiles of at least two clusters ({where}). Pass a study with more cells per "
+            "cluster and sample, or more samples."
+        )
+        raise ValueError(msg)
+    needed = max(3, n_present + 1)
+    if n_profiles < needed:
+        msg = (
+            f"{name} has {n_profiles} pseudobulk profiles for {n_present} clusters; limma "
+            f"needs at least {needed} (one residual degree of freedom) ({where}). Pass a "
+            "study with more samples (at least one cluster seen in two samples), or merge "
+            "clusters."
+        )
+        raise ValueError(msg)
+
+
 def _gene_totals(X) -> np.ndarray:
     return np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
 
@@ -77,12 +142,6 @@ def _de_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One-vs-all and all-vs-all DE tables of the genes ``gene_index`` of one study."""
     n_clusters = len(clusters.categories)
-    if n_clusters < 2:
-        msg = (
-            f"{name} has a single cluster ({clusters.categories[0]!r}); differential "
-            "expression needs at least two clusters."
-        )
-        raise ValueError(msg)
     start = time.perf_counter()
     bulk = pseudobulk(
         X,
@@ -193,13 +252,48 @@ def rank_genes_limma(
         One row per ordered cluster pair and gene, both directions present:
         ``cluster, versus, gene, logFC, P.Value, adj.P.Val, auroc``; ``logFC`` is
         ``cluster - versus`` and ``auroc`` has ``cluster`` as the positive class.
+
+    Notes
+    -----
+    Messy data, case by case (see also :func:`preprocess_adatas`):
+
+    - A cluster with a single cell (more generally, without any (sample, cluster) pair of at
+      least 2 cells) gets no pseudobulk profile: its one-vs-all rows and every all-vs-all
+      pair involving it have NaN ``logFC`` / ``P.Value`` / ``adj.P.Val`` (a warning is
+      logged), while its ``auroc`` is still computed from its cells. It then has no marker
+      genes downstream (label distance 1 to every reference cluster).
+    - A cluster present in one sample only works when that sample holds at least 2 of its
+      cells: it gets one profile, and the residual degrees of freedom come from the clusters
+      seen in several samples.
+    - Too few profiles for limma (fewer than 3, or not more profiles than clusters with
+      profiles, or profiles of fewer than two clusters) is a ``ValueError`` naming the study
+      and asking for more samples, raised before any computation; so is a single cluster.
+
+    Raises
+    ------
+    KeyError
+        A column is not in ``adata.obs`` (the message lists the columns that exist).
+    ValueError
+        ``X`` is not raw counts (negative, NaN / infinite or fractional values), labels are
+        missing, gene names are duplicated, the study is empty, or the design is too small
+        for limma (see Notes).
     """
     check_adata(adata, "adata")
     n_samples_auroc = _check_positive_int(n_samples_auroc, "n_samples_auroc")
+    _check_distinct_columns(cluster_label, sample_label, "cluster_label", "sample_label")
     clusters = get_labels(adata, cluster_label, "adata", "cluster_label")
     samples = get_labels(adata, sample_label, "adata", "sample_label")
     X = adata.X
     check_counts(X, "adata")
+    _check_limma_design(
+        clusters,
+        samples,
+        name="adata",
+        cluster_arg="cluster_label",
+        cluster_column=cluster_label,
+        sample_arg="sample_label",
+        sample_column=sample_label,
+    )
     return _de_tables(
         X,
         np.arange(adata.n_vars),
@@ -282,6 +376,27 @@ def preprocess_adatas(
     counts in ``X``, the cluster column as a Categorical of strings, and
     ``uns["pairot"] = {"cell_type_key", "sample_key", "de_ova", "de_ava", "params"}`` where
     ``de_ova`` / ``de_ava`` are the tables of :func:`rank_genes_limma` over all shared genes.
+
+    Notes
+    -----
+    Input checks and messy data, case by case:
+
+    - ``X`` must hold raw counts: any numeric dtype (float holding whole numbers is fine),
+      dense or sparse; negative, NaN / infinite or fractional values (normalized or
+      log-transformed data) are a ``ValueError`` pointing to the raw counts.
+    - Views (``adata[cells, genes]``) are accepted and give the result of their copies.
+    - Cluster and sample labels are converted to strings, in the order of the original values
+      (a categorical column keeps its order; numbers come in numeric order, so ``1, 2, 10``
+      become ``"1", "2", "10"``). Unused categories are dropped (INFO log); missing labels,
+      a missing column (``KeyError`` listing the columns) and one column given as both the
+      cluster and the sample column are errors. Names with ``/``, ``+``, spaces or unicode
+      work and survive ``write_h5ad`` / ``read_h5ad``.
+    - Duplicated ``var_names``: ``ValueError`` (fix: ``adata.var_names_make_unique()``); an
+      empty study (0 cells or 0 genes) or no shared expressed gene: ``ValueError``.
+    - Fewer shared genes than ``n_top_genes``: a warning, and all shared genes are kept.
+    - A single cluster, a cluster of one cell, a cluster in one sample only and too few
+      pseudobulk profiles behave as described in :func:`rank_genes_limma`; the checks run
+      before any expensive step.
     """
     check_adata(adata1, "adata1")
     check_adata(adata2, "adata2")
@@ -301,11 +416,22 @@ def preprocess_adatas(
     }
     labels = {}
     for name, (adata, ct_col, sample_col) in studies.items():
+        cluster_arg, sample_arg = f"cell_type_column_{name}", f"sample_column_{name}"
+        _check_distinct_columns(ct_col, sample_col, cluster_arg, sample_arg)
         labels[name] = (
-            get_labels(adata, ct_col, name, f"cell_type_column_{name}"),
-            get_labels(adata, sample_col, name, f"sample_column_{name}"),
+            get_labels(adata, ct_col, name, cluster_arg),
+            get_labels(adata, sample_col, name, sample_arg),
         )
+    for name, (adata, ct_col, sample_col) in studies.items():
         check_counts(adata.X, name)
+        _check_limma_design(
+            *labels[name],
+            name=name,
+            cluster_arg=f"cell_type_column_{name}",
+            cluster_column=ct_col,
+            sample_arg=f"sample_column_{name}",
+            sample_column=sample_col,
+        )
 
     genes = _shared_expressed_genes(adata1, adata2)
     logger.info(

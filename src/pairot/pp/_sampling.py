@@ -35,6 +35,12 @@ def downsample_indices(labels, n_samples: int, random_state: int | None = 0) -> 
             f"n_samples must be >= 1, got {n_samples}; pass the maximum number of cells per label."
         )
         raise ValueError(msg)
+    if isinstance(labels, str | bytes) or np.ndim(labels) != 1:
+        msg = (
+            f"labels must be one label per cell (1-d), got {type(labels).__name__} with shape "
+            f"{np.shape(labels)}; pass e.g. adata.obs['cell_type'].to_numpy()."
+        )
+        raise ValueError(msg)
     labels = pd.Series(
         np.asarray(labels, dtype=object)
         if not isinstance(labels, pd.Series)

@@ -46,7 +46,17 @@ def _values(X):
 
 
 def check_counts(X, name: str) -> None:
-    """Raise ``ValueError`` unless ``X`` holds raw counts: finite, non-negative integers."""
+    """Raise ``ValueError`` unless ``X`` holds raw counts: finite, non-negative integers.
+
+    Any numeric dtype is accepted (float32/float64 holding whole numbers included); NaN,
+    infinite, negative and fractional values (normalized or log-transformed data) are not.
+    """
+    if X is None:
+        msg = (
+            f"{name}.X is None; pairot reads raw UMI counts from X: set it first, e.g. "
+            f"{name}.X = {name}.layers['counts']."
+        )
+        raise ValueError(msg)
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
         msg = f"{name}.X has dtype {X.dtype}; raw UMI counts (numbers) are needed."
         raise TypeError(msg)
@@ -76,7 +86,15 @@ def check_counts(X, name: str) -> None:
 
 
 def get_labels(adata: AnnData, column, name: str, argument: str) -> pd.Categorical:
-    """The labels of ``adata.obs[column]`` as a Categorical of strings without unused categories."""
+    """The labels of ``adata.obs[column]`` as a Categorical of strings without unused categories.
+
+    Labels are converted to strings (``1`` becomes ``"1"``) so that they survive
+    ``write_h5ad`` / ``read_h5ad`` and index tables the same way everywhere. The category order
+    is that of the original values: a categorical column keeps its categories' order; any
+    other column is ordered as ``pandas.Categorical`` orders its values, so numbers come in
+    numeric order (``1, 2, 10`` gives ``"1", "2", "10"``) and strings in lexicographic order.
+    Unused categories are dropped with an INFO log message; missing labels are an error.
+    """
     if not isinstance(column, str):
         msg = f"{argument} must be the name of a column of {name}.obs, got {column!r}."
         raise TypeError(msg)
@@ -99,13 +117,22 @@ def get_labels(adata: AnnData, column, name: str, argument: str) -> pd.Categoric
         if len(used.cat.categories) < len(values.cat.categories):
             unused = sorted(set(values.cat.categories) - set(used.cat.categories), key=str)
             logger.info("Dropping unused categories of %s.obs[%r]: %s", name, column, unused)
-        categories = [str(c) for c in used.cat.categories]
-        if len(set(categories)) < len(categories):
-            msg = (
-                f"{name}.obs[{column!r}] has categories that coincide as strings; "
-                "rename them so each label is unique as text."
-            )
-            raise ValueError(msg)
-        return pd.Categorical.from_codes(used.cat.codes.to_numpy(), categories=categories)
-    as_str = values.astype(str).to_numpy()
-    return pd.Categorical(as_str, categories=sorted(set(as_str)))
+        labels = pd.Categorical(used)
+    else:
+        try:
+            labels = pd.Categorical(values.to_numpy())
+        except TypeError:  # values that cannot be ordered together: order them as text
+            as_str = values.astype(str).to_numpy()
+            labels = pd.Categorical(as_str, categories=sorted(set(as_str)))
+    categories = [str(c) for c in labels.categories]
+    if len(set(categories)) < len(categories):
+        seen: dict[str, list] = {}
+        for original, text in zip(labels.categories, categories, strict=True):
+            seen.setdefault(text, []).append(original)
+        clash = next(group for group in seen.values() if len(group) > 1)
+        msg = (
+            f"{name}.obs[{column!r}] has labels that coincide as text ({clash!r} all read "
+            f"{str(clash[0])!r}); rename them so each label is unique as a string."
+        )
+        raise ValueError(msg)
+    return pd.Categorical.from_codes(np.asarray(labels.codes), categories=categories)

@@ -10,8 +10,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._logging import logger
 from ..pp._sampling import downsample_indices
+from ..pp._validate import get_labels
 from . import _aggregate
 from ._features import cosine_features, spearman_features
 from ._label_distance import label_distance, marker_lists
@@ -22,6 +22,7 @@ AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
 class StageError(ValueError, RuntimeError):
     """A ``DatasetMap`` step was called before the step it needs (e.g. ``solve`` before
     ``init_problem``). Subclasses ``ValueError`` and ``RuntimeError``, so either catches it."""
+
 
 MARGINALS = ("balanced", "uniform")
 
@@ -90,70 +91,116 @@ def _pairot_info(adata: AnnData, name: str) -> dict:
         msg = f"{name} must be an anndata.AnnData, got {type(adata).__name__}."
         raise TypeError(msg)
     info = adata.uns.get("pairot")
-    required = ("cell_type_key", "de_ova", "de_ava")
-    if not isinstance(info, Mapping) or any(key not in info for key in required):
-        msg = (
-            f"{name}.uns['pairot'] is missing or incomplete; run "
-            "pairot.pp.preprocess_adatas(adata1, adata2, ...) first and pass its outputs."
-        )
+    hint = (
+        "run pairot.pp.preprocess_adatas(adata1, adata2, ...) first and pass its outputs "
+        "(also fine after write_h5ad / read_h5ad or as views)."
+    )
+    if not isinstance(info, Mapping):
+        msg = f"{name}.uns['pairot'] is missing; {hint}"
         raise ValueError(msg)
+    for key in ("cell_type_key", "de_ova", "de_ava"):
+        if key not in info:
+            msg = f"{name}.uns['pairot'] lacks {key!r} (incomplete); {hint}"
+            raise ValueError(msg)
+    if not isinstance(info["cell_type_key"], str):
+        msg = (
+            f"{name}.uns['pairot']['cell_type_key'] must be the name of the cluster column, "
+            f"got {info['cell_type_key']!r}; {hint}"
+        )
+        raise TypeError(msg)
+    for key in ("de_ova", "de_ava"):
+        if not isinstance(info[key], pd.DataFrame):
+            msg = (
+                f"{name}.uns['pairot'][{key!r}] must be a pandas DataFrame, got "
+                f"{type(info[key]).__name__}; {hint}"
+            )
+            raise TypeError(msg)
     return info
 
 
 def _labels(adata: AnnData, key: str, name: str) -> pd.Categorical:
+    """Cluster labels as strings (see :func:`pairot.pp._validate.get_labels`): unused
+    categories dropped with an INFO log, missing labels an error."""
     if key not in adata.obs.columns:
-        msg = f"{name}.obs has no column {key!r} (recorded by preprocess_adatas)."
+        available = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
+        msg = (
+            f"{name}.obs has no column {key!r} (the cluster column recorded in "
+            f"{name}.uns['pairot']['cell_type_key'] by preprocess_adatas); available: "
+            f"{available}. Restore the column or preprocess again."
+        )
         raise KeyError(msg)
-    values = adata.obs[key]
-    if values.isna().any():
-        msg = f"{name}.obs[{key!r}] has missing labels; drop those cells first."
-        raise ValueError(msg)
-    if not isinstance(values.dtype, pd.CategoricalDtype):
-        values = values.astype(str).astype("category")
-    used = values.cat.remove_unused_categories()
-    dropped = len(values.cat.categories) - len(used.cat.categories)
-    if dropped:
-        logger.info("%s.obs[%r]: dropping %d unused categories.", name, key, dropped)
-    categories = [str(c) for c in used.cat.categories]
-    return pd.Categorical.from_codes(used.cat.codes.to_numpy(), categories=categories)
+    return get_labels(adata, key, name, f"{name}.uns['pairot']['cell_type_key']")
 
 
 def _check_positive(value, argument: str, *, integer: bool = False):
     kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value):
-        what = "a positive integer" if integer else "a positive number"
-        msg = f"{argument} must be {what}, got {value!r}."
+    what = "a positive integer" if integer else "a positive number"
+    if isinstance(value, bool | np.bool_) or not isinstance(value, kind):
+        msg = f"{argument} must be {what}, got {value!r} ({type(value).__name__})."
         raise TypeError(msg)
+    if not np.isfinite(value):
+        msg = f"{argument} must be a finite number, got {value!r}; pass {what}."
+        raise ValueError(msg)
     if value <= 0:
-        msg = f"{argument} must be > 0, got {value}."
+        msg = f"{argument} must be > 0, got {value!r}; pass {what}."
         raise ValueError(msg)
     return int(value) if integer else float(value)
 
 
 def _check_tau(value, argument: str) -> float:
-    value = _check_positive(value, argument)
-    if value > 1:
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        msg = f"{argument} must be a number in (0, 1], got {value!r} ({type(value).__name__})."
+        raise TypeError(msg)
+    if not (0 < value <= 1):  # also catches NaN
         msg = (
-            f"{argument} must lie in (0, 1], got {value}; 1 enforces the marginal, values "
+            f"{argument} must lie in (0, 1], got {value!r}; 1 enforces the marginal, values "
             "such as 0.95 relax it (unbalanced OT)."
         )
         raise ValueError(msg)
-    return value
+    return float(value)
 
 
-def _check_marginal(values, n: int, argument: str) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
+def _check_marginal(values, n: int, argument: str, cells: str) -> np.ndarray:
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        msg = f"{argument} must be an array of {n} non-negative weights, one per {cells} cell."
+        raise TypeError(msg) from error
     if values.shape != (n,):
-        msg = f"{argument} must have one weight per cell, shape ({n},), got shape {values.shape}."
+        msg = (
+            f"{argument} must have one weight per {cells} cell, shape ({n},), got "
+            f"{values.shape}; pass None for the default marginal."
+        )
         raise ValueError(msg)
-    if not np.isfinite(values).all() or (values < 0).any():
-        msg = f"{argument} must hold finite non-negative weights."
+    bad = ~np.isfinite(values)
+    if bad.any():
+        msg = (
+            f"{argument} has {int(bad.sum())} NaN or infinite weight(s) (first at index "
+            f"{int(np.flatnonzero(bad)[0])}); weights must be finite and >= 0."
+        )
+        raise ValueError(msg)
+    if (values < 0).any():
+        msg = (
+            f"{argument} has {int((values < 0).sum())} negative weight(s) (min "
+            f"{values.min()}); weights must be >= 0."
+        )
         raise ValueError(msg)
     total = values.sum()
     if total <= 0:
         msg = f"{argument} sums to {total}; give it a positive total mass."
         raise ValueError(msg)
     return values / total
+
+
+def _features(function, matrix, where: str) -> np.ndarray:
+    """``function(matrix)``, its input errors prefixed with where the matrix comes from."""
+    try:
+        return function(matrix)
+    except (TypeError, ValueError) as error:
+        msg = f"{where}: {error}"
+        raise type(error)(msg) from error
 
 
 def _balanced(codes: np.ndarray) -> np.ndarray:
@@ -171,6 +218,16 @@ class DatasetMap:
         Query and reference, as returned by :func:`pairot.pp.preprocess_adatas` (also after a
         ``write_h5ad`` / ``read_h5ad`` round trip, and as views such as
         ``adata[pr.pp.downsample_indices(...), :]``). They are never modified.
+
+    Notes
+    -----
+    The inputs must carry ``uns["pairot"]`` from :func:`pairot.pp.preprocess_adatas`
+    (``ValueError`` when missing or incomplete) and the same genes in the same order
+    (``ValueError`` naming the genes that differ). The cluster column recorded there is read as
+    strings; categories without cells (e.g. after subsetting) are dropped with an INFO log.
+    Steps must run in order ``init_geom -> init_problem -> solve -> compute_*``; calling one
+    too early raises :class:`StageError` (a ``ValueError`` and ``RuntimeError``) naming the
+    step to call first.
 
     Examples
     --------
@@ -248,7 +305,29 @@ class DatasetMap:
         q_norm: float = 0.33,
         embedding_layer: str | None = None,
     ) -> None:
-        """Build the label distance, the cell features and the cost geometry."""
+        """Build the label distance, the cell features and the cost geometry.
+
+        Parameters
+        ----------
+        epsilon
+            Entropic regularization in cost units, > 0 (finite). Small values (down to about
+            0.005) stay finite but need more Sinkhorn iterations.
+        batch_size
+            Rows of the cost computed at once, an integer >= 1; it does not change results.
+        lambda_feature, lambda_label
+            Weights (>= 0) of the feature and the label distance in the cost.
+        n_genes_ova, n_genes_ava, overlap_threshold_ava, overlap_n_genes_ava,
+        adj_p_val_threshold, auroc_threshold, logfc_threshold, gene_filtering, q_norm
+            Marker selection and label distance (METHOD section 4). A cluster without marker
+            genes (e.g. a one-cell cluster, or none passing the thresholds) is at label
+            distance 1 from every reference cluster; if no cluster has markers, ``L`` is 1
+            everywhere and the mapping rests on the cell features alone.
+        embedding_layer
+            Key of ``obsm`` present in both studies to use instead of Spearman features of
+            ``X``; ``KeyError`` listing the available keys when missing.
+
+        Calling ``init_geom`` again discards the problem and the solution.
+        """
         epsilon = _check_positive(epsilon, "epsilon")
         batch_size = _check_positive(batch_size, "batch_size", integer=True)
         lambda_feature = float(lambda_feature)
@@ -284,9 +363,15 @@ class DatasetMap:
         self._label_details = details
 
         if embedding_layer is None:
-            x = spearman_features(self.adata1.X)
-            y = spearman_features(self.adata2.X)
+            x = _features(spearman_features, self.adata1.X, "adata1.X")
+            y = _features(spearman_features, self.adata2.X, "adata2.X")
         else:
+            if not isinstance(embedding_layer, str):
+                msg = (
+                    f"embedding_layer must be None or the name of an obsm entry such as "
+                    f"'X_pca', got {embedding_layer!r}."
+                )
+                raise TypeError(msg)
             for adata, name in ((self.adata1, "adata1"), (self.adata2, "adata2")):
                 if embedding_layer not in adata.obsm:
                     msg = (
@@ -298,14 +383,16 @@ class DatasetMap:
             e2 = self.adata2.obsm[embedding_layer]
             e1 = e1.toarray() if sparse.issparse(e1) else np.asarray(e1)
             e2 = e2.toarray() if sparse.issparse(e2) else np.asarray(e2)
+            e1 = e1.reshape(e1.shape[0], -1)
+            e2 = e2.reshape(e2.shape[0], -1)
             if e1.shape[1] != e2.shape[1]:
                 msg = (
                     f"embedding_layer={embedding_layer!r} has {e1.shape[1]} dimensions in "
                     f"adata1 but {e2.shape[1]} in adata2; use a shared embedding."
                 )
                 raise ValueError(msg)
-            x = cosine_features(e1)
-            y = cosine_features(e2)
+            x = _features(cosine_features, e1, f"adata1.obsm[{embedding_layer!r}]")
+            y = _features(cosine_features, e2, f"adata2.obsm[{embedding_layer!r}]")
         qc = self.query_labels.codes.astype(np.int64)
         rc = self.reference_labels.codes.astype(np.int64)
         Lv = L.to_numpy(dtype=np.float32)
@@ -356,7 +443,22 @@ class DatasetMap:
         a: np.ndarray | None = None,
         b: np.ndarray | None = None,
     ) -> None:
-        """Set the marginals and how strictly they are enforced."""
+        """Set the marginals and how strictly they are enforced.
+
+        Parameters
+        ----------
+        tau_a, tau_b
+            In (0, 1]: 1 enforces the query / reference marginal, smaller values relax it
+            (unbalanced OT, e.g. 0.9-0.975 when a cell type is missing on one side).
+        marginals_distribution
+            ``"balanced"`` (each cluster the same total mass) or ``"uniform"`` (each cell).
+        a, b
+            Optional cell weights overriding the distribution: one finite, non-negative
+            weight per query (``a``) / reference (``b``) cell with a positive sum; they are
+            rescaled to sum to 1.
+
+        Requires :meth:`init_geom`; discards an earlier solution.
+        """
         geom = self._require("geom")
         tau_a = _check_tau(tau_a, "tau_a")
         tau_b = _check_tau(tau_b, "tau_b")
@@ -374,7 +476,7 @@ class DatasetMap:
                 else (np.full(n, 1.0 / n))
             )
         else:
-            a = _check_marginal(a, n, "a")
+            a = _check_marginal(a, n, "a", "query")
         if b is None:
             b = (
                 _balanced(geom.ref_codes)
@@ -382,7 +484,7 @@ class DatasetMap:
                 else (np.full(m, 1.0 / m))
             )
         else:
-            b = _check_marginal(b, m, "b")
+            b = _check_marginal(b, m, "b", "reference")
         self._problem = {
             "a": a,
             "b": b,

@@ -1,25 +1,370 @@
+"""The ``pairot`` command line: outputs, equality with the Python API, errors, atomicity."""
+
+from __future__ import annotations
+
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
+import pairot as pr
 from pairot import __version__
+from pairot._run import OUTPUT_FILES
 from pairot.cli import main
 
-
-def test_demo_writes_outputs(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n-top-genes", "100"]) == 0
-    summary = json.loads((out / "run.json").read_text())
-    assert summary["n_hvgs"] == 100
-    de = pd.read_parquet(out / "query_de_ova.parquet")
-    assert {"cluster", "gene", "logFC", "P.Value", "adj.P.Val", "auroc"} <= set(de.columns)
-    assert not list(tmp_path.glob(".pairot-*"))  # no temporary folder left behind
-    assert "wrote" in capsys.readouterr().out
+TIMEOUT = 300
 
 
-def test_version(capsys):
-    try:
-        main(["--version"])
-    except SystemExit as exit_:
-        assert exit_.code == 0
-    assert __version__ in capsys.readouterr().out
+def _console_script() -> list[str]:
+    """The installed ``pairot`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "pairot"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "pairot.cli"]  # pragma: no cover - no console script
+
+
+def _pairot(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*_console_script(), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def _assert_one_line_error(stderr: str, *fragments: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("pairot: error:"), stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary or backup folders that pairot would leave next to its outputs."""
+    return sorted(p.name for p in folder.iterdir() if ".pairot-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """``pairot demo --out DIR`` through the real console script."""
+    parent = tmp_path_factory.mktemp("demo")
+    out = parent / "results" / "demo"  # the parent folder "results" does not exist yet
+    proc = _pairot("demo", "--out", str(out))
+    return proc, out
+
+
+@pytest.fixture(scope="module")
+def python_run():
+    """The same analysis through the Python API, with the CLI's default parameters."""
+    query, reference = pr.datasets.pbmc_demo()
+    adata_query, adata_ref = pr.pp.preprocess_adatas(
+        query,
+        reference,
+        cell_type_column_adata1="cell_type",
+        cell_type_column_adata2="cell_type",
+        sample_column_adata1="sample_id",
+        sample_column_adata2="sample_id",
+        n_top_genes=500,
+        random_state=0,
+    )
+    dataset_map = pr.tl.DatasetMap(adata_query, adata_ref)
+    dataset_map.init_geom(batch_size=1024, epsilon=0.05)
+    dataset_map.init_problem(tau_a=1.0, tau_b=1.0)
+    dataset_map.solve(progress=False)
+    mappings = dataset_map.compute_mapping(None)
+    distance = dataset_map.compute_distance()
+    matches = dataset_map.select_similar_clusters(mappings["mean"], distance)
+    return dataset_map, mappings, distance, matches
+
+
+@pytest.fixture(scope="module")
+def demo_h5ad(tmp_path_factory):
+    """The demo pair as h5ad files, with different obs column names per study."""
+    folder = tmp_path_factory.mktemp("h5ad")
+    query, reference = pr.datasets.pbmc_demo()
+    query.obs = query.obs.rename(columns={"cell_type": "celltype", "sample_id": "donor"})
+    reference.obs = reference.obs.rename(columns={"cell_type": "label", "sample_id": "sample"})
+    query.write_h5ad(folder / "query.h5ad")
+    reference.write_h5ad(folder / "reference.h5ad")
+    return folder
+
+
+def _run_args(folder: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        str(folder / "query.h5ad"),
+        str(folder / "reference.h5ad"),
+        "--query-cell-type",
+        "celltype",
+        "--ref-cell-type",
+        "label",
+        "--query-sample",
+        "donor",
+        "--ref-sample",
+        "sample",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+# ------------------------------------------------------------------------------- demo
+def test_demo_succeeds_and_writes_every_file(demo_run):
+    proc, out = demo_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Sinkhorn" in proc.stderr  # the progress bar
+    assert f"wrote {out}" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert all((out / name).stat().st_size > 0 for name in OUTPUT_FILES)
+    assert _leftovers(out.parent) == []
+    assert (out / "mapping.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "distance.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_demo_tables_equal_the_python_api(demo_run, python_run):
+    _, out = demo_run
+    dataset_map, mappings, distance, matches = python_run
+    options = {"check_exact": False, "atol": 1e-6, "rtol": 0}
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "mapping.parquet"), mappings["mean"], **options
+    )
+    for method in ("jensen_shannon", "transported_mass"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / f"mapping_{method}.parquet"), mappings[method], **options
+        )
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "distance.parquet"), distance, **options)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "label_distance.parquet"), dataset_map.label_distance, **options
+    )
+    written = pd.read_csv(out / "matches.csv")
+    assert list(written.columns) == list(matches.columns)
+    assert written[["query", "reference"]].values.tolist() == (
+        matches[["query", "reference"]].values.tolist()
+    )
+    pd.testing.assert_series_equal(written["mapping"], matches["mapping"], **options)
+    # The clusters with clear markers are matched to their namesakes.
+    for cluster in ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic"):
+        assert [cluster, cluster] in written[["query", "reference"]].values.tolist()
+
+
+def test_demo_run_json(demo_run, python_run):
+    _, out = demo_run
+    info = json.loads((out / "run.json").read_text())
+    assert info["command"] == "demo"
+    params = info["parameters"]
+    assert params["n_top_genes"] == 500
+    assert params["epsilon"] == 0.05
+    assert params["tau_a"] == params["tau_b"] == 1.0
+    assert params["batch_size"] == 1024
+    assert params["n_samples"] is None
+    assert params["threshold_mapping"] == 0.25
+    assert params["threshold_distance"] == 1.0
+    assert {"pairot", "numpy", "scipy", "pandas", "anndata", "scanpy", "jax"} <= set(
+        info["versions"]
+    )
+    assert info["versions"]["pairot"] == __version__
+    steps = {"read", "preprocess", "init_geom", "solve", "mapping", "distance", "report"}
+    assert steps <= set(info["timings_s"])
+    assert all(v >= 0 for v in info["timings_s"].values())
+    assert info["timings_s"]["total"] >= info["timings_s"]["solve"] > 0
+    data = info["data"]
+    query, reference = pr.datasets.pbmc_demo()
+    assert data["query"]["n_cells"] == data["query"]["n_cells_fit"] == query.n_obs
+    assert data["reference"]["n_cells"] == reference.n_obs
+    assert data["query"]["n_clusters"] == data["reference"]["n_clusters"] == 8
+    assert sum(data["query"]["cells_per_cluster_fit"].values()) == query.n_obs
+    assert data["n_hvgs"] == 500
+    assert data["n_shared_genes"] >= 500
+    dataset_map = python_run[0]
+    solution = dataset_map.ot_solution
+    assert data["sinkhorn"]["n_iterations"] == solution.n_iterations
+    assert data["sinkhorn"]["converged"] is True
+    assert data["sinkhorn"]["final_error"] < 1e-3
+    assert data["n_matches"] == len(pd.read_csv(out / "matches.csv"))
+    assert sorted(info["files"]) == sorted(OUTPUT_FILES)
+
+
+def test_demo_refuses_to_overwrite(demo_run):
+    _, out = demo_run
+    before = (out / "run.json").read_bytes()
+    code = main(["demo", "--out", str(out), "--quiet"])
+    assert code == 2
+    assert (out / "run.json").read_bytes() == before
+    assert _leftovers(out.parent) == []
+
+
+# -------------------------------------------------------------------------------- run
+def test_run_on_h5ad_files(demo_h5ad, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(_run_args(demo_h5ad, out, "--n-samples", "20", "--quiet", "--seed", "1"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out == ""  # --quiet
+    assert "Sinkhorn" not in captured.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    info = json.loads((out / "run.json").read_text())
+    assert info["command"] == "run"
+    assert info["query"] == str(demo_h5ad / "query.h5ad")
+    assert info["parameters"]["query_cell_type"] == "celltype"
+    assert info["parameters"]["ref_sample"] == "sample"
+    assert info["parameters"]["n_samples"] == 20
+    assert info["parameters"]["seed"] == 1
+    assert "downsample" in info["timings_s"]
+    query = info["data"]["query"]
+    # at most 20 cells per cluster enter the fit; smaller clusters are kept whole
+    assert query["n_cells_fit"] < query["n_cells"] == 340
+    assert max(query["cells_per_cluster_fit"].values()) == 20
+    assert min(query["cells_per_cluster_fit"].values()) == 10
+    mapping = pd.read_parquet(out / "mapping.parquet")
+    for cluster in ("CD14+ Monocyte", "CD19+ B", "CD56+ NK", "Dendritic"):
+        assert mapping.loc[cluster].idxmax() == cluster
+
+    # Running again into the same folder replaces it only with --overwrite.
+    stamp = (out / "run.json").read_bytes()
+    assert main(_run_args(demo_h5ad, out, "--quiet")) == 2
+    _assert_one_line_error(capsys.readouterr().err, "--overwrite")
+    assert (out / "run.json").read_bytes() == stamp
+    assert main(_run_args(demo_h5ad, out, "--quiet", "--overwrite")) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["parameters"]["n_samples"] is None
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert _leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- errors
+def test_missing_file_exits_2_with_one_line(demo_h5ad, tmp_path):
+    out = tmp_path / "out"
+    args = _run_args(demo_h5ad, out)
+    args[1] = str(tmp_path / "missing.h5ad")
+    proc = _pairot(*args)
+    assert proc.returncode == 2
+    _assert_one_line_error(proc.stderr, "missing.h5ad", "does not exist")
+    assert proc.stdout == ""
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary folder left behind
+
+
+def test_unreadable_file(demo_h5ad, tmp_path, capsys):
+    bad = tmp_path / "bad.h5ad"
+    bad.write_text("not an HDF5 file\n")
+    args = _run_args(demo_h5ad, tmp_path / "out", "--quiet")
+    args[2] = str(bad)
+    assert main(args) == 2
+    _assert_one_line_error(capsys.readouterr().err, "cannot read reference file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5ad"]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("--query-cell-type", "celltype"), ("--ref-sample", "donor"), ("--ref-cell-type", "label")],
+)
+def test_wrong_column_name(demo_h5ad, tmp_path, capsys, option, message):
+    args = _run_args(demo_h5ad, tmp_path / "out", "--quiet")
+    args[args.index(option) + 1] = "no_such_column"
+    assert main(args) == 2
+    line = _assert_one_line_error(capsys.readouterr().err, option, "'no_such_column'")
+    assert "available:" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_under_a_regular_file(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("I am a file\n")
+    assert main(["demo", "--out", str(blocker / "out"), "--quiet"]) == 2
+    _assert_one_line_error(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_output_path_is_a_file_or_a_foreign_folder(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("data\n")
+    assert main(["demo", "--out", str(target), "--overwrite", "--quiet"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "not a folder")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me\n")
+    assert main(["demo", "--out", str(foreign), "--overwrite", "--quiet"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "no run.json")
+    assert (foreign / "notes.txt").read_text() == "keep me\n"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--tau-a", "1.5", "tau_a"), ("--embedding-layer", "X_nope", "'X_nope'")],
+)
+def test_bad_method_option_exits_2(tmp_path, capsys, option, value, message):
+    out = tmp_path / "out"
+    assert main(["demo", "--out", str(out), option, value, "--quiet"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """A failure after some files were written leaves neither them nor the staging folder."""
+    import pairot.pl
+
+    def broken(*args, **kwargs):
+        msg = "figure failed"
+        raise ValueError(msg)
+
+    monkeypatch.setattr(pairot.pl, "distance", broken)  # mapping.png is written before
+    out = tmp_path / "nested" / "out"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "figure failed")
+    assert list(tmp_path.iterdir()) == []  # also the created parent folder is gone
+
+
+def test_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "q.h5ad"])
+    assert exit_.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, "required")
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--out", "x", "--epsilon", "-1"])
+    assert exit_.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, "--epsilon")
+
+
+# ---------------------------------------------------------------------- version, help
+def test_version_through_the_console_script():
+    proc = _pairot("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"pairot {__version__}"
+
+
+def test_help(capsys):
+    for argv in (["--help"], ["run", "--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--query-cell-type",
+        "--ref-cell-type",
+        "--query-sample",
+        "--ref-sample",
+        "--n-top-genes",
+        "--n-samples",
+        "--epsilon",
+        "--tau-a",
+        "--tau-b",
+        "--batch-size",
+        "--seed",
+        "--filter-genes",
+        "--embedding-layer",
+        "--threshold-mapping",
+        "--threshold-distance",
+        "--overwrite",
+        "--quiet",
+    ):
+        assert option in text

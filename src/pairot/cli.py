@@ -1,99 +1,362 @@
-"""The ``pairot`` command line."""
+"""The ``pairot`` command line: ``pairot run`` on two h5ad files, ``pairot demo`` on bundled data.
+
+Both commands run the whole method and write tables, figures, ``run.json`` and a
+self-contained ``report.html`` into the ``--out`` folder (see README, "Command line").
+
+Exit codes: 0 success; 2 bad input or usage (missing or unreadable file, unknown column,
+unwritable or occupied output folder, data the method rejects), reported as one line
+``pairot: error: ...`` on stderr; 1 an unexpected internal error (one line, the traceback with
+``-v``); 130 interrupted. Output files are staged next to ``--out`` and moved into place only
+when everything is written: a failed run leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import time
+import traceback
 from pathlib import Path
+from typing import NoReturn
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
-def _demo(args: argparse.Namespace) -> int:
-    import pairot as pr
+class CLIError(Exception):
+    """A user-facing error: reported as one line on stderr, exit code 2."""
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    timings = {}
-    start = time.perf_counter()
-    query, reference = pr.datasets.pbmc_demo(random_state=args.seed)
-    timings["load"] = time.perf_counter() - start
-    start = time.perf_counter()
-    adata_query, adata_ref = pr.pp.preprocess_adatas(
-        query,
-        reference,
-        cell_type_column_adata1="cell_type",
-        cell_type_column_adata2="cell_type",
-        sample_column_adata1="sample_id",
-        sample_column_adata2="sample_id",
-        n_top_genes=args.n_top_genes,
-        random_state=args.seed,
-    )
-    timings["preprocess"] = time.perf_counter() - start
-    tmp = Path(tempfile.mkdtemp(prefix=".pairot-", dir=out.parent))
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other pairot error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"pairot: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _positive_int(text: str) -> int:
     try:
-        for role, adata in (("query", adata_query), ("reference", adata_ref)):
-            info = adata.uns["pairot"]
-            info["de_ova"].to_parquet(tmp / f"{role}_de_ova.parquet")
-            pr.pp.filter_genes_ova(info["de_ova"]).to_csv(tmp / f"{role}_markers.csv", index=False)
-            adata.write_h5ad(tmp / f"{role}_preprocessed.h5ad")
-        summary = {
-            "version": pr.__version__,
-            "n_cells": {"query": adata_query.n_obs, "reference": adata_ref.n_obs},
-            "n_hvgs": adata_query.n_vars,
-            "n_shared_genes": adata_query.uns["pairot"]["params"]["n_shared_genes"],
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        }
-        (tmp / "run.json").write_text(json.dumps(summary, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(
-        f"pairot demo: wrote {out}/ ({adata_query.n_obs} query and {adata_ref.n_obs} "
-        f"reference cells, {adata_query.n_vars} HVGs, preprocessing "
-        f"{timings['preprocess']:.1f} s)"
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        msg = f"expected a positive number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        msg = f"expected a number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``demo``, mirroring the Python API and its defaults."""
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (created; see --overwrite)"
     )
-    return 0
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR if it is a previous pairot output (holds run.json); the old folder "
+        "is replaced only once every new file is written",
+    )
+    method = parser.add_argument_group("method")
+    method.add_argument(
+        "--n-top-genes", type=_positive_int, default=500, help="highly variable genes (500)"
+    )
+    method.add_argument(
+        "--n-samples",
+        type=_positive_int,
+        default=None,
+        help="fit the OT model on at most this many cells per cluster of each study "
+        "(default: all cells)",
+    )
+    method.add_argument(
+        "--epsilon", type=_positive_float, default=0.05, help="entropic regularization (0.05)"
+    )
+    method.add_argument(
+        "--tau-a",
+        type=_float,
+        default=1.0,
+        help="query marginal relaxation in (0, 1]; 1 = balanced (1.0)",
+    )
+    method.add_argument(
+        "--tau-b",
+        type=_float,
+        default=1.0,
+        help="reference marginal relaxation in (0, 1]; 1 = balanced (1.0)",
+    )
+    method.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1024,
+        help="cells per block of the cost computation; memory only, not results (1024)",
+    )
+    method.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    method.add_argument(
+        "--filter-genes",
+        action="store_true",
+        help="drop mitochondrial, ribosomal, lncRNA-like and immune-receptor genes before DE",
+    )
+    method.add_argument(
+        "--embedding-layer",
+        default=None,
+        metavar="KEY",
+        help="obsm key of an embedding shared by both studies, used as cell features "
+        "instead of Spearman ranks of the HVGs",
+    )
+    method.add_argument(
+        "--threshold-mapping",
+        type=_float,
+        default=0.25,
+        help="minimum mapping score of a suggested match (0.25)",
+    )
+    method.add_argument(
+        "--threshold-distance",
+        type=_float,
+        default=1.0,
+        help="maximum distance of a suggested match (1.0)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pairot`` argument parser."""
     from pairot import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pairot",
-        description="Match cell-type clusters of a query and a reference single-cell study.",
+        description="Match the cell-type clusters of a query single-cell study to those of a "
+        "reference study with annotation-informed optimal transport.",
+        epilog="Exit codes: 0 success, 2 bad input (one line 'pairot: error: ...' on stderr), "
+        "1 internal error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"pairot {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run pairot on a small bundled pair of PBMC studies")
-    demo.add_argument("--out", required=True, help="output folder")
-    demo.add_argument("--n-top-genes", type=int, default=350, help="highly variable genes")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    demo.set_defaults(func=_demo)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = _Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log each step (INFO)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run pairot on a query and a reference h5ad file",
+        description="Run pairot on QUERY and REFERENCE (h5ad files with raw counts in X) and "
+        "write mapping, distance, suggested matches, figures and report.html into --out.",
+    )
+    run.add_argument("query", help="query study (.h5ad, raw counts in X)")
+    run.add_argument("reference", help="reference study (.h5ad, raw counts in X)")
+    columns = run.add_argument_group("obs columns")
+    columns.add_argument("--query-cell-type", required=True, metavar="COL")
+    columns.add_argument("--ref-cell-type", required=True, metavar="COL")
+    columns.add_argument("--query-sample", required=True, metavar="COL")
+    columns.add_argument("--ref-sample", required=True, metavar="COL")
+    _add_method_options(run)
+    run.set_defaults(func=_run_command)
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run pairot on a small bundled pair of PBMC studies",
+        description="Run pairot on pairot.datasets.pbmc_demo() (about 340 + 340 cells, obs "
+        "columns cell_type and sample_id) and write every output into --out.",
+    )
+    _add_method_options(demo)
+    demo.set_defaults(func=_demo_command)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+def _read_h5ad(path: str, role: str):
+    import anndata as ad
+
+    file = Path(path)
+    if not file.exists():
+        msg = f"{role} file {path!r} does not exist"
+        raise CLIError(msg)
+    if not file.is_file():
+        msg = f"{role} file {path!r} is not a file"
+        raise CLIError(msg)
+    try:
+        return ad.read_h5ad(file)
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
+        msg = f"cannot read {role} file {path!r} as h5ad: {err}"
+        raise CLIError(msg) from err
+
+
+def _check_column(adata, column: str, option: str, role: str) -> None:
+    if column not in adata.obs.columns:
+        available = ", ".join(map(repr, map(str, adata.obs.columns[:20]))) or "none"
+        msg = f"{option} {column!r} is not a column of the {role}'s obs; available: {available}"
+        raise CLIError(msg)
+
+
+def _parameters(args: argparse.Namespace, columns: dict[str, str]):
+    from ._run import RunParameters
+
+    return RunParameters(
+        **columns,
+        n_top_genes=args.n_top_genes,
+        n_samples=args.n_samples,
+        epsilon=args.epsilon,
+        tau_a=args.tau_a,
+        tau_b=args.tau_b,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        filter_genes=args.filter_genes,
+        embedding_layer=args.embedding_layer,
+        threshold_mapping=args.threshold_mapping,
+        threshold_distance=args.threshold_distance,
     )
+
+
+def _execute(args: argparse.Namespace, load, run_info: dict) -> int:
+    """Stage the output folder, load the studies, run, write, move into place."""
+    from ._run import OutputFolder, run_pipeline, write_outputs
+
+    with OutputFolder(args.out, overwrite=args.overwrite) as staging:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        adata_query, adata_ref, parameters = load()
+        timings["read"] = time.perf_counter() - start
+        if parameters.embedding_layer is not None:
+            for adata, role in ((adata_query, "query"), (adata_ref, "reference")):
+                if parameters.embedding_layer not in adata.obsm:
+                    available = ", ".join(map(repr, adata.obsm.keys())) or "none"
+                    msg = (
+                        f"--embedding-layer {parameters.embedding_layer!r} is not in the "
+                        f"{role}'s obsm; available: {available}"
+                    )
+                    raise CLIError(msg)
+        result = run_pipeline(
+            adata_query, adata_ref, parameters, progress=not args.quiet, timings=timings
+        )
+        info = write_outputs(result, staging.path, run_info=run_info)
+        out = staging.commit()
+    if not args.quiet:
+        summary = info["data"]
+        sinkhorn = summary["sinkhorn"]
+        print(
+            f"pairot {args.command}: wrote {out}/ ({summary['query']['n_cells_fit']} query and "
+            f"{summary['reference']['n_cells_fit']} reference cells, {summary['n_hvgs']} HVGs, "
+            f"{summary['n_matches']} suggested matches, Sinkhorn "
+            f"{'converged' if sinkhorn['converged'] else 'NOT converged'} after "
+            f"{sinkhorn['n_iterations']} iterations, {info['timings_s']['total']:.1f} s); "
+            f"open {out / 'report.html'}"
+        )
+    return EXIT_OK
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    columns = {
+        "query_cell_type": args.query_cell_type,
+        "ref_cell_type": args.ref_cell_type,
+        "query_sample": args.query_sample,
+        "ref_sample": args.ref_sample,
+    }
+
+    def load():
+        adata_query = _read_h5ad(args.query, "query")
+        adata_ref = _read_h5ad(args.reference, "reference")
+        for adata, role, side in ((adata_query, "query", "query"), (adata_ref, "reference", "ref")):
+            _check_column(adata, columns[f"{side}_cell_type"], f"--{side}-cell-type", role)
+            _check_column(adata, columns[f"{side}_sample"], f"--{side}-sample", role)
+        return adata_query, adata_ref, _parameters(args, columns)
+
+    run_info = {
+        "command": "run",
+        "query": str(Path(args.query).absolute()),
+        "reference": str(Path(args.reference).absolute()),
+    }
+    return _execute(args, load, run_info)
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    columns = {
+        "query_cell_type": "cell_type",
+        "ref_cell_type": "cell_type",
+        "query_sample": "sample_id",
+        "ref_sample": "sample_id",
+    }
+
+    def load():
+        from .datasets import pbmc_demo
+
+        adata_query, adata_ref = pbmc_demo()
+        return adata_query, adata_ref, _parameters(args, columns)
+
+    run_info = {
+        "command": "demo",
+        "query": "pairot.datasets.pbmc_demo() query",
+        "reference": "pairot.datasets.pbmc_demo() reference",
+    }
+    return _execute(args, load, run_info)
+
+
+def _log_to_stderr(verbose: bool) -> tuple[logging.Handler, int]:
+    """Send the ``pairot`` logger to stderr (INFO with ``-v``, else WARNING)."""
+    logger = logging.getLogger("pairot")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    return handler, previous_level
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pairot`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    handler, previous_level = _log_to_stderr(verbose)
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures are only written to files
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, OSError) as err:
+    except KeyboardInterrupt:
+        print("pairot: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CLIError, ValueError, KeyError, TypeError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"pairot: error: {message}", file=sys.stderr)
-        return 2
+        if verbose:
+            traceback.print_exc()
+        print(f"pairot: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - report bugs on one line unless verbose
+        if verbose:
+            traceback.print_exc()
+        print(
+            f"pairot: internal error: {type(err).__name__}: {_one_line(err)} (rerun with -v "
+            "for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    finally:
+        logger = logging.getLogger("pairot")
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,400 @@
+"""``report.html``: one self-contained, offline HTML page summarizing a pairot run.
+
+The page inlines plotly.js once (no CDN, no network access) and draws the interactive
+figures of :mod:`pairot.pl` (``backend="plotly"``) from their JSON. Every string that comes
+from the user's data (cluster and gene names, parameters, file names) goes through
+:func:`html.escape`; figure JSON is embedded with ``<``, ``>`` and ``&`` written as JSON
+``\\u`` escapes, so no data value can close a ``<script>`` element.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["render_report", "write_report"]
+
+_PLOT_CONFIG = {"responsive": True, "displaylogo": False}
+
+_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+    "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; connect-src 'none'"
+)
+
+_PAGE = Template(
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="$csp">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="pairot $pairot_version">
+<title>$title</title>
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
+       max-width: 1150px; padding: 1.5em 2em 4em; color: #1f2328; line-height: 1.45; }
+h1 { margin-bottom: 0.1em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #d0d7de; padding-bottom: 0.2em; }
+.subtitle { color: #57606a; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #d0d7de; padding: 0.3em 0.6em; text-align: left;
+         vertical-align: top; }
+th { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.genes { font-size: 0.88em; margin: 0.3em 0; }
+details > summary { cursor: pointer; color: #0969da; }
+.plot { width: 100%; min-height: 420px; margin: 0.5em 0 1.5em; }
+.note { color: #57606a; font-size: 0.92em; }
+.warn { color: #9a6700; }
+code { background: #f6f8fa; padding: 0.1em 0.3em; border-radius: 4px; }
+</style>
+<script type="text/javascript">$plotlyjs</script>
+</head>
+<body>
+<h1>$title</h1>
+<p class="subtitle">$subtitle</p>
+
+<h2>How to read this report</h2>
+<ul>
+<li><b>Mapping</b> (green heatmap, higher = closer): for each reference cluster (column), the
+share of its cells' transported mass that comes from each query cluster (row), averaged over
+the reference cluster's cells. A value near 1 means the reference cluster receives its cells'
+mass almost only from that query cluster.</li>
+<li><b>Distance</b> (red-yellow-green heatmap, lower = closer): the plan-weighted mean transport
+cost between the cells of the two clusters, from 0 (identical) to 2 (unrelated). It mixes a
+cell-to-cell expression distance (Spearman) with the clusters' marker-gene distance.</li>
+<li><b>Sankey</b>: links from query clusters (left) to reference clusters (right) whose mapping
+is at least $threshold_mapping, coloured by distance.</li>
+<li><b>Suggested matches</b>: for each query cluster, the reference clusters with mapping
+&ge; $threshold_mapping and distance &le; $threshold_distance, best mapping first. The genes
+behind a match are the query cluster's top marker genes (pseudobulk DE, one-vs-all, by logFC)
+with their rank in the reference cluster's marker list: shared top markers support the
+match; <i>absent</i> means the gene is not a marker of the reference cluster. Ranks start
+at 1.</li>
+<li>The tables behind the figures are in this folder: <code>mapping.parquet</code>,
+<code>distance.parquet</code>, <code>label_distance.parquet</code>,
+<code>matches.csv</code>; parameters, versions and timings in <code>run.json</code>.</li>
+</ul>
+
+<h2>Suggested matches</h2>
+$matches
+
+<h2>Mapping</h2>
+$mapping_plot
+<h2>Distance</h2>
+$distance_plot
+<h2>Sankey</h2>
+$sankey_plot
+<h2>Label distance</h2>
+<p class="note">Normalized marker-rank distance between query and reference clusters (0 = the
+same marker genes in the same order, 1 = unrelated); it enters the transport cost.</p>
+$label_distance_plot
+
+<h2>Data</h2>
+$data
+
+<h2>Parameters</h2>
+$parameters
+
+<h2>Software</h2>
+$versions
+</body>
+</html>
+"""
+)
+
+
+def _e(value: Any) -> str:
+    """HTML-escape any value as text (quotes included)."""
+    return html.escape(str(value), quote=True)
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    """A number as escaped text: integers as such, floats with ``digits`` decimals."""
+    if value is None or isinstance(value, bool | str):
+        return "&mdash;" if value is None else _e(value)
+    if isinstance(value, int | np.integer):
+        return _e(int(value))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _e(value)
+    if math.isnan(number):
+        return "&mdash;"
+    if number and abs(number) < 10.0**-digits:
+        return _e(f"{number:.{digits}g}")
+    return _e(f"{number:.{digits}f}")
+
+
+def _safe_json(value: Any) -> str:
+    """JSON for a ``<script>`` element: ``<``, ``>``, ``&`` and line separators escaped."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _plot(figure, div_id: str) -> str:
+    """A ``<div>`` and the inline script that draws a plotly figure into it."""
+    return (
+        f'<div id="{div_id}" class="plot"></div>\n'
+        "<script>(function () {\n"
+        f"  var fig = {_safe_json(figure.to_json())};\n"
+        f'  Plotly.newPlot("{div_id}", fig.data, fig.layout, {_safe_json(_PLOT_CONFIG)});\n'
+        "})();</script>"
+    )
+
+
+def _table(header: list[str], rows: list[list[str]], css: str = "") -> str:
+    """An HTML table; ``header`` is escaped here, ``rows`` must hold escaped HTML already."""
+    cls = f' class="{css}"' if css else ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(row) + "</tr>" for row in rows)
+    return f"<table{cls}>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
+def _td(value: Any, numeric: bool = False, digits: int = 3) -> str:
+    if numeric:
+        return f'<td class="num">{_number(value, digits)}</td>'
+    return f"<td>{_e(value)}</td>"
+
+
+def _rank(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "<td><i>absent</i></td>"
+    return f'<td class="num">{int(value) + 1}</td>'
+
+
+def _gene_table(genes: pd.DataFrame) -> str:
+    rows = [
+        [
+            _td(row["gene"]),
+            _rank(row.get("rank_query")),
+            _rank(row.get("rank_reference")),
+            _td(row.get("logFC_query"), numeric=True, digits=2),
+            _td(row.get("logFC_reference"), numeric=True, digits=2),
+        ]
+        for _, row in genes.iterrows()
+    ]
+    header = ["gene", "rank in query", "rank in reference", "logFC query", "logFC reference"]
+    return _table(header, rows, css="genes")
+
+
+def _shared_genes(genes: pd.DataFrame, n: int = 5) -> str:
+    if "rank_reference" not in genes.columns:
+        return ""
+    shared = genes[genes["rank_reference"].notna()]["gene"].astype(str).head(n)
+    return ", ".join(_e(g) for g in shared) if len(shared) else "<i>none of the top markers</i>"
+
+
+def _matches_section(
+    matches: pd.DataFrame,
+    mapping: pd.DataFrame,
+    label_distance: pd.DataFrame | None,
+    deg_tables: Mapping[tuple[str, str], pd.DataFrame],
+) -> str:
+    rows = []
+    for _, match in matches.iterrows():
+        q, r = str(match["query"]), str(match["reference"])
+        genes = deg_tables.get((q, r))
+        if genes is None or genes.empty:
+            gene_cell = "<td><i>no marker genes</i></td>"
+        else:
+            gene_cell = (
+                f"<td>{_shared_genes(genes)}<details><summary>top {len(genes)} query markers"
+                f"</summary>{_gene_table(genes)}</details></td>"
+            )
+        label = (
+            label_distance.loc[q, r]
+            if label_distance is not None
+            and q in label_distance.index
+            and r in label_distance.columns
+            else None
+        )
+        rows.append(
+            [
+                _td(q),
+                _td(r),
+                _td(match["mapping"], numeric=True),
+                _td(match["distance"], numeric=True),
+                _td(label, numeric=True),
+                gene_cell,
+            ]
+        )
+    header = [
+        "query cluster",
+        "reference cluster",
+        "mapping",
+        "distance",
+        "label distance",
+        "shared top markers (query markers ranked in the reference)",
+    ]
+    parts = [_table(header, rows) if rows else "<p>No pair passes both thresholds.</p>"]
+    matched = set(matches["query"].astype(str)) if len(matches) else set()
+    unmatched = [str(q) for q in mapping.index if str(q) not in matched]
+    if unmatched:
+        parts.append(
+            '<p class="warn">Query clusters without a suggested match (no reference cluster '
+            "passes both thresholds; look at their rows in the heatmaps): "
+            + ", ".join(_e(q) for q in unmatched)
+            + ".</p>"
+        )
+    return "\n".join(parts)
+
+
+def _data_section(summary: Mapping[str, Any]) -> str:
+    studies = [s for s in ("query", "reference") if isinstance(summary.get(s), Mapping)]
+    rows = []
+    fields = [
+        ("cells (input)", "n_cells"),
+        ("cells in the OT fit", "n_cells_fit"),
+        ("genes (input)", "n_genes"),
+        ("clusters", "n_clusters"),
+    ]
+    for label, key in fields:
+        if any(key in summary[s] for s in studies):
+            rows.append([_td(label)] + [_td(summary[s].get(key), numeric=True) for s in studies])
+    parts = [_table(["", *studies], rows)] if studies else []
+    extra = []
+    for label, key in (("genes expressed in both studies", "n_shared_genes"), ("HVGs", "n_hvgs")):
+        if key in summary:
+            extra.append([_td(label), _td(summary[key], numeric=True)])
+    sinkhorn = summary.get("sinkhorn")
+    if isinstance(sinkhorn, Mapping):
+        extra.append([_td("Sinkhorn iterations"), _td(sinkhorn.get("n_iterations"), True)])
+        extra.append([_td("Sinkhorn converged"), _td(sinkhorn.get("converged"))])
+        extra.append(
+            [_td("final marginal error"), _td(sinkhorn.get("final_error"), True, digits=3)]
+        )
+    if extra:
+        parts.append(_table(["", "value"], extra))
+    for s in studies:
+        clusters = summary[s].get("cells_per_cluster_fit")
+        if isinstance(clusters, Mapping) and clusters:
+            table = _table(
+                ["cluster", "cells in the OT fit"],
+                [[_td(c), _td(n, numeric=True)] for c, n in clusters.items()],
+            )
+            parts.append(f"<details><summary>{_e(s)} clusters</summary>{table}</details>")
+    return "\n".join(parts)
+
+
+def _key_values(values: Mapping[str, Any] | None) -> str:
+    if not values:
+        return "<p>&mdash;</p>"
+    rows = [
+        [_td(k), _td(json.dumps(v) if isinstance(v, list | dict) else v)] for k, v in values.items()
+    ]
+    return _table(["name", "value"], rows)
+
+
+def render_report(
+    *,
+    mapping: pd.DataFrame,
+    distance: pd.DataFrame,
+    matches: pd.DataFrame,
+    deg_tables: Mapping[tuple[str, str], pd.DataFrame] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    label_distance: pd.DataFrame | None = None,
+    versions: Mapping[str, str] | None = None,
+    run_info: Mapping[str, Any] | None = None,
+    title: str = "pairot report",
+) -> str:
+    """The report of one run as a self-contained HTML string.
+
+    Parameters
+    ----------
+    mapping, distance
+        Query x reference tables of ``compute_mapping()`` (``"mean"``) and
+        ``compute_distance()``.
+    matches
+        Output of ``select_similar_clusters`` (columns ``query, reference, mapping,
+        distance``).
+    deg_tables
+        For each ``(query, reference)`` match, the genes behind it: a slice of
+        ``DatasetMap.DEGs_label_distance[query][reference]`` (columns ``gene, rank_query,
+        rank_reference, logFC_query, logFC_reference``).
+    summary
+        Data summaries (``query``/``reference`` dicts with ``n_cells``, ``n_cells_fit``,
+        ``n_genes``, ``n_clusters``; ``n_shared_genes``, ``n_hvgs``, ``sinkhorn``).
+    parameters
+        Run parameters, shown as a table; ``threshold_mapping`` and ``threshold_distance``
+        (defaults 0.25 and 1.0) also set the Sankey filter and the text.
+    label_distance
+        The label distance matrix, drawn when given.
+    versions
+        Package versions.
+    run_info
+        Extra facts shown under the title (e.g. ``command``, ``query``, ``reference``).
+    title
+        The page title.
+
+    Returns
+    -------
+    The HTML page.
+    """
+    from plotly.offline import get_plotlyjs
+
+    from . import __version__, pl
+
+    parameters = dict(parameters or {})
+    threshold_mapping = float(parameters.get("threshold_mapping", 0.25))
+    threshold_distance = float(parameters.get("threshold_distance", 1.0))
+
+    plotlyjs = get_plotlyjs().replace("</script", "<\\/script")
+    subtitle = [f"pairot {__version__}", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")]
+    for key in ("command", "query", "reference"):
+        if run_info and run_info.get(key) is not None:
+            subtitle.append(f"{key}: {run_info[key]}")
+    label_plot = (
+        _plot(pl.label_distance(label_distance, backend="plotly"), "pairot-label-distance")
+        if label_distance is not None
+        else "<p>&mdash;</p>"
+    )
+    return _PAGE.substitute(
+        csp=_CSP,
+        pairot_version=_e(__version__),
+        title=_e(title),
+        subtitle=" &middot; ".join(_e(s) for s in subtitle),
+        plotlyjs=plotlyjs,
+        threshold_mapping=_e(f"{threshold_mapping:g}"),
+        threshold_distance=_e(f"{threshold_distance:g}"),
+        matches=_matches_section(matches, mapping, label_distance, deg_tables or {}),
+        mapping_plot=_plot(pl.mapping(mapping, backend="plotly"), "pairot-mapping"),
+        distance_plot=_plot(pl.distance(distance, backend="plotly"), "pairot-distance"),
+        sankey_plot=_plot(
+            pl.sankey(mapping, distance, filter_threshold=threshold_mapping, backend="plotly"),
+            "pairot-sankey",
+        ),
+        label_distance_plot=label_plot,
+        data=_data_section(summary or {}),
+        parameters=_key_values(parameters),
+        versions=_key_values(versions),
+    )
+
+
+def write_report(path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Render the report (see :func:`render_report` for the arguments) and write it to ``path``.
+
+    Returns
+    -------
+    The path written.
+    """
+    path = Path(path)
+    path.write_text(render_report(**kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,515 @@
+"""The whole pairot pipeline behind the command line: preprocess, fit, outputs, files.
+
+Two pieces, both free of argument parsing so they can be tested and reused:
+
+- :func:`run_pipeline` takes two raw-count AnnData objects and runs preprocessing, optional
+  downsampling, the OT fit and every output, timing each step (:class:`RunResult`).
+- :class:`OutputFolder` stages the files in a temporary folder next to the destination and
+  moves them into place only at the end, so a failed run leaves no half-written output;
+  :func:`write_outputs` writes the tables, figures, ``run.json`` and ``report.html`` into it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._logging import logger
+
+__all__ = [
+    "OUTPUT_FILES",
+    "OutputFolder",
+    "RunParameters",
+    "RunResult",
+    "package_versions",
+    "run_pipeline",
+    "write_outputs",
+]
+
+#: Files written into the output folder, in the order they are written.
+OUTPUT_FILES = (
+    "mapping.parquet",
+    "mapping_jensen_shannon.parquet",
+    "mapping_transported_mass.parquet",
+    "distance.parquet",
+    "label_distance.parquet",
+    "matches.csv",
+    "mapping.png",
+    "distance.png",
+    "report.html",
+    "run.json",
+)
+
+_VERSIONED_PACKAGES = ("pairot", "numpy", "scipy", "pandas", "anndata", "scanpy", "jax")
+
+
+@dataclass
+class RunParameters:
+    """Parameters of one pipeline run; the defaults are those of the Python API.
+
+    Attributes
+    ----------
+    query_cell_type, ref_cell_type
+        ``obs`` columns with the cluster labels of the query and the reference.
+    query_sample, ref_sample
+        ``obs`` columns with the sample (donor) of each cell, for pseudobulk DE.
+    n_top_genes
+        Highly variable genes kept by :func:`pairot.pp.preprocess_adatas`.
+    n_samples
+        If given, at most this many cells per cluster of each study enter the OT fit
+        (:func:`pairot.pp.downsample_indices`); ``None`` keeps every cell.
+    epsilon, tau_a, tau_b, batch_size
+        Entropic regularization, marginal relaxations and block size of the OT fit.
+    seed
+        Seed of the preprocessing subsamples and of the downsampling.
+    filter_genes
+        Drop uninformative genes (mitochondrial, ribosomal, ...) before DE.
+    embedding_layer
+        ``obsm`` key of a shared embedding used as cell features instead of Spearman ranks.
+    threshold_mapping, threshold_distance
+        Thresholds of :meth:`pairot.tl.DatasetMap.select_similar_clusters`.
+    """
+
+    query_cell_type: str
+    ref_cell_type: str
+    query_sample: str
+    ref_sample: str
+    n_top_genes: int = 500
+    n_samples: int | None = None
+    epsilon: float = 0.05
+    tau_a: float = 1.0
+    tau_b: float = 1.0
+    batch_size: int = 1024
+    seed: int = 0
+    filter_genes: bool = False
+    embedding_layer: str | None = None
+    threshold_mapping: float = 0.25
+    threshold_distance: float = 1.0
+
+
+@dataclass
+class RunResult:
+    """Everything one pipeline run produced.
+
+    Attributes
+    ----------
+    parameters
+        The parameters of the run.
+    dataset_map
+        The solved :class:`pairot.tl.DatasetMap`.
+    mappings
+        The three mapping tables, keyed ``"mean"``, ``"jensen_shannon"``,
+        ``"transported_mass"`` (query clusters x reference clusters).
+    distance
+        Plan-weighted mean cost between clusters (query x reference).
+    label_distance
+        The normalized label distance L (query x reference).
+    matches
+        Output of ``select_similar_clusters`` on the ``"mean"`` mapping and the distance.
+    timings
+        Seconds spent in each step, in the order the steps ran.
+    summary
+        Data summaries: cells and clusters per study, shared genes, HVGs, Sinkhorn result.
+    """
+
+    parameters: RunParameters
+    dataset_map: Any
+    mappings: dict[str, pd.DataFrame]
+    distance: pd.DataFrame
+    label_distance: pd.DataFrame
+    matches: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mapping(self) -> pd.DataFrame:
+        """The ``"mean"`` mapping, the headline table."""
+        return self.mappings["mean"]
+
+
+class _Timer:
+    """Adds the wall time of named steps to a dict and logs each step at INFO level."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        logger.info("%s ...", step)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.timings[step] = self.timings.get(step, 0.0) + elapsed
+        logger.info("%s done in %.2f s.", step, elapsed)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of pairot and the packages that shape its results."""
+    versions = {"python": sys.version.split()[0]}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:  # pragma: no cover - a broken environment
+            versions[name] = "not installed"
+    return versions
+
+
+def _cluster_counts(adata: AnnData, column: str) -> dict[str, int]:
+    counts = adata.obs[column].astype(str).value_counts(sort=False)
+    order = (
+        [str(c) for c in adata.obs[column].cat.categories]
+        if isinstance(adata.obs[column].dtype, pd.CategoricalDtype)
+        else sorted(counts.index)
+    )
+    return {c: int(counts[c]) for c in order if c in counts.index}
+
+
+def _study_summary(raw: AnnData, fitted: AnnData, column: str) -> dict[str, Any]:
+    clusters = _cluster_counts(fitted, column)
+    return {
+        "n_cells": int(raw.n_obs),
+        "n_cells_fit": int(fitted.n_obs),
+        "n_genes": int(raw.n_vars),
+        "n_clusters": len(clusters),
+        "cells_per_cluster_fit": clusters,
+    }
+
+
+def run_pipeline(
+    adata_query: AnnData,
+    adata_ref: AnnData,
+    parameters: RunParameters,
+    *,
+    progress: bool = True,
+    timings: dict[str, float] | None = None,
+) -> RunResult:
+    """Run the whole method on a query and a reference study.
+
+    Steps, each timed: :func:`pairot.pp.preprocess_adatas`, optional per-cluster
+    downsampling of both studies, :class:`pairot.tl.DatasetMap` (``init_geom``,
+    ``init_problem``, ``solve``), the three mappings, the distance and
+    ``select_similar_clusters``.
+
+    Parameters
+    ----------
+    adata_query, adata_ref
+        Raw-count studies with the ``obs`` columns named in ``parameters``; not modified.
+    parameters
+        The run's parameters.
+    progress
+        Show the Sinkhorn progress bar on stderr.
+    timings
+        A dict to add the step timings to (e.g. one that already holds the reading time);
+        a new one by default.
+
+    Returns
+    -------
+    The :class:`RunResult`.
+    """
+    import pairot as pr
+
+    p = parameters
+    timings = {} if timings is None else timings
+    step = _Timer(timings)
+
+    with step("preprocess"):
+        query, ref = pr.pp.preprocess_adatas(
+            adata_query,
+            adata_ref,
+            cell_type_column_adata1=p.query_cell_type,
+            cell_type_column_adata2=p.ref_cell_type,
+            sample_column_adata1=p.query_sample,
+            sample_column_adata2=p.ref_sample,
+            n_top_genes=p.n_top_genes,
+            filter_genes=p.filter_genes,
+            random_state=p.seed,
+        )
+    if p.n_samples is not None:
+        with step("downsample"):
+            query = query[
+                pr.pp.downsample_indices(
+                    query.obs[p.query_cell_type].to_numpy(), p.n_samples, random_state=p.seed
+                ),
+                :,
+            ]
+            ref = ref[
+                pr.pp.downsample_indices(
+                    ref.obs[p.ref_cell_type].to_numpy(), p.n_samples, random_state=p.seed
+                ),
+                :,
+            ]
+    with step("init_geom"):
+        dataset_map = pr.tl.DatasetMap(query, ref)
+        dataset_map.init_geom(
+            epsilon=p.epsilon, batch_size=p.batch_size, embedding_layer=p.embedding_layer
+        )
+    with step("init_problem"):
+        dataset_map.init_problem(tau_a=p.tau_a, tau_b=p.tau_b)
+    with step("solve"):
+        solution = dataset_map.solve(progress=progress)
+    with step("mapping"):
+        mappings = dataset_map.compute_mapping(None)
+    with step("distance"):
+        distance = dataset_map.compute_distance()
+    with step("select_similar_clusters"):
+        matches = dataset_map.select_similar_clusters(
+            mappings["mean"],
+            distance,
+            threshold_mapping=p.threshold_mapping,
+            threshold_distance=p.threshold_distance,
+        )
+
+    errors = np.asarray(solution.errors, dtype=np.float64)
+    final_error = float(errors[-1]) if errors.size else float("nan")
+    summary = {
+        "query": _study_summary(adata_query, query, p.query_cell_type),
+        "reference": _study_summary(adata_ref, ref, p.ref_cell_type),
+        "n_shared_genes": int(query.uns["pairot"]["params"]["n_shared_genes"]),
+        "n_hvgs": int(query.n_vars),
+        "sinkhorn": {
+            "n_iterations": int(solution.n_iterations),
+            "converged": bool(solution.converged),
+            "final_error": final_error if math.isfinite(final_error) else None,
+        },
+        "n_matches": int(len(matches)),
+    }
+    return RunResult(
+        parameters=p,
+        dataset_map=dataset_map,
+        mappings=mappings,
+        distance=distance,
+        label_distance=dataset_map.label_distance,
+        matches=matches,
+        timings=timings,
+        summary=summary,
+    )
+
+
+def _deg_tables(result: RunResult, n_genes: int) -> dict[tuple[str, str], pd.DataFrame]:
+    """The top query marker genes behind each suggested match."""
+    degs = result.dataset_map.DEGs_label_distance
+    tables = {}
+    for query_cluster, reference_cluster in zip(
+        result.matches["query"], result.matches["reference"]
+    ):
+        table = degs[query_cluster][reference_cluster]
+        tables[(str(query_cluster), str(reference_cluster))] = table.head(n_genes)
+    return tables
+
+
+def _save_figure(ax, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = ax.figure
+    try:
+        figure.savefig(path, dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+
+
+def write_outputs(
+    result: RunResult,
+    folder: Path,
+    *,
+    run_info: Mapping[str, Any] | None = None,
+    n_report_genes: int = 10,
+) -> dict[str, Any]:
+    """Write every output file of a run into ``folder`` (normally a staging folder).
+
+    Parameters
+    ----------
+    result
+        The run to write.
+    folder
+        An existing, empty folder.
+    run_info
+        Extra fields for ``run.json`` (e.g. the command and the input files).
+    n_report_genes
+        Marker genes shown per suggested match in the report.
+
+    Returns
+    -------
+    The content written to ``run.json``.
+    """
+    from . import pl
+    from ._report import write_report
+
+    folder = Path(folder)
+    timings = result.timings
+    step = _Timer(timings)
+    with step("write_tables"):
+        result.mapping.to_parquet(folder / "mapping.parquet")
+        for method in ("jensen_shannon", "transported_mass"):
+            result.mappings[method].to_parquet(folder / f"mapping_{method}.parquet")
+        result.distance.to_parquet(folder / "distance.parquet")
+        result.label_distance.to_parquet(folder / "label_distance.parquet")
+        result.matches.to_csv(folder / "matches.csv", index=False)
+    with step("figures"):
+        _save_figure(pl.mapping(result.mapping, backend="matplotlib"), folder / "mapping.png")
+        _save_figure(pl.distance(result.distance, backend="matplotlib"), folder / "distance.png")
+
+    parameters = asdict(result.parameters)
+    versions = package_versions()
+    with step("report"):
+        write_report(
+            folder / "report.html",
+            mapping=result.mapping,
+            distance=result.distance,
+            label_distance=result.label_distance,
+            matches=result.matches,
+            deg_tables=_deg_tables(result, n_report_genes),
+            summary=result.summary,
+            parameters=parameters,
+            versions=versions,
+            run_info=run_info,
+        )
+    timings_s = {k: round(v, 4) for k, v in timings.items() if k != "total"}
+    timings_s["total"] = round(sum(v for k, v in timings.items() if k != "total"), 4)
+    info = {
+        **dict(run_info or {}),
+        "parameters": parameters,
+        "versions": versions,
+        "data": result.summary,
+        "timings_s": timings_s,
+        "files": list(OUTPUT_FILES),
+    }
+    (folder / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    return info
+
+
+def _fresh_folder(out: Path, kind: str) -> Path:
+    """A new hidden folder next to ``out`` (permissions from the umask, unlike mkdtemp)."""
+    for _ in range(100):
+        folder = out.parent / f".{out.name}.pairot-{kind}-{secrets.token_hex(4)}"
+        try:
+            folder.mkdir()
+        except FileExistsError:  # pragma: no cover - a name clash, draw again
+            continue
+        return folder
+    msg = f"cannot create a temporary folder next to {str(out)!r}."  # pragma: no cover
+    raise FileExistsError(msg)  # pragma: no cover
+
+
+class OutputFolder:
+    """Stage output files next to ``out`` and move them into place only on :meth:`commit`.
+
+    On entering, the destination is checked and a hidden staging folder is created in its
+    parent (creating missing parents), so an unwritable destination fails before any
+    computation. If the block ends without :meth:`commit` (an error, an interrupt), the staging
+    folder and any parent folders created here are removed: nothing half-written is left.
+
+    An existing ``out`` that is an empty folder is replaced. A non-empty one is replaced only
+    with ``overwrite=True`` and only if it holds a ``run.json`` (a previous pairot output);
+    the replacement happens at :meth:`commit`, after every new file is complete, so a failed
+    run leaves the previous outputs untouched.
+
+    Parameters
+    ----------
+    out
+        The destination folder.
+    overwrite
+        Allow replacing a previous pairot output folder.
+    """
+
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False):
+        self.out = Path(out).absolute()
+        self.overwrite = overwrite
+        self.path: Path | None = None
+        self._created_parents: list[Path] = []
+        self._committed = False
+
+    def _check_destination(self) -> None:
+        out = self.out
+        if not out.exists() and not out.is_symlink():
+            return
+        if not out.is_dir() or out.is_symlink():
+            msg = f"output path {str(out)!r} exists and is not a folder; choose another --out."
+            raise FileExistsError(msg)
+        if not any(out.iterdir()):
+            return
+        if not self.overwrite:
+            msg = (
+                f"output folder {str(out)!r} already exists and is not empty; pass "
+                "--overwrite to replace it, or choose another --out."
+            )
+            raise FileExistsError(msg)
+        if not (out / "run.json").is_file():
+            msg = (
+                f"output folder {str(out)!r} is not a pairot output (no run.json); refusing "
+                "to replace it even with --overwrite. Choose another --out."
+            )
+            raise FileExistsError(msg)
+
+    def __enter__(self) -> OutputFolder:
+        self._check_destination()
+        missing = []
+        parent = self.out.parent
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        try:
+            for folder in reversed(missing):
+                folder.mkdir()
+                self._created_parents.append(folder)
+            self.path = _fresh_folder(self.out, "tmp")
+        except BaseException:
+            self._remove_created_parents()
+            raise
+        return self
+
+    def commit(self) -> Path:
+        """Move the staged files into place (replacing an allowed previous output)."""
+        if self.path is None:
+            msg = "OutputFolder.commit() called outside its with-block."
+            raise RuntimeError(msg)
+        self._check_destination()
+        out = self.out
+        backup = None
+        if out.exists():
+            backup = _fresh_folder(out, "old")
+            os.replace(out, backup / out.name)
+        try:
+            os.replace(self.path, out)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup / out.name, out)
+                shutil.rmtree(backup, ignore_errors=True)
+            raise
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+        self._committed = True
+        self.path = out
+        return out
+
+    def _remove_created_parents(self) -> None:
+        for folder in reversed(self._created_parents):
+            try:
+                folder.rmdir()
+            except OSError:  # pragma: no cover - someone else wrote into it
+                break
+        self._created_parents = []
+
+    def __exit__(self, *exc) -> bool:
+        if not self._committed:
+            if self.path is not None:
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.path = None
+            self._remove_created_parents()
+        return False

@@ -1,0 +1,171 @@
+"""``report.html``: self-contained (offline), escaped, and rendered by a real browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from plotly.offline import get_plotlyjs
+
+from pairot._report import render_report
+from pairot._run import RunParameters, run_pipeline, write_outputs
+from pairot.datasets import pbmc_demo
+
+matplotlib.use("Agg")
+
+FIGURE_IDS = ("pairot-mapping", "pairot-distance", "pairot-sankey", "pairot-label-distance")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """The report of a full run on the demo pair."""
+    folder = tmp_path_factory.mktemp("report")
+    query, reference = pbmc_demo()
+    parameters = RunParameters(
+        query_cell_type="cell_type",
+        ref_cell_type="cell_type",
+        query_sample="sample_id",
+        ref_sample="sample_id",
+    )
+    result = run_pipeline(query, reference, parameters, progress=False)
+    write_outputs(result, folder, run_info={"command": "test"})
+    return folder / "report.html"
+
+
+def _plotlyjs_banner() -> str:
+    """The first line of plotly.js that names its version (e.g. ``* plotly.js v3.0.1``)."""
+    return next(line for line in get_plotlyjs().splitlines() if "plotly.js v" in line)
+
+
+def test_report_is_self_contained(report):
+    text = report.read_text(encoding="utf-8")
+    # nothing is loaded from elsewhere: in the markup (script bodies removed), no element
+    # has a src/href/data attribute and no attribute points to http(s)
+    markup = re.sub(r"(<script\b[^>]*>).*?(</script>)", r"\1\2", text, flags=re.DOTALL)
+    assert re.findall(r"<[a-z]+\b[^>]*\b(?:src|href|data)\s*=", markup) == []
+    assert re.findall(r"https?:", markup) == []
+    assert "<link" not in markup
+    assert "cdn.plot.ly" not in markup
+    # plotly.js itself is inlined, exactly once, and draws the four figures
+    assert text.count(_plotlyjs_banner()) == 1
+    assert len(text) > len(get_plotlyjs())
+    assert text.count("Plotly.newPlot(") == len(FIGURE_IDS)
+    for div_id in FIGURE_IDS:
+        assert f'<div id="{div_id}" class="plot"></div>' in text
+    # a content security policy forbids any network access even from plotly.js
+    assert "connect-src 'none'" in text
+
+
+def test_report_content(report):
+    text = report.read_text(encoding="utf-8")
+    assert "<title>pairot report</title>" in text
+    assert "How to read this report" in text
+    for section in ("Suggested matches", "Data", "Parameters", "Software"):
+        assert f"<h2>{section}</h2>" in text
+    # the matches table names the matched pairs and the genes behind them
+    assert "<td>CD19+ B</td><td>CD19+ B</td>" in text
+    assert "top 10 query markers" in text
+    assert "<th>rank in reference</th>" in text
+    # cluster names with "/" and "+" are escaped text, data summaries are there
+    assert "CD4+/CD45RO+ Memory" in text
+    assert "<td>cells (input)</td>" in text
+    assert "<td>epsilon</td><td>0.05</td>" in text
+
+
+def test_report_escapes_user_strings():
+    nasty_query = 'A<b>&"c"'
+    nasty_ref = "R'<script>alert(1)</script>"
+    index = pd.Index([nasty_query, "plain q"], name="query")
+    columns = pd.Index([nasty_ref, "plain r"], name="reference")
+    mapping = pd.DataFrame([[0.9, 0.1], [0.1, 0.9]], index=index, columns=columns)
+    distance = pd.DataFrame([[0.3, 1.7], [1.7, 0.3]], index=index, columns=columns)
+    matches = pd.DataFrame(
+        {
+            "query": [nasty_query, "plain q"],
+            "reference": [nasty_ref, "plain r"],
+            "mapping": [0.9, 0.9],
+            "distance": [0.3, 0.3],
+            "rank": [0, 0],
+        }
+    )
+    genes = pd.DataFrame(
+        {
+            "gene": ["G<1>&", "HLA-A"],
+            "rank_query": [0, 1],
+            "rank_reference": [3.0, np.nan],
+            "logFC_query": [2.5, 1.5],
+            "logFC_reference": [2.0, np.nan],
+        }
+    )
+    html_text = render_report(
+        mapping=mapping,
+        distance=distance,
+        matches=matches,
+        deg_tables={(nasty_query, nasty_ref): genes},
+        label_distance=pd.DataFrame([[0.1, 1.0], [1.0, 0.2]], index=index, columns=columns),
+        parameters={"query_cell_type": "<col>", "threshold_mapping": 0.25},
+        run_info={"command": "run", "query": "/data/<q>&.h5ad"},
+        summary={"query": {"n_cells": 10, "n_clusters": 2}},
+    )
+    assert "A&lt;b&gt;&amp;&quot;c&quot;" in html_text
+    assert "R&#x27;&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    assert "G&lt;1&gt;&amp;" in html_text
+    assert "&lt;col&gt;" in html_text
+    assert "/data/&lt;q&gt;&amp;.h5ad" in html_text
+    # the raw strings appear nowhere, not even inside the figures' JSON
+    for raw in (nasty_query, "A<b>", "alert(1)</script>", "G<1>", "<col>", "<q>"):
+        assert raw not in html_text, raw
+    assert "\\u003cscript\\u003ealert(1)" in html_text  # JSON-escaped in the figures
+    assert "<td><i>absent</i></td>" in html_text  # gene not among the reference markers
+    assert html_text.count("<script>alert") == 0
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    proc = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    # every figure was drawn: plotly's SVG inside each figure's div, heatmap traces in the
+    # mapping and distance divs
+    starts = [dom.index(f'id="{div_id}"') for div_id in FIGURE_IDS]
+    ends = [*starts[1:], len(dom)]
+    for div_id, start, end in zip(FIGURE_IDS, starts, ends):
+        segment = dom[start:end]
+        assert 'class="main-svg"' in segment, div_id
+        if div_id in ("pairot-mapping", "pairot-distance"):
+            assert 'class="hm"' in segment, div_id
+    assert "CD14+ Monocyte" in dom
+    # the page logged nothing to the console: no uncaught error, no blocked request
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []
+    assert "Uncaught" not in proc.stderr

@@ -468,3 +468,14 @@ def test_errors_sankey(mapping_df, distance_df):
         pl.sankey(mapping_df, distance_df, backend="svg")
     with pytest.raises(ValueError, match="filter_threshold"):
         pl.sankey(mapping_df, distance_df, filter_threshold=float("nan"))
+
+
+def test_plotly_labels_escape_markup():
+    """A cluster named like HTML shows as written, not as bold text or a broken tag."""
+    names = ['A<b>&"c"', "B"]
+    frame = pd.DataFrame([[0.9, 0.1], [0.2, 0.8]], index=names, columns=names)
+    fig = pl.mapping(frame, backend="plotly", sort_by_score=False)
+    assert list(fig.layout.xaxis.ticktext) == ['A&lt;b&gt;&amp;"c"', "B"]
+    sank = pl.sankey(frame, frame, backend="plotly")
+    texts = [a.text for a in sank.layout.annotations]
+    assert 'A&lt;b&gt;&amp;"c"' in texts

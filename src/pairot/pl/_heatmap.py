@@ -279,8 +279,8 @@ def _heatmap_plotly(
     colors = u.text_colors(u.cell_colors(values, cmap, vmin, vmax))
     z = np.where(np.isfinite(values), values, None)
     names = np.empty((n_rows, n_cols, 2), dtype=object)
-    names[..., 0] = np.array(rows, dtype=object)[:, None]
-    names[..., 1] = np.array(cols, dtype=object)[None, :]
+    names[..., 0] = np.array([u.plotly_text(r) for r in rows], dtype=object)[:, None]
+    names[..., 1] = np.array([u.plotly_text(c) for c in cols], dtype=object)[None, :]
 
     heatmap = go.Heatmap(
         z=z.tolist(),
@@ -327,7 +327,7 @@ def _heatmap_plotly(
             title=dict(text=xlabel),
             tickmode="array",
             tickvals=list(range(n_cols)),
-            ticktext=cols,
+            ticktext=[u.plotly_text(c) for c in cols],
             tickangle=-45,
             range=[-0.5, n_cols - 0.5],
             showgrid=False,
@@ -340,7 +340,7 @@ def _heatmap_plotly(
             title=dict(text=ylabel),
             tickmode="array",
             tickvals=list(range(n_rows)),
-            ticktext=rows,
+            ticktext=[u.plotly_text(r) for r in rows],
             range=[n_rows - 0.5, -0.5],
             showgrid=False,
             zeroline=False,

@@ -464,7 +464,7 @@ def _sankey_plotly(layout: _Layout, threshold: float, width, height) -> go.Figur
 
     link_colors = [u.rgba_string(c) for c in links["rgba"]]
     customdata = [
-        [q, r, float(m), (f"{d:.3f}" if np.isfinite(d) else "n/a")]
+        [u.plotly_text(q), u.plotly_text(r), float(m), (f"{d:.3f}" if np.isfinite(d) else "n/a")]
         for q, r, m, d in zip(
             links["query"], links["reference"], links["mapping"], links["distance"]
         )
@@ -473,7 +473,7 @@ def _sankey_plotly(layout: _Layout, threshold: float, width, height) -> go.Figur
         arrangement="fixed",
         node=dict(
             label=[""] * len(names),
-            customdata=names,
+            customdata=[u.plotly_text(name) for name in names],
             hovertemplate="%{customdata}<br>total mapping: %{value:.2f}<extra></extra>",
             x=node_x,
             y=node_y,
@@ -528,7 +528,7 @@ def _sankey_plotly(layout: _Layout, threshold: float, width, height) -> go.Figur
         is_left = k < n_left
         annotations.append(
             dict(
-                text=name,
+                text=u.plotly_text(name),
                 x=0 if is_left else 1,
                 y=1 - node_y[k],
                 xref="paper",

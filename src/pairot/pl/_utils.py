@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import unicodedata
 from collections.abc import Sequence
@@ -27,6 +28,12 @@ PX_CHAR = 7.0  # generous mean width of one character at ``PX_FONT`` (Arial / Op
 PX_TITLE_SPACE = 60
 PX_MIN_WIDTH = 450
 PX_MIN_HEIGHT = 350
+
+
+def plotly_text(name) -> str:
+    """A cluster name as literal plotly text: plotly reads ``<b>``, ``<br>`` and entities in
+    labels as formatting, so ``<``, ``>`` and ``&`` are escaped to show the name as written."""
+    return html.escape(str(name), quote=False)
 
 
 def check_backend(backend: str) -> str:

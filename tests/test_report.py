@@ -121,7 +121,8 @@ def test_report_escapes_user_strings():
     # the raw strings appear nowhere, not even inside the figures' JSON
     for raw in (nasty_query, "A<b>", "alert(1)</script>", "G<1>", "<col>", "<q>"):
         assert raw not in html_text, raw
-    assert "\\u003cscript\\u003ealert(1)" in html_text  # JSON-escaped in the figures
+    # in the figures' JSON the name is plotly text with <, > and & escaped (pl.plotly_text)
+    assert "\\u0026lt;script\\u0026gt;alert(1)" in html_text
     assert "<td><i>absent</i></td>" in html_text  # gene not among the reference markers
     assert html_text.count("<script>alert") == 0
 

@@ -28,6 +28,8 @@ import scipy.sparse as sp
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
+from .._numba import njit_parallel
+
 __all__ = ["auroc_ova_ava", "auroc_pairwise_loop"]
 
 # Work per block of genes: stored entries handed to the kernel at once, and the number of
@@ -38,15 +40,7 @@ _BLOCK_KK = 8_000_000
 _BLOCK_DENSE = 4_000_000
 
 
-def _njit_parallel(func):
-    """``numba.njit(parallel=True)``, cached on disk where numba finds a writable cache."""
-    try:
-        return numba.njit(parallel=True, cache=True)(func)
-    except RuntimeError:  # pragma: no cover - no writable cache location
-        return numba.njit(parallel=True)(func)
-
-
-@_njit_parallel
+@njit_parallel
 def _u2_block(data, indices, indptr, labels, sizes, out):  # pragma: no cover - numba
     """Twice the Mann-Whitney U of every ordered cluster pair, for a block of genes.
 

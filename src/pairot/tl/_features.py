@@ -26,6 +26,8 @@ import numba
 import numpy as np
 from scipy import sparse
 
+from .._numba import njit_parallel
+
 __all__ = ["cosine_features", "spearman_features"]
 
 #: Target number of matrix entries per row chunk (work arrays of a few tens of MiB).
@@ -108,15 +110,7 @@ def _check_chunk_size(chunk_size, n_features: int) -> int:
 # --------------------------------------------------------------------------------------------
 # Spearman features
 # --------------------------------------------------------------------------------------------
-def _njit_parallel(func):
-    """``numba.njit(parallel=True)``, cached on disk where numba finds a writable cache."""
-    try:
-        return numba.njit(parallel=True, cache=True)(func)
-    except RuntimeError:  # pragma: no cover - no writable cache location
-        return numba.njit(parallel=True)(func)
-
-
-@_njit_parallel
+@njit_parallel
 def _spearman_rows(indptr, indices, data, n_genes, out):  # pragma: no cover - numba
     """Centred, unit-norm within-row average ranks of a canonical CSR block, into ``out``.
 

@@ -1,0 +1,13 @@
+"""The one way pairot compiles its numba kernels."""
+
+from __future__ import annotations
+
+import numba
+
+
+def njit_parallel(func):
+    """``numba.njit(parallel=True)``, cached on disk where numba finds a writable cache."""
+    try:
+        return numba.njit(parallel=True, cache=True)(func)
+    except RuntimeError:  # pragma: no cover - no writable cache location
+        return numba.njit(parallel=True)(func)

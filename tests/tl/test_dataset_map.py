@@ -192,11 +192,16 @@ def test_subsampled_distance_is_seeded(fitted, reference_model):
     assert np.abs(d1.to_numpy() - full.to_numpy()).max() < 0.2
 
 
-def test_batch_size_does_not_change_results(preprocessed, fitted):
+@pytest.mark.parametrize("budget", [0, None], ids=["blocked-log", "kernel"])
+def test_batch_size_does_not_change_results(preprocessed, fitted, budget):
+    """The fixture runs with batch_size 64 (kernel mode by default); the blocked log-domain
+    path with another batch size, and kernel mode, give the same outputs."""
+    assert fitted.ot_solution.mode == "kernel"
     dm = pr.tl.DatasetMap(*preprocessed)
-    dm.init_geom(batch_size=1000, epsilon=EPS)
+    dm.init_geom(batch_size=1000 if budget is None else 37, epsilon=EPS)
     dm.init_problem()
-    dm.solve(threshold=1e-5, max_iterations=20_000, progress=False)
+    dm.solve(threshold=1e-5, max_iterations=20_000, progress=False, kernel_memory_budget=budget)
+    assert dm.ot_solution.mode == ("log" if budget == 0 else "kernel")
     assert dm.ot_solution.n_iterations == fitted.ot_solution.n_iterations
     np.testing.assert_allclose(dm.ot_solution.f, fitted.ot_solution.f, atol=1e-5)
     for method in ("mean", "jensen_shannon", "transported_mass"):

@@ -10,11 +10,16 @@ import ot
 import pytest
 from scipy.special import logsumexp
 
-from pairot.tl._jax_backend import SinkhornOutput, aggregate, sinkhorn
+from pairot.tl import _jax_backend
+from pairot.tl._jax_backend import Kernel, SinkhornOutput, aggregate, sinkhorn
 
 # A few fixed shapes, so that the JIT compiles each kernel only a few times.
 SHAPES = [(40, 55), (73, 90)]
 D = 10
+#: kernel_memory_budget values: 0 forces the blocked log-domain updates, the default precomputes
+#: the kernel (every problem here is small enough and has a cost spread / epsilon <= 38).
+BUDGETS = [0, _jax_backend.DEFAULT_KERNEL_MEMORY_BUDGET]
+MODES = {0: "log", _jax_backend.DEFAULT_KERNEL_MEMORY_BUDGET: "kernel"}
 
 
 def make_problem(n: int, m: int, seed: int, *, uniform: bool = True):
@@ -78,10 +83,13 @@ def solve64(x, y, offset, a, b, eps, **kwargs):
         (SHAPES[1], 0.5, False, 5),
     ],
 )
-def test_balanced_matches_dense_and_pot(shape, eps, uniform, seed):
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_balanced_matches_dense_and_pot(shape, eps, uniform, seed, budget):
     x, y, offset, cost, a, b = make_problem(*shape, seed, uniform=uniform)
-    out = solve64(x, y, offset, a, b, eps)
+    out = solve64(x, y, offset, a, b, eps, kernel_memory_budget=budget)
     assert isinstance(out, SinkhornOutput)
+    assert out.mode == MODES[budget]
+    assert (out.kernel is not None) == (out.mode == "kernel")
     assert out.converged
     assert out.f.dtype == np.float64 and out.f.shape == (shape[0],)
     assert out.g.shape == (shape[1],)
@@ -102,16 +110,28 @@ def test_balanced_matches_dense_and_pot(shape, eps, uniform, seed):
     np.testing.assert_allclose(out.errors[-1], err, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("budget", BUDGETS)
 @pytest.mark.parametrize(("tau_a", "tau_b"), [(1.0, 1.0), (0.9, 0.9), (1.0, 0.95)])
-def test_error_definition_at_every_check(tau_a, tau_b, caplog):
+def test_error_definition_at_every_check(tau_a, tau_b, budget, caplog):
     eps = 0.05
     x, y, offset, cost, a, b = make_problem(*SHAPES[0], 8, uniform=False)
     if tau_b < 1:
         b = 0.7 * b
     with caplog.at_level(logging.ERROR, logger="pairot"):
         out = solve64(
-            x, y, offset, a, b, eps, tau_a=tau_a, tau_b=tau_b, max_iterations=9, inner_iterations=3
+            x,
+            y,
+            offset,
+            a,
+            b,
+            eps,
+            tau_a=tau_a,
+            tau_b=tau_b,
+            max_iterations=9,
+            inner_iterations=3,
+            kernel_memory_budget=budget,
         )
+    assert out.mode == MODES[budget]
     assert out.n_iterations == 9 and out.errors.shape == (3,)
     for check, n_iterations in enumerate((3, 6, 9)):
         f, g = dense_sinkhorn(cost, a, b, eps, tau_a, tau_b, n_iterations)
@@ -119,12 +139,14 @@ def test_error_definition_at_every_check(tau_a, tau_b, caplog):
         np.testing.assert_allclose(out.errors[check], err, rtol=1e-9)
 
 
+@pytest.mark.parametrize("budget", BUDGETS)
 @pytest.mark.parametrize(("tau_a", "tau_b"), [(0.9, 0.9), (1.0, 0.95)])
-def test_unbalanced_matches_pot_entropy(tau_a, tau_b):
+def test_unbalanced_matches_pot_entropy(tau_a, tau_b, budget):
     eps = 0.1
     x, y, offset, cost, a, b = make_problem(*SHAPES[0], 7, uniform=False)
     b = 1.5 * b  # unequal masses are allowed when a marginal is relaxed
-    out = solve64(x, y, offset, a, b, eps, tau_a=tau_a, tau_b=tau_b)
+    out = solve64(x, y, offset, a, b, eps, tau_a=tau_a, tau_b=tau_b, kernel_memory_budget=budget)
+    assert out.mode == MODES[budget]
     assert out.converged
     f_ref, g_ref = dense_sinkhorn(cost, a, b, eps, tau_a, tau_b, out.n_iterations)
     np.testing.assert_allclose(out.f, f_ref, rtol=0, atol=1e-11)
@@ -166,7 +188,8 @@ def test_unbalanced_matches_pot_entropy(tau_a, tau_b):
     np.testing.assert_allclose(p.sum(0), b * np.exp(-out.g / rho_b), rtol=1e-8)
 
 
-def test_batch_size_invariance_float32():
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_batch_size_invariance_float32(budget):
     x, y, offset, cost, a, b = make_problem(*SHAPES[1], 11, uniform=False)
     outs = [
         sinkhorn(
@@ -180,9 +203,11 @@ def test_batch_size_invariance_float32():
             threshold=1e-5,
             inner_iterations=3,
             progress=False,
+            kernel_memory_budget=budget,
         )
         for bs in (7, 32, 1000)  # ragged blocks (73 x 90 cells), and one block for all
     ]
+    assert {out.mode for out in outs} == {MODES[budget]}
     ref = outs[0]
     assert ref.f.dtype == np.float32 and ref.converged
     assert ref.errors.size >= 5
@@ -289,6 +314,26 @@ def dense_aggregate(cost, p, qcodes, rcodes, kq, kr):
     }
 
 
+def kernel_of(x, y, offset, eps, *, dtype=np.float32, batch_size=1024) -> Kernel:
+    """The kernel that sinkhorn builds for this cost (one iteration is enough)."""
+    n, m = x.shape[0], y.shape[0]
+    out = sinkhorn(
+        x,
+        y,
+        offset,
+        np.full(n, 1.0 / n),
+        np.full(m, 1.0 / m),
+        epsilon=eps,
+        max_iterations=1,
+        batch_size=batch_size,
+        dtype=dtype,
+        progress=False,
+    )
+    assert out.mode == "kernel"
+    return out.kernel
+
+
+@pytest.mark.parametrize("use_kernel", [False, True])
 @pytest.mark.parametrize(
     ("dtype", "batch_size", "rtol"),
     [
@@ -298,7 +343,7 @@ def dense_aggregate(cost, p, qcodes, rcodes, kq, kr):
         (np.float32, 32, 1e-5),
     ],
 )
-def test_aggregate_matches_dense(dtype, batch_size, rtol):
+def test_aggregate_matches_dense(dtype, batch_size, rtol, use_kernel):
     eps = 0.1
     n, m = SHAPES[1]
     x, y, offset, cost, a, b = make_problem(n, m, 21, uniform=False)
@@ -322,6 +367,9 @@ def test_aggregate_matches_dense(dtype, batch_size, rtol):
         n_ref_clusters=kr,
         batch_size=batch_size,
         dtype=dtype,
+        kernel=kernel_of(x, y, offset, eps, dtype=dtype, batch_size=batch_size)
+        if use_kernel
+        else None,
     )
     assert set(out) == set(ref)
     for key, expected in ref.items():
@@ -345,6 +393,8 @@ def test_aggregate_matches_dense(dtype, batch_size, rtol):
         ({"threshold": -1.0}, "threshold"),
         ({"dtype": np.int32}, "dtype"),
         ({"precision": "fast"}, "precision"),
+        ({"kernel_memory_budget": -1}, "kernel_memory_budget"),
+        ({"kernel_memory_budget": 1.5}, "kernel_memory_budget"),
     ],
 )
 def test_sinkhorn_rejects_bad_arguments(kwargs, match):
@@ -394,4 +444,147 @@ def test_aggregate_rejects_bad_codes():
             query_codes=np.zeros(8, int),
             ref_codes=np.zeros(9, int),
             **kwargs,
+        )
+
+
+# --------------------------------------------------------------------------- kernel mode
+def solve32(x, y, offset, a, b, eps, **kwargs):
+    kwargs = {"threshold": 1e-5, "max_iterations": 5000, "batch_size": 32} | kwargs
+    return sinkhorn(x, y, offset, a, b, epsilon=eps, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("eps", "tau_a", "tau_b", "seed"),
+    [(0.05, 1.0, 1.0, 31), (0.1, 1.0, 1.0, 32), (0.05, 0.95, 0.95, 33), (0.1, 1.0, 0.9, 34)],
+)
+def test_kernel_mode_matches_log_mode_float32(eps, tau_a, tau_b, seed):
+    x, y, offset, cost, a, b = make_problem(*SHAPES[1], seed, uniform=False)
+    if tau_b < 1:
+        b = 1.3 * b
+    kwargs = {"tau_a": tau_a, "tau_b": tau_b}
+    log = solve32(x, y, offset, a, b, eps, kernel_memory_budget=0, **kwargs)
+    ker = solve32(x, y, offset, a, b, eps, **kwargs)
+    assert (log.mode, ker.mode) == ("log", "kernel")
+    assert log.kernel is None and isinstance(ker.kernel, Kernel)
+    assert ker.kernel.shape == SHAPES[1] and ker.kernel.epsilon == eps
+    assert ker.f.dtype == np.float32 and ker.converged and log.converged
+    assert ker.n_iterations == log.n_iterations
+    np.testing.assert_allclose(ker.f, log.f, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ker.g, log.g, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ker.errors, log.errors, rtol=1e-3, atol=1e-6)
+    # the kernel is exp((min_j C_ij - C_ij) / eps)
+    row_min = cost.min(axis=1)
+    np.testing.assert_allclose(np.asarray(ker.kernel.row_min), row_min, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ker.kernel.K), np.exp((row_min[:, None] - cost) / eps), rtol=1e-4, atol=0
+    )
+    # and the float32 kernel-mode plan is POT's (float64) within the tolerance of the outputs
+    p = plan(cost, ker.f.astype(np.float64), ker.g.astype(np.float64), eps)
+    if tau_a == tau_b == 1.0:
+        p_pot = ot.sinkhorn(
+            a, b, cost, reg=eps, method="sinkhorn_log", stopThr=1e-12, numItermax=100_000
+        )
+    else:
+        rho = [eps * t / (1 - t) if t < 1 else np.inf for t in (tau_a, tau_b)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            p_pot = ot.unbalanced.sinkhorn_unbalanced(
+                a, b, cost, reg=eps, reg_m=rho, reg_type="entropy", stopThr=1e-13,
+                numItermax=100_000,
+            )  # fmt: skip
+    assert np.abs(p - p_pot).sum() < 1e-3
+
+
+def test_kernel_memory_budget_threshold():
+    x, y, offset, _, a, b = make_problem(*SHAPES[0], 41)
+    nbytes = SHAPES[0][0] * SHAPES[0][1] * 4
+    assert solve32(x, y, offset, a, b, 0.1, kernel_memory_budget=nbytes).mode == "kernel"
+    assert solve32(x, y, offset, a, b, 0.1, kernel_memory_budget=nbytes - 1).mode == "log"
+    # float64 kernels take twice the bytes
+    out = solve64(x, y, offset, a, b, 0.1, kernel_memory_budget=nbytes)
+    assert out.mode == "log"
+
+
+def test_kernel_mode_off_when_kernel_would_underflow(caplog):
+    # a cost spread within a row of ~1.2 at epsilon 0.015 is ~78 > 60: exp(-C / eps) would
+    # leave float32's range
+    x, y, offset, cost, a, b = make_problem(*SHAPES[0], 42)
+    spread = (cost.max(1) - cost.min(1)).max()
+    eps = 0.015
+    assert spread / eps > 61
+    with caplog.at_level(logging.DEBUG, logger="pairot"):
+        out = solve32(x, y, offset, a, b, eps, max_iterations=30)
+    assert out.mode == "log" and out.kernel is None
+    assert any("underflow" in r.getMessage() for r in caplog.records)
+    ref = solve32(x, y, offset, a, b, eps, max_iterations=30, kernel_memory_budget=0)
+    np.testing.assert_array_equal(out.f, ref.f)
+    # float64 has the range for it
+    assert solve64(x, y, offset, a, b, eps, max_iterations=30).mode == "kernel"
+
+
+def test_kernel_mode_falls_back_to_log_domain(monkeypatch, caplog):
+    x, y, offset, _, a, b = make_problem(*SHAPES[1], 43, uniform=False)
+    real_steps = _jax_backend._kernel_steps
+    calls = []
+
+    def failing_steps(*args, **kwargs):
+        calls.append(1)
+        *state, err = real_steps(*args, **kwargs)
+        return (*state, np.nan if len(calls) == 2 else err)  # the second check overflows
+
+    monkeypatch.setattr(_jax_backend, "_kernel_steps", failing_steps)
+    kwargs = {"threshold": 1e-4, "inner_iterations": 3}
+    with caplog.at_level(logging.DEBUG, logger="pairot"):
+        out = solve32(x, y, offset, a, b, 0.05, **kwargs)
+    ref = solve32(x, y, offset, a, b, 0.05, kernel_memory_budget=0, **kwargs)
+    assert len(calls) == 2
+    assert any("non-finite" in r.getMessage() for r in caplog.records)
+    assert out.mode == "log" and out.kernel is None and out.converged
+    assert out.n_iterations == ref.n_iterations
+    assert out.errors.shape == ref.errors.shape
+    assert np.all(np.isfinite(out.errors))
+    np.testing.assert_allclose(out.f, ref.f, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out.g, ref.g, rtol=0, atol=1e-5)
+
+
+def test_aggregate_kernel_checks_and_overflow_fallback(monkeypatch):
+    eps = 0.1
+    x, y, offset, cost, a, b = make_problem(*SHAPES[0], 44)
+    n, m = SHAPES[0]
+    qcodes, rcodes = np.arange(n) % 3, np.arange(m) % 2
+    kernel = kernel_of(x, y, offset, eps)
+    out = solve32(x, y, offset, a, b, eps)
+    kwargs = {
+        "epsilon": eps,
+        "query_codes": qcodes,
+        "ref_codes": rcodes,
+        "n_query_clusters": 3,
+        "n_ref_clusters": 2,
+    }
+    with pytest.raises(ValueError, match="kernel was computed for"):
+        aggregate(x, y, offset, out.f, out.g, kernel=kernel, **(kwargs | {"epsilon": 0.2}))
+    with pytest.raises(ValueError, match="kernel was computed for"):
+        aggregate(
+            x[:-1],
+            y,
+            offset,
+            out.f[:-1],
+            out.g,
+            kernel=kernel,
+            **(kwargs | {"query_codes": qcodes[:-1]}),
+        )
+    with pytest.raises(TypeError, match="kernel must be"):
+        aggregate(x, y, offset, out.f, out.g, kernel=np.ones((n, m)), **kwargs)
+    # potentials whose row scalings would overflow float32 on the kernel are detected ...
+    f32 = np.dtype(np.float32)
+    f, g = out.f.astype(np.float64), out.g.astype(np.float64)
+    assert _jax_backend._kernel_scales(kernel, f, g, eps, f32) is not None
+    assert _jax_backend._kernel_scales(kernel, f + 10.0, g, eps, f32) is None
+    # ... and then the sums come from the cost, as without a kernel
+    monkeypatch.setattr(_jax_backend, "_kernel_scales", lambda *args: None)
+    with_kernel = aggregate(x, y, offset, f, g, kernel=kernel, **kwargs)
+    ref = dense_aggregate(cost, plan(cost, f, g, eps), qcodes, rcodes, 3, 2)
+    for key, expected in ref.items():
+        np.testing.assert_allclose(
+            with_kernel[key], expected, rtol=1e-5, atol=1e-5 * expected.max(), err_msg=key
         )

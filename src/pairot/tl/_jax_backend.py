@@ -14,6 +14,15 @@ several times slower on CPU): the query potential ``f`` is computed from row blo
 (query blocks against all reference cells), the reference potential ``g`` from row blocks of
 ``C^T`` (reference blocks against all query cells).
 
+**Kernel mode.** When the ``n x m`` kernel fits a memory budget (``kernel_memory_budget``) and
+the cost spread within a row is small enough for ``exp(-C / epsilon)`` not to underflow, the
+row-stabilized kernel ``K_ij = exp((r_i - C_ij) / epsilon)`` (``r_i = min_j C_ij``) is computed
+once, in the same row blocks, and every iteration becomes two matrix-vector products
+(``K v`` and ``u K``, both read along the rows of ``K``) plus ``O(n + m)`` exponentials, with
+the potentials kept in the log domain (max-shifted scalings). On a CPU this removes the
+``n m d`` inner products and the ``2 n m`` exponentials from every iteration. The plan
+aggregation reuses the same kernel when it is given one.
+
 Conventions (those of OTT-JAX):
 
 - the plan is ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, ``epsilon`` absolute (cost units);
@@ -29,7 +38,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import jax
@@ -39,6 +48,9 @@ from jax import lax
 from tqdm.auto import tqdm
 
 logger = logging.getLogger("pairot")
+
+#: Default largest kernel (``n * m * itemsize`` bytes) that :func:`sinkhorn` precomputes: 4 GiB.
+DEFAULT_KERNEL_MEMORY_BUDGET = 4 * 1024**3
 
 _PRECISIONS = {
     "highest": lax.Precision.HIGHEST,
@@ -64,6 +76,12 @@ class SinkhornOutput:
         Number of Sinkhorn iterations run (one iteration = an ``f`` then a ``g`` update).
     converged
         Whether the last error is below the threshold.
+    mode
+        ``"kernel"`` when the iterations ran on a precomputed kernel, ``"log"`` when they ran
+        on the blocked log-domain updates (also after a fall-back from kernel mode).
+    kernel
+        The precomputed :class:`Kernel` in kernel mode (reusable by :func:`aggregate`), else
+        ``None``. It holds ``n x m`` values: drop the reference to free that memory.
     """
 
     f: np.ndarray
@@ -71,6 +89,40 @@ class SinkhornOutput:
     errors: np.ndarray
     n_iterations: int
     converged: bool
+    mode: str = "log"
+    kernel: Kernel | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    """Row-stabilized Gibbs kernel of the cost, kept on the JAX device.
+
+    ``K[i, j] = exp((row_min[i] - C_ij) / epsilon)`` with ``row_min[i] = min_j C_ij``, so that
+    every entry lies in ``(0, 1]`` and ``exp(-C_ij / epsilon) = K[i, j] exp(-row_min[i] /
+    epsilon)``.
+
+    Attributes
+    ----------
+    K
+        The kernel, shape ``(n, m)``.
+    row_min
+        ``min_j C_ij`` per query cell, shape ``(n,)``.
+    epsilon, offset
+        The regularization and the cost offset it was computed with.
+    dtype
+        The floating-point type of ``K``.
+    """
+
+    K: jax.Array
+    row_min: jax.Array
+    epsilon: float
+    offset: float
+    dtype: np.dtype
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``."""
+        return tuple(self.K.shape)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -239,6 +291,37 @@ def _relaxed_target(marginal, potential, kappa):
     return jnp.where(marginal > 0, marginal * jnp.exp(-potential * kappa), 0.0)
 
 
+def _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a, tau_b):
+    """Run ``n_steps`` Sinkhorn iterations, then measure the marginal error.
+
+    ``row_lse(g)`` must return ``LSE_j((g_j - C_ij) / eps)`` and ``col_lse(f)``
+    ``LSE_i((f_i - C_ij) / eps)``. State invariant: ``lse_row = row_lse(g)`` and
+    ``lse_col = col_lse(f)`` for the current potentials; both marginals of the plan of
+    ``(f, g)`` then follow without another pass over the cost.
+    """
+    inv_eps = 1.0 / eps
+    log_a = jnp.log(a)
+    log_b = jnp.log(b)
+
+    def one_iteration(_, state):
+        f, g, lse_row, lse_col = state
+        f = tau_a * eps * (log_a - lse_row)
+        lse_col = col_lse(f)
+        g = tau_b * eps * (log_b - lse_col)
+        lse_row = row_lse(g)
+        return f, g, lse_row, lse_col
+
+    f, g, lse_row, lse_col = lax.fori_loop(0, n_steps, one_iteration, (f, g, lse_row, lse_col))
+    kappa_a = (1.0 - tau_a) / (tau_a * eps)
+    kappa_b = (1.0 - tau_b) / (tau_b * eps)
+    row = jnp.exp(f * inv_eps + lse_row)
+    col = jnp.exp(g * inv_eps + lse_col)
+    error = jnp.sum(jnp.abs(row - _relaxed_target(a, f, kappa_a))) + jnp.sum(
+        jnp.abs(col - _relaxed_target(b, g, kappa_b))
+    )
+    return f, g, lse_row, lse_col, error
+
+
 @partial(jax.jit, static_argnames=("block_x", "precision"))
 def _initial_row_lse(x, y, g, offset, eps, *, block_x, precision):
     return _blocked_lse(x, y, g / eps, offset, 1.0 / eps, block_x, precision)
@@ -264,33 +347,96 @@ def _sinkhorn_steps(
     block_y,
     precision,
 ):
-    """Run ``n_steps`` Sinkhorn iterations, then measure the marginal error.
-
-    State invariant: ``lse_row = LSE_j((g_j - C_ij) / eps)`` for the current ``g`` and
-    ``lse_col = LSE_i((f_i - C_ij) / eps)`` for the current ``f``; both marginals of the plan
-    of ``(f, g)`` then follow without another pass over the cost.
-    """
+    """``n_steps`` log-domain iterations on the blocked cost, then the marginal error."""
     inv_eps = 1.0 / eps
-    log_a = jnp.log(a)
-    log_b = jnp.log(b)
 
-    def one_iteration(_, state):
-        f, g, lse_row, lse_col = state
-        f = tau_a * eps * (log_a - lse_row)
-        lse_col = _blocked_lse(y, x, f * inv_eps, offset, inv_eps, block_y, precision)
-        g = tau_b * eps * (log_b - lse_col)
-        lse_row = _blocked_lse(x, y, g * inv_eps, offset, inv_eps, block_x, precision)
-        return f, g, lse_row, lse_col
+    def row_lse(g):
+        return _blocked_lse(x, y, g * inv_eps, offset, inv_eps, block_x, precision)
 
-    f, g, lse_row, lse_col = lax.fori_loop(0, n_steps, one_iteration, (f, g, lse_row, lse_col))
-    kappa_a = (1.0 - tau_a) / (tau_a * eps)
-    kappa_b = (1.0 - tau_b) / (tau_b * eps)
-    row = jnp.exp(f * inv_eps + lse_row)
-    col = jnp.exp(g * inv_eps + lse_col)
-    error = jnp.sum(jnp.abs(row - _relaxed_target(a, f, kappa_a))) + jnp.sum(
-        jnp.abs(col - _relaxed_target(b, g, kappa_b))
-    )
-    return f, g, lse_row, lse_col, error
+    def col_lse(f):
+        return _blocked_lse(y, x, f * inv_eps, offset, inv_eps, block_y, precision)
+
+    return _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a, tau_b)
+
+
+# ------------------------------------------------------------------ kernel mode
+#: Kernel mode needs ``max_i (max_j C_ij - min_j C_ij) / epsilon`` below
+#: ``-log(tiny) - _KERNEL_EXPONENT_MARGIN`` (about 60 in float32): every kernel entry is then
+#: a normal float, and terms of a kernel-vector product lost to underflow weigh at most
+#: ``exp(-margin)`` relative to the largest term of their row.
+_KERNEL_EXPONENT_MARGIN = 27.0
+
+
+def _kernel_exponent_limit(dtype: np.dtype) -> float:
+    return -math.log(float(np.finfo(dtype).tiny)) - _KERNEL_EXPONENT_MARGIN
+
+
+@partial(jax.jit, static_argnames=("block", "precision"))
+def _build_kernel(x, y, offset, eps, *, block, precision):
+    """``K_ij = exp((r_i - C_ij) / eps)``, ``r_i = min_j C_ij`` and ``max_i (max_j C_ij - r_i)``.
+
+    Built in row blocks of ``block`` query cells (same shifted last block as
+    :func:`_blocked_lse`), so that besides ``K`` only one ``block x m`` cost block is held.
+    """
+    n, m = x.shape[0], y.shape[0]
+    n_blocks = -(-n // block)
+
+    def body(k, state):
+        kernel, row_min, spread = state
+        start = jnp.minimum(k * block, n - block)
+        xb = lax.dynamic_slice_in_dim(x, start, block, axis=0)
+        cost = offset + jnp.matmul(xb, y.T, precision=precision)
+        cmin = jnp.min(cost, axis=1)
+        spread = jnp.maximum(spread, jnp.max(jnp.max(cost, axis=1) - cmin))
+        kb = jnp.exp((cmin[:, None] - cost) / eps)
+        kernel = lax.dynamic_update_slice_in_dim(kernel, kb, start, axis=0)
+        row_min = lax.dynamic_update_slice_in_dim(row_min, cmin, start, axis=0)
+        return kernel, row_min, spread
+
+    init = (jnp.zeros((n, m), dtype=x.dtype), jnp.zeros(n, dtype=x.dtype), jnp.zeros((), x.dtype))
+    return lax.fori_loop(0, n_blocks, body, init)
+
+
+def _kernel_row_lse(kernel, row_min, g, inv_eps, precision):
+    """``LSE_j((g_j - C_ij) / eps)`` from the kernel.
+
+    Equal to ``(g_max - r_i) / eps + log sum_j K_ij exp((g_j - g_max) / eps)``.
+    """
+    g_max = jnp.max(g)
+    v = jnp.exp((g - g_max) * inv_eps)
+    return (g_max - row_min) * inv_eps + jnp.log(jnp.matmul(kernel, v, precision=precision))
+
+
+def _kernel_col_lse(kernel, row_min, f, inv_eps, precision):
+    """``LSE_i((f_i - C_ij) / eps) = h_max / eps + log sum_i exp((h_i - h_max) / eps) K_ij``.
+
+    With ``h = f - r``; the product ``u K`` reads ``K`` along its rows.
+    """
+    h = f - row_min
+    h_max = jnp.max(h)
+    u = jnp.exp((h - h_max) * inv_eps)
+    return h_max * inv_eps + jnp.log(jnp.matmul(u, kernel, precision=precision))
+
+
+@partial(jax.jit, static_argnames=("precision",))
+def _kernel_initial_row_lse(kernel, row_min, g, eps, *, precision):
+    return _kernel_row_lse(kernel, row_min, g, 1.0 / eps, precision)
+
+
+@partial(jax.jit, static_argnames=("precision",))
+def _kernel_steps(
+    kernel, row_min, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a, tau_b, *, precision
+):
+    """``n_steps`` iterations on the precomputed kernel, then the marginal error."""
+    inv_eps = 1.0 / eps
+
+    def row_lse(g):
+        return _kernel_row_lse(kernel, row_min, g, inv_eps, precision)
+
+    def col_lse(f):
+        return _kernel_col_lse(kernel, row_min, f, inv_eps, precision)
+
+    return _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a, tau_b)
 
 
 @partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision"))
@@ -317,6 +463,58 @@ def _aggregate_block(
     return tm, cost_mass, row_mass, start
 
 
+#: Rows of the kernel per step of the kernel-mode aggregation: small enough for the
+#: ``rows x m`` temporaries to stay in cache and be reused across steps.
+_KERNEL_AGGREGATE_ROWS = 256
+
+
+@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision"))
+def _aggregate_kernel(
+    kernel,
+    row_min,
+    row_scale,
+    col_scale,
+    query_codes,
+    ref_onehot,
+    eps,
+    *,
+    block,
+    n_query_clusters,
+    precision,
+):
+    """Per-cluster sums of the plan ``P_ij = row_scale_i K_ij col_scale_j``, in one call.
+
+    The kernel is read once, in row blocks of ``block`` rows; the cost is recovered from it as
+    ``C_ij = r_i - eps log K_ij`` (one logarithm per entry instead of an inner product of
+    length ``d``).
+    """
+    n, m = kernel.shape
+    n_blocks = -(-n // block)
+    clusters = jnp.arange(n_query_clusters)
+
+    def body(k, acc):
+        tm, cost_tm = acc
+        start = jnp.minimum(k * block, n - block)
+        kb = lax.dynamic_slice_in_dim(kernel, start, block, axis=0)
+        rb = lax.dynamic_slice_in_dim(row_min, start, block, axis=0)
+        sb = lax.dynamic_slice_in_dim(row_scale, start, block, axis=0)
+        qb = lax.dynamic_slice_in_dim(query_codes, start, block, axis=0)
+        # rows before k * block belong to the previous block (only in the last, shifted block)
+        valid = (start + jnp.arange(block)) >= k * block
+        weights = jnp.where((qb[None, :] == clusters[:, None]) & valid[None, :], sb[None, :], 0)
+        tm = tm + jnp.matmul(weights, kb, precision=precision)
+        cost = rb[:, None] - eps * jnp.log(kb)
+        cost_tm = cost_tm + jnp.matmul(weights, kb * cost, precision=precision)
+        return tm, cost_tm
+
+    zeros = jnp.zeros((n_query_clusters, m), dtype=kernel.dtype)
+    tm, cost_tm = lax.fori_loop(0, n_blocks, body, (zeros, zeros))
+    tm = tm * col_scale[None, :]
+    cost_mass = jnp.matmul(cost_tm * col_scale[None, :], ref_onehot, precision=precision)
+    row_mass = row_scale * jnp.matmul(kernel, col_scale, precision=precision)
+    return tm, cost_mass, row_mass
+
+
 # --------------------------------------------------------------------------- public API
 def sinkhorn(
     x_aug,
@@ -335,8 +533,9 @@ def sinkhorn(
     progress: bool = True,
     dtype=np.float32,
     precision: str = "highest",
+    kernel_memory_budget: int = DEFAULT_KERNEL_MEMORY_BUDGET,
 ) -> SinkhornOutput:
-    """Log-domain Sinkhorn on the cost ``C_ij = offset + x_aug[i] . y_aug[j]``, in blocks.
+    """Log-domain Sinkhorn on the cost ``C_ij = offset + x_aug[i] . y_aug[j]``.
 
     Starting from ``f = g = 0``, each iteration updates ``f`` then ``g``::
 
@@ -361,6 +560,16 @@ def sinkhorn(
     measures the query marginal. The row and column log-sum-exps of the updates are reused, so
     checking costs no extra pass over the cost.
 
+    **Two evaluation modes, same iterates.** If the kernel (``n * m`` floats of ``dtype``) fits
+    ``kernel_memory_budget`` and ``max_i (max_j C_ij - min_j C_ij) / epsilon`` is below about 60
+    in float32 (680 in float64) so that no kernel entry underflows, ``K_ij = exp((min_j' C_ij' -
+    C_ij) / epsilon)`` is computed once in row blocks and every log-sum-exp above becomes a
+    kernel-vector product (``mode="kernel"``): the same updates, equal to the log-domain ones up
+    to float round-off. Otherwise, and when ``kernel_memory_budget=0``, the cost is recomputed
+    in row blocks of ``batch_size`` at every update (``mode="log"``). Should a kernel-mode
+    check ever give a non-finite error, those iterations are redone in the log domain from the
+    last checked potentials.
+
     Parameters
     ----------
     x_aug
@@ -379,8 +588,9 @@ def sinkhorn(
     tau_a, tau_b
         Marginal relaxations in ``(0, 1]``; 1 enforces the marginal exactly.
     batch_size
-        Rows of the cost computed at once (memory ``batch_size * max(n, m)`` floats); does not
-        change the result beyond float round-off.
+        Rows of the cost computed at once (memory ``batch_size * max(n, m)`` floats besides
+        the ``O((n + m) d)`` inputs in log mode); does not change the result beyond float
+        round-off.
     threshold
         Stop once the marginal error is below this value.
     max_iterations
@@ -395,13 +605,18 @@ def sinkhorn(
         Matrix-product precision, ``"highest"`` (full float32 on GPUs, the default),
         ``"high"`` or ``"default"`` (TF32 on recent NVIDIA GPUs: faster, ~1e-3 relative cost
         error). No effect on CPU.
+    kernel_memory_budget
+        Largest kernel, in bytes (``n * m * itemsize``), that may be precomputed for kernel
+        mode; default :data:`DEFAULT_KERNEL_MEMORY_BUDGET` (4 GiB). ``0`` always uses the
+        blocked log-domain updates, whose memory ``batch_size`` bounds.
 
     Returns
     -------
     SinkhornOutput
         Potentials ``f`` and ``g`` (numpy, ``dtype``), the error of every check, the number of
-        iterations and whether the error fell below ``threshold``. A warning is logged to the
-        ``"pairot"`` logger when it did not.
+        iterations, whether the error fell below ``threshold``, the mode and, in kernel mode,
+        the kernel (for :func:`aggregate`). A warning is logged to the ``"pairot"`` logger when
+        it did not converge.
     """
     x, y, offset, epsilon, batch_size, dtype, prec = _check_common(
         x_aug, y_aug, offset, epsilon, batch_size, dtype, precision
@@ -415,6 +630,12 @@ def sinkhorn(
     threshold = _check_scalar(threshold, "threshold", low=0.0, hint="; pass e.g. 1e-3")
     max_iterations = _check_int(max_iterations, "max_iterations", hint="; pass e.g. 2000")
     inner_iterations = _check_int(inner_iterations, "inner_iterations", hint="; pass e.g. 10")
+    kernel_memory_budget = _check_int(
+        kernel_memory_budget,
+        "kernel_memory_budget",
+        low=0,
+        hint="; pass a number of bytes, 0 to disable",
+    )
     if tau_a == 1.0 and tau_b == 1.0:
         sa, sb = a.sum(), b.sum()
         if abs(sa - sb) > 1e-5 * max(sa, sb):
@@ -426,6 +647,7 @@ def sinkhorn(
             raise ValueError(msg)
 
     block_x, block_y = min(batch_size, n), min(batch_size, m)
+    kernel_bytes = n * m * dtype.itemsize
     with _dtype_context(dtype):
         xj = jnp.asarray(x.astype(dtype, copy=False))
         yj = jnp.asarray(y.astype(dtype, copy=False))
@@ -442,32 +664,82 @@ def sinkhorn(
         }
         f = jnp.asarray(np.zeros(n, dtype=dtype))
         g = jnp.asarray(np.zeros(m, dtype=dtype))
-        lse_row = _initial_row_lse(
-            xj, yj, g, scalars["offset"], scalars["eps"], block_x=block_x, precision=prec
-        )
-        lse_col = g
+        kernel = None
+        if 0 < kernel_bytes <= kernel_memory_budget:
+            kernel = _make_kernel(xj, yj, offset, epsilon, scalars, dtype, block_x, prec)
+        else:
+            logger.debug(
+                "Sinkhorn: log-domain updates (kernel of %d bytes > kernel_memory_budget=%d).",
+                kernel_bytes,
+                kernel_memory_budget,
+            )
+
+        def steps_log(state, steps):
+            return _sinkhorn_steps(
+                xj,
+                yj,
+                aj,
+                bj,
+                *state,
+                jnp.asarray(np.int32(steps)),
+                **scalars,
+                block_x=block_x,
+                block_y=block_y,
+                precision=prec,
+            )
+
+        def steps_kernel(state, steps):
+            return _kernel_steps(
+                kernel.K,
+                kernel.row_min,
+                aj,
+                bj,
+                *state,
+                jnp.asarray(np.int32(steps)),
+                scalars["eps"],
+                scalars["tau_a"],
+                scalars["tau_b"],
+                precision=prec,
+            )
+
+        if kernel is not None:
+            lse_row = _kernel_initial_row_lse(
+                kernel.K, kernel.row_min, g, scalars["eps"], precision=prec
+            )
+        else:
+            lse_row = _initial_row_lse(
+                xj, yj, g, scalars["offset"], scalars["eps"], block_x=block_x, precision=prec
+            )
+        state = (f, g, lse_row, g)
         errors: list[float] = []
         done = 0
         converged = False
         with tqdm(total=max_iterations, desc="Sinkhorn", disable=not progress) as bar:
             while done < max_iterations:
                 steps = min(inner_iterations, max_iterations - done)
-                f, g, lse_row, lse_col, err = _sinkhorn_steps(
-                    xj,
-                    yj,
-                    aj,
-                    bj,
-                    f,
-                    g,
-                    lse_row,
-                    lse_col,
-                    jnp.asarray(np.int32(steps)),
-                    **scalars,
-                    block_x=block_x,
-                    block_y=block_y,
-                    precision=prec,
-                )
+                *new_state, err = (steps_log if kernel is None else steps_kernel)(state, steps)
                 err = float(err)
+                if kernel is not None and not math.isfinite(err):
+                    # scalings under- or overflowed: redo these iterations in the log domain
+                    logger.debug(
+                        "Sinkhorn: kernel mode gave a non-finite error after %d iterations; "
+                        "going on with log-domain updates from the last finite potentials.",
+                        done + steps,
+                    )
+                    kernel = None
+                    f, g = state[0], state[1]
+                    lse_row = _initial_row_lse(
+                        xj,
+                        yj,
+                        g,
+                        scalars["offset"],
+                        scalars["eps"],
+                        block_x=block_x,
+                        precision=prec,
+                    )
+                    state = (f, g, lse_row, state[3])
+                    continue
+                state = tuple(new_state)
                 done += steps
                 errors.append(err)
                 bar.set_postfix(error=f"{err:.3e}", refresh=False)
@@ -477,8 +749,8 @@ def sinkhorn(
                 if err < threshold:
                     converged = True
                     break
-        f_out = np.asarray(f)
-        g_out = np.asarray(g)
+        f_out = np.asarray(state[0])
+        g_out = np.asarray(state[1])
     if not converged:
         logger.warning(
             "Sinkhorn did not converge: marginal error %.3e (threshold %.1e) after %d "
@@ -497,7 +769,28 @@ def sinkhorn(
         errors=np.asarray(errors, dtype=np.float64),
         n_iterations=done,
         converged=converged,
+        mode="log" if kernel is None else "kernel",
+        kernel=kernel,
     )
+
+
+def _make_kernel(xj, yj, offset, epsilon, scalars, dtype, block, prec) -> Kernel | None:
+    """Build the kernel, or return ``None`` when the cost spread would make it underflow."""
+    K, row_min, spread = _build_kernel(
+        xj, yj, scalars["offset"], scalars["eps"], block=block, precision=prec
+    )
+    exponent = float(spread) / epsilon
+    limit = _kernel_exponent_limit(dtype)
+    if not exponent <= limit:
+        logger.debug(
+            "Sinkhorn: log-domain updates (cost spread within a row / epsilon = %.1f > %.1f, "
+            "the kernel would underflow in %s).",
+            exponent,
+            limit,
+            dtype.name,
+        )
+        return None
+    return Kernel(K=K, row_min=row_min, epsilon=epsilon, offset=offset, dtype=dtype)
 
 
 def aggregate(
@@ -516,6 +809,7 @@ def aggregate(
     dtype=np.float32,
     progress: bool = False,
     precision: str = "highest",
+    kernel: Kernel | None = None,
 ) -> dict[str, np.ndarray]:
     """Cluster-level sums of the plan ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, one pass.
 
@@ -523,6 +817,13 @@ def aggregate(
     product gives ``C``, then ``P``, then the per-query-cluster sums through a one-hot
     (clusters x block) product and the per-reference-cluster sums of those through a
     (cells x clusters) one-hot product. Block results are accumulated in float64 on the host.
+
+    Given the ``kernel`` of the :func:`sinkhorn` run, the blocks are read from it instead:
+    ``P_ij = exp((f_i - r_i + g_max) / epsilon) K_ij exp((g_j - g_max) / epsilon)`` and
+    ``C_ij = r_i - epsilon log K_ij``, with no inner products (``r_i = min_j C_ij``), in one
+    device call over row blocks of at most 256 cells whose sums are accumulated in ``dtype``.
+    If the row scalings would overflow (potentials far from those of a Sinkhorn run) the
+    blocked cost is used.
 
     Parameters
     ----------
@@ -544,6 +845,9 @@ def aggregate(
         Show a tqdm progress bar over the blocks.
     precision
         Matrix-product precision (see :func:`sinkhorn`).
+    kernel
+        ``SinkhornOutput.kernel`` of the :func:`sinkhorn` run on the same ``x_aug``,
+        ``y_aug``, ``offset``, ``epsilon`` and ``dtype``, or ``None``.
 
     Returns
     -------
@@ -567,55 +871,48 @@ def aggregate(
         raise ValueError(msg)
     qcodes = _check_codes(query_codes, n, n_query_clusters, "query_codes", "query cell")
     rcodes = _check_codes(ref_codes, m, n_ref_clusters, "ref_codes", "reference cell")
+    if kernel is not None:
+        _check_kernel(kernel, n, m, offset, epsilon, dtype)
 
     block = min(batch_size, n)
-    n_blocks = -(-n // block)
-    tm = np.zeros((n_query_clusters, m), dtype=np.float64)
-    cost_mass = np.zeros((n_query_clusters, n_ref_clusters), dtype=np.float64)
-    row_mass = np.zeros(n, dtype=np.float64)
     with _dtype_context(dtype):
-        xj = jnp.asarray(x.astype(dtype, copy=False))
-        yj = jnp.asarray(y.astype(dtype, copy=False))
-        fj = jnp.asarray(f.astype(dtype))
-        gj = jnp.asarray(g.astype(dtype))
         qj = jnp.asarray(qcodes.astype(np.int32))
         ref_onehot = np.zeros((m, n_ref_clusters), dtype=dtype)
         ref_onehot[np.arange(m), rcodes] = 1.0
         ref_onehot = jnp.asarray(ref_onehot)
-        off = jnp.asarray(np.asarray(offset, dtype=dtype))
         eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
-
-        def launch(k: int):
-            return _aggregate_block(
-                xj,
-                yj,
-                fj,
-                gj,
+        scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
+        if scales is not None:
+            with tqdm(total=1, desc="Aggregating plan", disable=not progress, leave=False) as bar:
+                sums = _aggregate_kernel(
+                    kernel.K,
+                    kernel.row_min,
+                    *scales,
+                    qj,
+                    ref_onehot,
+                    eps,
+                    block=min(block, _KERNEL_AGGREGATE_ROWS),
+                    n_query_clusters=n_query_clusters,
+                    precision=prec,
+                )
+                tm, cost_mass, row_mass = (np.asarray(v, dtype=np.float64) for v in sums)
+                bar.update(1)
+        else:
+            tm, cost_mass, row_mass = _aggregate_blocked(
+                x,
+                y,
+                offset,
+                f,
+                g,
                 qj,
                 ref_onehot,
-                jnp.asarray(np.int32(k)),
-                off,
                 eps,
-                block=block,
-                n_query_clusters=n_query_clusters,
-                precision=prec,
+                block,
+                n_query_clusters,
+                dtype,
+                prec,
+                progress,
             )
-
-        pending = launch(0)
-        with tqdm(
-            total=n_blocks, desc="Aggregating plan", disable=not progress, leave=False
-        ) as bar:
-            for k in range(n_blocks):
-                # dispatch the next block before reading this one back (asynchronous dispatch)
-                following = launch(k + 1) if k + 1 < n_blocks else None
-                tm_b, cost_mass_b, row_mass_b, start = pending
-                tm += np.asarray(tm_b, dtype=np.float64)
-                cost_mass += np.asarray(cost_mass_b, dtype=np.float64)
-                first = k * block
-                start = int(start)
-                row_mass[first : start + block] = np.asarray(row_mass_b)[first - start :]
-                pending = following
-                bar.update(1)
 
     mass = np.empty((n_query_clusters, n_ref_clusters), dtype=np.float64)
     for q in range(n_query_clusters):
@@ -632,12 +929,85 @@ def aggregate(
     }
 
 
+def _aggregate_blocked(
+    x, y, offset, f, g, qj, ref_onehot, eps, block, n_query_clusters, dtype, prec, progress
+):
+    """Blocked pass of :func:`aggregate` from the cost; float64 sums accumulated on the host."""
+    n, m = x.shape[0], y.shape[0]
+    n_blocks = -(-n // block)
+    tm = np.zeros((n_query_clusters, m), dtype=np.float64)
+    cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
+    row_mass = np.zeros(n, dtype=np.float64)
+    xj = jnp.asarray(x.astype(dtype, copy=False))
+    yj = jnp.asarray(y.astype(dtype, copy=False))
+    fj = jnp.asarray(f.astype(dtype))
+    gj = jnp.asarray(g.astype(dtype))
+    off = jnp.asarray(np.asarray(offset, dtype=dtype))
+
+    def launch(k: int):
+        return _aggregate_block(
+            xj,
+            yj,
+            fj,
+            gj,
+            qj,
+            ref_onehot,
+            jnp.asarray(np.int32(k)),
+            off,
+            eps,
+            block=block,
+            n_query_clusters=n_query_clusters,
+            precision=prec,
+        )
+
+    pending = launch(0)
+    with tqdm(total=n_blocks, desc="Aggregating plan", disable=not progress, leave=False) as bar:
+        for k in range(n_blocks):
+            # dispatch the next block before reading this one back (asynchronous dispatch)
+            following = launch(k + 1) if k + 1 < n_blocks else None
+            tm_b, cost_mass_b, row_mass_b, start = pending
+            tm += np.asarray(tm_b, dtype=np.float64)
+            cost_mass += np.asarray(cost_mass_b, dtype=np.float64)
+            first = k * block
+            start = int(start)
+            row_mass[first : start + block] = np.asarray(row_mass_b)[first - start :]
+            pending = following
+            bar.update(1)
+    return tm, cost_mass, row_mass
+
+
+def _check_kernel(kernel, n: int, m: int, offset: float, epsilon: float, dtype) -> None:
+    if not isinstance(kernel, Kernel):
+        msg = f"kernel must be a Kernel (SinkhornOutput.kernel) or None, got {type(kernel)!r}."
+        raise TypeError(msg)
+    expected = ((n, m), float(epsilon), float(offset), np.dtype(dtype))
+    got = (kernel.shape, kernel.epsilon, kernel.offset, np.dtype(kernel.dtype))
+    if got != expected:
+        msg = (
+            f"kernel was computed for (shape, epsilon, offset, dtype) = {got}, but aggregate "
+            f"got {expected}; pass the kernel of the sinkhorn run on these same inputs, or "
+            "kernel=None."
+        )
+        raise ValueError(msg)
+
+
+def _kernel_scales(kernel: Kernel, f, g, epsilon: float, dtype):
+    """Row and column scalings of the plan on the kernel, or ``None`` if they would overflow."""
+    g_max = float(np.max(g))
+    row_log_scale = (f - np.asarray(kernel.row_min, dtype=np.float64) + g_max) / epsilon
+    limit = math.log(float(np.finfo(dtype).max)) - 2.0
+    if not math.isfinite(g_max) or not np.max(row_log_scale) <= limit:
+        logger.debug("aggregate: plan scalings would overflow on the kernel; using the cost.")
+        return None
+    row_scale = np.exp(row_log_scale).astype(dtype)
+    col_scale = np.exp((g - g_max) / epsilon).astype(dtype)
+    return jnp.asarray(row_scale), jnp.asarray(col_scale)
+
+
 def _cluster_point_sums(points: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Sum of the rows of ``points`` per cluster, accumulated in float64."""
-    out = np.zeros((n_clusters, points.shape[1]), dtype=np.float64)
-    for c in np.unique(codes):
-        out[c] = points[codes == c].sum(axis=0, dtype=np.float64)
-    return out
+    """Sum of the rows of ``points`` per cluster, in float64 (one-hot matrix product)."""
+    onehot = (codes[None, :] == np.arange(n_clusters)[:, None]).astype(np.float64)
+    return onehot @ points.astype(np.float64, copy=False)
 
 
 def _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters) -> np.ndarray:

@@ -224,6 +224,17 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def interleaved_medians(tasks: dict, repeats: int) -> dict:
+    """Median seconds of each task, the tasks run in rotating order so that load from other
+    processes falls on all of them alike."""
+    times = {name: [] for name in tasks}
+    names = list(tasks)
+    for rep in range(repeats):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            times[name].append(timed(tasks[name]))
+    return {name: float(np.median(v)) for name, v in times.items()}
+
+
 # --------------------------------------------------------------------------- memory
 def _rss_kb(field: str) -> int:
     with open("/proc/self/status") as fh:
@@ -302,12 +313,7 @@ def run(n: int, iterations: int, repeats: int, batch_size: int, n_genes: int, me
         "kernel_build": lambda: kernel_build(inputs),
         "pairot_solve": lambda: pairot_solve(inputs, None),
     }
-    times = {name: [] for name in tasks}
-    names = list(tasks)
-    for rep in range(repeats):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            times[name].append(timed(tasks[name]))
-    med = {name: float(np.median(v)) for name, v in times.items()}
+    med = interleaved_medians(tasks, repeats)
     base_it = med["baseline"] / iterations
     kernel_it = (med["pairot"] - med["kernel_build"]) / iterations
     log_it = med["pairot_log"] / iterations

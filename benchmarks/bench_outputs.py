@@ -35,7 +35,13 @@ import time
 from contextlib import contextmanager
 
 import numpy as np
-from bench_ot import EPSILON, BaselineSinkhorn, make_inputs, padded_blocks, timed
+from bench_ot import (
+    EPSILON,
+    BaselineSinkhorn,
+    interleaved_medians,
+    make_inputs,
+    padded_blocks,
+)
 
 
 @contextmanager
@@ -202,12 +208,7 @@ def run(n: int, repeats: int, batch_size: int, n_genes: int, n_kernel: int, n_lo
             msg = f"{name} differs from the blocked outputs by {diff:.2e}"
             raise AssertionError(msg)
 
-    times = {name: [] for name in tasks}
-    names = list(tasks)
-    for rep in range(repeats):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            times[name].append(timed(tasks[name]))
-    med = {name: float(np.median(v)) for name, v in times.items()}
+    med = interleaved_medians(tasks, repeats)
     it_kernel = med["iteration_kernel"] / n_kernel
     it_log = med["iteration_log"] / n_log
     out_k, out_b, loop = med["outputs_kernel"], med["outputs_blocked"], med["per_cluster_loop"]

@@ -11,3 +11,11 @@ def njit_parallel(func):
         return numba.njit(parallel=True, cache=True)(func)
     except RuntimeError:  # pragma: no cover - no writable cache location
         return numba.njit(parallel=True)(func)
+
+
+def njit_serial(func):
+    """``numba.njit``, cached on disk where numba finds a writable cache."""
+    try:
+        return numba.njit(cache=True)(func)
+    except RuntimeError:  # pragma: no cover - no writable cache location
+        return numba.njit(func)

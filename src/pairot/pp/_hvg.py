@@ -14,31 +14,36 @@ from .._logging import logger
 
 
 def _study_subsample(X, gene_index: np.ndarray, n_max: int, rng: np.random.Generator):
-    """At most ``n_max`` random cells of X, columns ``gene_index``, as float32 CSR."""
+    """At most ``n_max`` random cells of X and the columns ``gene_index`` that have a count in
+    them, as float32 CSR, with the mask of those columns (one column-subset copy only)."""
     n = X.shape[0]
     rows = np.arange(n) if n <= n_max else np.sort(rng.choice(n, size=n_max, replace=False))
     sub = sparse.csr_matrix(X[rows] if sparse.issparse(X) else np.asarray(X)[rows])
-    sub = sub[:, gene_index]
+    expressed = np.asarray(sub.getnnz(axis=0) > 0)[gene_index]
+    sub = sub[:, gene_index[expressed]]
     if sub.dtype != np.float32:
-        sub.data = sub.data.astype(np.float32)
-        sub = sparse.csr_matrix(sub, dtype=np.float32)
-    return sub
+        sub = sparse.csr_matrix(
+            (sub.data.astype(np.float32), sub.indices, sub.indptr), shape=sub.shape
+        )
+    return sub, expressed
 
 
-def _batch_statistics(sub, genes: pd.Index, n_top_genes: int) -> pd.DataFrame:
+def _batch_statistics(
+    sub, expressed: np.ndarray, genes: pd.Index, n_top_genes: int
+) -> pd.DataFrame:
     """scanpy's per-batch statistics of one study, as in ``highly_variable_genes(batch_key=)``.
 
-    Like scanpy's batched mode, genes without a count in this batch are left out of the
-    statistics and reported with zeros.
+    ``sub`` holds only the ``expressed`` genes (those with a count in this batch): like
+    scanpy's batched mode, genes without a count are left out of the statistics and reported
+    with zeros.
     """
-    expressed = np.asarray(sub.getnnz(axis=0) > 0)
-    adata = AnnData(X=sub[:, expressed], var=pd.DataFrame(index=genes[expressed]))
-    del sub
+    adata = AnnData(X=sub, var=pd.DataFrame(index=genes[expressed]))
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     table = sc.pp.highly_variable_genes(
         adata, n_top_genes=n_top_genes, flavor="seurat", inplace=False
     )
+    del adata
     table.index = genes[expressed]
     table = table[["means", "dispersions", "dispersions_norm", "highly_variable"]]
     missing = pd.DataFrame(
@@ -84,9 +89,12 @@ def select_hvgs(
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.simplefilter("ignore", category=UserWarning)
         for X, gene_index in ((X1, gene_index1), (X2, gene_index2)):
-            sub = _study_subsample(X, gene_index, n_samples, rng)
-            tables.append(_batch_statistics(sub, genes, n_top_genes))
-            del sub
+            # no reference to the subsample is kept here, so scanpy's copies replace it
+            tables.append(
+                _batch_statistics(
+                    *_study_subsample(X, gene_index, n_samples, rng), genes, n_top_genes
+                )
+            )
     table = pd.concat(tables, axis=0)
     table["highly_variable"] = table["highly_variable"].astype(int)
     table = table.groupby(table.index, observed=True).agg(

@@ -11,6 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._logging import logger
+from .._numba import njit_serial
 from ._auroc import auroc_ova_ava
 from ._genes import flag_uninformative_genes
 from ._hvg import select_hvgs
@@ -109,24 +110,62 @@ def _gene_totals(X) -> np.ndarray:
     return np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
 
 
+#: Rows of X read at once while building the normalized AUROC matrix.
+_CHUNK_ROWS = 16_384
+
+
+@njit_serial
+def _scatter_csc(indptr, indices, data, scale, row_offset, next_free, out_indices, out_data):
+    """Place a CSR chunk's entries, scaled per row, into preallocated CSC arrays."""
+    for r in range(indptr.size - 1):  # pragma: no cover - numba
+        for p in range(indptr[r], indptr[r + 1]):
+            col = indices[p]
+            q = next_free[col]
+            out_indices[q] = row_offset + r
+            out_data[q] = data[p] * scale[r]
+            next_free[col] = q + 1
+
+
+def _row_chunks(X, rows: np.ndarray):
+    for start in range(0, rows.size, _CHUNK_ROWS):
+        block = rows[start : start + _CHUNK_ROWS]
+        chunk = X[block] if sparse.issparse(X) else np.asarray(X)[block]
+        yield start, sparse.csr_matrix(chunk)
+
+
 def _library_normalized(X, rows: np.ndarray, gene_index: np.ndarray) -> sparse.csc_matrix:
     """Rows ``rows`` of X, every column, scaled to 1e4 counts per cell over ``gene_index``.
 
     Only the columns ``gene_index`` count towards a cell's library size; the other columns are
-    carried along (the AUROC of a gene depends only on its own column) so that no column-subset
-    copy of the matrix is made. Returns float32 CSC, the layout of the AUROC kernel.
+    carried along (the AUROC of a gene depends only on its own column), so no column-subset
+    copy is made. The float32 CSC result (the layout of the AUROC kernel) is filled directly
+    from chunks of rows in two passes, so no CSR copy of the subset is held beside it.
     """
-    sub = sparse.csr_matrix(X[rows] if sparse.issparse(X) else np.asarray(X)[rows])
-    if sub.dtype != np.float32:
-        sub = sparse.csr_matrix(
-            (sub.data.astype(np.float32), sub.indices, sub.indptr), shape=sub.shape
-        )
-    counted = np.zeros(sub.shape[1], dtype=np.float32)
+    n_genes = X.shape[1]
+    counted = np.zeros(n_genes, dtype=np.float64)
     counted[gene_index] = 1.0
-    totals = np.asarray(sub @ counted, dtype=np.float64).ravel()
+    col_counts = np.zeros(n_genes, dtype=np.int64)
+    totals = np.empty(rows.size, dtype=np.float64)
+    for start, chunk in _row_chunks(X, rows):
+        col_counts += np.bincount(chunk.indices, minlength=n_genes)
+        totals[start : start + chunk.shape[0]] = chunk @ counted
+    indptr = np.concatenate([[0], np.cumsum(col_counts)])
+    out_indices = np.empty(indptr[-1], dtype=np.int32)
+    out_data = np.empty(indptr[-1], dtype=np.float32)
     scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
-    sub.data *= np.repeat(scale.astype(np.float32), np.diff(sub.indptr))
-    return sub.tocsc()
+    next_free = indptr[:-1].copy()
+    for start, chunk in _row_chunks(X, rows):
+        _scatter_csc(
+            chunk.indptr.astype(np.int64, copy=False),
+            chunk.indices.astype(np.int64, copy=False),
+            chunk.data.astype(np.float64, copy=False),
+            scale[start : start + chunk.shape[0]],
+            start,
+            next_free,
+            out_indices,
+            out_data,
+        )
+    return sparse.csc_matrix((out_data, out_indices, indptr), shape=(rows.size, n_genes))
 
 
 def _de_tables(

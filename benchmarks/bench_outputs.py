@@ -117,19 +117,19 @@ class PerClusterLoop:
         kq, kr = inp["label_distance"].shape
         f, g = jnp.asarray(f, jnp.float32), jnp.asarray(g, jnp.float32)
         tm = np.zeros((kq, rc.size))
-        mass, cost_mass, cost_sum = np.zeros((kq, kr)), np.zeros((kq, kr)), np.zeros((kq, kr))
+        cost_mass, cost_sum = np.zeros((kq, kr)), np.zeros((kq, kr))
         for k in range(kq):
             rows = jnp.asarray((qc == k).astype(np.float32))
             tm_k, pc_k, cs_k = (np.asarray(v, np.float64) for v in self.cluster_pass(f, g, rows))
             tm[k] = tm_k
-            mass[k] = np.bincount(rc, weights=tm_k, minlength=kr)
             cost_mass[k] = np.bincount(rc, weights=pc_k, minlength=kr)
             cost_sum[k] = np.bincount(rc, weights=cs_k, minlength=kr)
+        mass = _aggregate.cluster_sums(tm, rc, kr)
         a, b = inp["a"], inp["b"]
         return {
             "mean": _aggregate.mapping_mean(tm, b, rc, kr),
             "jensen_shannon": _aggregate.mapping_jensen_shannon(tm, b, rc, kr),
-            "transported_mass": _aggregate.mapping_transported_mass(tm, a, qc, rc, kr),
+            "transported_mass": _aggregate.mapping_transported_mass(mass, a, qc),
             "distance": _aggregate.cluster_distance(mass, cost_mass, cost_sum, qc, rc),
         }
 

@@ -12,7 +12,7 @@ import numpy as np
 MASS_FLOOR = 1e-16
 
 
-def _cluster_sums(values: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
+def cluster_sums(values: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
     """Sum the columns of ``values`` (rows x cells) per cluster code: rows x clusters."""
     out = np.zeros((values.shape[0], n_clusters), dtype=np.float64)
     for k in range(values.shape[0]):
@@ -24,19 +24,21 @@ def mapping_mean(tm: np.ndarray, b: np.ndarray, ref_codes: np.ndarray, n_ref: in
     """``M[k, c]`` = mean over reference cells j of cluster c of ``tm[k, j] / b[j]``."""
     ratio = np.divide(tm, b[None, :], out=np.zeros_like(tm, dtype=np.float64), where=b > 0)
     counts = np.bincount(ref_codes, minlength=n_ref).astype(np.float64)
-    sums = _cluster_sums(ratio, ref_codes, n_ref)
+    sums = cluster_sums(ratio, ref_codes, n_ref)
     return np.divide(sums, counts[None, :], out=np.full_like(sums, np.nan), where=counts > 0)
 
 
 def mapping_transported_mass(
-    tm: np.ndarray, a: np.ndarray, query_codes: np.ndarray, ref_codes: np.ndarray, n_ref: int
+    mass: np.ndarray, a: np.ndarray, query_codes: np.ndarray
 ) -> np.ndarray:
-    """``sum_{j in c} tm[k, j] / sum_{i in k} a_i``: the share of cluster k's mass sent to c."""
-    n_query = tm.shape[0]
-    source = np.bincount(query_codes, weights=a, minlength=n_query)
-    sums = _cluster_sums(tm, ref_codes, n_ref)
+    """``mass[k, c] / sum_{i in k} a_i``: the share of cluster k's mass sent to c.
+
+    ``mass[k, c] = sum_{j in c} tm[k, j]`` is the plan mass of the cluster pair, as the
+    aggregation pass returns it.
+    """
+    source = np.bincount(query_codes, weights=a, minlength=mass.shape[0])
     return np.divide(
-        sums, source[:, None], out=np.full_like(sums, np.nan), where=source[:, None] > 0
+        mass, source[:, None], out=np.full_like(mass, np.nan), where=source[:, None] > 0
     )
 
 
@@ -60,9 +62,9 @@ def mapping_jensen_shannon(
     with np.errstate(divide="ignore", invalid="ignore"):
         inside_p = np.where(p > 0, p * np.log(p / mix), 0.0)
     inside_q = q[None, :] * np.log(q[None, :] / mix)
-    mass_in = _cluster_sums(p, ref_codes, n_ref)
-    kl_p = log2 * (1.0 - mass_in) + _cluster_sums(inside_p, ref_codes, n_ref)
-    kl_q = _cluster_sums(inside_q, ref_codes, n_ref)
+    mass_in = cluster_sums(p, ref_codes, n_ref)
+    kl_p = log2 * (1.0 - mass_in) + cluster_sums(inside_p, ref_codes, n_ref)
+    kl_q = cluster_sums(inside_q, ref_codes, n_ref)
     divergence = np.clip(0.5 * (kl_p + kl_q) / log2, 0.0, 1.0)
     return 1.0 - np.sqrt(divergence)
 

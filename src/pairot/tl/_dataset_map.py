@@ -619,7 +619,7 @@ class DatasetMap:
                 )
             else:
                 values = _aggregate.mapping_transported_mass(
-                    agg["tm"], problem["a"], geom.query_codes, geom.ref_codes, n_ref
+                    agg["mass"], problem["a"], geom.query_codes
                 )
             out[method] = self._frame(values)
         return out if aggregation_method is None else out[aggregation_method]

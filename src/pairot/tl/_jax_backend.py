@@ -47,6 +47,8 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
+from ._aggregate import cluster_sums
+
 logger = logging.getLogger("pairot")
 
 #: Default largest kernel (``n * m * itemsize`` bytes) that :func:`sinkhorn` precomputes: 4 GiB.
@@ -914,9 +916,7 @@ def aggregate(
                 progress,
             )
 
-    mass = np.empty((n_query_clusters, n_ref_clusters), dtype=np.float64)
-    for q in range(n_query_clusters):
-        mass[q] = np.bincount(rcodes, weights=tm[q], minlength=n_ref_clusters)
+    mass = cluster_sums(tm, rcodes, n_ref_clusters)
     col_mass = tm.sum(axis=0)
     cost_sum = _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters)
     return {

@@ -188,6 +188,8 @@ def test_demo_run_json(demo_run, python_run):
     solution = dataset_map.ot_solution
     assert data["sinkhorn"]["n_iterations"] == solution.n_iterations
     assert data["sinkhorn"]["converged"] is True
+    assert data["sinkhorn"]["n_cluster_corrections"] == solution.n_corrections
+    assert data["sinkhorn"]["mode"] == solution.mode
     assert data["sinkhorn"]["final_error"] < 1e-3
     assert data["n_matches"] == len(pd.read_csv(out / "matches.csv"))
     assert sorted(info["files"]) == sorted(OUTPUT_FILES)

@@ -286,6 +286,8 @@ def run_pipeline(
         "sinkhorn": {
             "n_iterations": int(solution.n_iterations),
             "converged": bool(solution.converged),
+            "n_cluster_corrections": int(solution.n_corrections),
+            "mode": solution.mode,
             "final_error": final_error if math.isfinite(final_error) else None,
         },
         "n_matches": int(len(matches)),

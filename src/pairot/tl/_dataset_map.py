@@ -503,6 +503,7 @@ class DatasetMap:
         inner_iterations: int = 10,
         progress: bool = True,
         kernel_memory_budget: int | None = None,
+        cluster_correction: bool = True,
     ):
         """Run Sinkhorn; the result is in ``ot_solution`` (``f, g, errors, converged``, ...).
 
@@ -522,6 +523,14 @@ class DatasetMap:
             matrix-vector products on it (about 30x faster per iteration on a CPU at 4,000 x
             4,000); otherwise, or with 0, the blocked log-domain path runs, whose memory is
             bounded by ``batch_size x m``. The results agree to float round-off.
+        cluster_correction
+            After every check that finds the error above ``threshold``, shift the potentials
+            by one constant per cluster so that every cluster's plan mass meets its marginal
+            exactly (one extra pass, a dual ascent step; the solution is the same). On
+            annotation-informed costs, where clusters with label distance 1 are linked only
+            by tiny kernel entries, plain Sinkhorn can need hundreds of iterations to move
+            mass between clusters; with the correction the PBMC demo converges in 20
+            iterations instead of 500. ``False`` runs plain Sinkhorn.
         """
         from ._jax_backend import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
 
@@ -530,6 +539,9 @@ class DatasetMap:
         threshold = _check_positive(threshold, "threshold")
         max_iterations = _check_positive(max_iterations, "max_iterations", integer=True)
         inner_iterations = _check_positive(inner_iterations, "inner_iterations", integer=True)
+        if not isinstance(cluster_correction, bool | np.bool_):
+            msg = f"cluster_correction must be True or False, got {cluster_correction!r}."
+            raise TypeError(msg)
         self.ot_solution = sinkhorn(
             geom.x_aug,
             geom.y_aug,
@@ -549,6 +561,9 @@ class DatasetMap:
                 if kernel_memory_budget is None
                 else kernel_memory_budget
             ),
+            query_codes=geom.query_codes,
+            ref_codes=geom.ref_codes,
+            cluster_correction=bool(cluster_correction),
         )
         self._aggregates = None
         return self.ot_solution

@@ -270,6 +270,45 @@ def test_corrected_sinkhorn_unbalanced_matches_pot(budget):
     np.testing.assert_allclose(P, expected, rtol=1e-5, atol=1e-9 * expected.max())
 
 
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("tau", [1.0, 0.9])
+def test_correction_with_cells_and_clusters_without_mass(tau, budget):
+    """Zero marginal entries (a whole query cluster and a few cells) leave those rows empty and
+    the correction still applies; the rest is the plan of the problem without them."""
+    x_aug, y_aug, offset, a, b, qc, rc, cost = clustered_problem(3)
+    a = a.copy()
+    a[qc == 1] = 0.0
+    a[:3] = 0.0
+    a /= a.sum()
+    out = solve(
+        (x_aug, y_aug, offset, a, b, qc, rc, cost),
+        tau_a=tau,
+        tau_b=tau,
+        kernel_memory_budget=budget,
+    )
+    assert out.converged and out.n_corrections >= 1
+    P = plan(cost, out.f, out.g)
+    keep = a > 0
+    assert np.all(P[~keep] == 0)
+    if tau == 1.0:
+        expected = ot.smooth.smooth_ot_dual(
+            a[keep], b, cost[keep], EPS, reg_type="kl", stopThr=1e-15
+        )
+    else:
+        expected = ot.unbalanced.sinkhorn_unbalanced(
+            a[keep],
+            b,
+            cost[keep],
+            reg=EPS,
+            reg_m=EPS * tau / (1 - tau),
+            reg_type="entropy",
+            method="sinkhorn",
+            stopThr=1e-13,
+            numItermax=200_000,
+        )
+    np.testing.assert_allclose(P[keep], expected, rtol=1e-5, atol=1e-9 * expected.max())
+
+
 def test_correction_float32_agrees_between_modes():
     problem = clustered_problem(0)
     outs = [

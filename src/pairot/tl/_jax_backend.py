@@ -500,8 +500,11 @@ def _cluster_problem(
     log_mass = _segment_lse(f[:, None] * inv_eps + row_lse_c, query_codes, n_query_clusters)
     kappa_a = (1.0 - tau_a) / (tau_a * eps)
     kappa_b = (1.0 - tau_b) / (tau_b * eps)
-    log_ta = _segment_lse((log_a - kappa_a * f)[:, None], query_codes, n_query_clusters)[:, 0]
-    log_tb = _segment_lse((log_b - kappa_b * g)[:, None], ref_codes, n_ref_clusters)[:, 0]
+    # cells without mass (log a = -inf, potential -inf) contribute nothing, not NaN
+    ta = jnp.where(jnp.isneginf(log_a), -jnp.inf, log_a - kappa_a * f)
+    tb = jnp.where(jnp.isneginf(log_b), -jnp.inf, log_b - kappa_b * g)
+    log_ta = _segment_lse(ta[:, None], query_codes, n_query_clusters)[:, 0]
+    log_tb = _segment_lse(tb[:, None], ref_codes, n_ref_clusters)[:, 0]
     return log_mass, log_ta, log_tb
 
 

@@ -145,6 +145,7 @@ def pairot_solve(backend, inputs: dict, n_iterations: int | None, **kwargs):
     fixed = {} if n_iterations is None else {"threshold": 1e-30, "max_iterations": n_iterations}
     if n_iterations is None:
         kwargs = {"query_codes": inputs["query_codes"], "ref_codes": inputs["ref_codes"]} | kwargs
+    kwargs = {"precision": inputs["precision"]} | kwargs
     return backend.sinkhorn(
         inputs["x_aug"],
         inputs["y_aug"],
@@ -159,7 +160,7 @@ def pairot_solve(backend, inputs: dict, n_iterations: int | None, **kwargs):
     )
 
 
-def floor_rates(inputs: dict, repeats: int = 5) -> dict:
+def floor_rates(backend, inputs: dict, repeats: int = 5) -> dict:
     """Matrix-product flop rate and exponential rate on blocks the size of the solver's."""
     import jax
     import jax.numpy as jnp
@@ -167,7 +168,8 @@ def floor_rates(inputs: dict, repeats: int = 5) -> dict:
     block = min(inputs["batch_size"], inputs["x_aug"].shape[0])
     u = jnp.asarray(inputs["x_aug"][:block])
     v = jnp.asarray(inputs["y_aug"])
-    mm = jax.jit(lambda u, v: jnp.matmul(u, v.T, precision=jax.lax.Precision.HIGHEST))
+    precision = backend._PRECISIONS[inputs["precision"]]  # the products the solver makes
+    mm = jax.jit(lambda u, v: jnp.matmul(u, v.T, precision=precision))
     ex = jax.jit(lambda s: jnp.sum(jnp.exp(s), axis=1))
     s = jax.block_until_ready(mm(u, v))
     jax.block_until_ready(ex(s))
@@ -199,12 +201,14 @@ def gb(value) -> float | None:
 
 def run(n: int, m: int, args, backend, bench_ot) -> dict:
     inputs = synthetic_inputs(n, m, d=args.genes, batch_size=args.batch_size)
+    inputs["precision"] = args.precision
     d = inputs["x_aug"].shape[1]
     out = {
         "n": n,
         "m": m,
         "d": d,
         "batch_size": args.batch_size,
+        "precision": args.precision,
         "clusters": [int(inputs["query_codes"].max()) + 1, int(inputs["ref_codes"].max()) + 1],
     }
     log = {"kernel_memory_budget": 0}
@@ -253,7 +257,7 @@ def run(n: int, m: int, args, backend, bench_ot) -> dict:
         out["ratio_baseline_over_pairot_log"] = round(base_it / log_it, 2)
         out["baseline_solve_estimate_s"] = round(base_it * sol.n_iterations, 2)
 
-    rates = floor_rates(inputs)
+    rates = floor_rates(backend, inputs)
     matmul_floor = 4 * n * m * d / (rates["matmul_tflops"] * 1e12)
     exp_floor = 2 * n * m / rates["exp_per_s"]
     floor = max(matmul_floor, exp_floor)
@@ -305,6 +309,11 @@ def main() -> None:
     parser.add_argument("--kernel-budget-gb", type=float, default=48.0)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--plain", action="store_true", help="also solve without correction")
+    parser.add_argument(
+        "--precision",
+        default="highest",
+        help="matrix-product precision of pairot's solver: highest (float32), bf16_3x, high",
+    )
     args = parser.parse_args()
     import jax
 

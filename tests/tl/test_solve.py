@@ -395,6 +395,7 @@ def test_aggregate_matches_dense(dtype, batch_size, rtol, use_kernel):
         ({"precision": "fast"}, "precision"),
         ({"kernel_memory_budget": -1}, "kernel_memory_budget"),
         ({"kernel_memory_budget": 1.5}, "kernel_memory_budget"),
+        ({"precision": "bf16_3x", "dtype": np.float64}, "bf16_3x' needs dtype=np.float32"),
     ],
 )
 def test_sinkhorn_rejects_bad_arguments(kwargs, match):
@@ -402,6 +403,32 @@ def test_sinkhorn_rejects_bad_arguments(kwargs, match):
     kwargs = {"epsilon": 0.1} | kwargs
     with pytest.raises(ValueError, match=match):
         sinkhorn(x, y, offset, a, b, progress=False, **kwargs)
+
+
+@pytest.mark.skipif("bf16_3x" not in _jax_backend._PRECISIONS, reason="no DotAlgorithmPreset")
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_bf16_3x_precision_matches_float32(budget):
+    """Products from three bfloat16 products: the plan within float32 round-off of 'highest'
+    (the scheme's accuracy; on a CPU XLA computes it in float32)."""
+    x, y, offset, cost, a, b = make_problem(*SHAPES[1], 11)
+    outs = [
+        sinkhorn(
+            x,
+            y,
+            offset,
+            a,
+            b,
+            epsilon=0.1,
+            progress=False,
+            precision=precision,
+            kernel_memory_budget=budget,
+            threshold=1e-5,
+        )
+        for precision in ("highest", "bf16_3x")
+    ]
+    assert outs[0].n_iterations == outs[1].n_iterations
+    P0, P1 = (plan(cost, o.f, o.g, 0.1) for o in outs)
+    np.testing.assert_allclose(P1, P0, rtol=0, atol=1e-4 * P0.max())
 
 
 def test_sinkhorn_rejects_bad_inputs():

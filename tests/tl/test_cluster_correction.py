@@ -243,6 +243,20 @@ def test_corrected_sinkhorn_matches_pot_in_fewer_iterations(seed, budget):
     assert uncoded.n_iterations == plain.n_iterations and uncoded.n_corrections == 0
 
 
+def test_checks_stay_every_inner_iterations_and_early_correction_only_when_needed():
+    problem = clustered_problem(0)
+    out = solve(problem, threshold=1e-9, inner_iterations=7)
+    # checks at 7, 14, ...: the early correction (after 2 iterations) is not a check
+    assert out.n_iterations % 7 == 0 and out.errors.shape == (out.n_iterations // 7,)
+    assert out.n_corrections >= 2
+    # an error already below the threshold after 2 iterations: nothing to correct
+    easy = solve(problem, threshold=10.0)
+    assert easy.converged and easy.n_iterations == 10 and easy.n_corrections == 0
+    # fewer iterations in all than the early correction needs: plain iterations
+    short = solve(problem, max_iterations=2, inner_iterations=10)
+    assert short.n_iterations == 2 and short.n_corrections == 0
+
+
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_corrected_sinkhorn_unbalanced_matches_pot(budget):
     problem = clustered_problem(2)
@@ -380,6 +394,6 @@ def test_dataset_map_demo_converges_in_a_few_iterations(caplog):
         iterations[correction] = dm.ot_solution.n_iterations
         np.testing.assert_allclose(dm.compute_mapping().to_numpy(), mean, atol=atol)
         np.testing.assert_allclose(dm.compute_distance().to_numpy(), dist, atol=atol)
-    assert iterations[False] >= 300 and iterations[True] <= 50
+    assert iterations[False] >= 300 and iterations[True] == 10  # the first check
     with pytest.raises(TypeError, match="cluster_correction must be True or False, got 'no'"):
         dm.solve(progress=False, cluster_correction="no")

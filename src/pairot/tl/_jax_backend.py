@@ -474,6 +474,10 @@ def _kernel_steps(
 
 
 # ------------------------------------------------------- cluster-level correction
+#: Iterations before the first cluster-level correction (later ones follow unconverged checks).
+_EARLY_CORRECTION = 2
+
+
 def _segment_lse(z, codes, n_segments: int):
     """``out[k, s] = LSE_{i : codes_i = k} z[i, s]`` for a ``(n, S)`` array (``-inf`` if empty)."""
     zmax = jax.ops.segment_max(z, codes, num_segments=n_segments)
@@ -716,7 +720,8 @@ def sinkhorn(
         blocked log-domain updates, whose memory ``batch_size`` bounds.
     query_codes, ref_codes
         Optional cluster code (``0, 1, ...``) of every query / reference cell. Given both, and
-        with ``cluster_correction``, every check that finds the error above ``threshold`` is
+        with ``cluster_correction``, the second iteration (if its error is above
+        ``threshold``) and every check that finds the error above ``threshold`` are
         followed by a cluster-level correction: the potentials are shifted by one constant
         per cluster so that the plan mass of every query and reference cluster meets its
         target exactly (:func:`~pairot.tl._cluster_scaling.cluster_scaling`, a dual ascent
@@ -906,7 +911,13 @@ def sinkhorn(
         converged = False
         with tqdm(total=max_iterations, desc="Sinkhorn", disable=not progress) as bar:
             while done < max_iterations:
-                steps = min(inner_iterations, max_iterations - done)
+                # checks fall on multiples of inner_iterations; the first correction comes
+                # early, after _EARLY_CORRECTION iterations, if the error is still above the
+                # threshold there (an unrecorded look, not a check)
+                steps = min(inner_iterations - done % inner_iterations, max_iterations - done)
+                early = correct is not None and done == 0 and steps > _EARLY_CORRECTION
+                if early:
+                    steps = _EARLY_CORRECTION
                 *new_state, err = (steps_log if kernel is None else steps_kernel)(state, steps)
                 err = float(err)
                 if kernel is not None and not math.isfinite(err):
@@ -931,6 +942,14 @@ def sinkhorn(
                     continue
                 state = tuple(new_state)
                 done += steps
+                if early:
+                    bar.update(steps)
+                    if math.isfinite(err) and err >= threshold:
+                        corrected = correct(state)
+                        if corrected is not None:
+                            state = corrected
+                            n_corrections += 1
+                    continue
                 errors.append(err)
                 bar.set_postfix(error=f"{err:.3e}", refresh=False)
                 bar.update(steps)

@@ -526,10 +526,7 @@ def _shift_potentials(f, g, row_lse_c, x, y, query_codes, ref_codes, eps):
     Shifting ``g`` by a constant per reference cluster shifts each per-cluster log-sum-exp of a
     row by that constant, so the row log-sum-exp of the new ``g`` needs no pass over the cost.
     """
-    z = row_lse_c + y[None, :]
-    zmax = jnp.max(z, axis=1)
-    zmax = jnp.where(jnp.isfinite(zmax), zmax, 0.0)
-    lse_row = zmax + jnp.log(jnp.sum(jnp.exp(z - zmax[:, None]), axis=1))
+    lse_row = jax.nn.logsumexp(row_lse_c + y[None, :], axis=1)
     return f + eps * x[query_codes], g + eps * y[ref_codes], lse_row
 
 
@@ -942,23 +939,21 @@ def sinkhorn(
                     continue
                 state = tuple(new_state)
                 done += steps
-                if early:
-                    bar.update(steps)
-                    if math.isfinite(err) and err >= threshold:
-                        corrected = correct(state)
-                        if corrected is not None:
-                            state = corrected
-                            n_corrections += 1
-                    continue
-                errors.append(err)
-                bar.set_postfix(error=f"{err:.3e}", refresh=False)
                 bar.update(steps)
-                if not math.isfinite(err):
-                    break
-                if err < threshold:
-                    converged = True
-                    break
-                if correct is not None and done < max_iterations:
+                if not early:  # a check
+                    errors.append(err)
+                    bar.set_postfix(error=f"{err:.3e}", refresh=True)
+                    if not math.isfinite(err):
+                        break
+                    if err < threshold:
+                        converged = True
+                        break
+                if (
+                    correct is not None
+                    and done < max_iterations
+                    and math.isfinite(err)
+                    and err >= threshold
+                ):
                     corrected = correct(state)
                     if corrected is not None:
                         state = corrected

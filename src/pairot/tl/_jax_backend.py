@@ -693,8 +693,8 @@ def sinkhorn(
         Marginal relaxations in ``(0, 1]``; 1 enforces the marginal exactly.
     batch_size
         Rows of the cost computed at once (memory ``batch_size * max(n, m)`` floats besides
-        the ``O((n + m) d)`` inputs in log mode); does not change the result beyond float
-        round-off.
+        the ``O((n + m) d)`` inputs in log mode, and ``(n + m) Kr`` more with the cluster
+        correction); does not change the result beyond float round-off.
     threshold
         Stop once the marginal error is below this value.
     max_iterations

@@ -257,6 +257,17 @@ def test_checks_stay_every_inner_iterations_and_early_correction_only_when_neede
     assert short.n_iterations == 2 and short.n_corrections == 0
 
 
+def test_no_correction_above_the_cluster_limit(monkeypatch, caplog):
+    problem = clustered_problem(0)
+    monkeypatch.setattr(_jax_backend, "_MAX_CORRECTION_CLUSTERS", 7)  # 4 + 4 clusters here
+    with caplog.at_level(logging.INFO, logger="pairot"):
+        out = solve(problem, threshold=1e-3)
+    assert out.n_corrections == 0
+    assert "no cluster-level correction for 4 + 4 clusters (more than 7" in caplog.text
+    plain = solve(problem, threshold=1e-3, cluster_correction=False)
+    np.testing.assert_array_equal(out.f, plain.f)
+
+
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_corrected_sinkhorn_unbalanced_matches_pot(budget):
     problem = clustered_problem(2)

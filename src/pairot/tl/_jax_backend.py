@@ -987,6 +987,15 @@ def sinkhorn(
             tau_a,
             tau_b,
         )
+    else:
+        logger.info(
+            "Sinkhorn converged: marginal error %.3e after %d iterations (%s mode, %d "
+            "cluster-level corrections).",
+            errors[-1],
+            done,
+            "log" if kernel is None else "kernel",
+            n_corrections,
+        )
     return SinkhornOutput(
         f=f_out,
         g=g_out,

@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 import warnings
 
 import numpy as np
+from bench_ot import machine_header
 
 EPSILON = 0.05
 MAX_ITERATIONS = 3000
@@ -277,13 +276,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ideas", action="store_true", help="skip the numpy variants")
     args = parser.parse_args()
-    import jax
-
-    print(
-        f"# bench_convergence: {platform.platform()}, {os.cpu_count()} CPU cores, jax "
-        f"{jax.__version__} ({jax.default_backend()}), {time.strftime('%Y-%m-%d')}",
-        flush=True,
-    )
+    print(machine_header("bench_convergence"), flush=True)
     for name in args.problems:
         dm = make_problem(name, args.n)
         reference = tight_reference(dm)

@@ -42,8 +42,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
-import platform
 import sys
 import time
 import types
@@ -67,7 +65,8 @@ def load_backend():
 
 
 def load_bench_ot():
-    sys.path.insert(0, str(HERE))
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
     import bench_ot
 
     return bench_ot
@@ -142,22 +141,12 @@ def synthetic_inputs(
 
 # ----------------------------------------------------------------------------- timing
 def pairot_solve(backend, inputs: dict, n_iterations: int | None, **kwargs):
-    fixed = {} if n_iterations is None else {"threshold": 1e-30, "max_iterations": n_iterations}
+    """``bench_ot.pairot_solve`` on the standalone backend, at ``--precision``; a solve to the
+    threshold (``n_iterations=None``) gets the cluster codes, as ``DatasetMap.solve`` does."""
     if n_iterations is None:
         kwargs = {"query_codes": inputs["query_codes"], "ref_codes": inputs["ref_codes"]} | kwargs
     kwargs = {"precision": inputs["precision"]} | kwargs
-    return backend.sinkhorn(
-        inputs["x_aug"],
-        inputs["y_aug"],
-        inputs["offset"],
-        inputs["a"],
-        inputs["b"],
-        epsilon=EPSILON,
-        batch_size=inputs["batch_size"],
-        progress=False,
-        **fixed,
-        **kwargs,
-    )
+    return load_bench_ot().pairot_solve(inputs, n_iterations, solver=backend.sinkhorn, **kwargs)
 
 
 def floor_rates(backend, inputs: dict, repeats: int = 5) -> dict:
@@ -321,11 +310,7 @@ def main() -> None:
     backend = load_backend()
     bench_ot = load_bench_ot()
     device = jax.local_devices()[0]
-    print(
-        f"# bench_gpu: {platform.platform()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
-        f"({jax.default_backend()}: {device.device_kind}), {time.strftime('%Y-%m-%d')}",
-        flush=True,
-    )
+    print(bench_ot.machine_header("bench_gpu", device.device_kind), flush=True)
     shapes = [(s, s) for s in args.sizes]
     if args.seed_scale:
         shapes.append(tuple(max(2, int(round(v * args.scale))) for v in SEED_SCALE))

@@ -133,22 +133,26 @@ class BaselineSinkhorn:
         )
         pair_cost = jax.vmap(jax.vmap(self.cost, (None, 0)), (0, None))  # (B, d), (m, d) -> (B, m)
         self.pair_cost = pair_cost
-        x_all = jnp.asarray(xs)
-        y_all = jnp.asarray(ys)
-        x_blocks = jnp.asarray(padded_blocks(xs, bx))
-        y_blocks = jnp.asarray(padded_blocks(ys, by))
-        log_a = jnp.log(jnp.asarray(inputs["a"], dtype=jnp.float32))
-        log_b = jnp.log(jnp.asarray(inputs["b"], dtype=jnp.float32))
         eps = EPSILON
+        # the arrays are arguments of the jitted function, not constants closed over (XLA
+        # would embed and constant-fold them, which takes seconds already at 800 cells)
+        self._args = (
+            jnp.asarray(xs),
+            jnp.asarray(ys),
+            jnp.asarray(padded_blocks(xs, bx)),
+            jnp.asarray(padded_blocks(ys, by)),
+            jnp.log(jnp.asarray(inputs["a"], dtype=jnp.float32)),
+            jnp.log(jnp.asarray(inputs["b"], dtype=jnp.float32)),
+        )
 
-        def update_f(g):
+        def update_f(g, y_all, x_blocks, log_a):
             def block_lse(xb):
                 return logsumexp((g[None, :] - pair_cost(xb, y_all)) / eps, axis=1)
 
             lse = lax.map(block_lse, x_blocks).reshape(-1)[:n]
             return eps * (log_a - lse)
 
-        def update_g(f):
+        def update_g(f, x_all, y_blocks, log_b):
             def block_lse(yb):  # cost of all query cells against a block of reference cells
                 return logsumexp((f[:, None] - pair_cost(x_all, yb)) / eps, axis=0)
 
@@ -156,18 +160,18 @@ class BaselineSinkhorn:
             return eps * (log_b - lse)
 
         @partial(jax.jit, static_argnames="n_iterations")
-        def run(f, g, n_iterations):
+        def run(f, g, x_all, y_all, x_blocks, y_blocks, log_a, log_b, n_iterations):
             def body(_, state):
                 f, g = state
-                f = update_f(g)
-                g = update_g(f)
+                f = update_f(g, y_all, x_blocks, log_a)
+                g = update_g(f, x_all, y_blocks, log_b)
                 return f, g
 
             return lax.fori_loop(0, n_iterations, body, (f, g))
 
         self._run = run
         self.n, self.m = n, m
-        self.x_all, self.y_all = x_all, y_all
+        self.x_all, self.y_all = self._args[0], self._args[1]
 
     def __call__(self, n_iterations: int):
         import jax
@@ -175,17 +179,23 @@ class BaselineSinkhorn:
 
         zeros_f = jnp.zeros(self.n, dtype=jnp.float32)
         zeros_g = jnp.zeros(self.m, dtype=jnp.float32)
-        f, g = jax.block_until_ready(self._run(zeros_f, zeros_g, n_iterations))
+        f, g = jax.block_until_ready(
+            self._run(zeros_f, zeros_g, *self._args, n_iterations=n_iterations)
+        )
         return np.asarray(f), np.asarray(g)
 
 
 # --------------------------------------------------------------------------- pairot
-def pairot_solve(inputs: dict, n_iterations: int | None, **kwargs):
-    """The call ``DatasetMap.solve`` makes; a fixed number of iterations if given."""
-    from pairot.tl._jax_backend import sinkhorn
+def pairot_solve(inputs: dict, n_iterations: int | None, *, solver=None, **kwargs):
+    """The call ``DatasetMap.solve`` makes; a fixed number of iterations if given.
+
+    ``solver``: the ``sinkhorn`` function to call (default pairot's, imported here).
+    """
+    if solver is None:
+        from pairot.tl._jax_backend import sinkhorn as solver
 
     fixed = {} if n_iterations is None else {"threshold": 1e-30, "max_iterations": n_iterations}
-    return sinkhorn(
+    return solver(
         inputs["x_aug"],
         inputs["y_aug"],
         inputs["offset"],
@@ -216,6 +226,17 @@ def kernel_build(inputs: dict) -> None:
         precision=jb._PRECISIONS["highest"],
     )
     jax.block_until_ready(out)
+
+
+def machine_header(name: str, device: str = "") -> str:
+    """First line of a benchmark's output: platform, cores, jax version and backend, date."""
+    import jax
+
+    backend = jax.default_backend() + (f": {device}" if device else "")
+    return (
+        f"# {name}: {platform.platform()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
+        f"({backend}), {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def timed(fn) -> float:
@@ -355,13 +376,7 @@ def main() -> None:
     if args.probe:
         memory_probe(*args.probe)
         return
-    import jax
-
-    print(
-        f"# bench_ot: {platform.platform()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
-        f"({jax.default_backend()}), {time.strftime('%Y-%m-%d')}",
-        flush=True,
-    )
+    print(machine_header("bench_ot"), flush=True)
     for n in args.sizes:
         res = run(n, args.iterations, args.repeats, args.batch_size, args.genes, args.memory)
         print(json.dumps(res), flush=True)

@@ -269,14 +269,15 @@ def test_no_correction_above_the_cluster_limit(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
-def test_corrected_sinkhorn_unbalanced_matches_pot(budget):
+@pytest.mark.parametrize(("tau_a", "tau_b"), [(0.95, 0.9), (1.0, 0.9), (0.8, 1.0)])
+def test_corrected_sinkhorn_unbalanced_matches_pot(tau_a, tau_b, budget):
     problem = clustered_problem(2)
     x_aug, y_aug, offset, a, b, qc, rc, cost = problem
     b = 1.3 * b
     out = solve(
         (x_aug, y_aug, offset, a, b, qc, rc, cost),
-        tau_a=0.95,
-        tau_b=0.9,
+        tau_a=tau_a,
+        tau_b=tau_b,
         kernel_memory_budget=budget,
     )
     assert out.converged and out.n_corrections >= 1
@@ -285,7 +286,7 @@ def test_corrected_sinkhorn_unbalanced_matches_pot(budget):
         b,
         cost,
         reg=EPS,
-        reg_m=(EPS * 0.95 / 0.05, EPS * 0.9 / 0.1),
+        reg_m=tuple(np.inf if t == 1 else EPS * t / (1 - t) for t in (tau_a, tau_b)),
         reg_type="entropy",
         method="sinkhorn",
         stopThr=1e-13,

@@ -61,6 +61,21 @@ def solve(problem, **kwargs):
     return sinkhorn(x_aug, y_aug, offset, a, b, **kwargs)
 
 
+def pot_relaxed(a, b, cost, tau_a, tau_b):
+    """POT's plan of the relaxed problem in pairot's convention (tau = 1: hard marginal)."""
+    return ot.unbalanced.sinkhorn_unbalanced(
+        a,
+        b,
+        cost,
+        reg=EPS,
+        reg_m=tuple(np.inf if t == 1 else EPS * t / (1 - t) for t in (tau_a, tau_b)),
+        reg_type="entropy",
+        method="sinkhorn",
+        stopThr=1e-13,
+        numItermax=200_000,
+    )
+
+
 # ------------------------------------------------------------------ the coarse solver
 def random_coarse(seed: int, kq: int = 5, kr: int = 7, low: float = -8.0):
     rng = np.random.default_rng(seed)
@@ -281,17 +296,7 @@ def test_corrected_sinkhorn_unbalanced_matches_pot(tau_a, tau_b, budget):
         kernel_memory_budget=budget,
     )
     assert out.converged and out.n_corrections >= 1
-    expected = ot.unbalanced.sinkhorn_unbalanced(
-        a,
-        b,
-        cost,
-        reg=EPS,
-        reg_m=tuple(np.inf if t == 1 else EPS * t / (1 - t) for t in (tau_a, tau_b)),
-        reg_type="entropy",
-        method="sinkhorn",
-        stopThr=1e-13,
-        numItermax=200_000,
-    )
+    expected = pot_relaxed(a, b, cost, tau_a, tau_b)
     P = plan(cost, out.f, out.g)
     np.testing.assert_allclose(P, expected, rtol=1e-5, atol=1e-9 * expected.max())
 
@@ -321,17 +326,7 @@ def test_correction_with_cells_and_clusters_without_mass(tau, budget):
             a[keep], b, cost[keep], EPS, reg_type="kl", stopThr=1e-15
         )
     else:
-        expected = ot.unbalanced.sinkhorn_unbalanced(
-            a[keep],
-            b,
-            cost[keep],
-            reg=EPS,
-            reg_m=EPS * tau / (1 - tau),
-            reg_type="entropy",
-            method="sinkhorn",
-            stopThr=1e-13,
-            numItermax=200_000,
-        )
+        expected = pot_relaxed(a[keep], b, cost[keep], tau, tau)
     np.testing.assert_allclose(P[keep], expected, rtol=1e-5, atol=1e-9 * expected.max())
 
 

@@ -141,6 +141,27 @@ def test_cluster_scaling_wide_range_solves_what_sinkhorn_cannot():
     assert np.abs(naive.sum(axis=1) - A).sum() > 1e-5
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cluster_scaling_several_weakly_linked_groups(seed):
+    """Three groups of clusters linked only by exp(-45)-small masses, with target masses that
+    force mass across the weak links: every cluster's marginal is met."""
+    rng = np.random.default_rng(seed)
+    groups_q = np.repeat(np.arange(3), 3)
+    groups_r = np.repeat(np.arange(3), 4)
+    log_mass = np.where(
+        groups_q[:, None] == groups_r[None, :],
+        rng.uniform(-3, 0, (9, 12)),
+        rng.uniform(-47, -43, (9, 12)),
+    )
+    A = rng.dirichlet(np.ones(9))
+    B = rng.dirichlet(np.ones(12))
+    x, y, converged = cluster_scaling(log_mass, np.log(A), np.log(B), tol=1e-12)
+    assert converged
+    T = np.exp(log_mass + x[:, None] + y[None, :])
+    np.testing.assert_allclose(T.sum(axis=1), A, rtol=1e-9)
+    np.testing.assert_allclose(T.sum(axis=0), B, rtol=1e-9)
+
+
 def test_cluster_scaling_without_solution_returns_zero_shifts():
     log_mass, A, B = random_coarse(4, kq=3, kr=3)
     # a cluster with target mass but no plan mass cannot be corrected

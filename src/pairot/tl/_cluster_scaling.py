@@ -59,13 +59,14 @@ def _trust_region_step(H: np.ndarray, grad: np.ndarray, radius: float, gauge) ->
     lam, V = np.linalg.eigh(H)
     lam = np.maximum(lam, 0.0)
     coef = V.T @ grad
-    if gauge is not None:
-        coef[np.argmax(np.abs(V.T @ gauge))] = 0.0
 
     def step(mu: float) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             c = np.where(coef == 0.0, 0.0, coef / (lam + mu))
-            return V @ c
+            out = V @ c
+            if gauge is not None:  # round-off along the null direction changes nothing: drop it
+                out = out - (out @ gauge) * gauge
+            return out
 
     out = step(0.0)
     if np.all(np.isfinite(out)) and np.max(np.abs(out)) <= radius:

@@ -45,17 +45,41 @@ _INITIAL_RADIUS = 4.0
 _MAX_RADIUS = 64.0
 
 
+class _Reflector:
+    """Householder reflection ``R = I - beta v v^T`` mapping the unit vector ``u`` to a multiple
+    of ``e_1``: coordinates ``1..N-1`` after ``R`` span the complement of ``u``. Applied in
+    ``O(N^2)`` (rank-two updates), never formed."""
+
+    def __init__(self, u: np.ndarray):
+        self.v = u.copy()
+        self.v[0] += 1.0 if u[0] >= 0 else -1.0
+        self.beta = 2.0 / (self.v @ self.v)
+
+    def vector(self, x: np.ndarray) -> np.ndarray:
+        return x - self.beta * (self.v @ x) * self.v
+
+    def matrix(self, H: np.ndarray) -> np.ndarray:
+        """``R H R`` for a symmetric ``H``."""
+        v, beta = self.v, self.beta
+        Hv = H @ v
+        return H - beta * (np.outer(v, Hv) + np.outer(Hv, v)) + beta**2 * (v @ Hv) * np.outer(v, v)
+
+
 def _trust_region_step(H: np.ndarray, grad: np.ndarray, radius: float, gauge) -> np.ndarray:
     """Levenberg-Marquardt step ``(H + mu I)^-1 grad`` with the smallest ``mu >= 0`` whose step
     stays within ``radius`` in the max norm.
 
     ``H`` (positive semi-definite) is diagonalized once. Near-null directions (clusters linked
     only by tiny masses: the directions along which mass must move between them) keep their
-    share of the gradient instead of being cut off as a least-squares solve would; the exact
-    null direction of the balanced problem, ``gauge``, is projected out.
+    share of the gradient instead of being cut off as a least-squares solve would. With
+    ``gauge``, the exact null direction of the balanced problem, the step is solved in the
+    complement of that direction (along it, ``F`` does not change).
     """
+    reflector = None
     if gauge is not None:
-        grad = grad - (grad @ gauge) * gauge
+        reflector = _Reflector(gauge)
+        H = reflector.matrix(H)[1:, 1:]
+        grad = reflector.vector(grad)[1:]
     lam, V = np.linalg.eigh(H)
     lam = np.maximum(lam, 0.0)
     coef = V.T @ grad
@@ -64,9 +88,9 @@ def _trust_region_step(H: np.ndarray, grad: np.ndarray, radius: float, gauge) ->
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             c = np.where(coef == 0.0, 0.0, coef / (lam + mu))
             out = V @ c
-            if gauge is not None:  # round-off along the null direction changes nothing: drop it
-                out = out - (out @ gauge) * gauge
-            return out
+            if reflector is None:
+                return out
+            return reflector.vector(np.concatenate([[0.0], out]))
 
     out = step(0.0)
     if np.all(np.isfinite(out)) and np.max(np.abs(out)) <= radius:

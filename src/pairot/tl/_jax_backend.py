@@ -477,8 +477,8 @@ def _kernel_steps(
 #: Iterations before the first cluster-level correction (later ones follow unconverged checks).
 _EARLY_CORRECTION = 2
 #: Largest ``Kq + Kr`` for the cluster-level correction: its Newton steps diagonalize a
-#: ``(Kq + Kr)``-square matrix (measured here: about 0.08 s per correction at 100 + 100
-#: clusters, 2.2 s at 400 + 400), which beyond this would outweigh the iterations it saves
+#: ``(Kq + Kr)``-square matrix (measured here: about 0.09 s per correction at 100 + 100
+#: clusters, 2.3 s at 400 + 400), which beyond this would outweigh the iterations it saves
 #: on problems of moderate size.
 _MAX_CORRECTION_CLUSTERS = 1000
 

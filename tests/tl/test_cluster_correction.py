@@ -204,17 +204,17 @@ def test_cluster_row_lse_and_log_mass_match_dense(use_kernel):
             K, row_min, _ = _jax_backend._build_kernel(
                 x_aug, y_aug, offset, EPS, block=32, precision=_jax_backend.lax.Precision.HIGHEST
             )
-            row_c = _jax_backend._kernel_cluster_row_lse(
-                K, row_min, g, segments, EPS, precision=_jax_backend.lax.Precision.HIGHEST
+            row_c = _jax_backend._kernel_initial_row_lse(
+                K, row_min, g, EPS, segments, precision=_jax_backend.lax.Precision.HIGHEST
             )
         else:
-            row_c = _jax_backend._cluster_row_lse(
+            row_c = _jax_backend._initial_row_lse(
                 x_aug,
                 y_aug,
                 g,
-                segments,
                 offset,
                 EPS,
+                segments,
                 block_x=32,
                 precision=_jax_backend.lax.Precision.HIGHEST,
             )

@@ -280,6 +280,13 @@ def _check_common(x_aug, y_aug, offset, epsilon, batch_size, dtype, precision):
     return x, y, offset, epsilon, batch_size, dtype, _PRECISIONS[precision]
 
 
+def _onehot(codes: np.ndarray, n_clusters: int, dtype) -> jax.Array:
+    """``(len(codes), n_clusters)`` one-hot matrix of the cluster codes, on the device."""
+    out = np.zeros((len(codes), n_clusters), dtype=dtype)
+    out[np.arange(len(codes)), codes] = 1.0
+    return jnp.asarray(out)
+
+
 # --------------------------------------------------------------------------- kernels
 def _blocked_lse(u, v, h, offset, inv_eps, block: int, precision, segments=None):
     """``out_i = LSE_j(h_j - (offset + u_i . v_j) * inv_eps)`` for every row of ``u``.
@@ -353,8 +360,9 @@ def _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a
 
 
 @partial(jax.jit, static_argnames=("block_x", "precision"))
-def _initial_row_lse(x, y, g, offset, eps, *, block_x, precision):
-    return _blocked_lse(x, y, g / eps, offset, 1.0 / eps, block_x, precision)
+def _initial_row_lse(x, y, g, offset, eps, segments=None, *, block_x, precision):
+    """``LSE_j((g_j - C_ij) / eps)`` per row, or per row and cluster with ``segments``."""
+    return _blocked_lse(x, y, g / eps, offset, 1.0 / eps, block_x, precision, segments)
 
 
 @partial(jax.jit, static_argnames=("block_x", "block_y", "precision"))
@@ -453,8 +461,9 @@ def _kernel_col_lse(kernel, row_min, f, inv_eps, precision):
 
 
 @partial(jax.jit, static_argnames=("precision",))
-def _kernel_initial_row_lse(kernel, row_min, g, eps, *, precision):
-    return _kernel_row_lse(kernel, row_min, g, 1.0 / eps, precision)
+def _kernel_initial_row_lse(kernel, row_min, g, eps, segments=None, *, precision):
+    """:func:`_initial_row_lse` from the kernel."""
+    return _kernel_row_lse(kernel, row_min, g, 1.0 / eps, precision, segments)
 
 
 @partial(jax.jit, static_argnames=("precision",))
@@ -533,16 +542,6 @@ def _shift_potentials(f, g, row_lse_c, x, y, query_codes, ref_codes, eps):
     """
     lse_row = jax.nn.logsumexp(row_lse_c + y[None, :], axis=1)
     return f + eps * x[query_codes], g + eps * y[ref_codes], lse_row
-
-
-@partial(jax.jit, static_argnames=("block_x", "precision"))
-def _cluster_row_lse(x, y, g, segments, offset, eps, *, block_x, precision):
-    return _blocked_lse(x, y, g / eps, offset, 1.0 / eps, block_x, precision, segments)
-
-
-@partial(jax.jit, static_argnames=("precision",))
-def _kernel_cluster_row_lse(kernel, row_min, g, segments, eps, *, precision):
-    return _kernel_row_lse(kernel, row_min, g, 1.0 / eps, precision, segments)
 
 
 @partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision"))
@@ -846,26 +845,24 @@ def sinkhorn(
         correct = None
         if codes is not None:
             qj, rj = (jnp.asarray(c.astype(np.int32)) for c in codes[:2])
-            segments = np.zeros((m, codes[3]), dtype=dtype)
-            segments[np.arange(m), codes[1]] = 1.0
-            segments = jnp.asarray(segments)
+            segments = _onehot(codes[1], codes[3], dtype)
             log_aj, log_bj = jnp.log(aj), jnp.log(bj)
 
             def correct(state):
                 """Cluster-level correction of ``state``; ``None`` if it cannot be applied."""
                 f, g = state[0], state[1]
                 if kernel is not None:
-                    row_c = _kernel_cluster_row_lse(
-                        kernel.K, kernel.row_min, g, segments, scalars["eps"], precision=prec
+                    row_c = _kernel_initial_row_lse(
+                        kernel.K, kernel.row_min, g, scalars["eps"], segments, precision=prec
                     )
                 else:
-                    row_c = _cluster_row_lse(
+                    row_c = _initial_row_lse(
                         xj,
                         yj,
                         g,
-                        segments,
                         scalars["offset"],
                         scalars["eps"],
+                        segments,
                         block_x=block_x,
                         precision=prec,
                     )
@@ -1111,9 +1108,7 @@ def aggregate(
     block = min(batch_size, n)
     with _dtype_context(dtype):
         qj = jnp.asarray(qcodes.astype(np.int32))
-        ref_onehot = np.zeros((m, n_ref_clusters), dtype=dtype)
-        ref_onehot[np.arange(m), rcodes] = 1.0
-        ref_onehot = jnp.asarray(ref_onehot)
+        ref_onehot = _onehot(rcodes, n_ref_clusters, dtype)
         eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
         scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
         if scales is not None:

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
+from .._interrupt import check as check_interrupt
 from .._numba import njit_parallel
 
 __all__ = ["auroc_ova_ava", "auroc_pairwise_loop"]
@@ -275,6 +276,7 @@ def auroc_ova_ava(
             )
             _finish(out, sizes, ava, ova, slice(g0, g1))
             bar.update(g1 - g0)
+            check_interrupt()
     finally:
         bar.close()
     return ova, ava

@@ -10,6 +10,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._interrupt import interruptible
+from .._logging import progress_logger
 from ..pp._sampling import downsample_indices
 from ..pp._validate import get_labels
 from . import _aggregate
@@ -266,6 +268,7 @@ class DatasetMap:
         self._aggregates = None
         self._label_details = None
         self._label_distance = None
+        self._progress = True  # solve(progress=...) also governs the aggregation's bar
 
     # ------------------------------------------------------------------ stages
     def _require(self, stage: str):
@@ -543,29 +546,32 @@ class DatasetMap:
         if not isinstance(cluster_correction, bool | np.bool_):
             msg = f"cluster_correction must be True or False, got {cluster_correction!r}."
             raise TypeError(msg)
-        self.ot_solution = sinkhorn(
-            geom.x_aug,
-            geom.y_aug,
-            geom.offset,
-            problem["a"],
-            problem["b"],
-            epsilon=geom.epsilon,
-            tau_a=problem["tau_a"],
-            tau_b=problem["tau_b"],
-            batch_size=geom.batch_size,
-            threshold=threshold,
-            max_iterations=max_iterations,
-            inner_iterations=inner_iterations,
-            progress=progress,
-            kernel_memory_budget=(
-                DEFAULT_KERNEL_MEMORY_BUDGET
-                if kernel_memory_budget is None
-                else kernel_memory_budget
-            ),
-            query_codes=geom.query_codes,
-            ref_codes=geom.ref_codes,
-            cluster_correction=bool(cluster_correction),
-        )
+        self._progress = bool(progress)
+        with interruptible():
+            solution = sinkhorn(
+                geom.x_aug,
+                geom.y_aug,
+                geom.offset,
+                problem["a"],
+                problem["b"],
+                epsilon=geom.epsilon,
+                tau_a=problem["tau_a"],
+                tau_b=problem["tau_b"],
+                batch_size=geom.batch_size,
+                threshold=threshold,
+                max_iterations=max_iterations,
+                inner_iterations=inner_iterations,
+                progress=progress,
+                kernel_memory_budget=(
+                    DEFAULT_KERNEL_MEMORY_BUDGET
+                    if kernel_memory_budget is None
+                    else kernel_memory_budget
+                ),
+                query_codes=geom.query_codes,
+                ref_codes=geom.ref_codes,
+                cluster_correction=bool(cluster_correction),
+            )
+        self.ot_solution = solution
         self._aggregates = None
         return self.ot_solution
 
@@ -580,20 +586,27 @@ class DatasetMap:
             return self._aggregates
         rows = slice(None) if rows is None else rows
         cols = slice(None) if cols is None else cols
-        out = aggregate(
-            geom.x_aug[rows],
-            geom.y_aug[cols],
-            geom.offset,
-            np.asarray(solution.f)[rows],
-            np.asarray(solution.g)[cols],
-            epsilon=geom.epsilon,
-            query_codes=geom.query_codes[rows],
-            ref_codes=geom.ref_codes[cols],
-            n_query_clusters=len(self.query_clusters),
-            n_ref_clusters=len(self.reference_clusters),
-            batch_size=geom.batch_size,
-            kernel=solution.kernel if full else None,
+        progress_logger.info(
+            "Aggregating the transport plan over %s x %s cells.",
+            f"{len(geom.query_codes[rows]):,}",
+            f"{len(geom.ref_codes[cols]):,}",
         )
+        with interruptible():
+            out = aggregate(
+                geom.x_aug[rows],
+                geom.y_aug[cols],
+                geom.offset,
+                np.asarray(solution.f)[rows],
+                np.asarray(solution.g)[cols],
+                epsilon=geom.epsilon,
+                query_codes=geom.query_codes[rows],
+                ref_codes=geom.ref_codes[cols],
+                n_query_clusters=len(self.query_clusters),
+                n_ref_clusters=len(self.reference_clusters),
+                batch_size=geom.batch_size,
+                kernel=solution.kernel if full else None,
+                progress=self._progress,
+            )
         if full:
             self._aggregates = out
             solution.kernel = None  # the outputs are cached: free the n x m kernel

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -47,6 +48,8 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
+from .._interrupt import check as check_interrupt
+from .._logging import ProgressLines
 from ._aggregate import cluster_sums
 from ._cluster_scaling import cluster_scaling
 
@@ -336,7 +339,6 @@ def _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a
     ``lse_col = col_lse(f)`` for the current potentials; both marginals of the plan of
     ``(f, g)`` then follow without another pass over the cost.
     """
-    inv_eps = 1.0 / eps
     log_a = jnp.log(a)
     log_b = jnp.log(b)
 
@@ -349,14 +351,19 @@ def _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a
         return f, g, lse_row, lse_col
 
     f, g, lse_row, lse_col = lax.fori_loop(0, n_steps, one_iteration, (f, g, lse_row, lse_col))
+    return f, g, lse_row, lse_col, _marginal_error(a, b, f, g, lse_row, lse_col, eps, tau_a, tau_b)
+
+
+def _marginal_error(a, b, f, g, lse_row, lse_col, eps, tau_a, tau_b):
+    """``||P 1 - a exp(-f / rho_a)||_1 + ||P^T 1 - b exp(-g / rho_b)||_1``, see :func:`sinkhorn`."""
+    inv_eps = 1.0 / eps
     kappa_a = (1.0 - tau_a) / (tau_a * eps)
     kappa_b = (1.0 - tau_b) / (tau_b * eps)
     row = jnp.exp(f * inv_eps + lse_row)
     col = jnp.exp(g * inv_eps + lse_col)
-    error = jnp.sum(jnp.abs(row - _relaxed_target(a, f, kappa_a))) + jnp.sum(
+    return jnp.sum(jnp.abs(row - _relaxed_target(a, f, kappa_a))) + jnp.sum(
         jnp.abs(col - _relaxed_target(b, g, kappa_b))
     )
-    return f, g, lse_row, lse_col, error
 
 
 @partial(jax.jit, static_argnames=("block_x", "precision"))
@@ -395,6 +402,143 @@ def _sinkhorn_steps(
         return _blocked_lse(y, x, f * inv_eps, offset, inv_eps, block_y, precision)
 
     return _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a, tau_b)
+
+
+# ------------------------------------------------------------ chunked (interruptible) passes
+#: A log-domain pass over more than this many cell pairs is split into device calls of about
+#: this many pairs each to start with, so that interrupts are honoured and progress shown
+#: between them (about 0.4 s a call on a 2-core CPU); the rows per call then adapt so that a
+#: call takes about :data:`_CHUNK_SECONDS`.
+_CHUNK_PAIRS = 2**26
+_CHUNK_SECONDS = 0.5
+
+
+@partial(jax.jit, static_argnames=("rows", "block", "precision"))
+def _lse_rows(out, u, v, h, offset, inv_eps, start, segments=None, *, rows, block, precision):
+    """:func:`_blocked_lse` of the ``rows`` rows of ``u`` from ``start`` (shifted to fit), into
+    ``out`` (rows before ``start`` in a shifted last chunk get the same values again)."""
+    s = jnp.minimum(start, u.shape[0] - rows)
+    ub = lax.dynamic_slice_in_dim(u, s, rows, axis=0)
+    lse = _blocked_lse(ub, v, h, offset, inv_eps, block, precision, segments)
+    return lax.dynamic_update_slice_in_dim(out, lse, s, axis=0)
+
+
+@partial(jax.jit, static_argnames=("rows", "block", "precision"), donate_argnums=(0, 1, 2))
+def _kernel_rows(kernel, row_min, spread, x, y, offset, eps, start, *, rows, block, precision):
+    """Rows ``start .. start + rows`` of :func:`_build_kernel`'s outputs, written in place."""
+    s = jnp.minimum(start, x.shape[0] - rows)
+    xb = lax.dynamic_slice_in_dim(x, s, rows, axis=0)
+    kb, rb, sb = _build_kernel(xb, y, offset, eps, block=block, precision=precision)
+    kernel = lax.dynamic_update_slice_in_dim(kernel, kb, s, axis=0)
+    row_min = lax.dynamic_update_slice_in_dim(row_min, rb, s, axis=0)
+    return kernel, row_min, jnp.maximum(spread, sb)
+
+
+class _RowChunks:
+    """Runs one pass over the rows of a cost as several device calls, checking for interrupts
+    and reporting progress between calls.
+
+    The first call covers about :data:`_CHUNK_PAIRS` cell pairs (``rows * width``); the number
+    of rows then doubles or halves (a multiple of ``block``, at most ``n``) until a call takes
+    about :data:`_CHUNK_SECONDS`. The first call of every size compiles, and is not used to
+    adapt.
+    """
+
+    def __init__(self, n: int, block: int, width: int):
+        self.n = n
+        self.block = block
+        rows = block
+        while rows * 2 * width <= _CHUNK_PAIRS and rows * 2 <= n:
+            rows *= 2
+        self.rows = min(rows, n)
+        self._compiled: set[int] = set()
+
+    def run(self, launch: Callable, out, report: Callable[[int], None] | None = None):
+        """``out = launch(out, start, rows)`` over the chunks; ``report(rows_done)`` after each."""
+        done = 0
+        while done < self.n:
+            rows = self.rows
+            start = time.perf_counter()
+            out = launch(out, done, rows)
+            jax.block_until_ready(out)
+            if rows in self._compiled:
+                self._adapt(rows, time.perf_counter() - start)
+            self._compiled.add(rows)
+            done = min(done + rows, self.n)
+            if report is not None:
+                report(done)
+            check_interrupt()
+        return out
+
+    def _adapt(self, rows: int, seconds: float) -> None:
+        if seconds < _CHUNK_SECONDS / 3 and rows < self.n:
+            self.rows = min(rows * 2, self.n)
+        elif seconds > 2 * _CHUNK_SECONDS and rows // 2 >= self.block:
+            self.rows = rows // 2
+
+
+def _chunked(n: int, m: int) -> bool:
+    """Whether a log-domain pass over ``n x m`` pairs is split into several device calls."""
+    return n * m > _CHUNK_PAIRS
+
+
+class _ConvergenceBar:
+    """Sinkhorn progress as convergence: the marginal error against the threshold.
+
+    The bar fills with ``log(e0 / error) / log(e0 / threshold)`` (``e0`` the first error
+    measured), so its estimate of the remaining time follows the convergence, not the
+    iteration cap. Between checks of a long solve it shows the rows done of the current pass;
+    at most every 30 s a line goes to the ``pairot.progress`` logger.
+    """
+
+    def __init__(self, threshold: float, enabled: bool, what: str):
+        self.threshold = threshold
+        self.first = None
+        self.error = None
+        self.iteration = 0
+        self.what = what
+        self.lines = ProgressLines()
+        self.bar = tqdm(
+            total=100,
+            desc="Sinkhorn",
+            disable=not enabled,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+        )
+        self._postfix(f"{what}, starting")
+        self.lines(
+            "Sinkhorn: %s; stops once the marginal error is below %.0e.",
+            what,
+            threshold,
+            force=True,
+        )
+
+    def _postfix(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def _status(self) -> str:
+        error = "not measured yet" if self.error is None else f"{self.error:.2e}"
+        return f"iteration {self.iteration}, error {error} (target {self.threshold:.0e})"
+
+    def update(self, iteration: int, error: float | None = None) -> None:
+        self.iteration = iteration
+        if error is not None and math.isfinite(error):
+            self.error = error
+            if self.first is None:
+                self.first = max(error, self.threshold * 1.0001)
+            span = math.log(self.first / self.threshold)
+            done = math.log(self.first / max(error, 1e-300)) / span
+            self.bar.n = round(100 * min(max(done, 0.0), 1.0), 1)
+        self._postfix(self._status())
+        self.lines("Sinkhorn: %s.", self._status())
+
+    def rows(self, label: str, done: int, total: int) -> None:
+        self._postfix(f"{self._status()}; {label}: {done:,}/{total:,} rows")
+        self.lines(
+            "Sinkhorn: %s; %s: %s/%s rows.", self._status(), label, f"{done:,}", f"{total:,}"
+        )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # ------------------------------------------------------------------ kernel mode
@@ -802,177 +946,35 @@ def sinkhorn(
                 ("tau_b", tau_b),
             )
         }
-        f = jnp.asarray(np.zeros(n, dtype=dtype))
-        g = jnp.asarray(np.zeros(m, dtype=dtype))
-        kernel = None
-        if 0 < kernel_bytes <= kernel_memory_budget:
-            kernel = _make_kernel(xj, yj, offset, epsilon, scalars, dtype, block_x, prec)
-        else:
-            logger.debug(
-                "Sinkhorn: log-domain updates (kernel of %d bytes > kernel_memory_budget=%d).",
-                kernel_bytes,
-                kernel_memory_budget,
-            )
-
-        def steps_log(state, steps):
-            return _sinkhorn_steps(
-                xj,
-                yj,
-                aj,
-                bj,
-                *state,
-                jnp.asarray(np.int32(steps)),
-                **scalars,
-                block_x=block_x,
-                block_y=block_y,
-                precision=prec,
-            )
-
-        def steps_kernel(state, steps):
-            return _kernel_steps(
-                kernel.K,
-                kernel.row_min,
-                aj,
-                bj,
-                *state,
-                jnp.asarray(np.int32(steps)),
-                scalars["eps"],
-                scalars["tau_a"],
-                scalars["tau_b"],
-                precision=prec,
-            )
-
-        correct = None
-        if codes is not None:
-            qj, rj = (jnp.asarray(c.astype(np.int32)) for c in codes[:2])
-            segments = _onehot(codes[1], codes[3], dtype)
-            log_aj, log_bj = jnp.log(aj), jnp.log(bj)
-
-            def correct(state):
-                """Cluster-level correction of ``state``; ``None`` if it cannot be applied."""
-                f, g = state[0], state[1]
-                if kernel is not None:
-                    row_c = _kernel_initial_row_lse(
-                        kernel.K, kernel.row_min, g, scalars["eps"], segments, precision=prec
-                    )
-                else:
-                    row_c = _initial_row_lse(
-                        xj,
-                        yj,
-                        g,
-                        scalars["offset"],
-                        scalars["eps"],
-                        segments,
-                        block_x=block_x,
-                        precision=prec,
-                    )
-                log_mass, log_ta, log_tb = (
-                    np.asarray(v, dtype=np.float64)
-                    for v in _cluster_problem(
-                        row_c,
-                        f,
-                        g,
-                        log_aj,
-                        log_bj,
-                        qj,
-                        rj,
-                        scalars["eps"],
-                        scalars["tau_a"],
-                        scalars["tau_b"],
-                        n_query_clusters=codes[2],
-                        n_ref_clusters=codes[3],
-                    )
-                )
-                x_shift, y_shift, solved = cluster_scaling(
-                    log_mass, log_ta, log_tb, tau_a=tau_a, tau_b=tau_b, tol=1e-2 * threshold
-                )
-                if not (np.any(x_shift) or np.any(y_shift)):
-                    return None
+        bar = _ConvergenceBar(threshold, progress, f"{n:,} x {m:,} cells")
+        try:
+            passes = _LogPasses(xj, yj, aj, bj, scalars, block_x, block_y, prec, bar)
+            kernel = None
+            if 0 < kernel_bytes <= kernel_memory_budget:
+                kernel = _make_kernel(passes, offset, epsilon, dtype)
+            else:
                 logger.debug(
-                    "Sinkhorn: cluster-level correction (largest shift %.3g epsilon, %s).",
-                    max(np.abs(x_shift).max(), np.abs(y_shift).max()),
-                    "solved" if solved else "partial",
+                    "Sinkhorn: log-domain updates (kernel of %d bytes > kernel_memory_budget=%d).",
+                    kernel_bytes,
+                    kernel_memory_budget,
                 )
-                new = _shift_potentials(
-                    f,
-                    g,
-                    row_c,
-                    jnp.asarray(x_shift.astype(dtype)),
-                    jnp.asarray(y_shift.astype(dtype)),
-                    qj,
-                    rj,
-                    scalars["eps"],
-                )
-                return (*new, state[3])
-
-        if kernel is not None:
-            lse_row = _kernel_initial_row_lse(
-                kernel.K, kernel.row_min, g, scalars["eps"], precision=prec
+            correct = None
+            if codes is not None:
+                correct = _Correction(passes, codes, tau_a, tau_b, 1e-2 * threshold, dtype)
+            result = _run_iterations(
+                passes,
+                kernel,
+                correct,
+                threshold=threshold,
+                max_iterations=max_iterations,
+                inner_iterations=inner_iterations,
             )
-        else:
-            lse_row = _initial_row_lse(
-                xj, yj, g, scalars["offset"], scalars["eps"], block_x=block_x, precision=prec
-            )
-        state = (f, g, lse_row, g)
-        errors: list[float] = []
-        done = 0
-        n_corrections = 0
-        converged = False
-        with tqdm(total=max_iterations, desc="Sinkhorn", disable=not progress) as bar:
-            while done < max_iterations:
-                # checks fall on multiples of inner_iterations; the first correction comes
-                # early, after _EARLY_CORRECTION iterations, if the error is still above the
-                # threshold there (an unrecorded look, not a check)
-                steps = min(inner_iterations - done % inner_iterations, max_iterations - done)
-                early = correct is not None and done == 0 and steps > _EARLY_CORRECTION
-                if early:
-                    steps = _EARLY_CORRECTION
-                *new_state, err = (steps_log if kernel is None else steps_kernel)(state, steps)
-                err = float(err)
-                if kernel is not None and not math.isfinite(err):
-                    # scalings under- or overflowed: redo these iterations in the log domain
-                    logger.debug(
-                        "Sinkhorn: kernel mode gave a non-finite error after %d iterations; "
-                        "going on with log-domain updates from the last finite potentials.",
-                        done + steps,
-                    )
-                    kernel = None
-                    f, g = state[0], state[1]
-                    lse_row = _initial_row_lse(
-                        xj,
-                        yj,
-                        g,
-                        scalars["offset"],
-                        scalars["eps"],
-                        block_x=block_x,
-                        precision=prec,
-                    )
-                    state = (f, g, lse_row, state[3])
-                    continue
-                state = tuple(new_state)
-                done += steps
-                bar.update(steps)
-                if not early:  # a check
-                    errors.append(err)
-                    bar.set_postfix(error=f"{err:.3e}", refresh=True)
-                    if not math.isfinite(err):
-                        break
-                    if err < threshold:
-                        converged = True
-                        break
-                if (
-                    correct is not None
-                    and done < max_iterations
-                    and math.isfinite(err)
-                    and err >= threshold
-                ):
-                    corrected = correct(state)
-                    if corrected is not None:
-                        state = corrected
-                        n_corrections += 1
-        f_out = np.asarray(state[0])
-        g_out = np.asarray(state[1])
-    if not converged:
+        finally:
+            bar.close()
+    errors = result["errors"]
+    done = result["n_iterations"]
+    kernel = result["kernel"]
+    if not result["converged"]:
         logger.warning(
             "Sinkhorn did not converge: marginal error %.3e (threshold %.1e) after %d "
             "iterations (epsilon=%g, tau_a=%g, tau_b=%g); raise max_iterations or epsilon, or "
@@ -991,25 +993,328 @@ def sinkhorn(
             errors[-1],
             done,
             "log" if kernel is None else "kernel",
-            n_corrections,
+            result["n_corrections"],
         )
     return SinkhornOutput(
-        f=f_out,
-        g=g_out,
+        f=result["f"],
+        g=result["g"],
         errors=np.asarray(errors, dtype=np.float64),
         n_iterations=done,
-        converged=converged,
+        converged=result["converged"],
         mode="log" if kernel is None else "kernel",
         kernel=kernel,
-        n_corrections=n_corrections,
+        n_corrections=result["n_corrections"],
     )
 
 
-def _make_kernel(xj, yj, offset, epsilon, scalars, dtype, block, prec) -> Kernel | None:
-    """Build the kernel, or return ``None`` when the cost spread would make it underflow."""
-    K, row_min, spread = _build_kernel(
-        xj, yj, scalars["offset"], scalars["eps"], block=block, precision=prec
+class _LogPasses:
+    """The passes of a Sinkhorn solve over the blocked cost ``C = offset + x . y``.
+
+    A pass over at most :data:`_CHUNK_PAIRS` cell pairs is one device call; a larger one runs
+    in interruptible row chunks (:class:`_RowChunks`) reporting to the progress bar. Both give
+    the same values up to float round-off.
+    """
+
+    def __init__(self, xj, yj, aj, bj, scalars, block_x, block_y, precision, bar):
+        self.x, self.y, self.a, self.b = xj, yj, aj, bj
+        self.log_a, self.log_b = jnp.log(aj), jnp.log(bj)
+        self.s = scalars
+        self.block_x, self.block_y = block_x, block_y
+        self.precision = precision
+        self.bar = bar
+        n, m = xj.shape[0], yj.shape[0]
+        self.n, self.m = n, m
+        self.chunked = _chunked(n, m)
+        self.rows_x = _RowChunks(n, block_x, m)
+        self.rows_y = _RowChunks(m, block_y, n)
+
+    def _lse(self, u, v, h, chunks, block, segments, label):
+        inv_eps = 1.0 / self.s["eps"]
+        shape = (u.shape[0],) if segments is None else (u.shape[0], segments.shape[1])
+
+        def launch(out, start, rows):
+            return _lse_rows(
+                out,
+                u,
+                v,
+                h,
+                self.s["offset"],
+                inv_eps,
+                jnp.asarray(np.int32(start)),
+                segments,
+                rows=rows,
+                block=min(block, rows),
+                precision=self.precision,
+            )
+
+        out = jnp.zeros(shape, dtype=u.dtype)
+        return chunks.run(launch, out, lambda done: self.bar.rows(label, done, u.shape[0]))
+
+    def row_lse(self, g, segments=None):
+        """``LSE_j((g_j - C_ij) / eps)`` per query cell (per reference cluster with segments)."""
+        if not self.chunked:
+            return _initial_row_lse(
+                self.x,
+                self.y,
+                g,
+                self.s["offset"],
+                self.s["eps"],
+                segments,
+                block_x=self.block_x,
+                precision=self.precision,
+            )
+        h = g / self.s["eps"]
+        return self._lse(self.x, self.y, h, self.rows_x, self.block_x, segments, "query cells")
+
+    def col_lse(self, f):
+        """``LSE_i((f_i - C_ij) / eps)`` per reference cell."""
+        h = f / self.s["eps"]
+        return self._lse(self.y, self.x, h, self.rows_y, self.block_y, None, "reference cells")
+
+    def steps(self, state, n_steps: int, first_iteration: int):
+        """``n_steps`` log-domain iterations from ``state``, then the marginal error."""
+        s = self.s
+        if not self.chunked:
+            return _sinkhorn_steps(
+                self.x,
+                self.y,
+                self.a,
+                self.b,
+                *state,
+                jnp.asarray(np.int32(n_steps)),
+                s["offset"],
+                s["eps"],
+                s["tau_a"],
+                s["tau_b"],
+                block_x=self.block_x,
+                block_y=self.block_y,
+                precision=self.precision,
+            )
+        f, g, lse_row, lse_col = state
+        for k in range(n_steps):
+            f = s["tau_a"] * s["eps"] * (self.log_a - lse_row)
+            lse_col = self.col_lse(f)
+            g = s["tau_b"] * s["eps"] * (self.log_b - lse_col)
+            lse_row = self.row_lse(g)
+            self.bar.update(first_iteration + k + 1)
+        error = _marginal_error_jit(
+            self.a, self.b, f, g, lse_row, lse_col, s["eps"], s["tau_a"], s["tau_b"]
+        )
+        return f, g, lse_row, lse_col, error
+
+
+_marginal_error_jit = jax.jit(_marginal_error)
+
+
+def _kernel_steps_call(kernel: Kernel, passes: _LogPasses, state, n_steps: int):
+    s = passes.s
+    return _kernel_steps(
+        kernel.K,
+        kernel.row_min,
+        passes.a,
+        passes.b,
+        *state,
+        jnp.asarray(np.int32(n_steps)),
+        s["eps"],
+        s["tau_a"],
+        s["tau_b"],
+        precision=passes.precision,
     )
+
+
+class _Correction:
+    """The cluster-level correction of :func:`sinkhorn` (see its ``query_codes``)."""
+
+    def __init__(self, passes: _LogPasses, codes, tau_a, tau_b, tol, dtype):
+        self.passes = passes
+        self.qj, self.rj = (jnp.asarray(c.astype(np.int32)) for c in codes[:2])
+        self.segments = _onehot(codes[1], codes[3], dtype)
+        self.n_query_clusters, self.n_ref_clusters = codes[2], codes[3]
+        self.tau_a, self.tau_b, self.tol, self.dtype = tau_a, tau_b, tol, dtype
+
+    def __call__(self, state, kernel: Kernel | None):
+        """The corrected ``state``, or ``None`` if the correction changes nothing."""
+        passes, s = self.passes, self.passes.s
+        f, g = state[0], state[1]
+        if kernel is not None:
+            row_c = _kernel_initial_row_lse(
+                kernel.K, kernel.row_min, g, s["eps"], self.segments, precision=passes.precision
+            )
+        else:
+            row_c = passes.row_lse(g, self.segments)
+        log_mass, log_ta, log_tb = (
+            np.asarray(v, dtype=np.float64)
+            for v in _cluster_problem(
+                row_c,
+                f,
+                g,
+                passes.log_a,
+                passes.log_b,
+                self.qj,
+                self.rj,
+                s["eps"],
+                s["tau_a"],
+                s["tau_b"],
+                n_query_clusters=self.n_query_clusters,
+                n_ref_clusters=self.n_ref_clusters,
+            )
+        )
+        x_shift, y_shift, solved = cluster_scaling(
+            log_mass, log_ta, log_tb, tau_a=self.tau_a, tau_b=self.tau_b, tol=self.tol
+        )
+        if not (np.any(x_shift) or np.any(y_shift)):
+            return None
+        logger.debug(
+            "Sinkhorn: cluster-level correction (largest shift %.3g epsilon, %s).",
+            max(np.abs(x_shift).max(), np.abs(y_shift).max()),
+            "solved" if solved else "partial",
+        )
+        new = _shift_potentials(
+            f,
+            g,
+            row_c,
+            jnp.asarray(x_shift.astype(self.dtype)),
+            jnp.asarray(y_shift.astype(self.dtype)),
+            self.qj,
+            self.rj,
+            s["eps"],
+        )
+        return (*new, state[3])
+
+
+def _run_iterations(
+    passes: _LogPasses,
+    kernel: Kernel | None,
+    correct: _Correction | None,
+    *,
+    threshold: float,
+    max_iterations: int,
+    inner_iterations: int,
+) -> dict:
+    """The iteration loop of :func:`sinkhorn`: checks, corrections, progress, interrupts.
+
+    Checks fall on multiples of ``inner_iterations`` (and on the last iteration); the first
+    correction comes early, after :data:`_EARLY_CORRECTION` iterations, if the error is still
+    above the threshold there (an unrecorded look, not a check). Between two stops the
+    iterations run in device calls of about :data:`_CHUNK_SECONDS` each (measured from the
+    second call on), with an interrupt check after each.
+    """
+    s = passes.s
+    bar = passes.bar
+    g = jnp.zeros(passes.m, dtype=passes.x.dtype)
+    f = jnp.zeros(passes.n, dtype=passes.x.dtype)
+    if kernel is not None:
+        lse_row = _kernel_initial_row_lse(
+            kernel.K, kernel.row_min, g, s["eps"], precision=passes.precision
+        )
+    else:
+        lse_row = passes.row_lse(g)
+    state = (f, g, lse_row, g)
+    errors: list[float] = []
+    done = 0
+    n_corrections = 0
+    converged = False
+    early_look = correct is not None and min(inner_iterations, max_iterations) > _EARLY_CORRECTION
+    seconds_per_iteration = None
+    calls = 0
+    while done < max_iterations:
+        look = early_look and done < _EARLY_CORRECTION
+        stop = (
+            _EARLY_CORRECTION
+            if look
+            else min((done // inner_iterations + 1) * inner_iterations, max_iterations)
+        )
+        steps = stop - done
+        if seconds_per_iteration is not None:
+            steps = max(1, min(steps, int(_CHUNK_SECONDS / seconds_per_iteration)))
+        began = time.perf_counter()
+        if kernel is not None:
+            *new_state, err = _kernel_steps_call(kernel, passes, state, steps)
+        else:
+            *new_state, err = passes.steps(state, steps, done)
+        err = float(err)
+        calls += 1
+        if calls > 1 and (kernel is not None or not passes.chunked):  # the first compiles
+            seconds_per_iteration = max((time.perf_counter() - began) / steps, 1e-9)
+        if kernel is not None and not math.isfinite(err):
+            # scalings under- or overflowed: redo these iterations in the log domain
+            logger.debug(
+                "Sinkhorn: kernel mode gave a non-finite error after %d iterations; going on "
+                "with log-domain updates from the last finite potentials.",
+                done + steps,
+            )
+            kernel = None
+            seconds_per_iteration, calls = None, 0
+            state = (state[0], state[1], passes.row_lse(state[1]), state[3])
+            continue
+        state = tuple(new_state)
+        done += steps
+        bar.update(done, err)
+        check_interrupt()
+        if done < stop:
+            continue
+        if look:
+            early_look = False
+        else:  # a check
+            errors.append(err)
+            if not math.isfinite(err):
+                break
+            if err < threshold:
+                converged = True
+                break
+        if correct is not None and done < max_iterations and math.isfinite(err):
+            if err >= threshold:
+                corrected = correct(state, kernel)
+                if corrected is not None:
+                    state = corrected
+                    n_corrections += 1
+                check_interrupt()
+    return {
+        "f": np.asarray(state[0]),
+        "g": np.asarray(state[1]),
+        "errors": errors,
+        "n_iterations": done,
+        "converged": converged,
+        "kernel": kernel,
+        "n_corrections": n_corrections,
+    }
+
+
+def _make_kernel(passes: _LogPasses, offset: float, epsilon: float, dtype) -> Kernel | None:
+    """Build the kernel, or return ``None`` when the cost spread would make it underflow.
+
+    Built in one device call, or for more than :data:`_CHUNK_PAIRS` pairs in interruptible
+    row chunks written in place.
+    """
+    xj, yj, s, prec = passes.x, passes.y, passes.s, passes.precision
+    if not passes.chunked:
+        K, row_min, spread = _build_kernel(
+            xj, yj, s["offset"], s["eps"], block=passes.block_x, precision=prec
+        )
+    else:
+
+        def launch(out, start, rows):
+            return _kernel_rows(
+                *out,
+                xj,
+                yj,
+                s["offset"],
+                s["eps"],
+                jnp.asarray(np.int32(start)),
+                rows=rows,
+                block=min(passes.block_x, rows),
+                precision=prec,
+            )
+
+        n, m = passes.n, passes.m
+        init = (
+            jnp.zeros((n, m), dtype=xj.dtype),
+            jnp.zeros(n, dtype=xj.dtype),
+            jnp.zeros((), dtype=xj.dtype),
+        )
+        K, row_min, spread = passes.rows_x.run(
+            launch, init, lambda done: passes.bar.rows("kernel", done, n)
+        )
     exponent = float(spread) / epsilon
     limit = _kernel_exponent_limit(dtype)
     if not exponent <= limit:
@@ -1200,6 +1505,7 @@ def _aggregate_blocked(
             row_mass[first : start + block] = np.asarray(row_mass_b)[first - start :]
             pending = following
             bar.update(1)
+            check_interrupt()
     return tm, cost_mass, row_mass
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -29,13 +29,21 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._logging import logger
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no stale-folder detection
+    fcntl = None
+
+from ._interrupt import check as check_interrupt
+from ._interrupt import critical, register_folder, remove_folder, unregister_folder
+from ._logging import logger, progress_logger
 
 __all__ = [
     "OUTPUT_FILES",
     "OutputFolder",
     "RunParameters",
     "RunResult",
+    "StepTimer",
     "package_versions",
     "run_pipeline",
     "write_outputs",
@@ -142,21 +150,26 @@ class RunResult:
         return self.mappings["mean"]
 
 
-class _Timer:
-    """Adds the wall time of named steps to a dict and logs each step at INFO level."""
+class StepTimer:
+    """Adds the wall time of named steps to a dict; announces each step as it starts.
+
+    The announcement is one INFO line on the ``pairot.progress`` logger (the command line
+    prints it), the timing one INFO line on ``pairot`` when the step ends.
+    """
 
     def __init__(self, timings: dict[str, float]):
         self.timings = timings
 
     @contextmanager
-    def __call__(self, step: str) -> Iterator[None]:
-        logger.info("%s ...", step)
+    def __call__(self, step: str, description: str | None = None) -> Iterator[None]:
+        progress_logger.info("%s", description or step)
         start = time.perf_counter()
         try:
             yield
         finally:
             elapsed = time.perf_counter() - start
             self.timings[step] = self.timings.get(step, 0.0) + elapsed
+        check_interrupt()
         logger.info("%s done in %.2f s.", step, elapsed)
 
 
@@ -227,9 +240,14 @@ def run_pipeline(
 
     p = parameters
     timings = {} if timings is None else timings
-    step = _Timer(timings)
+    step = StepTimer(timings)
 
-    with step("preprocess"):
+    with step(
+        "preprocess",
+        f"Preprocessing {adata_query.n_obs:,} query and {adata_ref.n_obs:,} reference cells: "
+        f"shared genes, pseudobulk differential expression, AUROC, {p.n_top_genes} highly "
+        "variable genes",
+    ):
         query, ref = pr.pp.preprocess_adatas(
             adata_query,
             adata_ref,
@@ -242,7 +260,7 @@ def run_pipeline(
             random_state=p.seed,
         )
     if p.n_samples is not None:
-        with step("downsample"):
+        with step("downsample", f"Downsampling to at most {p.n_samples:,} cells per cluster"):
             query = query[
                 pr.pp.downsample_indices(
                     query.obs[p.query_cell_type].to_numpy(), p.n_samples, random_state=p.seed
@@ -255,20 +273,22 @@ def run_pipeline(
                 ),
                 :,
             ]
-    with step("init_geom"):
+    with step("init_geom", "Label distance between clusters and cell features"):
         dataset_map = pr.tl.DatasetMap(query, ref)
         dataset_map.init_geom(
             epsilon=p.epsilon, batch_size=p.batch_size, embedding_layer=p.embedding_layer
         )
-    with step("init_problem"):
+    with step("init_problem", "Marginals of the transport problem"):
         dataset_map.init_problem(tau_a=p.tau_a, tau_b=p.tau_b)
-    with step("solve"):
+    with step(
+        "solve", f"Optimal transport (Sinkhorn) between {query.n_obs:,} x {ref.n_obs:,} cells"
+    ):
         solution = dataset_map.solve(progress=progress)
-    with step("mapping"):
+    with step("mapping", "Mapping scores (mean, Jensen-Shannon, transported mass)"):
         mappings = dataset_map.compute_mapping(None)
-    with step("distance"):
+    with step("distance", "Distances between clusters"):
         distance = dataset_map.compute_distance()
-    with step("select_similar_clusters"):
+    with step("select_similar_clusters", "Suggested matches"):
         matches = dataset_map.select_similar_clusters(
             mappings["mean"],
             distance,
@@ -355,21 +375,21 @@ def write_outputs(
 
     folder = Path(folder)
     timings = result.timings
-    step = _Timer(timings)
-    with step("write_tables"):
+    step = StepTimer(timings)
+    with step("write_tables", "Writing the tables"):
         result.mapping.to_parquet(folder / "mapping.parquet")
         for method in ("jensen_shannon", "transported_mass"):
             result.mappings[method].to_parquet(folder / f"mapping_{method}.parquet")
         result.distance.to_parquet(folder / "distance.parquet")
         result.label_distance.to_parquet(folder / "label_distance.parquet")
         result.matches.to_csv(folder / "matches.csv", index=False)
-    with step("figures"):
+    with step("figures", "Drawing mapping.png and distance.png"):
         _save_figure(pl.mapping(result.mapping, backend="matplotlib"), folder / "mapping.png")
         _save_figure(pl.distance(result.distance, backend="matplotlib"), folder / "distance.png")
 
     parameters = asdict(result.parameters)
     versions = package_versions()
-    with step("report"):
+    with step("report", "Writing report.html"):
         write_report(
             folder / "report.html",
             mapping=result.mapping,
@@ -396,17 +416,95 @@ def write_outputs(
     return info
 
 
+#: Names of pairot's temporary folders next to an output folder OUT: ``.OUT.pairot-tmp-HEX``
+#: (files being written) and ``.OUT.pairot-old-HEX`` (a replaced output, while swapping).
+_TEMPORARY_NAME = re.compile(r"^\.(?P<out>.+)\.pairot-(?P<kind>tmp|old)-[0-9a-f]{8}$")
+#: A temporary folder younger than this is never taken for stale (its owner may be about to
+#: lock it).
+_STALE_AFTER_SECONDS = 10.0
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """An open descriptor of ``folder`` holding an exclusive ``flock`` on it (released by the
+    kernel when this process ends, however it ends), or ``None`` where flock is missing."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # pragma: no cover - a file system without locks
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
 def _fresh_folder(out: Path, kind: str) -> Path:
-    """A new hidden folder next to ``out`` (permissions from the umask, unlike mkdtemp)."""
+    """A new hidden, locked folder next to ``out``, removed if the process is interrupted.
+
+    Permissions come from the umask, unlike mkdtemp.
+    """
     for _ in range(100):
         folder = out.parent / f".{out.name}.pairot-{kind}-{secrets.token_hex(4)}"
-        try:
-            folder.mkdir()
-        except FileExistsError:  # pragma: no cover - a name clash, draw again
-            continue
+        with critical():
+            try:
+                folder.mkdir()
+            except FileExistsError:  # pragma: no cover - a name clash, draw again
+                continue
+            register_folder(folder, _lock_folder(folder))
         return folder
     msg = f"cannot create a temporary folder next to {str(out)!r}."  # pragma: no cover
     raise FileExistsError(msg)  # pragma: no cover
+
+
+def _is_stale(folder: Path) -> bool:
+    """Whether no live process holds ``folder``'s lock (and it is not brand new)."""
+    if fcntl is None:  # pragma: no cover - Windows: cannot tell
+        return False
+    try:
+        if time.time() - folder.lstat().st_mtime < _STALE_AFTER_SECONDS:
+            return False
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a running pairot holds it
+    finally:
+        os.close(descriptor)
+    return True
+
+
+def remove_stale_folders(parent: Path) -> list[Path]:
+    """Remove the temporary folders that killed pairot runs left in ``parent``.
+
+    A folder counts as stale when no live process holds its lock. A stale
+    ``.OUT.pairot-old-HEX`` whose ``OUT`` is missing holds the previous output of a run killed
+    while swapping folders: it is moved back to ``OUT`` instead. Returns the folders handled.
+    """
+    handled = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return handled
+    for folder in sorted(entries):
+        match = _TEMPORARY_NAME.match(folder.name)
+        if match is None or folder.is_symlink() or not folder.is_dir() or not _is_stale(folder):
+            continue
+        saved = folder / match["out"]
+        destination = parent / match["out"]
+        if match["kind"] == "old" and saved.is_dir() and not os.path.lexists(destination):
+            os.replace(saved, destination)
+            logger.warning(
+                "Restored %s from %s, left by a pairot run killed while replacing it.",
+                destination,
+                folder.name,
+            )
+        else:
+            logger.info("Removing %s, left by a pairot run that was killed.", folder)
+        remove_folder(folder)
+        handled.append(folder)
+    return handled
 
 
 class OutputFolder:
@@ -470,6 +568,8 @@ class OutputFolder:
             for folder in reversed(missing):
                 folder.mkdir()
                 self._created_parents.append(folder)
+            if not missing:
+                remove_stale_folders(self.out.parent)
             self.path = _fresh_folder(self.out, "tmp")
         except BaseException:
             self._remove_created_parents()
@@ -477,27 +577,36 @@ class OutputFolder:
         return self
 
     def commit(self) -> Path:
-        """Move the staged files into place (replacing an allowed previous output)."""
+        """Move the staged files into place (replacing an allowed previous output).
+
+        Runs as a critical section of :mod:`pairot._interrupt`: an interrupt waits for it, so
+        the destination holds either the old or the new output, whole.
+        """
         if self.path is None:
             msg = "OutputFolder.commit() called outside its with-block."
             raise RuntimeError(msg)
-        self._check_destination()
-        out = self.out
-        backup = None
-        if out.exists():
-            backup = _fresh_folder(out, "old")
-            os.replace(out, backup / out.name)
-        try:
-            os.replace(self.path, out)
-        except BaseException:
+        check_interrupt()
+        with critical():
+            self._check_destination()
+            out = self.out
+            backup = None
+            if out.exists():
+                backup = _fresh_folder(out, "old")
+                os.replace(out, backup / out.name)
+            try:
+                os.replace(self.path, out)
+            except BaseException:
+                if backup is not None:
+                    os.replace(backup / out.name, out)
+                    remove_folder(backup)
+                    unregister_folder(backup)
+                raise
             if backup is not None:
-                os.replace(backup / out.name, out)
-                shutil.rmtree(backup, ignore_errors=True)
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-        self._committed = True
-        self.path = out
+                remove_folder(backup)
+                unregister_folder(backup)
+            unregister_folder(self.path, committed=True)
+            self._committed = True
+            self.path = out
         return out
 
     def _remove_created_parents(self) -> None:
@@ -510,8 +619,10 @@ class OutputFolder:
 
     def __exit__(self, *exc) -> bool:
         if not self._committed:
-            if self.path is not None:
-                shutil.rmtree(self.path, ignore_errors=True)
-                self.path = None
-            self._remove_created_parents()
+            with critical():
+                if self.path is not None:
+                    remove_folder(self.path)
+                    unregister_folder(self.path)
+                    self.path = None
+                self._remove_created_parents()
         return False

@@ -6,8 +6,14 @@ self-contained ``report.html`` into the ``--out`` folder (see README, "Command l
 Exit codes: 0 success; 2 bad input or usage (missing or unreadable file, unknown column,
 unwritable or occupied output folder, data the method rejects), reported as one line
 ``pairot: error: ...`` on stderr; 1 an unexpected internal error (one line, the traceback with
-``-v``); 130 interrupted. Output files are staged next to ``--out`` and moved into place only
-when everything is written: a failed run leaves nothing behind.
+``-v``); 128 + the signal's number when interrupted: 130 for Ctrl-C (SIGINT), 143 for SIGTERM,
+129 for SIGHUP, with one line on stderr. Output files are staged next to ``--out`` and moved
+into place only when everything is written: a failed or interrupted run leaves nothing
+behind (see :mod:`pairot._interrupt`).
+
+By default one line per step goes to stdout (``pairot [mm:ss] ...``), with progress bars on
+stderr when it is a terminal; ``-q`` keeps only warnings and errors, ``-v`` logs every
+detail.
 """
 
 from __future__ import annotations
@@ -150,14 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Match the cell-type clusters of a query single-cell study to those of a "
         "reference study with annotation-informed optimal transport.",
         epilog="Exit codes: 0 success, 2 bad input (one line 'pairot: error: ...' on stderr), "
-        "1 internal error, 130 interrupted.",
+        "1 internal error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM; an interrupted "
+        "run writes nothing and leaves an earlier output folder as it was.",
     )
     parser.add_argument("--version", action="version", version=f"pairot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = _Parser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="log each step (INFO)")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    talk = common.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every detail of every step (DEBUG), and the traceback of an error",
+    )
+    talk.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only warnings and errors: no step lines, progress bars or summary line",
+    )
 
     run = sub.add_parser(
         "run",
@@ -168,11 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("query", help="query study (.h5ad, raw counts in X)")
     run.add_argument("reference", help="reference study (.h5ad, raw counts in X)")
-    columns = run.add_argument_group("obs columns")
-    columns.add_argument("--query-cell-type", required=True, metavar="COL")
-    columns.add_argument("--ref-cell-type", required=True, metavar="COL")
-    columns.add_argument("--query-sample", required=True, metavar="COL")
-    columns.add_argument("--ref-sample", required=True, metavar="COL")
+    columns = run.add_argument_group("obs columns (required)")
+    for side, study in (("query", "query"), ("ref", "reference")):
+        columns.add_argument(
+            f"--{side}-cell-type",
+            required=True,
+            metavar="COL",
+            help=f"obs column of the {study} holding each cell's cluster (cell type) label",
+        )
+    for side, study in (("query", "query"), ("ref", "reference")):
+        columns.add_argument(
+            f"--{side}-sample",
+            required=True,
+            metavar="COL",
+            help=f"obs column of the {study} holding each cell's sample (donor or batch), "
+            "for pseudobulk differential expression; at least two samples are needed",
+        )
     _add_method_options(run)
     run.set_defaults(func=_run_command)
 
@@ -233,13 +262,12 @@ def _parameters(args: argparse.Namespace, columns: dict[str, str]):
 
 def _execute(args: argparse.Namespace, load, run_info: dict) -> int:
     """Stage the output folder, load the studies, run, write, move into place."""
-    from ._run import OutputFolder, run_pipeline, write_outputs
+    from ._run import OutputFolder, StepTimer, run_pipeline, write_outputs
 
     with OutputFolder(args.out, overwrite=args.overwrite) as staging:
         timings: dict[str, float] = {}
-        start = time.perf_counter()
-        adata_query, adata_ref, parameters = load()
-        timings["read"] = time.perf_counter() - start
+        with StepTimer(timings)("read", load.description):
+            adata_query, adata_ref, parameters = load()
         if parameters.embedding_layer is not None:
             for adata, role in ((adata_query, "query"), (adata_ref, "reference")):
                 if parameters.embedding_layer not in adata.obsm:
@@ -249,9 +277,8 @@ def _execute(args: argparse.Namespace, load, run_info: dict) -> int:
                         f"{role}'s obsm; available: {available}"
                     )
                     raise CLIError(msg)
-        result = run_pipeline(
-            adata_query, adata_ref, parameters, progress=not args.quiet, timings=timings
-        )
+        bars = not args.quiet and _isatty(sys.stderr)
+        result = run_pipeline(adata_query, adata_ref, parameters, progress=bars, timings=timings)
         info = write_outputs(result, staging.path, run_info=run_info)
         out = staging.commit()
     if not args.quiet:
@@ -284,6 +311,7 @@ def _run_command(args: argparse.Namespace) -> int:
             _check_column(adata, columns[f"{side}_sample"], f"--{side}-sample", role)
         return adata_query, adata_ref, _parameters(args, columns)
 
+    load.description = f"Reading {args.query} (query) and {args.reference} (reference)"
     run_info = {
         "command": "run",
         "query": str(Path(args.query).absolute()),
@@ -306,6 +334,8 @@ def _demo_command(args: argparse.Namespace) -> int:
         adata_query, adata_ref = pbmc_demo()
         return adata_query, adata_ref, _parameters(args, columns)
 
+    load.description = "Loading the bundled PBMC demo pair"
+
     run_info = {
         "command": "demo",
         "query": "pairot.datasets.pbmc_demo() query",
@@ -314,30 +344,89 @@ def _demo_command(args: argparse.Namespace) -> int:
     return _execute(args, load, run_info)
 
 
-def _log_to_stderr(verbose: bool) -> tuple[logging.Handler, int]:
-    """Send the ``pairot`` logger to stderr (INFO with ``-v``, else WARNING)."""
-    logger = logging.getLogger("pairot")
-    handler = logging.StreamHandler(sys.stderr)
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # pragma: no cover - closed or replaced stream
+        return False
+
+
+class _BarSafeHandler(logging.StreamHandler):
+    """A stream handler that writes around an active tqdm bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+class _ElapsedFormatter(logging.Formatter):
+    """``pairot [mm:ss] message``, the time since the command started."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = time.monotonic()
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(time.monotonic() - self.start)
+        return f"pairot [{seconds // 60:02d}:{seconds % 60:02d}] {record.getMessage()}"
+
+
+def _configure_logging(verbose: bool, quiet: bool):
+    """Route pairot's loggers to stderr; returns a function that undoes it.
+
+    Default: the step lines of the ``pairot.progress`` logger on stdout (so that stderr holds
+    only warnings, errors and progress bars) and every warning on stderr; ``-q``: warnings and
+    errors only; ``-v``: every record of the ``pairot`` logger (DEBUG) on stderr.
+    """
+    main_logger = logging.getLogger("pairot")
+    progress = logging.getLogger("pairot.progress")
+    saved = (main_logger.level, progress.level)
+    handlers = []
+    handler = _BarSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    previous_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    return handler, previous_level
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    main_logger.addHandler(handler)
+    main_logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    handlers.append((main_logger, handler))
+    if not quiet and not verbose:
+        lines = _BarSafeHandler(sys.stdout)
+        lines.setFormatter(_ElapsedFormatter())
+        lines.setLevel(logging.INFO)
+        progress.addHandler(lines)
+        progress.setLevel(logging.INFO)
+        handlers.append((progress, lines))
+
+    def restore() -> None:
+        for logger, h in handlers:
+            logger.removeHandler(h)
+        main_logger.setLevel(saved[0])
+        progress.setLevel(saved[1])
+
+    return restore
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pairot`` console script; returns the exit code."""
+    """Run the ``pairot`` command line in this process; returns the exit code.
+
+    The console script is :func:`console_main`, which also handles signals.
+    """
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
-    handler, previous_level = _log_to_stderr(verbose)
-    import matplotlib
-
-    matplotlib.use("Agg")  # figures are only written to files
+    restore_logging = _configure_logging(verbose, getattr(args, "quiet", False))
     try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # figures are only written to files
         return args.func(args)
     except KeyboardInterrupt:
-        print("pairot: interrupted; no output written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        from ._interrupt import announce
+
+        return announce()
     except (CLIError, ValueError, KeyError, TypeError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         if verbose:
@@ -354,10 +443,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INTERNAL
     finally:
-        logger = logging.getLogger("pairot")
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
+        restore_logging()
+
+
+def console_main() -> NoReturn:
+    """Entry point of the ``pairot`` console script: :func:`main` with signal handling.
+
+    SIGINT, SIGTERM and SIGHUP become a request that the run honours at its next safe point;
+    a watchdog ends the process within about a second if it does not get there (see
+    :mod:`pairot._interrupt`). The process leaves through ``os._exit`` after flushing.
+    """
+    from ._interrupt import finish_process, install_process_handlers
+
+    install_process_handlers()
+    finish_process(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

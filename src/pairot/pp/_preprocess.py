@@ -10,7 +10,9 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._logging import logger
+from .._interrupt import check as check_interrupt
+from .._interrupt import interruptible_call
+from .._logging import logger, progress_logger
 from .._numba import njit_serial
 from ._auroc import auroc_ova_ava
 from ._genes import flag_uninformative_genes
@@ -256,6 +258,7 @@ def _de_tables(
     return ova, ava
 
 
+@interruptible_call
 def rank_genes_limma(
     adata: AnnData,
     cluster_label: str,
@@ -361,6 +364,7 @@ def _as_gene_list(genes, argument: str) -> list[str] | None:
     return [str(g) for g in genes]
 
 
+@interruptible_call
 def preprocess_adatas(
     adata1: AnnData,
     adata2: AnnData,
@@ -494,6 +498,10 @@ def preprocess_adatas(
     gene_index = {
         name: adata.var_names.get_indexer(genes) for name, (adata, _, _) in studies.items()
     }
+    check_interrupt()
+    progress_logger.info(
+        "Selecting %d highly variable genes among %d shared genes.", n_top_genes, len(genes)
+    )
     start = time.perf_counter()
     hvg = select_hvgs(
         adata1.X,
@@ -512,6 +520,12 @@ def preprocess_adatas(
     tables = {}
     for name, (adata, _, _) in studies.items():
         clusters, samples = labels[name]
+        check_interrupt()
+        progress_logger.info(
+            "Differential expression of %s's %d clusters (pseudobulk limma, AUROC).",
+            name,
+            len(clusters.categories),
+        )
         tables[name] = _de_tables(
             adata.X,
             gene_index[name],

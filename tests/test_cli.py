@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,8 +124,22 @@ def test_demo_succeeds_and_writes_every_file(demo_run):
     proc, out = demo_run
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "Sinkhorn" in proc.stderr  # the progress bar
+    assert proc.stderr == ""  # not a terminal: no bars; no warning either
     assert f"wrote {out}" in proc.stdout
+    # one line per step on stdout, each stamped with the time since the start
+    steps = [line for line in proc.stdout.splitlines() if line.startswith("pairot [")]
+    for fragment in (
+        "Loading the bundled PBMC demo pair",
+        "Preprocessing 340 query and 339 reference cells",
+        "Differential expression of the query",
+        "Optimal transport (Sinkhorn) between 340 x 339 cells",
+        "Sinkhorn: 340 x 339 cells; stops once the marginal error is below 1e-03.",
+        "Mapping scores",
+        "Distances between clusters",
+        "Writing report.html",
+    ):
+        assert sum(fragment in line for line in steps) == 1, (fragment, steps)
+    assert all(re.match(r"pairot \[\d\d:\d\d\] [A-Z]", line) for line in steps), steps
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     assert all((out / name).stat().st_size > 0 for name in OUTPUT_FILES)
     assert _leftovers(out.parent) == []
@@ -370,3 +387,58 @@ def test_help(capsys):
         "--quiet",
     ):
         assert option in text
+    # every option has a help text (argparse prints the option and its text on one line or
+    # the text on the next line; an option without help ends its entry at once)
+    run_help = subprocess.run(
+        [*_console_script(), "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    for option, words in (
+        ("--query-cell-type COL", "obs column of the query holding each cell's cluster"),
+        ("--ref-cell-type COL", "obs column of the reference holding each cell's cluster"),
+        ("--query-sample COL", "obs column of the query holding each cell's sample (donor"),
+        ("--ref-sample COL", "obs column of the reference holding each cell's sample"),
+        ("-q, --quiet", "print only warnings and errors: no step lines, progress bars or"),
+        ("-v, --verbose", "log every detail"),
+    ):
+        line = next(line for line in run_help.splitlines() if line.strip().startswith(option))
+        assert words in line, line
+
+
+def test_quiet_and_verbose_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--out", "x", "-q", "-v"])
+    assert exit_.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, "-v/--verbose", "-q/--quiet")
+
+
+def test_progress_bars_on_a_terminal(tmp_path):
+    """With stderr on a terminal the Sinkhorn bar shows the error against the threshold."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [*_console_script(), "demo", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=TIMEOUT)
+    os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert "Sinkhorn:" in screen and "(target 1e-03)" in screen, screen
+    assert "/2000" not in screen  # no iteration-cap total
+    assert "AUROC" in screen  # the preprocessing's own bar

@@ -179,6 +179,10 @@ def sankey(
     ----------
     mapping
         Mapping scores from ``DatasetMap.compute_mapping()`` (query x reference). Not modified.
+        With the default ``"mean"`` mapping a link's width is the share of the reference
+        cluster's incoming mass that comes from the query cluster (the links into a
+        reference cluster sum to at most 1); with ``"transported_mass"`` it is the share of
+        the query cluster's mass sent to the reference cluster (see docs/method.md#outputs).
     distance
         Distances from ``DatasetMap.compute_distance()``, with the same clusters as
         ``mapping`` (order may differ). Not modified.

@@ -229,7 +229,9 @@ def run_pipeline(
     timings = {} if timings is None else timings
     step = _Timer(timings)
 
-    with step("preprocess"):
+    from .pp._validate import study_names
+
+    with step("preprocess"), study_names():  # messages say "query", "--query-sample", ...
         query, ref = pr.pp.preprocess_adatas(
             adata_query,
             adata_ref,

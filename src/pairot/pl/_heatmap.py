@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.colors import Colormap, Normalize
 
 from . import _utils as u
+from ._fonts import build_with_fonts
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -123,7 +124,8 @@ def _heatmap(
         height=height,
     )
     if backend == "matplotlib":
-        return _heatmap_matplotlib(**kwargs)
+        texts = [*rows, *cols, xlabel, ylabel, colorbar_title]
+        return build_with_fonts(texts, lambda: _heatmap_matplotlib(**kwargs))
     return _heatmap_plotly(**kwargs)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import _utils as u
+from ._fonts import build_with_fonts
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -213,7 +214,10 @@ def sankey(
         m, d, u.labels_of(mapping.index), u.labels_of(mapping.columns), float(filter_threshold)
     )
     if backend == "matplotlib":
-        return _sankey_matplotlib(layout, float(filter_threshold), width, height)
+        texts = [*layout.rows, *layout.cols, _title_note(layout, float(filter_threshold))]
+        return build_with_fonts(
+            texts, lambda: _sankey_matplotlib(layout, float(filter_threshold), width, height)
+        )
     return _sankey_plotly(layout, float(filter_threshold), width, height)
 
 

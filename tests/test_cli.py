@@ -370,3 +370,33 @@ def test_help(capsys):
         "--quiet",
     ):
         assert option in text
+
+
+# ------------------------------------------------------------------- README claims
+def _demo_figures_script():
+    """docs/demo_figures.py, the script that prints the figures README.md quotes."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "demo_figures.py"
+    spec = importlib.util.spec_from_file_location("demo_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_demo_claims_hold(demo_run):
+    """The namesakes and the score ranges README.md quotes hold for the mapping that
+    `pairot demo` writes, so the README cannot drift from the demo unnoticed."""
+    _, out = demo_run
+    script = _demo_figures_script()
+    claims = script.readme_claims()  # raises if README.md no longer states them
+    assert set(claims["namesakes"]) == {"CD56+ NK", "CD19+ B", "CD14+ Monocyte", "Dendritic"}
+    mapping = pd.read_parquet(out / "mapping.parquet")
+    assert script.check_claims(mapping, claims) == []
+    # "each column sums to 1", as the README's caption and text say
+    assert mapping.sum(axis=0).between(0.999, 1.001).all()
+    # the check can fail: a README claiming a tighter T-cell range than the demo gives
+    figures = script.demo_figures(mapping)
+    low, high = figures["t_block"]
+    too_tight = {**claims, "t_range": (low + 0.01, high)}
+    assert script.check_claims(mapping, too_tight) != []

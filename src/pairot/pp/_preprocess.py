@@ -286,6 +286,8 @@ def rank_genes_limma(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudobulk limma and AUROC for every cluster (one-vs-all) and cluster pair (all-vs-all).
 
+    See docs/method.md#pseudobulk-differential-expression.
+
     Counts of each (sample, cluster) pair with at least 2 cells are summed, scaled to 1e5 and
     ``log1p``-transformed; limma fits ``~ is_cluster`` per cluster (one-vs-all) and one
     ``~ 0 + cluster`` model with every pairwise contrast (all-vs-all). The AUROC of each gene
@@ -398,6 +400,8 @@ def preprocess_adatas(
     genes_to_drop: Iterable[str] | None = None,
 ) -> tuple[AnnData, AnnData]:
     """Prepare a query (``adata1``) and a reference (``adata2``) study for ``DatasetMap``.
+
+    See docs/method.md#preprocessing.
 
     Steps: keep the genes expressed (total count > 10) in both studies, in ``adata1``'s order;
     optionally drop uninformative genes; run pseudobulk limma and AUROC differential expression

@@ -450,6 +450,8 @@ class DatasetMap:
     ) -> None:
         """Set the marginals and how strictly they are enforced.
 
+        See docs/method.md#the-optimal-transport-problem.
+
         Parameters
         ----------
         tau_a, tau_b
@@ -667,7 +669,9 @@ class DatasetMap:
         return out if aggregation_method is None else out[aggregation_method]
 
     def compute_distance(self, n_samples: int | None = None, random_state: int = 0):
-        """Plan-weighted mean cost between each query and reference cluster.
+        """Plan-weighted mean cost between each query and reference cluster, from 0 to 2.
+
+        See docs/method.md#outputs.
 
         Exact over all cells by default; with ``n_samples``, over a seeded subsample of at most
         ``n_samples`` cells per cluster on each side.

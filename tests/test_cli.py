@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pandas as pd
@@ -404,8 +407,19 @@ def test_help(capsys):
         ("-q, --quiet", "print only warnings and errors: no step lines, progress bars or"),
         ("-v, --verbose", "log every detail"),
     ):
-        line = next(line for line in run_help.splitlines() if line.strip().startswith(option))
-        assert words in line, line
+        assert words in _help_entry(run_help, option), run_help
+
+
+def _help_entry(text: str, option: str) -> str:
+    """The help of one option in ``--help`` output, its wrapped lines joined."""
+    lines = text.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.strip().startswith(option))
+    entry = [lines[start].strip()[len(option) :]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("    ") or line.strip().startswith("-"):
+            break
+        entry.append(line.strip())
+    return " ".join(" ".join(entry).split())
 
 
 def test_quiet_and_verbose_together_are_refused(capsys):
@@ -418,6 +432,8 @@ def test_quiet_and_verbose_together_are_refused(capsys):
 def test_progress_bars_on_a_terminal(tmp_path):
     """With stderr on a terminal the Sinkhorn bar shows the error against the threshold."""
     primary, secondary = pty.openpty()
+    # a real terminal has a size; a new pseudo-terminal has 0 columns
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     proc = subprocess.Popen(
         [*_console_script(), "demo", "--out", str(tmp_path / "out")],
         stdout=subprocess.PIPE,
@@ -441,4 +457,34 @@ def test_progress_bars_on_a_terminal(tmp_path):
     assert proc.returncode == 0, screen
     assert "Sinkhorn:" in screen and "(target 1e-03)" in screen, screen
     assert "/2000" not in screen  # no iteration-cap total
-    assert "AUROC" in screen  # the preprocessing's own bar
+    assert "100%" in screen  # converged: the bar ends full
+
+
+# ------------------------------------------------------------------- README claims
+def _demo_figures_script():
+    """docs/demo_figures.py, the script that prints the figures README.md quotes."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "demo_figures.py"
+    spec = importlib.util.spec_from_file_location("demo_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_demo_claims_hold(demo_run):
+    """The namesakes and the score ranges README.md quotes hold for the mapping that
+    `pairot demo` writes, so the README cannot drift from the demo unnoticed."""
+    _, out = demo_run
+    script = _demo_figures_script()
+    claims = script.readme_claims()  # raises if README.md no longer states them
+    assert set(claims["namesakes"]) == {"CD56+ NK", "CD19+ B", "CD14+ Monocyte", "Dendritic"}
+    mapping = pd.read_parquet(out / "mapping.parquet")
+    assert script.check_claims(mapping, claims) == []
+    # "each column sums to 1", as the README's caption and text say
+    assert mapping.sum(axis=0).between(0.999, 1.001).all()
+    # the check can fail: a README claiming a tighter T-cell range than the demo gives
+    figures = script.demo_figures(mapping)
+    low, high = figures["t_block"]
+    too_tight = {**claims, "t_range": (low + 0.01, high)}
+    assert script.check_claims(mapping, too_tight) != []

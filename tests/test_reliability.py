@@ -359,18 +359,26 @@ def test_cluster_present_in_one_sample_only(pair):
     assert_finite_outputs(fit(q, r))
 
 
+ONE_SAMPLE = (
+    r"^adata2 has only one sample \(donor\) in sample_column_adata2='sample', and pseudobulk "
+    r"differential expression needs at least two: give sample_column_adata2 the column that "
+    r"identifies the donors or batches"
+)
+
+
 @pytest.mark.parametrize(
     ("n_samples", "clusters", "match"),
     [
         # one sample: 3 profiles for 3 clusters, all-vs-all limma needs 4
-        (1, ("A", "B", "C"), r"adata2 has 3 pseudobulk profiles .* needs at least 4"),
+        (1, ("A", "B", "C"), ONE_SAMPLE + r".*limma needs at least 4 .* one sample gives 3"),
         # one sample, two clusters: 2 profiles, one-vs-all limma needs 3
-        (1, ("A", "B"), r"adata2 has 2 pseudobulk profiles .* needs at least 3"),
+        (1, ("A", "B"), ONE_SAMPLE + r".*limma needs at least 3 .* one sample gives 2"),
     ],
 )
 def test_too_few_pseudobulk_profiles(pair, n_samples, clusters, match):
-    """ValueError from preprocess_adatas naming the study, the count, what limma needs and
-    the fix (more samples), raised before any expensive step."""
+    """ValueError from preprocess_adatas that starts with the problem in plain words and what
+    to do (the sample column, more samples), then names the count and what limma needs;
+    raised before any expensive step."""
     few = make_study(2, n_samples=n_samples, clusters=clusters)
     with pytest.raises(ValueError, match=match) as info:
         preprocess(pair[0], few)
@@ -378,11 +386,33 @@ def test_too_few_pseudobulk_profiles(pair, n_samples, clusters, match):
     assert "more samples" in str(info.value)
 
 
+def test_every_cluster_in_one_sample_only(pair):
+    """Two samples, but each cluster sits in one of them: 2 profiles, limma needs 3. The
+    message starts with what to do."""
+    a2 = make_study(2, n_samples=2, clusters=("A", "B"))
+    a2.obs[SAMPLE] = pd.Categorical(np.where(a2.obs[CT] == "A", "s0", "s1"))
+    with pytest.raises(
+        ValueError, match=r"^adata2 has too few samples \(donors\) per cluster"
+    ) as info:
+        preprocess(pair[0], a2)
+    message = str(info.value)
+    assert "give sample_column_adata2 a column with more samples" in message
+    assert "at least one cluster has >= 2 cells in each of two samples" in message
+    assert "limma needs at least 3 pseudobulk profiles for 2 clusters" in message
+    assert "and has 2" in message
+    assert message.index("give sample_column_adata2") < message.index("limma")
+
+
 def test_fewer_than_two_clusters_with_profiles(pair):
     """Two clusters but only one has a (sample, cluster) pair with >= 2 cells."""
     a2 = make_study(2, n_samples=3, clusters=("A", "B"))
     keep = (a2.obs[CT] == "A") | (np.arange(a2.n_obs) == 1)
-    with pytest.raises(ValueError, match=r"adata2 has pseudobulk profiles of 1 cluster"):
+    with pytest.raises(
+        ValueError,
+        match=r"^adata2 has only 1 cluster with at least 2 cells in one sample \(donor\), and "
+        r"differential expression needs two such clusters: check cell_type_column_adata2='ct' "
+        r"and sample_column_adata2='sample'",
+    ):
         preprocess(pair[0], a2[keep])
 
 

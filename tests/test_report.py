@@ -91,13 +91,13 @@ def test_report_escapes_user_strings():
             "reference": [nasty_ref, "plain r"],
             "mapping": [0.9, 0.9],
             "distance": [0.3, 0.3],
-            "rank": [0, 0],
+            "rank": [1, 1],
         }
     )
     genes = pd.DataFrame(
         {
             "gene": ["G<1>&", "HLA-A"],
-            "rank_query": [0, 1],
+            "rank_query": [1, 2],
             "rank_reference": [3.0, np.nan],
             "logFC_query": [2.5, 1.5],
             "logFC_reference": [2.0, np.nan],
@@ -170,3 +170,47 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
     assert "Uncaught" not in proc.stderr
+
+
+def _text(report: Path) -> str:
+    return " ".join(report.read_text(encoding="utf-8").split())
+
+
+def test_report_says_what_each_mapping_means(report):
+    """The "mean" mapping is read per reference cell (columns sum to 1), not as where the
+    query cluster's cells go; the transported-mass table is the one read along rows."""
+    text = _text(report)
+    mean = text[text.index("<b>Mapping</b>") : text.index("<b>Two more mappings</b>")]
+    assert "averaged over the cells of reference cluster c" in mean
+    assert "each column sums to 1" in mean
+    assert (
+        "the cells of the reference cluster receive their mass almost entirely from that query "
+        "cluster" in mean
+    )
+    assert "Read it down a column" in mean
+    assert "equals the transported mass below times the number of reference clusters" in mean
+    assert "transported almost entirely onto" not in mean
+    others = text[text.index("<b>Two more mappings</b>") : text.index("<b>Distance</b>")]
+    assert "share of each query cluster's mass that goes to each reference cluster" in others
+    assert "each row sums to 1" in others
+    assert "mapping_jensen_shannon.parquet" in others
+
+
+def test_report_ranks_start_at_one(report):
+    """Every gene table starts with the query cluster's top marker, shown as rank 1, and the
+    text says so."""
+    text = report.read_text(encoding="utf-8")
+    assert "Ranks start at 1 (1 = the cluster's top marker)" in _text(report)
+    tables = re.findall(r'<table class="genes">\n<tr>.*?</tr>\n<tr>(.*?)</tr>', text)
+    assert len(tables) >= 4
+    for first_row in tables:
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", first_row)
+        assert cells[1] == "1", first_row  # rank in query
+    ranks = re.findall(r'<table class="genes">.*?</table>', text, flags=re.DOTALL)
+    shown = [
+        int(v)
+        for table in ranks
+        for row in re.findall(r"<tr>(.*?)</tr>", table)[1:]
+        for v in re.findall(r'<td class="num">(\d+)</td>', row)[:2]
+    ]
+    assert min(shown) == 1

@@ -66,21 +66,37 @@ code { background: #f6f8fa; padding: 0.1em 0.3em; border-radius: 4px; }
 
 <h2>How to read this report</h2>
 <ul>
-<li><b>Mapping</b> (green heatmap, higher = closer): for each reference cluster (column), the
-share of its cells' transported mass that comes from each query cluster (row), averaged over
-the reference cluster's cells. A value near 1 means the reference cluster receives its cells'
-mass almost only from that query cluster.</li>
+<li><b>Mapping</b> (green heatmap, higher = closer; the <code>"mean"</code> mapping of
+<code>mapping.parquet</code>): every reference cell receives transported mass from the query
+cells. The value in row k (a query cluster) and column c (a reference cluster) is the share
+of that mass coming from query cluster k, averaged over the cells of reference cluster c, so
+each column sums to 1 (with the reference marginal enforced, tau_b = 1, the default). A value
+near 1 means the cells of the reference cluster receive their mass almost entirely from that
+query cluster. Read it down a column. With the default balanced marginals (every cluster
+carries the same total mass) it equals the transported mass below times the number of
+reference clusters over the number of query clusters; with other marginals the two
+differ.</li>
+<li><b>Two more mappings</b>, as tables in this folder:
+<code>mapping_transported_mass.parquet</code>, the share of each query cluster's mass that
+goes to each reference cluster (each row sums to 1 with tau_a = 1; a value near 1 means the
+query cluster's cells are transported almost entirely onto that reference cluster), and
+<code>mapping_jensen_shannon.parquet</code>, one minus the Jensen-Shannon distance between
+where a query cluster's share of the mass lands among the reference cells and the cells of
+the reference cluster (1 = only on them, and evenly).</li>
 <li><b>Distance</b> (red-yellow-green heatmap, lower = closer): the plan-weighted mean transport
 cost between the cells of the two clusters, from 0 (identical) to 2 (unrelated). It mixes a
 cell-to-cell expression distance (Spearman) with the clusters' marker-gene distance.</li>
 <li><b>Sankey</b>: links from query clusters (left) to reference clusters (right) whose mapping
 is at least $threshold_mapping, coloured by distance.</li>
 <li><b>Suggested matches</b>: for each query cluster, the reference clusters with mapping
-&ge; $threshold_mapping and distance &le; $threshold_distance, best mapping first. The genes
-behind a match are the query cluster's top marker genes (pseudobulk DE, one-vs-all, by logFC)
-with their rank in the reference cluster's marker list: shared top markers support the
-match; <i>absent</i> means the gene is not a marker of the reference cluster. Ranks start
-at 1.</li>
+&ge; $threshold_mapping (their cells receive at least that share of their mass from the query
+cluster) and distance &le; $threshold_distance, best mapping first. The genes behind a match
+are the query cluster's top marker genes (pseudobulk DE, one-vs-all, by logFC) with their rank
+in the reference cluster's marker list: shared top markers support the match; <i>absent</i>
+means the gene is not a marker of the reference cluster. Ranks start at 1 (1 = the cluster's
+top marker), as in <code>DatasetMap.DEGs_label_distance</code>; the <code>rank</code> column
+of <code>matches.csv</code> counts each query cluster's matches from 1 (1 = its best
+match).</li>
 <li>The tables behind the figures are in this folder: <code>mapping.parquet</code>,
 <code>distance.parquet</code>, <code>label_distance.parquet</code>,
 <code>matches.csv</code>; parameters, versions and timings in <code>run.json</code>.</li>
@@ -176,7 +192,7 @@ def _td(value: Any, numeric: bool = False, digits: int = 3) -> str:
 def _rank(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "<td><i>absent</i></td>"
-    return f'<td class="num">{int(value) + 1}</td>'
+    return f'<td class="num">{int(value)}</td>'
 
 
 def _gene_table(genes: pd.DataFrame) -> str:
@@ -328,7 +344,7 @@ def render_report(
     deg_tables
         For each ``(query, reference)`` match, the genes behind it: a slice of
         ``DatasetMap.DEGs_label_distance[query][reference]`` (columns ``gene, rank_query,
-        rank_reference, logFC_query, logFC_reference``).
+        rank_reference, logFC_query, logFC_reference``; ranks from 1, shown as given).
     summary
         Data summaries (``query``/``reference`` dicts with ``n_cells``, ``n_cells_fit``,
         ``n_genes``, ``n_clusters``; ``n_shared_genes``, ``n_hvgs``, ``sinkhorn``).

@@ -242,11 +242,16 @@ def run_pipeline(
     timings = {} if timings is None else timings
     step = StepTimer(timings)
 
-    with step(
-        "preprocess",
-        f"Preprocessing {adata_query.n_obs:,} query and {adata_ref.n_obs:,} reference cells: "
-        f"shared genes, pseudobulk differential expression, AUROC, {p.n_top_genes} highly "
-        "variable genes",
+    from .pp._validate import study_names
+
+    with (
+        step(
+            "preprocess",
+            f"Preprocessing {adata_query.n_obs:,} query and {adata_ref.n_obs:,} reference "
+            f"cells: shared genes, pseudobulk differential expression, AUROC, {p.n_top_genes} "
+            "highly variable genes",
+        ),
+        study_names(),  # messages say "query", "--query-sample", ...
     ):
         query, ref = pr.pp.preprocess_adatas(
             adata_query,

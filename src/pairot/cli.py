@@ -217,9 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_h5ad(path: str, role: str):
-    import anndata as ad
-
+def _check_input_file(path: str, role: str) -> Path:
     file = Path(path)
     if not file.exists():
         msg = f"{role} file {path!r} does not exist"
@@ -227,6 +225,13 @@ def _read_h5ad(path: str, role: str):
     if not file.is_file():
         msg = f"{role} file {path!r} is not a file"
         raise CLIError(msg)
+    return file
+
+
+def _read_h5ad(path: str, role: str):
+    import anndata as ad
+
+    file = _check_input_file(path, role)
     try:
         return ad.read_h5ad(file)
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
@@ -311,6 +316,8 @@ def _run_command(args: argparse.Namespace) -> int:
             _check_column(adata, columns[f"{side}_sample"], f"--{side}-sample", role)
         return adata_query, adata_ref, _parameters(args, columns)
 
+    for path, role in ((args.query, "query"), (args.reference, "reference")):
+        _check_input_file(path, role)  # before any step line or folder
     load.description = f"Reading {args.query} (query) and {args.reference} (reference)"
     run_info = {
         "command": "run",

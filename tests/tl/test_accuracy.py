@@ -130,7 +130,7 @@ def test_one_to_one_select_similar_clusters_returns_the_true_pairs(one_to_one):
     selected = pr.tl.DatasetMap.select_similar_clusters(
         one_to_one.mapping["mean"], one_to_one.distance
     )
-    best = selected[selected["rank"] == 0].set_index("query")["reference"]
+    best = selected[selected["rank"] == 1].set_index("query")["reference"]
     assert list(best.index) == list(one_to_one.truth.index)  # every query cluster kept
     pd.testing.assert_series_equal(best, one_to_one.truth, check_names=False)
     # with the default thresholds nothing but the true pairs passes

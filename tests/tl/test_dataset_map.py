@@ -151,6 +151,75 @@ def test_label_distance_matches_naive(fitted, reference_model):
     assert fitted.label_distance.to_numpy().min() < 0.9  # not degenerate
 
 
+def test_mapping_sums_say_what_each_mapping_means(fitted, reference_model):
+    """Balanced OT: the "mean" mapping sums to 1 down each column (the share of each reference
+    cell's mass by query cluster, averaged over the reference cluster); "transported_mass"
+    sums to 1 along each row (where each query cluster's mass goes). The same holds for the
+    independent dense POT plan."""
+    mappings = fitted.compute_mapping(None)
+    mean = mappings["mean"].to_numpy()
+    mass = mappings["transported_mass"].to_numpy()
+    np.testing.assert_allclose(mean.sum(axis=0), 1.0, atol=2e-3)
+    np.testing.assert_allclose(mass.sum(axis=1), 1.0, atol=2e-3)
+    np.testing.assert_allclose(reference_model["mean"].sum(axis=0), 1.0, atol=1e-6)
+    np.testing.assert_allclose(reference_model["transported_mass"].sum(axis=1), 1.0, atol=1e-6)
+    # balanced marginals give every cell of reference cluster c the same b_j = 1 / (n_c C_r),
+    # so "mean" = C_r / C_q * "transported_mass" (equal here: 8 clusters on each side)
+    n_q, n_r = len(fitted.query_clusters), len(fitted.reference_clusters)
+    np.testing.assert_allclose(mean, n_r / n_q * mass, rtol=1e-9, atol=1e-12)
+
+
+def test_mean_mapping_is_read_per_reference_cell(preprocessed):
+    """With uniform marginals the two readings part: "mean" columns still sum to 1, its rows
+    do not; "transported_mass" rows sum to 1."""
+    dm = pr.tl.DatasetMap(*preprocessed)
+    dm.init_geom(batch_size=64, epsilon=EPS)
+    dm.init_problem(marginals_distribution="uniform")
+    dm.solve(threshold=1e-5, max_iterations=20_000, progress=False)
+    mappings = dm.compute_mapping(None)
+    mean = mappings["mean"].to_numpy()
+    mass = mappings["transported_mass"].to_numpy()
+    np.testing.assert_allclose(mean.sum(axis=0), 1.0, atol=1e-4)
+    np.testing.assert_allclose(mass.sum(axis=1), 1.0, atol=1e-4)
+    assert np.abs(mean.sum(axis=1) - 1.0).max() > 0.05
+    assert np.abs(mass.sum(axis=0) - 1.0).max() > 0.05
+
+
+def test_degs_ranks_start_at_one(fitted, preprocessed):
+    """DEGs_label_distance: rank 1 = top marker, NaN where the gene is not a reference marker,
+    and the rank distance recomputed from these 1-based ranks with log (251 for an absent
+    gene) is the raw D and, normalized, the label distance."""
+    degs = fitted.DEGs_label_distance
+    qc, rc = fitted.query_clusters, fitted.reference_clusters
+    D = np.zeros((len(qc), len(rc)))
+    seen_absent = False
+    for i, q in enumerate(qc):
+        for j, r in enumerate(rc):
+            table = degs[q][r]
+            assert table["rank_query"].dtype == np.int64
+            assert table["rank_reference"].dtype == np.float64
+            if table.empty:
+                D[i, j] = 250
+                continue
+            assert table["rank_query"].tolist() == list(range(1, len(table) + 1))
+            present = table["rank_reference"].dropna()
+            assert (present >= 1).all() and (present == np.round(present)).all()
+            seen_absent |= bool(table["rank_reference"].isna().any())
+            assert table["logFC_reference"].isna().equals(table["rank_reference"].isna())
+            ranks_ref = table["rank_reference"].fillna(251).to_numpy()
+            terms = np.abs(np.log(table["rank_query"].to_numpy()) - np.log(ranks_ref))
+            np.testing.assert_allclose(table["contribution"].to_numpy(), terms, atol=1e-12)
+            D[i, j] = terms.mean()
+    assert seen_absent
+    np.testing.assert_allclose(D, fitted._rank_distance.to_numpy(), rtol=1e-12, atol=1e-12)
+    L = np.minimum(D / np.quantile(D, 0.33), 1.0)
+    np.testing.assert_allclose(fitted.label_distance.to_numpy(), L, atol=1e-12)
+    # the top marker of a query cluster in its own namesake's list: present, rank from 1
+    table = degs["CD19+ B"]["CD19+ B"]
+    assert table.loc[0, "rank_query"] == 1
+    assert table["rank_reference"].min() >= 1
+
+
 def test_cost_matches_dense(fitted, reference_model):
     np.testing.assert_allclose(fitted.geom.cost(), reference_model["C"], atol=1e-5)
 
@@ -281,8 +350,11 @@ def test_select_similar_clusters():
     )
     got = pr.tl.DatasetMap.select_similar_clusters(mapping, distance)
     assert list(zip(got["query"], got["reference"])) == [("q1", "r1"), ("q2", "r3"), ("q2", "r2")]
+    # ranks count each query cluster's matches from 1 (1 = best match)
+    assert list(got["rank"]) == [1, 1, 2]
     top1 = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, n_top=1)
     assert list(top1["reference"]) == ["r1", "r3"]
+    assert list(top1["rank"]) == [1, 1]
 
 
 def test_stage_errors_and_bad_arguments(preprocessed):

@@ -14,8 +14,6 @@ inches for matplotlib; by default the figures grow with the number of clusters a
 room for long cluster names. Input DataFrames are never modified.
 """
 
-from __future__ import annotations
-
 from ._heatmap import distance, label_distance, mapping, order_by_score
 from ._sankey import sankey
 

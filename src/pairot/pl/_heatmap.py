@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.colors import Colormap, Normalize
 
 from . import _utils as u
+from ._fonts import build_with_fonts
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -123,7 +124,8 @@ def _heatmap(
         height=height,
     )
     if backend == "matplotlib":
-        return _heatmap_matplotlib(**kwargs)
+        texts = [*rows, *cols, xlabel, ylabel, colorbar_title]
+        return build_with_fonts(texts, lambda: _heatmap_matplotlib(**kwargs))
     return _heatmap_plotly(**kwargs)
 
 
@@ -393,7 +395,12 @@ def mapping(
     ----------
     data
         Mapping scores as returned by ``DatasetMap.compute_mapping()``: index = query clusters,
-        columns = reference clusters, numbers (higher = closer). Not modified.
+        columns = reference clusters, numbers (higher = closer). Not modified. For the default
+        ``"mean"`` mapping read a column: each column sums to 1, and a value near 1 means the
+        cells of that reference cluster receive their mass almost entirely from that query
+        cluster. For ``"transported_mass"`` read a row: each row sums to 1, and a value near 1
+        means the query cluster's cells are transported almost entirely onto that reference
+        cluster (see docs/method.md#outputs).
     width, height
         Figure size: pixels for ``backend="plotly"``, inches for ``backend="matplotlib"``.
         ``None`` (default) grows the figure with the number of clusters (about 40 px or 0.5

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import _utils as u
+from ._fonts import build_with_fonts
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -179,6 +180,10 @@ def sankey(
     ----------
     mapping
         Mapping scores from ``DatasetMap.compute_mapping()`` (query x reference). Not modified.
+        With the default ``"mean"`` mapping a link's width is the share of the reference
+        cluster's incoming mass that comes from the query cluster (the links into a
+        reference cluster sum to at most 1); with ``"transported_mass"`` it is the share of
+        the query cluster's mass sent to the reference cluster (see docs/method.md#outputs).
     distance
         Distances from ``DatasetMap.compute_distance()``, with the same clusters as
         ``mapping`` (order may differ). Not modified.
@@ -209,7 +214,10 @@ def sankey(
         m, d, u.labels_of(mapping.index), u.labels_of(mapping.columns), float(filter_threshold)
     )
     if backend == "matplotlib":
-        return _sankey_matplotlib(layout, float(filter_threshold), width, height)
+        texts = [*layout.rows, *layout.cols, _title_note(layout, float(filter_threshold))]
+        return build_with_fonts(
+            texts, lambda: _sankey_matplotlib(layout, float(filter_threshold), width, height)
+        )
     return _sankey_plotly(layout, float(filter_threshold), width, height)
 
 

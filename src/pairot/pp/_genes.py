@@ -89,6 +89,8 @@ def flag_uninformative_genes(
 ) -> np.ndarray:
     """Flag the genes that carry little cell-type information, by their names.
 
+    See docs/method.md#gene-filtering for where pairot applies these rules.
+
     A gene is flagged (``True``, to be dropped) when its symbol matches one of the rules of
     :data:`UNINFORMATIVE_GENE_PATTERNS`:
 

@@ -1,4 +1,6 @@
-"""Marker genes of each cluster from the long differential-expression tables (METHOD section 4).
+"""Marker genes of each cluster from the long differential-expression tables.
+
+See docs/method.md#label-distance.
 
 The building blocks of the label distance, steps 1-3:
 
@@ -435,9 +437,10 @@ def select_genes(
     -------
     Long DataFrame with columns ``cluster`` (Categorical with all clusters of
     ``de_ova_filtered``, also those without markers), ``rank`` (0-based position in the
-    cluster's list), ``gene``, ``logFC`` and ``source`` (``"ova"``, or the name of the similar
-    cluster, as a string, whose all-vs-all markers brought the gene in), sorted by cluster then
-    rank.
+    cluster's list, the input of the label-distance formula; the tables users read count
+    ranks from 1, see docs/method.md#rank-convention), ``gene``, ``logFC`` and ``source``
+    (``"ova"``, or the name of the similar cluster, as a string, whose all-vs-all markers
+    brought the gene in), sorted by cluster then rank.
     """
     n_genes_ova = _check_n(n_genes_ova, "n_genes_ova")
     n_genes_ava = _check_n(n_genes_ava, "n_genes_ava")

@@ -20,7 +20,7 @@ from ._hvg import select_hvgs
 from ._limma import limma_ava, limma_ova
 from ._pseudobulk import log_normalize, pseudobulk
 from ._sampling import downsample_indices
-from ._validate import check_adata, check_counts, get_labels
+from ._validate import argument_text, check_adata, check_counts, get_labels, study
 
 #: Minimum total count over all cells for a gene to count as expressed in a study.
 MIN_TOTAL_COUNT = 10
@@ -46,8 +46,9 @@ def _check_positive_int(value, argument: str) -> int:
 def _check_distinct_columns(cluster_column, sample_column, cluster_arg: str, sample_arg: str):
     if isinstance(cluster_column, str) and cluster_column == sample_column:
         msg = (
-            f"{cluster_arg} and {sample_arg} are both {cluster_column!r}; pass the column of "
-            "cluster labels and the column of samples / donors, two different columns."
+            f"{argument_text(cluster_arg)} and {argument_text(sample_arg)} are both "
+            f"{cluster_column!r}; pass the column of cluster labels and the column of "
+            "samples / donors, two different columns."
         )
         raise ValueError(msg)
 
@@ -69,15 +70,19 @@ def _check_limma_design(
     (``~ 0 + cluster``) one more profile than clusters with profiles, both from at least two
     clusters: one residual degree of freedom. Clusters without a profile of their own (e.g. a
     cluster of one cell) are allowed: their limma statistics are NaN. Checked from the labels
-    alone, before any expensive step.
+    alone, before any expensive step. Each message starts with the problem in plain words and
+    what to do; the limma details follow in parentheses.
     """
+    who = study(name, start=True)
+    cluster_given = argument_text(cluster_arg, cluster_column)
+    sample_given = argument_text(sample_arg, sample_column)
     n_clusters = len(clusters.categories)
     if n_clusters < 2:
         only = clusters.categories[0] if n_clusters else None
         msg = (
-            f"{name} has a single cluster ({only!r}) in {cluster_arg}={cluster_column!r}; "
-            "differential expression needs at least two clusters: check the column, or pass "
-            "a study with more cell types."
+            f"{who} has a single cluster ({only!r}) in {cluster_given}; differential "
+            "expression needs at least two clusters: check the column, or pass a study with "
+            "more cell types."
         )
         raise ValueError(msg)
     n_samples = len(samples.categories)
@@ -86,24 +91,39 @@ def _check_limma_design(
     kept = np.flatnonzero(sizes >= MIN_CELLS_PER_PROFILE)
     n_profiles = kept.size
     n_present = np.unique(kept % n_clusters).size
-    where = (
-        f"{sample_arg}={sample_column!r} has {n_samples} sample(s) and a profile is a "
-        f"(sample, cluster) pair with >= {MIN_CELLS_PER_PROFILE} cells"
+    needed = max(3, n_present + 1)
+    profile = (
+        f"a pseudobulk profile sums the counts of one cluster's cells in one sample and needs "
+        f">= {MIN_CELLS_PER_PROFILE} cells"
     )
-    if n_present < 2:
+    if n_samples < 2:
         msg = (
-            f"{name} has pseudobulk profiles of {n_present} cluster(s) only; limma needs "
-            f"profiles of at least two clusters ({where}). Pass a study with more cells per "
-            "cluster and sample, or more samples."
+            f"{who} has only one sample (donor) in {sample_given}, and pseudobulk "
+            "differential expression needs at least two: give "
+            f"{argument_text(sample_arg)} the column that identifies the donors or batches, "
+            "or use a study with more samples. (limma needs at least "
+            f"{needed} pseudobulk profiles for {n_present} cluster(s), one residual degree of "
+            f"freedom; one sample gives {n_profiles}, one per cluster; {profile}.)"
         )
         raise ValueError(msg)
-    needed = max(3, n_present + 1)
+    if n_present < 2:
+        msg = (
+            f"{who} has only {n_present} cluster with at least {MIN_CELLS_PER_PROFILE} cells "
+            "in one sample (donor), and differential expression needs two such clusters: "
+            f"check {cluster_given} and {sample_given}, or pass a study with more cells per "
+            f"cluster and sample. (limma compares pseudobulk profiles of at least two "
+            f"clusters; {profile}; {sample_given} has {n_samples} samples.)"
+        )
+        raise ValueError(msg)
     if n_profiles < needed:
         msg = (
-            f"{name} has {n_profiles} pseudobulk profiles for {n_present} clusters; limma "
-            f"needs at least {needed} (one residual degree of freedom) ({where}). Pass a "
-            "study with more samples (at least one cluster seen in two samples), or merge "
-            "clusters."
+            f"{who} has too few samples (donors) per cluster for pseudobulk differential "
+            f"expression: give {argument_text(sample_arg)} a column with more samples, so "
+            f"that at least one cluster has >= {MIN_CELLS_PER_PROFILE} cells in each of two "
+            "samples, or merge clusters. (limma needs at least "
+            f"{needed} pseudobulk profiles for {n_present} clusters, one residual degree of "
+            f"freedom, and has {n_profiles}; {profile}; {sample_given} has {n_samples} "
+            "samples.)"
         )
         raise ValueError(msg)
 
@@ -198,7 +218,7 @@ def _de_tables(
         logger.warning(
             "%s: clusters %s have no (sample, cluster) pair with >= %d cells; their limma "
             "statistics are NaN.",
-            name,
+            study(name),
             [clusters.categories[k] for k in missing],
             MIN_CELLS_PER_PROFILE,
         )
@@ -207,7 +227,7 @@ def _de_tables(
     ava_fc, ava_p, ava_adj = limma_ava(expr, bulk.cluster, n_clusters)
     logger.info(
         "%s: limma on %d pseudobulk profiles x %d genes in %.1f s",
-        name,
+        study(name),
         bulk.counts.shape[0],
         len(gene_index),
         time.perf_counter() - start,
@@ -222,7 +242,7 @@ def _de_tables(
         ova_auc, ava_auc = ova_auc[:, gene_index], ava_auc[:, :, gene_index]
     logger.info(
         "%s: AUROC on %d cells x %d genes in %.1f s",
-        name,
+        study(name),
         rows.size,
         len(gene_index),
         time.perf_counter() - start,
@@ -268,6 +288,8 @@ def rank_genes_limma(
     random_state: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudobulk limma and AUROC for every cluster (one-vs-all) and cluster pair (all-vs-all).
+
+    See docs/method.md#pseudobulk-differential-expression.
 
     Counts of each (sample, cluster) pair with at least 2 cells are summed, scaled to 1e5 and
     ``log1p``-transformed; limma fits ``~ is_cluster`` per cluster (one-vs-all) and one
@@ -383,6 +405,8 @@ def preprocess_adatas(
 ) -> tuple[AnnData, AnnData]:
     """Prepare a query (``adata1``) and a reference (``adata2``) study for ``DatasetMap``.
 
+    See docs/method.md#preprocessing.
+
     Steps: keep the genes expressed (total count > 10) in both studies, in ``adata1``'s order;
     optionally drop uninformative genes; run pseudobulk limma and AUROC differential expression
     per study (:func:`rank_genes_limma`) on all shared genes; select ``n_top_genes`` highly
@@ -489,8 +513,9 @@ def preprocess_adatas(
         genes = genes[~np.asarray(flagged)]
     if len(genes) == 0:
         msg = (
-            "adata1 and adata2 share no gene expressed (total count > 10) in both studies; "
-            "check that var_names use the same gene identifiers (e.g. both symbols)."
+            f"{study('adata1', start=True)} and {study('adata2')} share no gene expressed "
+            "(total count > 10) in both studies; check that var_names use the same gene "
+            "identifiers (e.g. both symbols)."
         )
         raise ValueError(msg)
     genes = pd.Index(np.asarray(genes, dtype=str))
@@ -523,7 +548,7 @@ def preprocess_adatas(
         check_interrupt()
         progress_logger.info(
             "Differential expression of %s's %d clusters (pseudobulk limma, AUROC).",
-            name,
+            study(name),
             len(clusters.categories),
         )
         tables[name] = _de_tables(

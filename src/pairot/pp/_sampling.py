@@ -9,6 +9,8 @@ import pandas as pd
 def downsample_indices(labels, n_samples: int, random_state: int | None = 0) -> np.ndarray:
     """Indices of a stratified subsample: at most ``n_samples`` cells per label.
 
+    See docs/method.md#downsampling.
+
     Every cell of a label with fewer than ``n_samples`` cells is kept; from a larger label,
     ``n_samples`` cells are drawn without replacement. Rare labels are never lost.
 

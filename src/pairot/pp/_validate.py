@@ -1,6 +1,18 @@
-"""Checks of user input shared by the preprocessing entry points."""
+"""Checks of user input shared by the preprocessing entry points.
+
+Messages name the studies and their column arguments as the Python API does (``adata1``,
+``cell_type_column_adata1='ct'``). Inside a :func:`study_names` block they use other words
+instead, e.g. the command line's "the query study" and ``--query-cell-type 'ct'``: the
+helpers :func:`study`, :func:`part`, :func:`argument_text` and :func:`code_name` build every
+name that a message shows.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -11,23 +23,89 @@ from .._logging import logger
 
 _CHUNK = 1 << 22
 
+#: The words of the command line: study roles and the options that set each column argument.
+CLI_STUDY_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "adata1": "query",
+        "adata2": "reference",
+        "cell_type_column_adata1": "--query-cell-type",
+        "cell_type_column_adata2": "--ref-cell-type",
+        "sample_column_adata1": "--query-sample",
+        "sample_column_adata2": "--ref-sample",
+    }
+)
+
+_NAMES: ContextVar[Mapping[str, str]] = ContextVar(
+    "pairot_study_names", default=MappingProxyType({})
+)
+_NO_VALUE = object()
+
+
+@contextmanager
+def study_names(names: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Within the block, messages of the preprocessing checks use ``names``.
+
+    ``names`` maps a study's Python name (``"adata1"``) to its role (``"query"``, shown as
+    "the query study", "the query's X") and a column argument (``"sample_column_adata1"``) to
+    the option that sets it (``"--query-sample"``, shown as ``--query-sample 'donor'``). The
+    default is :data:`CLI_STUDY_NAMES`, the words of the ``pairot`` command line. Names not in
+    the mapping are shown as they are. The setting is local to the running thread / task
+    (a :class:`contextvars.ContextVar`) and restored on exit.
+    """
+    token = _NAMES.set(dict(CLI_STUDY_NAMES if names is None else names))
+    try:
+        yield
+    finally:
+        _NAMES.reset(token)
+
+
+def study(name: str, *, start: bool = False) -> str:
+    """How a message names a study: ``adata1``, or "the query study" in a study_names block
+    (capitalized with ``start=True``, at the start of a message)."""
+    role = _NAMES.get().get(name)
+    if role is None:
+        return name
+    text = f"the {role} study"
+    return text[0].upper() + text[1:] if start else text
+
+
+def part(name: str, attribute: str) -> str:
+    """A part of a study: ``adata1.obs['ct']``, or "the query's obs['ct']"."""
+    role = _NAMES.get().get(name)
+    return f"{name}.{attribute}" if role is None else f"the {role}'s {attribute}"
+
+
+def argument_text(name: str, value=_NO_VALUE) -> str:
+    """An argument, with its value if given: ``sample_column_adata1='donor'``, or
+    ``--query-sample 'donor'`` in a study_names block."""
+    option = _NAMES.get().get(name)
+    if value is _NO_VALUE:
+        return name if option is None else option
+    return f"{name}={value!r}" if option is None else f"{option} {value!r}"
+
+
+def code_name(name: str) -> str:
+    """The variable that a fix written as Python code uses: ``adata1``, or ``adata`` (a
+    command-line user's own variable) in a study_names block."""
+    return name if _NAMES.get().get(name) is None else "adata"
+
 
 def check_adata(adata, name: str) -> None:
     """Raise ``TypeError`` unless ``adata`` is an AnnData with cells, genes and unique genes."""
     if not isinstance(adata, AnnData):
-        msg = f"{name} must be an anndata.AnnData, got {type(adata).__name__}."
+        msg = f"{study(name, start=True)} must be an anndata.AnnData, got {type(adata).__name__}."
         raise TypeError(msg)
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = (
-            f"{name} is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
-            "pass a study with cells and genes."
+            f"{study(name, start=True)} is empty ({adata.n_obs} cells x {adata.n_vars} "
+            "genes); pass a study with cells and genes."
         )
         raise ValueError(msg)
     if not adata.var_names.is_unique:
         dup = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
         msg = (
-            f"{name}.var_names has duplicated gene names, e.g. {dup}; make them unique "
-            f"first, e.g. with {name}.var_names_make_unique()."
+            f"{part(name, 'var_names')} has duplicated gene names, e.g. {dup}; make them "
+            f"unique first, e.g. with {code_name(name)}.var_names_make_unique()."
         )
         raise ValueError(msg)
 
@@ -53,34 +131,35 @@ def check_counts(X, name: str) -> None:
     """
     if X is None:
         msg = (
-            f"{name}.X is None; pairot reads raw UMI counts from X: set it first, e.g. "
-            f"{name}.X = {name}.layers['counts']."
+            f"{part(name, 'X')} is None; pairot reads raw UMI counts from X: set it first, "
+            f"e.g. {code_name(name)}.X = {code_name(name)}.layers['counts']."
         )
         raise ValueError(msg)
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        msg = f"{name}.X has dtype {X.dtype}; raw UMI counts (numbers) are needed."
+        msg = f"{part(name, 'X')} has dtype {X.dtype}; raw UMI counts (numbers) are needed."
         raise TypeError(msg)
     integer = np.issubdtype(X.dtype, np.integer)
+    where = part(name, "X")
+    raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
     for chunk in _values(X):
         if not integer and not np.isfinite(chunk).all():
             msg = (
-                f"{name}.X contains NaN or infinite values; pairot needs raw UMI counts "
-                "(finite non-negative integers). Pass the unnormalized counts, e.g. from "
-                f"{name}.layers['counts'] or {name}.raw."
+                f"{where} contains NaN or infinite values; pairot needs raw UMI counts "
+                f"(finite non-negative integers). Pass the unnormalized counts, e.g. from {raw}."
             )
             raise ValueError(msg)
         if (chunk < 0).any():
             msg = (
-                f"{name}.X contains negative values (min {chunk.min()}); pairot needs raw "
+                f"{where} contains negative values (min {chunk.min()}); pairot needs raw "
                 "UMI counts, not scaled or centered data."
             )
             raise ValueError(msg)
         if not integer and (chunk != np.rint(chunk)).any():
             bad = chunk[chunk != np.rint(chunk)][0]
             msg = (
-                f"{name}.X contains non-integer values (e.g. {bad}); it looks normalized or "
+                f"{where} contains non-integer values (e.g. {bad}); it looks normalized or "
                 "log-transformed. pairot needs raw UMI counts: pass the unnormalized counts, "
-                f"e.g. from {name}.layers['counts'] or {name}.raw."
+                f"e.g. from {raw}."
             )
             raise ValueError(msg)
 
@@ -96,27 +175,32 @@ def get_labels(adata: AnnData, column, name: str, argument: str) -> pd.Categoric
     Unused categories are dropped with an INFO log message; missing labels are an error.
     """
     if not isinstance(column, str):
-        msg = f"{argument} must be the name of a column of {name}.obs, got {column!r}."
+        msg = (
+            f"{argument_text(argument)} must be the name of a column of {part(name, 'obs')}, "
+            f"got {column!r}."
+        )
         raise TypeError(msg)
     if column not in adata.obs.columns:
         available = ", ".join(map(repr, adata.obs.columns[:20]))
         msg = (
-            f"{argument}={column!r} is not a column of {name}.obs; available: "
-            f"{available or 'none'}."
+            f"{argument_text(argument, column)} is not a column of {part(name, 'obs')}; "
+            f"available: {available or 'none'}."
         )
         raise KeyError(msg)
     values = adata.obs[column]
     if values.isna().any():
         msg = (
-            f"{name}.obs[{column!r}] has {int(values.isna().sum())} missing values (NaN); "
-            "drop those cells or give them a label first."
+            f"{part(name, f'obs[{column!r}]')} has {int(values.isna().sum())} missing values "
+            "(NaN); drop those cells or give them a label first."
         )
         raise ValueError(msg)
     if isinstance(values.dtype, pd.CategoricalDtype):
         used = values.cat.remove_unused_categories()
         if len(used.cat.categories) < len(values.cat.categories):
             unused = sorted(set(values.cat.categories) - set(used.cat.categories), key=str)
-            logger.info("Dropping unused categories of %s.obs[%r]: %s", name, column, unused)
+            logger.info(
+                "Dropping unused categories of %s: %s", part(name, f"obs[{column!r}]"), unused
+            )
         labels = pd.Categorical(used)
     else:
         try:
@@ -131,8 +215,8 @@ def get_labels(adata: AnnData, column, name: str, argument: str) -> pd.Categoric
             seen.setdefault(text, []).append(original)
         clash = next(group for group in seen.values() if len(group) > 1)
         msg = (
-            f"{name}.obs[{column!r}] has labels that coincide as text ({clash!r} all read "
-            f"{str(clash[0])!r}); rename them so each label is unique as a string."
+            f"{part(name, f'obs[{column!r}]')} has labels that coincide as text ({clash!r} "
+            f"all read {str(clash[0])!r}); rename them so each label is unique as a string."
         )
         raise ValueError(msg)
     return pd.Categorical.from_codes(np.asarray(labels.codes), categories=categories)

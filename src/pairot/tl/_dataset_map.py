@@ -268,6 +268,7 @@ class DatasetMap:
         self._aggregates = None
         self._label_details = None
         self._label_distance = None
+        self._rank_distance = None
         self._progress = True  # solve(progress=...) also governs the aggregation's bar
 
     # ------------------------------------------------------------------ stages
@@ -321,10 +322,10 @@ class DatasetMap:
             Weights (>= 0) of the feature and the label distance in the cost.
         n_genes_ova, n_genes_ava, overlap_threshold_ava, overlap_n_genes_ava,
         adj_p_val_threshold, auroc_threshold, logfc_threshold, gene_filtering, q_norm
-            Marker selection and label distance (METHOD section 4). A cluster without marker
-            genes (e.g. a one-cell cluster, or none passing the thresholds) is at label
-            distance 1 from every reference cluster; if no cluster has markers, ``L`` is 1
-            everywhere and the mapping rests on the cell features alone.
+            Marker selection and label distance (docs/method.md#label-distance). A cluster
+            without marker genes (e.g. a one-cell cluster, or none passing the thresholds) is
+            at label distance 1 from every reference cluster; if no cluster has markers, ``L``
+            is 1 everywhere and the mapping rests on the cell features alone.
         embedding_layer
             Key of ``obsm`` present in both studies to use instead of Spearman features of
             ``X``; ``KeyError`` listing the available keys when missing.
@@ -360,10 +361,14 @@ class DatasetMap:
         )
         query_markers = self._restrict(query_markers, self.query_clusters, "adata1")
         reference_markers = self._restrict(reference_markers, self.reference_clusters, "adata2")
-        _, L, details = label_distance(query_markers, reference_markers, q_norm=q_norm)
+        D, L, details = label_distance(query_markers, reference_markers, q_norm=q_norm)
         L = L.loc[self.query_clusters, self.reference_clusters]
+        self._rank_distance = D.loc[self.query_clusters, self.reference_clusters]
         self._label_distance = L
-        self._label_details = details
+        # users read ranks from 1 (1 = top marker); the formula works on 0-based positions
+        self._label_details = details.assign(
+            rank_query=details["rank_query"] + 1, rank_reference=details["rank_reference"] + 1
+        )
 
         if embedding_layer is None:
             x = _features(spearman_features, self.adata1.X, "adata1.X")
@@ -447,6 +452,8 @@ class DatasetMap:
         b: np.ndarray | None = None,
     ) -> None:
         """Set the marginals and how strictly they are enforced.
+
+        See docs/method.md#the-optimal-transport-problem.
 
         Parameters
         ----------
@@ -620,12 +627,33 @@ class DatasetMap:
         )
 
     def compute_mapping(self, aggregation_method: str | None = "mean"):
-        """Query clusters x reference clusters mapping scores (see METHOD section 7).
+        """Mapping scores: query clusters (rows) x reference clusters (columns).
 
-        ``"mean"``: mean over the cells j of reference cluster c of the mass received from
-        query cluster k, relative to ``b_j``; ``"jensen_shannon"``: one minus the base-2
-        Jensen-Shannon distance between that profile and the indicator of c;
-        ``"transported_mass"``: the share of k's mass sent to c; ``None``: all three as a dict.
+        With ``tm_k(j)`` the plan mass that reference cell ``j`` receives from the cells of
+        query cluster ``k``, ``a`` and ``b`` the query and reference marginals (see
+        docs/method.md#outputs):
+
+        - ``"mean"`` (default): ``M[k, c]`` = mean over the reference cells ``j`` of cluster
+          ``c`` of ``tm_k(j) / b_j``, the share of cell j's incoming mass that comes from
+          ``k``. Read it down a column: each column sums to 1 over the query clusters (when
+          the reference marginal is enforced, ``tau_b=1``), and a score near 1 means the
+          cells of reference cluster ``c`` receive their mass almost entirely from query
+          cluster ``k``. With the default balanced marginals every cell of ``c`` has the same
+          ``b_j``, and ``"mean"`` equals ``"transported_mass"`` times (reference clusters /
+          query clusters); with uniform or user-given marginals the two differ.
+        - ``"jensen_shannon"``: one minus the base-2 Jensen-Shannon distance between the
+          profile ``tm_k(j) / b_j`` over all reference cells and the uniform profile on the
+          cells of ``c`` (both normalized to sum 1). 1 when ``k``'s share lands only on
+          ``c``'s cells and evenly there, 0 when it lands only outside ``c``.
+        - ``"transported_mass"``: ``sum_{j in c} tm_k(j) / sum_{i in k} a_i``, the share of
+          query cluster ``k``'s mass that goes to reference cluster ``c``. Read it along a
+          row: each row sums to 1 (when the query marginal is enforced, ``tau_a=1``), and a
+          score near 1 means the cells of ``k`` are transported almost entirely onto ``c``.
+        - ``None``: all three, as a dict keyed by these names.
+
+        Returns
+        -------
+        DataFrame (index ``query``, columns ``reference``), or a dict of them for ``None``.
         """
         if aggregation_method is not None and aggregation_method not in AGGREGATION_METHODS:
             msg = (
@@ -654,7 +682,9 @@ class DatasetMap:
         return out if aggregation_method is None else out[aggregation_method]
 
     def compute_distance(self, n_samples: int | None = None, random_state: int = 0):
-        """Plan-weighted mean cost between each query and reference cluster.
+        """Plan-weighted mean cost between each query and reference cluster, from 0 to 2.
+
+        See docs/method.md#outputs.
 
         Exact over all cells by default; with ``n_samples``, over a seeded subsample of at most
         ``n_samples`` cells per cluster on each side.
@@ -681,10 +711,21 @@ class DatasetMap:
         threshold_distance: float = 1.0,
         n_top: int | None = None,
     ) -> pd.DataFrame:
-        """For each query cluster, the reference clusters with mapping >= ``threshold_mapping``
-        and distance <= ``threshold_distance``, best mapping first (at most ``n_top`` each).
+        """Suggested matches: for each query cluster, the reference clusters with mapping >=
+        ``threshold_mapping`` and distance <= ``threshold_distance``, best mapping first (at
+        most ``n_top`` each).
 
-        Returns a long table with columns ``query, reference, mapping, distance, rank``.
+        With the default ``"mean"`` mapping, a match (q, r) says that the cells of reference
+        cluster r receive at least ``threshold_mapping`` of their mass, on average, from query
+        cluster q, and that the plan-weighted mean cost between the two clusters is at most
+        ``threshold_distance`` (see docs/method.md#outputs). A query cluster can have several
+        matches (it spreads over several reference clusters) or none.
+
+        Returns
+        -------
+        A long table with columns ``query, reference, mapping, distance, rank``; ``rank`` counts
+        the matches of each query cluster from 1 (1 = its best match; see
+        docs/method.md#rank-convention).
         """
         if not isinstance(mapping, pd.DataFrame) or not isinstance(distance, pd.DataFrame):
             msg = "mapping and distance must be the DataFrames of compute_mapping/compute_distance."
@@ -709,9 +750,9 @@ class DatasetMap:
         long = long[keep].sort_values(
             ["query_order", "mapping"], ascending=[True, False], kind="stable"
         )
-        long["rank"] = long.groupby("query_order").cumcount()
+        long["rank"] = long.groupby("query_order").cumcount() + 1
         if n_top is not None:
-            long = long[long["rank"] < n_top]
+            long = long[long["rank"] <= n_top]
         return long.drop(columns="query_order").reset_index(drop=True)
 
     # -------------------------------------------------------------- properties
@@ -723,7 +764,17 @@ class DatasetMap:
 
     @property
     def DEGs_label_distance(self) -> Mapping:  # noqa: N802 - public name of the method
-        """``DEGs_label_distance[q][r]``: the query marker genes of q with their rank and logFC
-        in q and in r, behind the label distance between q and r."""
+        """``DEGs_label_distance[q][r]``: the genes behind the label distance between query
+        cluster q and reference cluster r.
+
+        One DataFrame per (q, r), a row per marker gene of q's list in list order, with
+        columns ``gene``, ``rank_query`` (int64: the gene's rank in q's list, 1 = q's top
+        marker), ``rank_reference`` (float64: its rank in r's full marker list, 1 = r's top
+        marker; NaN when the gene is not a marker of r), ``logFC_query``, ``logFC_reference``
+        (NaN when absent) and ``contribution`` = ``|log(rank_query) - log(rank_reference)|``,
+        with 251 standing in for an absent gene's rank; the rank distance ``D[q, r]`` is the
+        mean of ``contribution`` (see docs/method.md#label-distance and
+        docs/method.md#rank-convention).
+        """
         self._require("geom")
         return _DegTable(self._label_details, self.query_clusters, self.reference_clusters)

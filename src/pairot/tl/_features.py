@@ -1,4 +1,6 @@
-"""Cell feature vectors whose inner products give the cell-to-cell similarity (METHOD section 5).
+"""Cell feature vectors whose inner products give the cell-to-cell similarity.
+
+See docs/method.md#cell-features-and-cost.
 
 Two kinds of features, both rows of unit (or zero) L2 norm, so that the inner product of two
 rows is a similarity in [-1, 1] and the feature distance is ``0.5 * (1 - <x_i, y_j>)``:

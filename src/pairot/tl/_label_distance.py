@@ -1,4 +1,4 @@
-"""Cluster-to-cluster label distance from ranked marker lists (METHOD section 4).
+"""Cluster-to-cluster label distance from ranked marker lists (docs/method.md#label-distance).
 
 - :func:`marker_lists`: steps 1-3, the ranked marker list of every cluster of one study from
   its long one-vs-all and all-vs-all DE tables (a thin wrapper around
@@ -42,7 +42,8 @@ def marker_lists(
     logfc_threshold: float = 1.0,
     gene_filtering: bool = True,
 ) -> pd.DataFrame:
-    """The ranked marker list of every cluster of one study (METHOD section 4, steps 1-3).
+    """The ranked marker list of every cluster of one study (docs/method.md#label-distance,
+    steps 1-3).
 
     Filters both DE tables with :func:`~pairot.pp.filter_genes_ova` and
     :func:`~pairot.pp.filter_genes_ava` (``logFC >= logfc_threshold``,
@@ -71,7 +72,8 @@ def marker_lists(
     Returns
     -------
     Long DataFrame with columns ``cluster`` (Categorical with every cluster of ``de_ova``,
-    also those without markers), ``rank`` (0-based position in the list), ``gene``, ``logFC``
+    also those without markers), ``rank`` (0-based position in the list; see
+    docs/method.md#rank-convention), ``gene``, ``logFC``
     and ``source``, sorted by cluster then rank: the output of :func:`~pairot.pp.select_genes`.
     """
     thresholds = {
@@ -373,8 +375,8 @@ def label_distance(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Rank distance and normalized label distance between query and reference clusters.
 
-    :func:`rank_distance` followed by :func:`normalize_label_distance` (METHOD section 4,
-    steps 4-5).
+    :func:`rank_distance` followed by :func:`normalize_label_distance`
+    (docs/method.md#label-distance, steps 4-5).
 
     Parameters
     ----------

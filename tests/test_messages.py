@@ -1,0 +1,142 @@
+"""Error messages in the user's words: the command line says "query" / "reference" and names
+its options; the Python API names its arguments. A one-sample study is told what to do."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pairot as pr
+from pairot._run import RunParameters, run_pipeline
+from pairot.cli import main
+from pairot.pp._validate import study_names
+
+COLUMNS = {
+    "query_cell_type": "cell_type",
+    "ref_cell_type": "cell_type",
+    "query_sample": "sample_id",
+    "ref_sample": "sample_id",
+}
+PYTHON_ARGS = {
+    "cell_type_column_adata1": "cell_type",
+    "cell_type_column_adata2": "cell_type",
+    "sample_column_adata1": "sample_id",
+    "sample_column_adata2": "sample_id",
+}
+PYTHON_WORDS = re.compile(r"adata[12]|_column_|cell_type_column|sample_column")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return pr.datasets.pbmc_demo()
+
+
+def one_sample(adata):
+    adata = adata.copy()
+    adata.obs["sample_id"] = pd.Categorical(["donor1"] * adata.n_obs)
+    return adata
+
+
+def pipeline_error(query, reference, error=ValueError, **columns) -> str:
+    parameters = RunParameters(**{**COLUMNS, **columns})
+    with pytest.raises(error) as info:
+        run_pipeline(query, reference, parameters, progress=False)
+    return str(info.value.args[0] if error is KeyError else info.value)
+
+
+def test_one_sample_query_through_the_pipeline(demo):
+    query, reference = demo
+    message = pipeline_error(one_sample(query), reference)
+    assert message.startswith(
+        "The query study has only one sample (donor) in --query-sample 'sample_id', and "
+        "pseudobulk differential expression needs at least two: give --query-sample the column "
+        "that identifies the donors or batches, or use a study with more samples."
+    ), message
+    assert PYTHON_WORDS.search(message) is None, message
+
+
+def test_one_sample_reference_python_api_names_arguments(demo):
+    query, reference = demo
+    with pytest.raises(ValueError) as info:
+        pr.pp.preprocess_adatas(query, one_sample(reference), **PYTHON_ARGS)
+    message = str(info.value)
+    assert message.startswith(
+        "adata2 has only one sample (donor) in sample_column_adata2='sample_id', and "
+        "pseudobulk differential expression needs at least two: give sample_column_adata2 the "
+        "column that identifies the donors or batches"
+    ), message
+    # the same data through the pipeline speaks of the reference and its option
+    message = pipeline_error(query, one_sample(reference))
+    assert message.startswith("The reference study has only one sample (donor) in --ref-sample")
+    assert PYTHON_WORDS.search(message) is None, message
+
+
+def test_bad_columns_and_data_through_the_pipeline(demo):
+    query, reference = demo
+    message = pipeline_error(query, reference, KeyError, ref_cell_type="nope")
+    assert message.startswith("--ref-cell-type 'nope' is not a column of the reference's obs")
+    assert PYTHON_WORDS.search(message) is None, message
+
+    gaps = query.copy()
+    gaps.obs["cell_type"] = gaps.obs["cell_type"].astype(object)
+    gaps.obs.iloc[:2, gaps.obs.columns.get_loc("cell_type")] = np.nan
+    message = pipeline_error(gaps, reference)
+    assert message.startswith("the query's obs['cell_type'] has 2 missing values"), message
+    assert PYTHON_WORDS.search(message) is None, message
+
+    message = pipeline_error(query, reference, query_sample="cell_type")
+    assert message.startswith("--query-cell-type and --query-sample are both 'cell_type'")
+
+    scaled = reference.copy()
+    scaled.X = scaled.X * 0.5
+    message = pipeline_error(query, scaled)
+    assert message.startswith("the reference's X contains non-integer values"), message
+    assert "adata.layers['counts']" in message
+    assert PYTHON_WORDS.search(message) is None, message
+
+    single = reference[reference.obs["cell_type"] == "CD19+ B"].copy()
+    message = pipeline_error(query, single)
+    assert message.startswith(
+        "The reference study has a single cluster ('CD19+ B') in --ref-cell-type 'cell_type'"
+    )
+
+
+def test_study_names_is_local_to_its_block(demo):
+    query, reference = demo
+    bad = one_sample(query)
+    with study_names(), pytest.raises(ValueError, match=r"^The query study has only one"):
+        pr.pp.preprocess_adatas(bad, reference, **PYTHON_ARGS)
+    # after the block (left by an exception), the Python names are back
+    with pytest.raises(ValueError, match=r"^adata1 has only one sample"):
+        pr.pp.preprocess_adatas(bad, reference, **PYTHON_ARGS)
+    # other words can be given
+    with (
+        study_names({"adata1": "mouse", "sample_column_adata1": "donor_key"}),
+        pytest.raises(ValueError, match=r"^The mouse study has only one sample .* give donor_key"),
+    ):
+        pr.pp.preprocess_adatas(bad, reference, **PYTHON_ARGS)
+
+
+def test_one_sample_on_the_command_line(demo, tmp_path, capsys):
+    query, reference = demo
+    one_sample(query).write_h5ad(tmp_path / "query.h5ad")
+    reference.write_h5ad(tmp_path / "reference.h5ad")
+    args = ["run", str(tmp_path / "query.h5ad"), str(tmp_path / "reference.h5ad")]
+    for option, column in zip(
+        ("--query-cell-type", "--ref-cell-type", "--query-sample", "--ref-sample"),
+        COLUMNS.values(),
+    ):
+        args += [option, column]
+    assert main([*args, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "pairot: error: The query study has only one sample (donor) in --query-sample "
+        "'sample_id', and pseudobulk differential expression needs at least two: give "
+        "--query-sample the column"
+    ), lines[0]
+    assert PYTHON_WORDS.search(lines[0]) is None, lines[0]
+    assert not (tmp_path / "out").exists()

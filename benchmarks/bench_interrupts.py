@@ -3,7 +3,8 @@
 Runs ``pairot demo`` again and again, sending SIGINT (or SIGTERM) at evenly spread moments
 from start-up to the end of a run, and counts the outcomes: ``clean`` (exit 128 + signal
 number, one line, nothing left behind), ``completed`` (the run ended before the signal),
-``swallowed`` (exit 0 after the signal), ``crash``, ``traceback``, ``leftover`` (a temporary
+``swallowed`` (exit 0 later than 0.2 s after the signal; sooner, the process was already
+leaving, and it counts as ``completed``), ``crash``, ``traceback``, ``leftover`` (a temporary
 folder left next to ``--out``), ``other``. Prints the counts and the slowest exit after the
 signal. Run by hand::
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: Seconds after the signal within which an exit 0 is a run that had already finished.
+AT_EXIT_SECONDS = 0.2
 #: The one line an interrupted run prints when it wrote nothing.
 NO_OUTPUT_LINE = "pairot: interrupted; no output written"
 
@@ -73,7 +75,11 @@ class Trial:
         if self.returncode < 0 or self.returncode in (134, 139):
             return "crash"
         if self.returncode == 0:
-            return "swallowed" if self.exit_after_signal >= 0 else "completed"
+            # A signal that reaches the process while it is already leaving (its last flag
+            # check done, the kernel tearing it down) cannot change its exit code: exit 0
+            # within AT_EXIT_SECONDS of the signal is a run that had finished.
+            late = 0 <= self.exit_after_signal < AT_EXIT_SECONDS
+            return "swallowed" if self.exit_after_signal >= 0 and not late else "completed"
         if self.leftovers:
             return "leftover"
         if self.returncode == 128 + self.signum:

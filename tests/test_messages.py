@@ -140,3 +140,26 @@ def test_one_sample_on_the_command_line(demo, tmp_path, capsys):
     ), lines[0]
     assert PYTHON_WORDS.search(lines[0]) is None, lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_embedding_errors_in_the_pipeline_say_query_and_reference(demo):
+    """DatasetMap's embedding checks, reached from the command line, use its words too."""
+    query, reference = (adata.copy() for adata in demo)
+    rng = np.random.default_rng(0)
+    query.obsm["X_emb"] = rng.normal(size=(query.n_obs, 5))
+    reference.obsm["X_emb"] = rng.normal(size=(reference.n_obs, 4))
+    message = pipeline_error(query, reference, embedding_layer="X_emb")
+    assert message == (
+        "--embedding-layer 'X_emb' has 5 dimensions in the query study but 4 in the reference "
+        "study; use a shared embedding."
+    )
+    reference.obsm["X_emb"] = rng.normal(size=(reference.n_obs, 5))
+    reference.obsm["X_emb"][3, 1] = np.nan
+    message = pipeline_error(query, reference, embedding_layer="X_emb")
+    assert message.startswith("the reference's obsm['X_emb']: "), message
+    assert PYTHON_WORDS.search(message) is None, message
+    # the Python API keeps naming its arguments
+    q, r = pr.pp.preprocess_adatas(query, reference, **PYTHON_ARGS, n_top_genes=50)
+    q.obsm["X_emb"] = rng.normal(size=(q.n_obs, 3))
+    with pytest.raises(ValueError, match=r"embedding_layer='X_emb' has 3 dimensions in adata1"):
+        pr.tl.DatasetMap(q, r).init_geom(embedding_layer="X_emb")

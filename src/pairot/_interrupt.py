@@ -306,8 +306,8 @@ def finish_process(code: int) -> None:
     running is where interrupted runs used to crash.
     """
     with _exit_lock:
+        _flush()  # a signal that arrives while output drains still counts
         signum = _requested
         if signum is None:
-            _flush()
             os._exit(code)
     terminate(signum)  # pragma: no cover - reached only if another thread held the lock

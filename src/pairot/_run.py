@@ -278,7 +278,7 @@ def run_pipeline(
                 ),
                 :,
             ]
-    with step("init_geom", "Label distance between clusters and cell features"):
+    with step("init_geom", "Label distance between clusters and cell features"), study_names():
         dataset_map = pr.tl.DatasetMap(query, ref)
         dataset_map.init_geom(
             epsilon=p.epsilon, batch_size=p.batch_size, embedding_layer=p.embedding_layer

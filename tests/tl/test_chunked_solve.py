@@ -187,6 +187,30 @@ def test_a_request_stops_the_aggregation_between_blocks(monkeypatch):
     assert blocks.calls <= 2  # the first block and the one dispatched ahead of it
 
 
+def test_chunked_kernel_aggregation_gives_the_same_sums(monkeypatch):
+    x_aug, y_aug, offset, a, b, qc, rc = clustered_problem(6)
+    out = run((x_aug, y_aug, offset, a, b, qc, rc))
+    assert out.kernel is not None
+    kwargs = {
+        "epsilon": EPS,
+        "query_codes": qc,
+        "ref_codes": rc,
+        "n_query_clusters": 3,
+        "n_ref_clusters": 3,
+        "batch_size": 8,
+        "dtype": np.float64,
+        "kernel": out.kernel,
+    }
+    whole = aggregate(x_aug, y_aug, offset, out.f, out.g, **kwargs)
+    monkeypatch.setattr(_jax_backend, "_CHUNK_PAIRS", 1000)  # chunks of 8 rows x 110
+    kernel_calls = Counter(_jax_backend._aggregate_kernel)
+    monkeypatch.setattr(_jax_backend, "_aggregate_kernel", kernel_calls)
+    chunked = aggregate(x_aug, y_aug, offset, out.f, out.g, **kwargs)
+    assert kernel_calls.calls == 12  # ceil(90 / 8)
+    for key in whole:
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-12, atol=1e-300)
+
+
 def test_progress_shows_the_error_against_the_threshold(capsys, monkeypatch):
     problem = clustered_problem(5)
     monkeypatch.setattr(_jax_backend, "_CHUNK_PAIRS", 2000)

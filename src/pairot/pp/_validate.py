@@ -32,6 +32,7 @@ CLI_STUDY_NAMES: Mapping[str, str] = MappingProxyType(
         "cell_type_column_adata2": "--ref-cell-type",
         "sample_column_adata1": "--query-sample",
         "sample_column_adata2": "--ref-sample",
+        "embedding_layer": "--embedding-layer",
     }
 )
 

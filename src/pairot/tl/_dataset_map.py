@@ -13,7 +13,7 @@ from scipy import sparse
 from .._interrupt import interruptible
 from .._logging import progress_logger
 from ..pp._sampling import downsample_indices
-from ..pp._validate import get_labels
+from ..pp._validate import argument_text, get_labels, part, study
 from . import _aggregate
 from ._features import cosine_features, spearman_features
 from ._label_distance import label_distance, marker_lists
@@ -383,8 +383,8 @@ class DatasetMap:
             for adata, name in ((self.adata1, "adata1"), (self.adata2, "adata2")):
                 if embedding_layer not in adata.obsm:
                     msg = (
-                        f"embedding_layer={embedding_layer!r} is not in {name}.obsm; "
-                        f"available: {list(adata.obsm.keys())}."
+                        f"{argument_text('embedding_layer', embedding_layer)} is not in "
+                        f"{part(name, 'obsm')}; available: {list(adata.obsm.keys())}."
                     )
                     raise KeyError(msg)
             e1 = self.adata1.obsm[embedding_layer]
@@ -395,12 +395,14 @@ class DatasetMap:
             e2 = e2.reshape(e2.shape[0], -1)
             if e1.shape[1] != e2.shape[1]:
                 msg = (
-                    f"embedding_layer={embedding_layer!r} has {e1.shape[1]} dimensions in "
-                    f"adata1 but {e2.shape[1]} in adata2; use a shared embedding."
+                    f"{argument_text('embedding_layer', embedding_layer)} has {e1.shape[1]} "
+                    f"dimensions in {study('adata1')} but {e2.shape[1]} in "
+                    f"{study('adata2')}; use a shared embedding."
                 )
                 raise ValueError(msg)
-            x = _features(cosine_features, e1, f"adata1.obsm[{embedding_layer!r}]")
-            y = _features(cosine_features, e2, f"adata2.obsm[{embedding_layer!r}]")
+            where = f"obsm[{embedding_layer!r}]"
+            x = _features(cosine_features, e1, part("adata1", where))
+            y = _features(cosine_features, e2, part("adata2", where))
         qc = self.query_labels.codes.astype(np.int64)
         rc = self.reference_labels.codes.astype(np.int64)
         Lv = L.to_numpy(dtype=np.float32)

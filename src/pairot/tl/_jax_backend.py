@@ -1417,20 +1417,17 @@ def aggregate(
         eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
         scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
         if scales is not None:
-            with tqdm(total=1, desc="Aggregating plan", disable=not progress, leave=False) as bar:
-                sums = _aggregate_kernel(
-                    kernel.K,
-                    kernel.row_min,
-                    *scales,
-                    qj,
-                    ref_onehot,
-                    eps,
-                    block=min(block, _KERNEL_AGGREGATE_ROWS),
-                    n_query_clusters=n_query_clusters,
-                    precision=prec,
-                )
-                tm, cost_mass, row_mass = (np.asarray(v, dtype=np.float64) for v in sums)
-                bar.update(1)
+            tm, cost_mass, row_mass = _aggregate_kernel_chunks(
+                kernel,
+                *scales,
+                qj,
+                ref_onehot,
+                eps,
+                block=min(block, _KERNEL_AGGREGATE_ROWS),
+                n_query_clusters=n_query_clusters,
+                precision=prec,
+                progress=progress,
+            )
         else:
             tm, cost_mass, row_mass = _aggregate_blocked(
                 x,
@@ -1459,6 +1456,55 @@ def aggregate(
         "row_mass": row_mass,
         "col_mass": col_mass,
     }
+
+
+def _aggregate_kernel_chunks(
+    kernel,
+    row_scale,
+    col_scale,
+    qj,
+    ref_onehot,
+    eps,
+    *,
+    block,
+    n_query_clusters,
+    precision,
+    progress,
+):
+    """:func:`_aggregate_kernel` over the whole kernel: one device call, or above
+    :data:`_CHUNK_PAIRS` entries one call per chunk of rows (interruptible between chunks,
+    sums accumulated in float64 on the host)."""
+    n, m = kernel.shape
+    rows = n
+    if _chunked(n, m):
+        rows = max(block, (_CHUNK_PAIRS // m) // block * block)
+    tm = np.zeros((n_query_clusters, m), dtype=np.float64)
+    cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
+    row_mass = np.zeros(n, dtype=np.float64)
+    with tqdm(total=n, desc="Aggregating plan", disable=not progress, leave=False) as bar:
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            whole = start == 0 and stop == n
+            part = slice(start, stop)
+            sums = _aggregate_kernel(
+                kernel.K if whole else kernel.K[part],
+                kernel.row_min if whole else kernel.row_min[part],
+                row_scale if whole else row_scale[part],
+                col_scale,
+                qj if whole else qj[part],
+                ref_onehot,
+                eps,
+                block=min(block, stop - start),
+                n_query_clusters=n_query_clusters,
+                precision=precision,
+            )
+            tm_c, cost_c, rows_c = (np.asarray(v, dtype=np.float64) for v in sums)
+            tm += tm_c
+            cost_mass += cost_c
+            row_mass[part] = rows_c
+            bar.update(stop - start)
+            check_interrupt()
+    return tm, cost_mass, row_mass
 
 
 def _aggregate_blocked(

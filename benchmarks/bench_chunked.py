@@ -1,0 +1,103 @@
+"""Cost of interruptible chunks: log-domain Sinkhorn iterations in one device call vs in row
+chunks of about 0.5 s (the default above 2^26 cell pairs), side by side, interleaved.
+
+Prints the median seconds per iteration of both, their ratio, the number of device calls per
+pass and the largest gap between two interrupt checks. Run by hand::
+
+    python benchmarks/bench_chunked.py [--n 9000] [--m 9000] [--genes 350] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from pairot.tl import _jax_backend
+from pairot.tl._jax_backend import sinkhorn
+
+
+def problem(n: int, m: int, genes: int, clusters: int, seed: int = 0):
+    """Augmented vectors shaped like DatasetMap's: unit features and a label lookup."""
+    rng = np.random.default_rng(seed)
+    qc, rc = rng.integers(0, clusters, n), rng.integers(0, clusters, m)
+    labels = np.where(np.eye(clusters, dtype=bool), 0.1, 1.0)
+    x = rng.normal(size=(n, genes)).astype(np.float32)
+    y = rng.normal(size=(m, genes)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    x_aug = np.concatenate([-0.25 * x, 1.5 * labels[qc]], axis=1).astype(np.float32)
+    y_aug = np.concatenate([y, np.eye(clusters)[rc]], axis=1).astype(np.float32)
+    a = 1.0 / np.bincount(qc)[qc] / clusters
+    b = 1.0 / np.bincount(rc)[rc] / clusters
+    return x_aug, y_aug, 0.25, a, b
+
+
+def run(data, iterations: int, chunked: bool):
+    _jax_backend._CHUNK_PAIRS = 2**26 if chunked else 2**62
+    calls, gaps, last = [0], [], [time.perf_counter()]
+    original = _jax_backend.check_interrupt
+
+    def check():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+        calls[0] += 1
+        original()
+
+    _jax_backend.check_interrupt = check
+    try:
+        start = time.perf_counter()
+        sinkhorn(
+            *data,
+            epsilon=0.05,
+            max_iterations=iterations,
+            inner_iterations=iterations,
+            threshold=1e-30,
+            kernel_memory_budget=0,
+            progress=False,
+            batch_size=1024,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        _jax_backend.check_interrupt = original
+    return seconds, calls[0], max(gaps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=9000)
+    parser.add_argument("--m", type=int, default=9000)
+    parser.add_argument("--genes", type=int, default=350)
+    parser.add_argument("--clusters", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data = problem(args.n, args.m, args.genes, args.clusters)
+    print(
+        f"{args.n:,} x {args.m:,} cells, {data[0].shape[1]} features, "
+        f"{args.iterations} iterations per solve"
+    )
+    for chunked in (False, True):  # compile both paths first
+        run(data, 1, chunked)
+    times = {False: [], True: []}
+    info = {}
+    for _ in range(args.repeats):
+        for chunked in (False, True):
+            seconds, calls, gap = run(data, args.iterations, chunked)
+            times[chunked].append(seconds / args.iterations)
+            info[chunked] = (calls, gap)
+    whole, split = (statistics.median(times[c]) for c in (False, True))
+    for chunked, label in ((False, "fused passes"), (True, "row chunks")):
+        calls, gap = info[chunked]
+        print(
+            f"{label:20s}: {statistics.median(times[chunked]):.3f} s per iteration, "
+            f"{calls} interrupt checks per solve, longest gap between checks {gap:.2f} s"
+        )
+    print(f"chunked / whole: {split / whole:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,8 @@ Runs ``pairot demo`` again and again, sending SIGINT (or SIGTERM) at evenly spre
 from start-up to the end of a run, and counts the outcomes: ``clean`` (exit 128 + signal
 number, one line, nothing left behind), ``completed`` (the run ended before the signal),
 ``swallowed`` (exit 0 later than 0.2 s after the signal; sooner, the process was already
-leaving, and it counts as ``completed``), ``crash``, ``traceback``, ``leftover`` (a temporary
+leaving, and it counts as ``completed``), ``crash``, ``traceback``, ``startup`` (ended by
+the signal's default action before pairot installed its handlers), ``leftover`` (a temporary
 folder left next to ``--out``), ``other``. Prints the counts and the slowest exit after the
 signal. Run by hand::
 
@@ -39,6 +40,7 @@ def main() -> None:
     env = environment()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        run_trial(root / "warm-up", 1e6, env=env)  # compile caches, file caches
         start = time.monotonic()
         full = run_trial(root / "full", 1e6, env=env)
         span = args.span or (time.monotonic() - start)

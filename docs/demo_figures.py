@@ -139,15 +139,10 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     import pairot as pr
-    from pairot._run import RunParameters, run_pipeline
+    from pairot._run import DEMO_COLUMNS, RunParameters, run_pipeline
 
     query, reference = pr.datasets.pbmc_demo()
-    parameters = RunParameters(
-        query_cell_type="cell_type",
-        ref_cell_type="cell_type",
-        query_sample="sample_id",
-        ref_sample="sample_id",
-    )
+    parameters = RunParameters(**DEMO_COLUMNS)
     result = run_pipeline(query, reference, parameters, progress=False)
     figures = demo_figures(result.mapping)
     print("namesake scores:", {k: round(v, 6) for k, v in figures["namesakes"].items()})

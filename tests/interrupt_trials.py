@@ -68,10 +68,13 @@ class Trial:
     @property
     def outcome(self) -> str:
         """``clean``, ``completed`` (finished before the signal), ``swallowed`` (exit 0 after
-        the signal), ``traceback`` (Python printed one), ``crash`` (killed by a signal or an
-        abort without a traceback), ``leftover`` or ``other``."""
+        the signal), ``traceback`` (Python printed one), ``startup`` (ended silently by the
+        signal's default action: it came before the handlers were installed), ``crash``
+        (another signal death or an abort), ``leftover`` or ``other``."""
         if "Traceback (most recent call last)" in self.stderr:
             return "traceback"  # Python's own report, also when it then dies of the signal
+        if self.returncode == -self.signum and not self.stderr:
+            return "startup"  # the signal's default action, before pairot's handlers exist
         if self.returncode < 0 or self.returncode in (134, 139):
             return "crash"
         if self.returncode == 0:

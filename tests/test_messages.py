@@ -10,16 +10,11 @@ import pandas as pd
 import pytest
 
 import pairot as pr
-from pairot._run import RunParameters, run_pipeline
+from pairot._run import DEMO_COLUMNS, RunParameters, run_pipeline
 from pairot.cli import main
 from pairot.pp._validate import study_names
 
-COLUMNS = {
-    "query_cell_type": "cell_type",
-    "ref_cell_type": "cell_type",
-    "query_sample": "sample_id",
-    "ref_sample": "sample_id",
-}
+COLUMNS = DEMO_COLUMNS
 PYTHON_ARGS = {
     "cell_type_column_adata1": "cell_type",
     "cell_type_column_adata2": "cell_type",

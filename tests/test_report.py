@@ -14,7 +14,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from pairot._report import render_report
-from pairot._run import RunParameters, run_pipeline, write_outputs
+from pairot._run import DEMO_COLUMNS, RunParameters, run_pipeline, write_outputs
 from pairot.datasets import pbmc_demo
 
 matplotlib.use("Agg")
@@ -27,12 +27,7 @@ def report(tmp_path_factory) -> Path:
     """The report of a full run on the demo pair."""
     folder = tmp_path_factory.mktemp("report")
     query, reference = pbmc_demo()
-    parameters = RunParameters(
-        query_cell_type="cell_type",
-        ref_cell_type="cell_type",
-        query_sample="sample_id",
-        ref_sample="sample_id",
-    )
+    parameters = RunParameters(**DEMO_COLUMNS)
     result = run_pipeline(query, reference, parameters, progress=False)
     write_outputs(result, folder, run_info={"command": "test"})
     return folder / "report.html"

@@ -39,6 +39,7 @@ from ._interrupt import critical, register_folder, remove_folder, unregister_fol
 from ._logging import logger, progress_logger
 
 __all__ = [
+    "DEMO_COLUMNS",
     "OUTPUT_FILES",
     "OutputFolder",
     "RunParameters",
@@ -62,6 +63,14 @@ OUTPUT_FILES = (
     "report.html",
     "run.json",
 )
+
+#: The obs columns of :func:`pairot.datasets.pbmc_demo`, as :class:`RunParameters` fields.
+DEMO_COLUMNS = {
+    "query_cell_type": "cell_type",
+    "ref_cell_type": "cell_type",
+    "query_sample": "sample_id",
+    "ref_sample": "sample_id",
+}
 
 _VERSIONED_PACKAGES = ("pairot", "numpy", "scipy", "pandas", "anndata", "scanpy", "jax")
 

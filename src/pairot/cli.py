@@ -328,12 +328,9 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def _demo_command(args: argparse.Namespace) -> int:
-    columns = {
-        "query_cell_type": "cell_type",
-        "ref_cell_type": "cell_type",
-        "query_sample": "sample_id",
-        "ref_sample": "sample_id",
-    }
+    from ._run import DEMO_COLUMNS
+
+    columns = DEMO_COLUMNS
 
     def load():
         from .datasets import pbmc_demo

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 
 import numpy as np
+import ot_problems
 import pytest
 from scipy.special import logsumexp
 
@@ -19,20 +20,8 @@ LABELS = np.array([[0.1, 1, 1], [0.2, 1, 1], [1, 1, 0.1]])
 EPS = 0.05
 
 
-def clustered_problem(seed: int, n: int = 90, m: int = 110, d: int = 6):
-    rng = np.random.default_rng(seed)
-    kq, kr = LABELS.shape
-    qc = np.concatenate([np.arange(kq), rng.choice(kq, n - kq)])
-    rc = np.concatenate([np.arange(kr), rng.choice(kr, m - kr)])
-    x = rng.normal(size=(n, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    y = rng.normal(size=(m, d))
-    y /= np.linalg.norm(y, axis=1, keepdims=True)
-    x_aug = np.concatenate([-0.25 * x, 1.5 * LABELS[qc]], axis=1)
-    y_aug = np.concatenate([y, np.eye(kr)[rc]], axis=1)
-    a = 1.0 / np.bincount(qc)[qc] / kq
-    b = 1.0 / np.bincount(rc)[rc] / kr
-    return x_aug, y_aug, 0.25, a, b, qc, rc
+def clustered_problem(seed: int):
+    return ot_problems.clustered_problem(seed, LABELS, 90, 110, 6)[:7]
 
 
 def run(problem, **kwargs):
@@ -128,9 +117,8 @@ def test_short_device_calls_do_not_move_the_checks(monkeypatch):
     monkeypatch.setattr(_jax_backend, "_sinkhorn_steps", steps)
     monkeypatch.setattr(_jax_backend, "_CHUNK_SECONDS", 1e-12)
     split = run(problem, kernel_memory_budget=0)
-    # the first call (2 iterations, the early look) compiles and the second (8) is timed;
-    # from then on one iteration per call
-    assert steps.calls == 2 + split.n_iterations - 10
+    # one iteration per call: until a call is timed, and then because of the time budget
+    assert steps.calls == split.n_iterations
     assert split.n_iterations == whole.n_iterations
     np.testing.assert_allclose(split.errors, whole.errors, rtol=1e-6, atol=1e-14)
     np.testing.assert_allclose(split.f, whole.f, atol=1e-10)
@@ -157,7 +145,9 @@ def test_a_request_stops_a_chunked_pass_at_the_next_chunk(monkeypatch):
             run(problem, kernel_memory_budget=0)
     finally:
         _interrupt._clear()
-    assert lse_rows.calls == seen["calls"]  # no chunk ran after the request
+    # the chunk queued behind the reported one (if the pass had one more) is the only one
+    # dispatched after the request
+    assert seen["calls"] <= lse_rows.calls <= seen["calls"] + 1
 
 
 def test_a_request_stops_the_aggregation_between_blocks(monkeypatch):

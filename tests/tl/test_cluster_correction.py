@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import ot
+import ot_problems
 import pytest
 from scipy.special import logsumexp
 
@@ -25,21 +26,7 @@ LABELS = np.array([[0.1, 1, 1, 1], [0.2, 1, 1, 1], [1, 1, 0.1, 1], [1, 1, 1, 0.1
 
 
 def clustered_problem(seed: int, n: int = 120, m: int = 150, d: int = 8):
-    """Augmented vectors built like DatasetMap's: unit features and a label-distance lookup."""
-    rng = np.random.default_rng(seed)
-    kq, kr = LABELS.shape
-    qc = np.concatenate([np.arange(kq), rng.choice(kq, n - kq)])
-    rc = np.concatenate([np.arange(kr), rng.choice(kr, m - kr)])
-    x = rng.normal(size=(n, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    y = rng.normal(size=(m, d))
-    y /= np.linalg.norm(y, axis=1, keepdims=True)
-    x_aug = np.concatenate([-0.25 * x, 1.5 * LABELS[qc]], axis=1)
-    y_aug = np.concatenate([y, np.eye(kr)[rc]], axis=1)
-    a = 1.0 / np.bincount(qc)[qc] / kq
-    b = 1.0 / np.bincount(rc)[rc] / kr
-    cost = 0.25 + x_aug @ y_aug.T
-    return x_aug, y_aug, 0.25, a, b, qc, rc, cost
+    return ot_problems.clustered_problem(seed, LABELS, n, m, d)
 
 
 def plan(cost, f, g, eps=EPS):

@@ -407,10 +407,10 @@ def _sinkhorn_steps(
 # ------------------------------------------------------------ chunked (interruptible) passes
 #: A log-domain pass over more than this many cell pairs is split into device calls of about
 #: this many pairs each to start with, so that interrupts are honoured and progress shown
-#: between them (about 0.4 s a call on a 2-core CPU); the rows per call then adapt so that a
+#: between them (about 0.6 s a call on a 2-core CPU); the rows per call then adapt so that a
 #: call takes about :data:`_CHUNK_SECONDS`.
-_CHUNK_PAIRS = 2**26
-_CHUNK_SECONDS = 0.5
+_CHUNK_PAIRS = 2**27
+_CHUNK_SECONDS = 1.0
 
 
 @partial(jax.jit, static_argnames=("rows", "block", "precision"))
@@ -423,9 +423,10 @@ def _lse_rows(out, u, v, h, offset, inv_eps, start, segments=None, *, rows, bloc
     return lax.dynamic_update_slice_in_dim(out, lse, s, axis=0)
 
 
-@partial(jax.jit, static_argnames=("rows", "block", "precision"), donate_argnums=(0, 1, 2))
+@partial(jax.jit, static_argnames=("rows", "block", "precision"), donate_argnums=(0, 1))
 def _kernel_rows(kernel, row_min, spread, x, y, offset, eps, start, *, rows, block, precision):
-    """Rows ``start .. start + rows`` of :func:`_build_kernel`'s outputs, written in place."""
+    """Rows ``start .. start + rows`` of :func:`_build_kernel`'s outputs, written in place
+    (``spread``, a scalar, is not donated: :class:`_RowChunks` waits on it)."""
     s = jnp.minimum(start, x.shape[0] - rows)
     xb = lax.dynamic_slice_in_dim(x, s, rows, axis=0)
     kb, rb, sb = _build_kernel(xb, y, offset, eps, block=block, precision=precision)
@@ -440,8 +441,9 @@ class _RowChunks:
 
     The first call covers about :data:`_CHUNK_PAIRS` cell pairs (``rows * width``); the number
     of rows then doubles or halves (a multiple of ``block``, at most ``n``) until a call takes
-    about :data:`_CHUNK_SECONDS`. The first call of every size compiles, and is not used to
-    adapt.
+    about :data:`_CHUNK_SECONDS`. The last chunk of a pass covers the remaining rows rounded up
+    to whole blocks (its own compiled size, the same at every pass). The first call of every
+    size compiles, and is not used to adapt.
     """
 
     def __init__(self, n: int, block: int, width: int):
@@ -454,21 +456,46 @@ class _RowChunks:
         self._compiled: set[int] = set()
 
     def run(self, launch: Callable, out, report: Callable[[int], None] | None = None):
-        """``out = launch(out, start, rows)`` over the chunks; ``report(rows_done)`` after each."""
-        done = 0
+        """``out = launch(out, start, rows)`` over the chunks; ``report(rows_done)`` after each.
+
+        Each chunk is dispatched before waiting for the one still running, so that the device
+        does not idle while Python reports and checks for an interrupt: after a request at
+        most that one queued chunk still runs.
+        """
+        running = None  # (out, end, rows) of the chunk on the device
+        clock = time.perf_counter()
+        for start, rows in self._plan():
+            out = launch(out, start, rows)
+            if running is not None:
+                clock = self._finish(running, clock, report)
+            running = (out, start + rows, rows)
+        self._finish(running, clock, report)
+        return out
+
+    def _plan(self) -> list[tuple[int, int]]:
+        """``(start, rows)`` of every chunk; the last covers the rest in whole blocks."""
+        plan, done = [], 0
         while done < self.n:
             rows = self.rows
-            start = time.perf_counter()
-            out = launch(out, done, rows)
-            jax.block_until_ready(out)
-            if rows in self._compiled:
-                self._adapt(rows, time.perf_counter() - start)
-            self._compiled.add(rows)
+            if self.n - done < rows:
+                rows = min(-(-(self.n - done) // self.block) * self.block, self.n)
+            plan.append((done, rows))
             done = min(done + rows, self.n)
-            if report is not None:
-                report(done)
-            check_interrupt()
-        return out
+        return plan
+
+    def _finish(self, chunk, clock: float, report) -> float:
+        """Wait for ``chunk``, adapt the chunk size to its time, report, check; the time."""
+        out, end, rows = chunk
+        # the last output: the next chunk may already have taken the others as donations
+        jax.block_until_ready(jax.tree_util.tree_leaves(out)[-1])
+        now = time.perf_counter()
+        if rows in self._compiled and rows == self.rows:
+            self._adapt(rows, now - clock)  # it ran from the previous chunk's end to now
+        self._compiled.add(rows)
+        if report is not None:
+            report(min(end, self.n))
+        check_interrupt()
+        return now
 
     def _adapt(self, rows: int, seconds: float) -> None:
         if seconds < _CHUNK_SECONDS / 3 and rows < self.n:
@@ -1225,7 +1252,9 @@ def _run_iterations(
             else min((done // inner_iterations + 1) * inner_iterations, max_iterations)
         )
         steps = stop - done
-        if seconds_per_iteration is not None:
+        if seconds_per_iteration is None:
+            steps = 1  # until one call is timed (the first one compiles)
+        else:
             steps = max(1, min(steps, int(_CHUNK_SECONDS / seconds_per_iteration)))
         began = time.perf_counter()
         if kernel is not None:

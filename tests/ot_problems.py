@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pairot.tl._jax_backend import sinkhorn
+
 
 def clustered_problem(seed: int, labels: np.ndarray, n: int, m: int, d: int):
     """Augmented vectors built like DatasetMap's: unit features and a label-distance lookup.
@@ -25,3 +27,17 @@ def clustered_problem(seed: int, labels: np.ndarray, n: int, m: int, d: int):
     b = 1.0 / np.bincount(rc)[rc] / kr
     cost = 0.25 + x_aug @ y_aug.T
     return x_aug, y_aug, 0.25, a, b, qc, rc, cost
+
+
+def solve(problem, **kwargs):
+    """:func:`sinkhorn` on a :func:`clustered_problem` (float64, epsilon 0.05, its codes)."""
+    x_aug, y_aug, offset, a, b, qc, rc = problem[:7]
+    kwargs = {
+        "epsilon": 0.05,
+        "dtype": np.float64,
+        "batch_size": 16,
+        "progress": False,
+        "query_codes": qc,
+        "ref_codes": rc,
+    } | kwargs
+    return sinkhorn(x_aug, y_aug, offset, a, b, **kwargs)

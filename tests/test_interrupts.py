@@ -173,3 +173,41 @@ def test_cli_rejects_quiet_with_verbose(tmp_path):
         "'pairot demo --help')"
     ]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
+    """Under ``nohup`` SIGHUP is ignored: the run must not start honouring it."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [*console_script(), "demo", "--out", str(out), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    time.sleep(2.0)
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert (out / "run.json").is_file()
+
+
+def test_the_line_after_the_outputs_were_moved_into_place(monkeypatch, capfd):
+    """A signal that lands while the finished outputs are moved into place: the line says
+    that they are complete, and where."""
+    from pairot import _interrupt
+
+    monkeypatch.setattr(_interrupt, "_announced", False)
+    monkeypatch.setattr(_interrupt, "_committed", [])
+    monkeypatch.setattr(_interrupt, "_folders", {})
+    _interrupt.register_folder(Path("/tmp/.out.pairot-tmp-01234567"))
+    _interrupt.unregister_folder(
+        Path("/tmp/.out.pairot-tmp-01234567"), committed_as=Path("/tmp/out")
+    )
+    assert _interrupt.announce(signal.SIGTERM) == 143
+    assert _interrupt.announce(signal.SIGTERM) == 143  # the line is printed once
+    assert capfd.readouterr().err == (
+        "pairot: stopped by SIGTERM after the run had finished; the outputs in /tmp/out are "
+        "complete\n"
+    )

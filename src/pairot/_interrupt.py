@@ -152,12 +152,12 @@ def register_folder(path: Path, descriptor: int | None = None) -> None:
         _folders[Path(path)] = descriptor
 
 
-def unregister_folder(path: Path, *, committed: bool = False) -> None:
-    """Forget ``path`` (removed or moved into place; ``committed``: it is the new output)."""
+def unregister_folder(path: Path, *, committed_as: Path | None = None) -> None:
+    """Forget ``path``: removed, or moved into place as the new output ``committed_as``."""
     with _state_lock:
         descriptor = _folders.pop(Path(path), None)
-        if committed:
-            _committed.append(Path(path))
+        if committed_as is not None:
+            _committed.append(Path(committed_as))
     if descriptor is not None:
         try:
             os.close(descriptor)
@@ -272,10 +272,13 @@ def _process_handler(signum, frame) -> None:
 def install_process_handlers(grace: float = GRACE_SECONDS) -> Callable[[], None]:
     """Handle SIGINT, SIGTERM and SIGHUP for the rest of the process (the command line).
 
+    Signals ignored when the process started (``nohup``, background jobs) stay ignored.
     Returns a function that undoes it (for tests). Call from the main thread.
     """
     global _process_handlers
-    handled = _handled_signals()
+    # a signal ignored at start stays ignored: SIGHUP under nohup, SIGINT in a shell's
+    # background job
+    handled = [s for s in _handled_signals() if signal.getsignal(s) is not signal.SIG_IGN]
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     previous_handlers = {s: signal.signal(s, _process_handler) for s in handled}
@@ -310,4 +313,4 @@ def finish_process(code: int) -> None:
         signum = _requested
         if signum is None:
             os._exit(code)
-    terminate(signum)  # pragma: no cover - reached only if another thread held the lock
+    terminate(signum)  # a signal came before the exit: its code and line

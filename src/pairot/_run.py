@@ -618,7 +618,7 @@ class OutputFolder:
             if backup is not None:
                 remove_folder(backup)
                 unregister_folder(backup)
-            unregister_folder(self.path, committed=True)
+            unregister_folder(self.path, committed_as=out)
             self._committed = True
             self.path = out
         return out

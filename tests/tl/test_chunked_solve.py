@@ -25,18 +25,7 @@ def clustered_problem(seed: int):
 
 
 def run(problem, **kwargs):
-    x_aug, y_aug, offset, a, b, qc, rc = problem
-    kwargs = {
-        "epsilon": EPS,
-        "dtype": np.float64,
-        "threshold": 1e-8,
-        "max_iterations": 400,
-        "batch_size": 16,
-        "progress": False,
-        "query_codes": qc,
-        "ref_codes": rc,
-    } | kwargs
-    return sinkhorn(x_aug, y_aug, offset, a, b, **kwargs)
+    return ot_problems.solve(problem, **({"threshold": 1e-8, "max_iterations": 400} | kwargs))
 
 
 class Counter:

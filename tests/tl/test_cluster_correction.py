@@ -14,7 +14,6 @@ from scipy.special import logsumexp
 import pairot as pr
 from pairot.tl import _jax_backend
 from pairot.tl._cluster_scaling import cluster_scaling
-from pairot.tl._jax_backend import sinkhorn
 
 EPS = 0.05
 BUDGETS = [0, _jax_backend.DEFAULT_KERNEL_MEMORY_BUDGET]
@@ -34,18 +33,7 @@ def plan(cost, f, g, eps=EPS):
 
 
 def solve(problem, **kwargs):
-    x_aug, y_aug, offset, a, b, qc, rc, _ = problem
-    kwargs = {
-        "epsilon": EPS,
-        "dtype": np.float64,
-        "threshold": 1e-9,
-        "max_iterations": 20_000,
-        "batch_size": 16,
-        "progress": False,
-        "query_codes": qc,
-        "ref_codes": rc,
-    } | kwargs
-    return sinkhorn(x_aug, y_aug, offset, a, b, **kwargs)
+    return ot_problems.solve(problem, **({"threshold": 1e-9, "max_iterations": 20_000} | kwargs))
 
 
 def pot_relaxed(a, b, cost, tau_a, tau_b):

@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Match the cell-type clusters of a query single-cell study to those of a "
         "reference study with annotation-informed optimal transport.",
         epilog="Exit codes: 0 success, 2 bad input (one line 'pairot: error: ...' on stderr), "
-        "1 internal error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM; an interrupted "
-        "run writes nothing and leaves an earlier output folder as it was.",
+        "1 internal error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP; an "
+        "interrupted run writes nothing and leaves an earlier output folder as it was.",
     )
     parser.add_argument("--version", action="version", version=f"pairot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

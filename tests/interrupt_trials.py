@@ -37,11 +37,33 @@ def console_script() -> list[str]:
     ]  # pragma: no cover - not installed as a script
 
 
-def _default_signals() -> None:
-    """In the child: default SIGINT / SIGTERM, whatever the parent inherited (a shell's
-    background jobs start with SIGINT ignored, and Python keeps an ignored SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+#: Sets signal dispositions, then becomes the given command (``exec`` keeps default and
+#: ignored dispositions). Used instead of ``preexec_fn``, which is unsafe in a process with
+#: threads (JAX's, here).
+_WITH_SIGNALS = (
+    "import os, signal, sys\n"
+    "for name in sys.argv[1].split(','):\n"
+    "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
+    "for name in filter(None, sys.argv[2].split(',')):\n"
+    "    signal.signal(getattr(signal, name), signal.SIG_IGN)\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def with_signals(command: list[str], *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``command`` started with SIGINT and SIGTERM at their default action (a shell's
+    background jobs start with SIGINT ignored, and Python keeps an ignored SIGINT ignored)
+    and the signals named in ``ignore`` ignored."""
+    executable = command[0] if os.path.isabs(command[0]) else shutil.which(command[0])
+    return [
+        sys.executable,
+        "-c",
+        _WITH_SIGNALS,
+        "SIGINT,SIGTERM",
+        ",".join(ignore),
+        executable,
+        *command[1:],
+    ]
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
@@ -114,13 +136,12 @@ def run_trial(
         old = folder_digest(out)
         command.append("--overwrite")
     process = subprocess.Popen(
-        command,
+        with_signals(command),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
         env=env,
-        preexec_fn=_default_signals,
     )
     signalled_at = None
     try:

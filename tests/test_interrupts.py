@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from interrupt_trials import (
     environment,
     folder_digest,
     run_trial,
+    with_signals,
 )
 
 from pairot._run import OutputFolder, remove_stale_folders
@@ -32,17 +34,24 @@ N_TRIALS = 30
 FIRST = 0.3
 
 
+#: Trials run two at a time (CI has 2 cores); the signal times come from runs timed so too.
+WORKERS = 2
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """One complete ``pairot demo`` (its output and its duration), timed after a first run
-    that fills the compile caches, so that the signal times span a typical run."""
-    run_trial(tmp_path_factory.mktemp("warm-up"), 1e6, env=environment())
-    workdir = tmp_path_factory.mktemp("full")
+    """A complete ``pairot demo`` output and the duration of a run while another one runs
+    beside it (as the trials do), timed after a first run that fills the compile caches."""
+    env = environment()
+    run_trial(tmp_path_factory.mktemp("warm-up"), 1e6, env=env)
+    folders = [tmp_path_factory.mktemp(f"full{k}") for k in range(WORKERS)]
     start = time.monotonic()
-    trial = run_trial(workdir, 1e6, env=environment())
+    with ThreadPoolExecutor(WORKERS) as pool:
+        trials = list(pool.map(lambda folder: run_trial(folder, 1e6, env=env), folders))
     duration = time.monotonic() - start
-    assert trial.returncode == 0, trial.stderr
-    return workdir / "out", duration
+    for trial in trials:
+        assert trial.returncode == 0, trial.stderr
+    return folders[0] / "out", duration
 
 
 def _expected_line(trial) -> str:
@@ -54,13 +63,27 @@ def _expected_line(trial) -> str:
 def test_signals_at_many_moments_end_the_run_cleanly(full_run, tmp_path):
     previous, duration = full_run
     env = environment()
-    outcomes = []
+    plans = []
     for k in range(N_TRIALS):
         delay = FIRST + (0.97 * duration - FIRST) * k / (N_TRIALS - 1)
         signum = signal.SIGTERM if k % 3 == 2 else signal.SIGINT
         overwrite = previous if k % 2 else None
+        plans.append((k, delay, signum, overwrite))
+
+    def trial_of(plan):
+        k, delay, signum, overwrite = plan
         workdir = tmp_path / f"t{k}"
         trial = run_trial(workdir, delay, signum=signum, overwrite_from=overwrite, env=env)
+        clean_workdir(workdir)
+        return trial
+
+    # trial k and k + N/2 run side by side: early and late signal times overlap
+    order = [k for pair in zip(range(N_TRIALS // 2), range(N_TRIALS // 2, N_TRIALS)) for k in pair]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        trials = dict(zip(order, pool.map(trial_of, [plans[k] for k in order])))
+    outcomes = []
+    for k, delay, signum, overwrite in plans:
+        trial = trials[k]
         outcomes.append(trial.outcome)
         context = f"trial {k}: signal {signum} after {delay:.2f} s: {trial.stderr!r}"
         assert trial.outcome in ("clean", "completed"), context
@@ -78,7 +101,6 @@ def test_signals_at_many_moments_end_the_run_cleanly(full_run, tmp_path):
             else:
                 assert line == NO_OUTPUT_LINE.replace("interrupted", reason), context
                 assert trial.output_state == ("old" if overwrite else "absent"), context
-        clean_workdir(workdir)
     # the signals really fell inside runs, from start-up to the end
     assert outcomes.count("clean") >= N_TRIALS - 6, outcomes
 
@@ -179,12 +201,11 @@ def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
     """Under ``nohup`` SIGHUP is ignored: the run must not start honouring it."""
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [*console_script(), "demo", "--out", str(out), "-q"],
+        with_signals([*console_script(), "demo", "--out", str(out), "-q"], ignore=("SIGHUP",)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=environment(),
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
     )
     time.sleep(2.0)
     process.send_signal(signal.SIGHUP)

@@ -44,11 +44,13 @@ __all__ = [
     "announce",
     "check",
     "critical",
+    "discard_folder",
     "finish_process",
     "install_process_handlers",
     "interruptible",
     "interruptible_call",
     "register_folder",
+    "remove_folder",
     "requested",
     "unregister_folder",
 ]
@@ -174,6 +176,12 @@ def remove_folder(path: Path) -> None:
         time.sleep(0.01)  # pragma: no cover - a file appeared while removing
 
 
+def discard_folder(path: Path) -> None:
+    """Remove a registered temporary folder and forget it."""
+    remove_folder(path)
+    unregister_folder(path)
+
+
 @contextmanager
 def critical() -> Iterator[None]:
     """A section the watchdog does not cut short (moving outputs into place)."""
@@ -185,8 +193,7 @@ def _remove_registered() -> None:
     with _state_lock:
         folders = list(_folders)
     for folder in folders:
-        remove_folder(folder)
-        unregister_folder(folder)
+        discard_folder(folder)
 
 
 # ------------------------------------------------------------------------- the command line

@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - Windows: no stale-folder detection
     fcntl = None
 
 from ._interrupt import check as check_interrupt
-from ._interrupt import critical, register_folder, remove_folder, unregister_folder
+from ._interrupt import critical, discard_folder, register_folder, remove_folder, unregister_folder
 from ._logging import logger, progress_logger
 
 __all__ = [
@@ -612,12 +612,10 @@ class OutputFolder:
             except BaseException:
                 if backup is not None:
                     os.replace(backup / out.name, out)
-                    remove_folder(backup)
-                    unregister_folder(backup)
+                    discard_folder(backup)
                 raise
             if backup is not None:
-                remove_folder(backup)
-                unregister_folder(backup)
+                discard_folder(backup)
             unregister_folder(self.path, committed_as=out)
             self._committed = True
             self.path = out
@@ -635,8 +633,7 @@ class OutputFolder:
         if not self._committed:
             with critical():
                 if self.path is not None:
-                    remove_folder(self.path)
-                    unregister_folder(self.path)
+                    discard_folder(self.path)
                     self.path = None
                 self._remove_created_parents()
         return False

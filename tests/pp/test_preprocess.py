@@ -331,20 +331,27 @@ def test_hvgs_on_subsamples_match_scanpy_batched(n_cells, n_top):
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "dense"])
-def test_library_normalized_matches_dense(monkeypatch, fmt):
-    """The chunked two-pass CSC build equals a dense computation, whatever the chunk size."""
-    from pairot.pp import _preprocess
+def test_auroc_subsample_rows_match_dense(fmt):
+    """The streamed AUROC subsample (sampled rows, tested genes, each row scaled to 1e4 over
+    those genes, float32 CSC) equals a dense computation, whatever the chunk size."""
+    from pairot.pp._reader import CountReader
+    from pairot.pp._stream import PassSpec, rows_to_csc, run_pass
 
-    monkeypatch.setattr(_preprocess, "_CHUNK_ROWS", 3)
     rng = np.random.default_rng(2)
     dense = rng.poisson(0.8, size=(40, 12)).astype(np.float32)
     dense[5] = 0  # a cell without counts stays zero
     X = dense if fmt == "dense" else sparse.csr_matrix(dense).asformat(fmt)
     rows = np.array([0, 3, 5, 6, 7, 19, 20, 21, 33, 39])
     genes = np.array([1, 2, 4, 7, 8, 11])
-    got = _preprocess._library_normalized(X, rows, genes)
-    sub = dense[rows].astype(np.float64)
-    totals = sub[:, genes].sum(axis=1, keepdims=True)
+    take = np.zeros(40, dtype=bool)
+    take[rows] = True
+    reader = CountReader(X, name="adata", chunk_size=3)
+    result = run_pass(reader, PassSpec(gene_index=genes, auroc=True), take_auroc=take)
+    assert len(result.auroc) > 3  # collected from several chunks
+    got = rows_to_csc(result.auroc, genes.size)
+    assert result.auroc == []  # emptied while building the CSC matrix
+    sub = dense[rows][:, genes].astype(np.float64)
+    totals = sub.sum(axis=1, keepdims=True)
     expected = np.divide(sub * 1e4, totals, out=np.zeros_like(sub), where=totals > 0)
     assert sparse.isspmatrix_csc(got) and got.has_sorted_indices
     np.testing.assert_allclose(got.toarray(), expected, rtol=1e-6)

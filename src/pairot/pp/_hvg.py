@@ -13,19 +13,24 @@ from scipy import sparse
 from .._logging import logger
 
 
-def _study_subsample(X, gene_index: np.ndarray, n_max: int, rng: np.random.Generator):
-    """At most ``n_max`` random cells of X and the columns ``gene_index`` that have a count in
-    them, as float32 CSR, with the mask of those columns (one column-subset copy only)."""
-    n = X.shape[0]
-    rows = np.arange(n) if n <= n_max else np.sort(rng.choice(n, size=n_max, replace=False))
-    sub = sparse.csr_matrix(X[rows] if sparse.issparse(X) else np.asarray(X)[rows])
-    expressed = np.asarray(sub.getnnz(axis=0) > 0)[gene_index]
-    sub = sub[:, gene_index[expressed]]
+def hvg_rows(n: int, n_max: int, rng: np.random.Generator) -> np.ndarray:
+    """The cells of a study's HVG subsample: all of them, or ``n_max`` drawn (sorted)."""
+    return np.arange(n) if n <= n_max else np.sort(rng.choice(n, size=n_max, replace=False))
+
+
+def study_statistics(sub, genes: pd.Index, n_top_genes: int) -> pd.DataFrame:
+    """scanpy's per-batch HVG statistics of one study's subsample ``sub`` (cells x ``genes``
+    counts, CSR), as in ``highly_variable_genes(batch_key=)``."""
+    expressed = np.asarray(sub.getnnz(axis=0) > 0)
+    sub = sub[:, np.flatnonzero(expressed)]
     if sub.dtype != np.float32:
         sub = sparse.csr_matrix(
             (sub.data.astype(np.float32), sub.indices, sub.indptr), shape=sub.shape
         )
-    return sub, expressed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        return _batch_statistics(sub, expressed, genes, n_top_genes)
 
 
 def _batch_statistics(
@@ -55,46 +60,10 @@ def _batch_statistics(
     return pd.concat([table, missing]).loc[genes]
 
 
-def select_hvgs(
-    X1,
-    X2,
-    gene_index1: np.ndarray,
-    gene_index2: np.ndarray,
-    genes: pd.Index,
-    *,
-    n_top_genes: int,
-    n_samples: int,
-    random_state: int,
-) -> np.ndarray:
-    """Positions (into ``genes``, ascending) of the highly variable genes of two studies.
-
-    At most ``n_samples`` cells of each study are drawn (seeded); on them, normalized to 1e4
-    counts per cell and ``log1p``-transformed, ``n_top_genes`` genes are selected as scanpy's
-    ``highly_variable_genes(flavor="seurat", batch_key=<study>)`` selects them on the two
-    subsamples concatenated. Each study's statistics come from scanpy itself, one study at a
-    time, so that the two subsamples never sit in memory together; they are combined as
+def combine_statistics(tables: list[pd.DataFrame], genes: pd.Index, n_top_genes: int):
+    """Positions (into ``genes``, ascending) of the HVGs of per-study statistics, combined as
     scanpy's batched mode combines batches (mean statistics, genes ranked by the number of
-    batches selecting them, then by mean normalized dispersion).
-    """
-    if n_top_genes >= len(genes):
-        logger.warning(
-            "n_top_genes=%d is not smaller than the %d shared genes; using all shared genes.",
-            n_top_genes,
-            len(genes),
-        )
-        return np.arange(len(genes))
-    rng = np.random.default_rng([random_state, 1])
-    tables = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        for X, gene_index in ((X1, gene_index1), (X2, gene_index2)):
-            # no reference to the subsample is kept here, so scanpy's copies replace it
-            tables.append(
-                _batch_statistics(
-                    *_study_subsample(X, gene_index, n_samples, rng), genes, n_top_genes
-                )
-            )
+    batches selecting them, then by mean normalized dispersion)."""
     table = pd.concat(tables, axis=0)
     table["highly_variable"] = table["highly_variable"].astype(int)
     table = table.groupby(table.index, observed=True).agg(
@@ -111,3 +80,40 @@ def select_hvgs(
     )
     chosen = set(table.index[:n_top_genes])
     return np.flatnonzero(genes.isin(chosen))
+
+
+def select_hvgs(
+    X1,
+    X2,
+    gene_index1: np.ndarray,
+    gene_index2: np.ndarray,
+    genes: pd.Index,
+    *,
+    n_top_genes: int,
+    n_samples: int,
+    random_state: int,
+) -> np.ndarray:
+    """Positions (into ``genes``, ascending) of the highly variable genes of two studies.
+
+    At most ``n_samples`` cells of each study are drawn (seeded, :func:`hvg_rows`); on them,
+    normalized to 1e4 counts per cell and ``log1p``-transformed, ``n_top_genes`` genes are
+    selected as scanpy's ``highly_variable_genes(flavor="seurat", batch_key=<study>)`` selects
+    them on the two subsamples concatenated. Each study's statistics come from scanpy itself,
+    one study at a time (:func:`study_statistics`), and are combined as scanpy's batched mode
+    combines batches (:func:`combine_statistics`). In-memory matrices; ``preprocess_adatas``
+    collects the subsamples while streaming instead.
+    """
+    if n_top_genes >= len(genes):
+        logger.warning(
+            "n_top_genes=%d is not smaller than the %d shared genes; using all shared genes.",
+            n_top_genes,
+            len(genes),
+        )
+        return np.arange(len(genes))
+    rng = np.random.default_rng([random_state, 1])
+    tables = []
+    for X, gene_index in ((X1, gene_index1), (X2, gene_index2)):
+        rows = hvg_rows(X.shape[0], n_samples, rng)
+        sub = sparse.csr_matrix(X[rows] if sparse.issparse(X) else np.asarray(X)[rows])
+        tables.append(study_statistics(sub[:, gene_index], genes, n_top_genes))
+    return combine_statistics(tables, genes, n_top_genes)

@@ -520,11 +520,33 @@ def p_adjust_bh(p: np.ndarray, axis: int = -1) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+#: Values of genes x profiles handled at once by the gene-blocked fits (float64: 128 MB).
+BLOCK_VALUES = 1 << 24
+
+
+def _gene_blocks(expr, n_values: int | None = None):
+    """``(g0, g1, block)``: consecutive gene blocks of ``expr`` as float64 arrays.
+
+    ``expr`` is a genes x profiles array, or any object with ``shape`` and ``block(g0, g1)``
+    returning those rows (e.g. :class:`pairot.pp._pseudobulk.LogExpression`, which computes
+    them on demand so that the whole matrix is never held).
+    """
+    n_genes, n_profiles = expr.shape
+    step = max(1, (BLOCK_VALUES if n_values is None else n_values) // max(1, n_profiles))
+    for g0 in range(0, max(n_genes, 1), step):  # one empty block when there are no genes
+        g1 = min(n_genes, g0 + step)
+        if hasattr(expr, "block"):
+            yield g0, g1, expr.block(g0, g1)
+        else:
+            yield g0, g1, expr[g0:g1]
+
+
 def _check_labels(
-    expr: np.ndarray, labels: np.ndarray, n_clusters: int, what: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    expr = np.asarray(expr, dtype=np.float64)
-    if expr.ndim != 2:
+    expr, labels: np.ndarray, n_clusters: int, what: str
+) -> tuple[object, np.ndarray, np.ndarray]:
+    if not hasattr(expr, "block"):
+        expr = np.asarray(expr, dtype=np.float64)
+    if len(expr.shape) != 2:
         raise ValueError(f"expr must be a 2-d genes x profiles array; got shape {expr.shape}.")
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size != expr.shape[1]:
@@ -598,11 +620,29 @@ def limma_ova(
     logfc = np.full(shape, np.nan)
     p_value = np.full(shape, np.nan)
     adj = np.full(shape, np.nan)
+    designs = {
+        c: np.column_stack([np.ones(n_profiles), (labels == c).astype(np.float64)]) for c in present
+    }
+    coefficients = {c: np.empty((n_genes, 2)) for c in present}
+    sigma = {c: np.empty(n_genes) for c in present}
+    fits = {}
+    for g0, g1, block in _gene_blocks(expr):
+        for c in present:
+            fit = lm_fit(block, designs[c])
+            coefficients[c][g0:g1] = fit.coefficients
+            sigma[c][g0:g1] = fit.sigma
+            fits[c] = fit
     for c in present:
-        design = np.column_stack([np.ones(n_profiles), (labels == c).astype(np.float64)])
-        fit = lm_fit(expr, design)
-        eb = ebayes(fit)
-        logfc[c] = fit.coefficients[:, 1]
+        fit = fits.pop(c)
+        full = LinearModelFit(
+            coefficients=coefficients.pop(c),
+            stdev_unscaled=np.broadcast_to(fit.stdev_unscaled[0], (n_genes, 2)).copy(),
+            sigma=sigma.pop(c),
+            df_residual=np.full(n_genes, fit.df_residual[0]),
+            cov_coefficients=fit.cov_coefficients,
+        )
+        eb = ebayes(full)
+        logfc[c] = full.coefficients[:, 1]
         p_value[c] = eb.p_value[:, 1]
         adj[c] = p_adjust_bh(eb.p_value[:, 1])
     return logfc, p_value, adj
@@ -650,7 +690,19 @@ def limma_ava(
     column = np.searchsorted(present, labels)
     design = np.zeros((n_profiles, n_present))
     design[np.arange(n_profiles), column] = 1.0
-    fit = lm_fit(expr, design)
+    coefficients = np.empty((n_genes, n_present))
+    sigma = np.empty(n_genes)
+    for g0, g1, block in _gene_blocks(expr):
+        part = lm_fit(block, design)
+        coefficients[g0:g1] = part.coefficients
+        sigma[g0:g1] = part.sigma
+    fit = LinearModelFit(
+        coefficients=coefficients,
+        stdev_unscaled=np.broadcast_to(part.stdev_unscaled[0], (n_genes, n_present)).copy(),
+        sigma=sigma,
+        df_residual=np.full(n_genes, part.df_residual[0]),
+        cov_coefficients=part.cov_coefficients,
+    )
     i1, i2 = np.triu_indices(n_present, k=1)
     n_contrasts = i1.size
     contrasts = np.zeros((n_present, n_contrasts))

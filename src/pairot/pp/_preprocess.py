@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -13,14 +14,15 @@ from scipy import sparse
 from .._interrupt import check as check_interrupt
 from .._interrupt import interruptible_call
 from .._logging import logger, progress_logger
-from .._numba import njit_serial
 from ._auroc import auroc_ova_ava
 from ._genes import flag_uninformative_genes
-from ._hvg import select_hvgs
+from ._hvg import combine_statistics, hvg_rows, study_statistics
 from ._limma import limma_ava, limma_ova
-from ._pseudobulk import log_normalize, pseudobulk
+from ._pseudobulk import LogExpression, Profiles, profiles_of
+from ._reader import CountReader, _is_dask, x_of
 from ._sampling import downsample_indices
-from ._validate import argument_text, check_adata, check_counts, get_labels, study
+from ._stream import PassSpec, rows_to_csc, run_pass, stack_rows
+from ._validate import argument_text, check_adata, check_count_matrix, get_labels, study
 
 #: Minimum total count over all cells for a gene to count as expressed in a study.
 MIN_TOTAL_COUNT = 10
@@ -128,92 +130,54 @@ def _check_limma_design(
         raise ValueError(msg)
 
 
-def _gene_totals(X) -> np.ndarray:
-    return np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
+@dataclass
+class _Study:
+    """One study as the passes read it: its counts' reader, labels and in-memory annotations."""
+
+    name: str
+    reader: CountReader
+    obs: pd.DataFrame
+    var: pd.DataFrame
+    obsm: dict
+    clusters: pd.Categorical | None = None
+    samples: pd.Categorical | None = None
 
 
-#: Rows of X read at once while building the normalized AUROC matrix.
-_CHUNK_ROWS = 16_384
+def _in_memory_frame(frame) -> pd.DataFrame:
+    """``obs`` / ``var`` as a pandas DataFrame (a lazy AnnData holds them as ``Dataset2D``)."""
+    if isinstance(frame, pd.DataFrame):
+        return frame
+    return frame.to_memory()
 
 
-@njit_serial
-def _scatter_csc(indptr, indices, data, scale, row_offset, next_free, out_indices, out_data):
-    """Place a CSR chunk's entries, scaled per row, into preallocated CSC arrays."""
-    for r in range(indptr.size - 1):  # pragma: no cover - numba
-        for p in range(indptr[r], indptr[r + 1]):
-            col = indices[p]
-            q = next_free[col]
-            out_indices[q] = row_offset + r
-            out_data[q] = data[p] * scale[r]
-            next_free[col] = q + 1
+def _open_study(adata: AnnData, name: str, chunk_size: int | None) -> _Study:
+    """The reader and annotations of a study, in memory, backed or lazy; nothing is loaded."""
+    X, rows, genes = x_of(adata)
+    check_count_matrix(X, name)
+    reader = CountReader(X, name=name, chunk_size=chunk_size, rows=rows, genes=genes)
+    obs = _in_memory_frame(adata.obs)
+    var = _in_memory_frame(adata.var)
+    return _Study(name=name, reader=reader, obs=obs, var=var, obsm=dict(adata.obsm.items()))
 
 
-def _row_chunks(X, rows: np.ndarray):
-    for start in range(0, rows.size, _CHUNK_ROWS):
-        block = rows[start : start + _CHUNK_ROWS]
-        chunk = X[block] if sparse.issparse(X) else np.asarray(X)[block]
-        yield start, sparse.csr_matrix(chunk)
+def _check_chunk_size(chunk_size) -> int | None:
+    if chunk_size is None:
+        return None
+    return _check_positive_int(chunk_size, "chunk_size")
 
 
-def _library_normalized(X, rows: np.ndarray, gene_index: np.ndarray) -> sparse.csc_matrix:
-    """Rows ``rows`` of X, every column, scaled to 1e4 counts per cell over ``gene_index``.
-
-    Only the columns ``gene_index`` count towards a cell's library size; the other columns are
-    carried along (the AUROC of a gene depends only on its own column), so no column-subset
-    copy is made. The float32 CSC result (the layout of the AUROC kernel) is filled directly
-    from chunks of rows in two passes, so no CSR copy of the subset is held beside it.
-    """
-    n_genes = X.shape[1]
-    counted = np.zeros(n_genes, dtype=np.float64)
-    counted[gene_index] = 1.0
-    col_counts = np.zeros(n_genes, dtype=np.int64)
-    totals = np.empty(rows.size, dtype=np.float64)
-    for start, chunk in _row_chunks(X, rows):
-        col_counts += np.bincount(chunk.indices, minlength=n_genes)
-        totals[start : start + chunk.shape[0]] = chunk @ counted
-    indptr = np.concatenate([[0], np.cumsum(col_counts)])
-    out_indices = np.empty(indptr[-1], dtype=np.int32)
-    out_data = np.empty(indptr[-1], dtype=np.float32)
-    scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
-    next_free = indptr[:-1].copy()
-    for start, chunk in _row_chunks(X, rows):
-        _scatter_csc(
-            chunk.indptr.astype(np.int64, copy=False),
-            chunk.indices.astype(np.int64, copy=False),
-            chunk.data.astype(np.float64, copy=False),
-            scale[start : start + chunk.shape[0]],
-            start,
-            next_free,
-            out_indices,
-            out_data,
-        )
-    return sparse.csc_matrix((out_data, out_indices, indptr), shape=(rows.size, n_genes))
-
-
-def _de_tables(
-    X,
-    gene_index: np.ndarray,
-    genes: pd.Index,
-    clusters: pd.Categorical,
-    samples: pd.Categorical,
-    *,
-    n_samples_auroc: int,
-    random_state: int,
-    name: str,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One-vs-all and all-vs-all DE tables of the genes ``gene_index`` of one study."""
-    n_clusters = len(clusters.categories)
-    start = time.perf_counter()
-    bulk = pseudobulk(
-        X,
-        clusters.codes,
-        samples.codes,
-        n_clusters=n_clusters,
-        n_samples=len(samples.categories),
-        gene_index=gene_index,
+def _profiles(study_: _Study) -> Profiles:
+    return profiles_of(
+        study_.clusters.codes,
+        study_.samples.codes,
+        n_clusters=len(study_.clusters.categories),
+        n_samples=len(study_.samples.categories),
         min_cells=MIN_CELLS_PER_PROFILE,
     )
-    missing = sorted(set(range(n_clusters)) - set(bulk.cluster.tolist()))
+
+
+def _warn_missing_profiles(profiles: Profiles, clusters: pd.Categorical, name: str) -> None:
+    missing = sorted(set(range(len(clusters.categories))) - set(profiles.cluster.tolist()))
     if missing:
         logger.warning(
             "%s: clusters %s have no (sample, cluster) pair with >= %d cells; their limma "
@@ -222,32 +186,48 @@ def _de_tables(
             [clusters.categories[k] for k in missing],
             MIN_CELLS_PER_PROFILE,
         )
-    expr = log_normalize(bulk.counts, PSEUDOBULK_TARGET_SUM).T
-    ova_fc, ova_p, ova_adj = limma_ova(expr, bulk.cluster, n_clusters)
-    ava_fc, ava_p, ava_adj = limma_ava(expr, bulk.cluster, n_clusters)
+
+
+def _limma(profile_sums: np.ndarray, profiles: Profiles, n_clusters: int, name: str):
+    """One-vs-all and all-vs-all limma of the summed profiles (gene-blocked)."""
+    start = time.perf_counter()
+    expr = LogExpression(profile_sums, PSEUDOBULK_TARGET_SUM)
+    ova = limma_ova(expr, profiles.cluster, n_clusters)
+    ava = limma_ava(expr, profiles.cluster, n_clusters)
     logger.info(
         "%s: limma on %d pseudobulk profiles x %d genes in %.1f s",
         study(name),
-        bulk.counts.shape[0],
-        len(gene_index),
+        profile_sums.shape[0],
+        profile_sums.shape[1],
         time.perf_counter() - start,
     )
+    return ova, ava
 
+
+def _auroc(parts: list, n_genes: int, codes: np.ndarray, n_clusters: int, name: str):
+    """AUROCs of the normalized subsample rows collected by a pass (emptied on the way)."""
     start = time.perf_counter()
-    rows = downsample_indices(clusters.codes, n_samples_auroc, random_state=random_state)
-    normalized = _library_normalized(X, rows, gene_index)
-    ova_auc, ava_auc = auroc_ova_ava(normalized, clusters.codes[rows], n_clusters)
+    normalized = rows_to_csc(parts, n_genes)
+    n_rows = normalized.shape[0]
+    ova_auc, ava_auc = auroc_ova_ava(normalized, codes, n_clusters)
     del normalized
-    if not np.array_equal(gene_index, np.arange(X.shape[1])):
-        ova_auc, ava_auc = ova_auc[:, gene_index], ava_auc[:, :, gene_index]
     logger.info(
         "%s: AUROC on %d cells x %d genes in %.1f s",
         study(name),
-        rows.size,
-        len(gene_index),
+        n_rows,
+        n_genes,
         time.perf_counter() - start,
     )
+    return ova_auc, ava_auc
 
+
+def _tables(
+    limma_results, auroc_results, genes: pd.Index, clusters: pd.Categorical
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long one-vs-all and all-vs-all DE tables of one study."""
+    (ova_fc, ova_p, ova_adj), (ava_fc, ava_p, ava_adj) = limma_results
+    ova_auc, ava_auc = auroc_results
+    n_clusters = len(clusters.categories)
     n_genes = len(genes)
     categories = clusters.categories
     gene_codes = np.arange(n_genes, dtype=np.int32)
@@ -278,6 +258,29 @@ def _de_tables(
     return ova, ava
 
 
+def _auroc_rows(clusters: pd.Categorical, n_samples_auroc: int, random_state: int):
+    rows = downsample_indices(clusters.codes, n_samples_auroc, random_state=random_state)
+    take = np.zeros(len(clusters), dtype=bool)
+    take[rows] = True
+    return take, np.asarray(clusters.codes)[rows]
+
+
+def _scan(study_: _Study) -> np.ndarray:
+    """Pass 1: the count checks and each gene's total count."""
+    start = time.perf_counter()
+    totals = run_pass(study_.reader, PassSpec(scan=True)).totals
+    logger.info(
+        "%s: checked %d x %d counts (%s, %d chunks of <= %d cells) in %.1f s",
+        study(study_.name),
+        *study_.reader.shape,
+        study_.reader.source,
+        study_.reader.n_chunks,
+        study_.reader.chunk_rows,
+        time.perf_counter() - start,
+    )
+    return totals
+
+
 @interruptible_call
 def rank_genes_limma(
     adata: AnnData,
@@ -286,6 +289,7 @@ def rank_genes_limma(
     *,
     n_samples_auroc: int = 10_000,
     random_state: int = 0,
+    chunk_size: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudobulk limma and AUROC for every cluster (one-vs-all) and cluster pair (all-vs-all).
 
@@ -307,6 +311,8 @@ def rank_genes_limma(
         Maximum number of cells per cluster used for the AUROC.
     random_state
         Seed of the AUROC subsample.
+    chunk_size
+        Cells read at once from ``X`` (see :func:`preprocess_adatas`).
 
     Returns
     -------
@@ -344,37 +350,39 @@ def rank_genes_limma(
     """
     check_adata(adata, "adata")
     n_samples_auroc = _check_positive_int(n_samples_auroc, "n_samples_auroc")
+    chunk_size = _check_chunk_size(chunk_size)
     _check_distinct_columns(cluster_label, sample_label, "cluster_label", "sample_label")
-    clusters = get_labels(adata, cluster_label, "adata", "cluster_label")
-    samples = get_labels(adata, sample_label, "adata", "sample_label")
-    X = adata.X
-    check_counts(X, "adata")
+    study_ = _open_study(adata, "adata", chunk_size)
+    study_.clusters = get_labels(study_, cluster_label, "adata", "cluster_label")
+    study_.samples = get_labels(study_, sample_label, "adata", "sample_label")
     _check_limma_design(
-        clusters,
-        samples,
+        study_.clusters,
+        study_.samples,
         name="adata",
         cluster_arg="cluster_label",
         cluster_column=cluster_label,
         sample_arg="sample_label",
         sample_column=sample_label,
     )
-    return _de_tables(
-        X,
-        np.arange(adata.n_vars),
-        pd.Index(adata.var_names.astype(str)),
-        clusters,
-        samples,
-        n_samples_auroc=n_samples_auroc,
-        random_state=random_state,
-        name="adata",
+    clusters = study_.clusters
+    n_clusters = len(clusters.categories)
+    profiles = _profiles(study_)
+    _warn_missing_profiles(profiles, clusters, "adata")
+    take_auroc, auroc_codes = _auroc_rows(clusters, n_samples_auroc, random_state)
+    spec = PassSpec(scan=True, n_profiles=profiles.n_profiles, auroc=True)
+    start = time.perf_counter()
+    result = run_pass(study_.reader, spec, profile=profiles.of_cell, take_auroc=take_auroc)
+    logger.info(
+        "adata: read %d x %d counts (%s) in %.1f s",
+        *study_.reader.shape,
+        study_.reader.source,
+        time.perf_counter() - start,
     )
-
-
-def _shared_expressed_genes(adata1: AnnData, adata2: AnnData) -> pd.Index:
-    """Genes with a total count > 10 in both studies, in the order of ``adata1``."""
-    expressed1 = adata1.var_names[_gene_totals(adata1.X) > MIN_TOTAL_COUNT]
-    expressed2 = adata2.var_names[_gene_totals(adata2.X) > MIN_TOTAL_COUNT]
-    return expressed1[expressed1.isin(expressed2)]
+    limma_results = _limma(result.profile_sums, profiles, n_clusters, "adata")
+    result.profile_sums = None
+    auroc_results = _auroc(result.auroc, adata.n_vars, auroc_codes, n_clusters, "adata")
+    genes = pd.Index(np.asarray(study_.var.index.astype(str)))
+    return _tables(limma_results, auroc_results, genes, clusters)
 
 
 def _as_gene_list(genes, argument: str) -> list[str] | None:
@@ -402,6 +410,7 @@ def preprocess_adatas(
     random_state: int = 0,
     genes_to_keep: Iterable[str] | None = None,
     genes_to_drop: Iterable[str] | None = None,
+    chunk_size: int | None = None,
 ) -> tuple[AnnData, AnnData]:
     """Prepare a query (``adata1``) and a reference (``adata2``) study for ``DatasetMap``.
 
@@ -436,6 +445,11 @@ def preprocess_adatas(
     genes_to_keep, genes_to_drop
         With ``filter_genes``, genes never dropped by the rules; genes always dropped (also
         without ``filter_genes``).
+    chunk_size
+        Cells read at once from ``X``. By default as many as hold about 16 million stored
+        counts (e.g. 11,000 cells of 1,500 non-zero genes). With a dask ``X`` its own row
+        chunks are used unless ``chunk_size`` is given. It bounds memory and does not change
+        any result.
 
     Returns
     -------
@@ -472,27 +486,31 @@ def preprocess_adatas(
     n_samples_hvg_selection = _check_positive_int(
         n_samples_hvg_selection, "n_samples_hvg_selection"
     )
+    chunk_size = _check_chunk_size(chunk_size)
     if not isinstance(filter_genes, bool | np.bool_):
         msg = f"filter_genes must be True or False, got {filter_genes!r}."
         raise TypeError(msg)
     keep = _as_gene_list(genes_to_keep, "genes_to_keep")
     drop = _as_gene_list(genes_to_drop, "genes_to_drop")
-    studies = {
-        "adata1": (adata1, cell_type_column_adata1, sample_column_adata1),
-        "adata2": (adata2, cell_type_column_adata2, sample_column_adata2),
+    columns = {
+        "adata1": (cell_type_column_adata1, sample_column_adata1),
+        "adata2": (cell_type_column_adata2, sample_column_adata2),
     }
-    labels = {}
-    for name, (adata, ct_col, sample_col) in studies.items():
+    studies = {
+        "adata1": _open_study(adata1, "adata1", chunk_size),
+        "adata2": _open_study(adata2, "adata2", chunk_size),
+    }
+    for name, study_ in studies.items():
+        ct_col, sample_col = columns[name]
         cluster_arg, sample_arg = f"cell_type_column_{name}", f"sample_column_{name}"
         _check_distinct_columns(ct_col, sample_col, cluster_arg, sample_arg)
-        labels[name] = (
-            get_labels(adata, ct_col, name, cluster_arg),
-            get_labels(adata, sample_col, name, sample_arg),
-        )
-    for name, (adata, ct_col, sample_col) in studies.items():
-        check_counts(adata.X, name)
+        study_.clusters = get_labels(study_, ct_col, name, cluster_arg)
+        study_.samples = get_labels(study_, sample_col, name, sample_arg)
+    for name, study_ in studies.items():
+        ct_col, sample_col = columns[name]
         _check_limma_design(
-            *labels[name],
+            study_.clusters,
+            study_.samples,
             name=name,
             cluster_arg=f"cell_type_column_{name}",
             cluster_column=ct_col,
@@ -500,7 +518,19 @@ def preprocess_adatas(
             sample_column=sample_col,
         )
 
-    genes = _shared_expressed_genes(adata1, adata2)
+    # pass 1: count checks and gene totals
+    expressed = {}
+    for name, study_ in studies.items():
+        check_interrupt()
+        progress_logger.info(
+            "Checking %s's counts (%d cells x %d genes, %s).",
+            study(name),
+            *study_.reader.shape,
+            study_.reader.source,
+        )
+        totals = _scan(study_)
+        expressed[name] = study_.var.index[totals > MIN_TOTAL_COUNT]
+    genes = expressed["adata1"][expressed["adata1"].isin(expressed["adata2"])]
     logger.info(
         "%d genes are expressed (total count > %d) in both studies.", len(genes), MIN_TOTAL_COUNT
     )
@@ -519,48 +549,64 @@ def preprocess_adatas(
         )
         raise ValueError(msg)
     genes = pd.Index(np.asarray(genes, dtype=str))
-
     gene_index = {
-        name: adata.var_names.get_indexer(genes) for name, (adata, _, _) in studies.items()
+        name: study_.var.index.get_indexer(genes).astype(np.int64)
+        for name, study_ in studies.items()
     }
-    check_interrupt()
-    progress_logger.info(
-        "Selecting %d highly variable genes among %d shared genes.", n_top_genes, len(genes)
-    )
-    start = time.perf_counter()
-    hvg = select_hvgs(
-        adata1.X,
-        adata2.X,
-        gene_index["adata1"],
-        gene_index["adata2"],
-        genes,
-        n_top_genes=n_top_genes,
-        n_samples=n_samples_hvg_selection,
-        random_state=random_state,
-    )
-    logger.info(
-        "Selected %d highly variable genes in %.1f s.", hvg.size, time.perf_counter() - start
-    )
 
-    tables = {}
-    for name, (adata, _, _) in studies.items():
-        clusters, samples = labels[name]
+    # pass 2: pseudobulk sums (then limma) and the HVG subsample (then its statistics)
+    all_hvgs = n_top_genes >= len(genes)
+    if all_hvgs:
+        logger.warning(
+            "n_top_genes=%d is not smaller than the %d shared genes; using all shared genes.",
+            n_top_genes,
+            len(genes),
+        )
+    rng = np.random.default_rng([random_state, 1])
+    hvg_tables, limma_results = [], {}
+    for name, study_ in studies.items():
+        n_cells = study_.reader.shape[0]
+        take_hvg = None
+        if not all_hvgs:
+            take_hvg = np.zeros(n_cells, dtype=bool)
+            take_hvg[hvg_rows(n_cells, n_samples_hvg_selection, rng)] = True
+        profiles = _profiles(study_)
+        _warn_missing_profiles(profiles, study_.clusters, name)
         check_interrupt()
         progress_logger.info(
             "Differential expression of %s's %d clusters (pseudobulk limma, AUROC).",
             study(name),
-            len(clusters.categories),
+            len(study_.clusters.categories),
         )
-        tables[name] = _de_tables(
-            adata.X,
-            gene_index[name],
-            genes,
-            clusters,
-            samples,
-            n_samples_auroc=n_samples_auroc,
-            random_state=random_state,
-            name=name,
+        spec = PassSpec(
+            gene_index=gene_index[name], n_profiles=profiles.n_profiles, hvg=not all_hvgs
         )
+        start = time.perf_counter()
+        result = run_pass(study_.reader, spec, profile=profiles.of_cell, take_hvg=take_hvg)
+        logger.info(
+            "%s: pseudobulk sums of %d profiles%s in %.1f s",
+            study(name),
+            profiles.n_profiles,
+            "" if all_hvgs else " and the HVG subsample",
+            time.perf_counter() - start,
+        )
+        if not all_hvgs:
+            sub = stack_rows(result.hvg, len(genes), np.float32)
+            hvg_tables.append(study_statistics(sub, genes, n_top_genes))
+            del sub
+        sums, result.profile_sums = result.profile_sums, None
+        limma_results[name] = _limma(sums, profiles, len(study_.clusters.categories), name)
+        del sums, result
+
+    if all_hvgs:
+        hvg = np.arange(len(genes))
+    else:
+        check_interrupt()
+        progress_logger.info(
+            "Selecting %d highly variable genes among %d shared genes.", n_top_genes, len(genes)
+        )
+        hvg = combine_statistics(hvg_tables, genes, n_top_genes)
+    del hvg_tables
 
     params = {
         "n_top_genes": n_top_genes,
@@ -578,23 +624,40 @@ def preprocess_adatas(
     if drop:
         params["genes_to_drop"] = np.asarray(drop, dtype=str)
 
+    # pass 3: the AUROC subsample (then the DE tables) and the output counts
     outputs = []
-    for name, (adata, ct_col, sample_col) in studies.items():
-        columns = gene_index[name][hvg]
-        X = adata.X
-        X_out = X[:, columns] if sparse.issparse(X) else np.asarray(X)[:, columns]
-        X_out = X_out.copy()
-        obs = adata.obs.copy()
-        obs[ct_col] = labels[name][0]
-        obs[sample_col] = labels[name][1]
-        var = adata.var.iloc[columns].copy()
+    for name, study_ in studies.items():
+        ct_col, sample_col = columns[name]
+        clusters = study_.clusters
+        n_clusters = len(clusters.categories)
+        take_auroc, auroc_codes = _auroc_rows(clusters, n_samples_auroc, random_state)
+        out_columns = gene_index[name][hvg]
+        dense = study_.reader.dense
+        spec = PassSpec(
+            gene_index=gene_index[name], auroc=True, output_index=out_columns, output_dense=dense
+        )
+        check_interrupt()
+        start = time.perf_counter()
+        result = run_pass(study_.reader, spec, take_auroc=take_auroc)
+        logger.info(
+            "%s: AUROC subsample and output counts read in %.1f s",
+            study(name),
+            time.perf_counter() - start,
+        )
+        X_out = stack_rows(result.output, out_columns.size, study_.reader.dtype, dense=dense)
+        auroc_results = _auroc(result.auroc, len(genes), auroc_codes, n_clusters, name)
+        de_ova, de_ava = _tables(limma_results.pop(name), auroc_results, genes, clusters)
+        del auroc_results, result
+        obs = study_.obs.copy()
+        obs[ct_col] = clusters
+        obs[sample_col] = study_.samples
+        var = study_.var.iloc[out_columns].copy()
         var.index = genes[hvg]
-        de_ova, de_ava = tables[name]
         out = AnnData(
             X=X_out,
             obs=obs,
             var=var,
-            obsm={key: value.copy() for key, value in adata.obsm.items()},
+            obsm={key: _materialized(value) for key, value in study_.obsm.items()},
             uns={
                 "pairot": {
                     "cell_type_key": ct_col,
@@ -608,3 +671,14 @@ def preprocess_adatas(
         )
         outputs.append(out)
     return outputs[0], outputs[1]
+
+
+def _materialized(value):
+    """An ``obsm`` entry as an in-memory copy (computed when it is a dask array)."""
+    if _is_dask(value):
+        value = value.compute()
+    if isinstance(value, pd.DataFrame):
+        return value.copy()
+    if sparse.issparse(value):
+        return value.copy()
+    return np.array(value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
 
 @dataclass
@@ -30,6 +29,54 @@ class Pseudobulk:
     n_cells: np.ndarray
 
 
+@dataclass
+class Profiles:
+    """Which (sample, cluster) pairs form a pseudobulk profile, and each cell's profile.
+
+    Attributes
+    ----------
+    of_cell
+        Profile code of each cell (``-1``: its pair has too few cells).
+    cluster, sample
+        Cluster and sample code of each profile.
+    n_cells
+        Number of cells of each profile.
+    """
+
+    of_cell: np.ndarray
+    cluster: np.ndarray
+    sample: np.ndarray
+    n_cells: np.ndarray
+
+    @property
+    def n_profiles(self) -> int:
+        return int(self.cluster.size)
+
+
+def profiles_of(
+    cluster_codes: np.ndarray,
+    sample_codes: np.ndarray,
+    *,
+    n_clusters: int,
+    n_samples: int,
+    min_cells: int = 2,
+) -> Profiles:
+    """The profiles (pairs with at least ``min_cells`` cells), ordered by sample, then cluster."""
+    cluster_codes = np.asarray(cluster_codes, dtype=np.int64)
+    sample_codes = np.asarray(sample_codes, dtype=np.int64)
+    pair = sample_codes * n_clusters + cluster_codes
+    sizes = np.bincount(pair, minlength=n_clusters * n_samples)
+    kept_pairs = np.flatnonzero(sizes >= min_cells)
+    profile_of_pair = np.full(sizes.size, -1, dtype=np.int64)
+    profile_of_pair[kept_pairs] = np.arange(kept_pairs.size)
+    return Profiles(
+        of_cell=profile_of_pair[pair],
+        cluster=kept_pairs % n_clusters,
+        sample=kept_pairs // n_clusters,
+        n_cells=sizes[kept_pairs],
+    )
+
+
 def pseudobulk(
     X,
     cluster_codes: np.ndarray,
@@ -39,48 +86,71 @@ def pseudobulk(
     n_samples: int,
     gene_index: np.ndarray | None = None,
     min_cells: int = 2,
+    chunk_size: int | None = None,
 ) -> Pseudobulk:
     """Sum the counts of the cells of each (sample, cluster) pair with at least ``min_cells`` cells.
 
     Parameters
     ----------
     X
-        Cells x genes counts, dense or scipy.sparse.
+        Cells x genes counts: dense, scipy.sparse, backed (anndata's on-disk matrix) or dask;
+        read in row chunks (see :class:`pairot.pp._reader.CountReader`).
     cluster_codes, sample_codes
         Integer code per cell, in ``[0, n_clusters)`` and ``[0, n_samples)``.
     gene_index
         Columns of ``X`` to keep, in this order (all columns when ``None``).
     min_cells
         Pairs with fewer cells are left out.
+    chunk_size
+        Rows read at once (default: see ``CountReader``).
 
     Returns
     -------
     The profiles ordered by sample, then cluster.
     """
-    cluster_codes = np.asarray(cluster_codes, dtype=np.int64)
-    sample_codes = np.asarray(sample_codes, dtype=np.int64)
-    pair = sample_codes * n_clusters + cluster_codes
-    sizes = np.bincount(pair, minlength=n_clusters * n_samples)
-    kept_pairs = np.flatnonzero(sizes >= min_cells)
-    profile_of_pair = np.full(sizes.size, -1, dtype=np.int64)
-    profile_of_pair[kept_pairs] = np.arange(kept_pairs.size)
-    profile = profile_of_pair[pair]
-    cells = np.flatnonzero(profile >= 0)
-    indicator = sparse.csr_matrix(
-        (np.ones(cells.size), (profile[cells], cells)),
-        shape=(kept_pairs.size, pair.size),
+    from ._reader import CountReader
+    from ._stream import PassSpec, run_pass
+
+    profiles = profiles_of(
+        cluster_codes,
+        sample_codes,
+        n_clusters=n_clusters,
+        n_samples=n_samples,
+        min_cells=min_cells,
     )
-    summed = indicator @ X
-    summed = summed.toarray() if sparse.issparse(summed) else np.asarray(summed)
-    summed = np.asarray(summed, dtype=np.float64)
-    if gene_index is not None:
-        summed = summed[:, gene_index]
+    reader = CountReader(X, name="X", chunk_size=chunk_size)
+    index = None if gene_index is None else np.asarray(gene_index, dtype=np.int64)
+    spec = PassSpec(gene_index=index, n_profiles=max(profiles.n_profiles, 0))
+    if profiles.n_profiles == 0:
+        width = reader.shape[1] if index is None else index.size
+        summed = np.zeros((0, width))
+    else:
+        summed = run_pass(reader, spec, profile=profiles.of_cell).profile_sums
     return Pseudobulk(
         counts=summed,
-        cluster=kept_pairs % n_clusters,
-        sample=kept_pairs // n_clusters,
-        n_cells=sizes[kept_pairs],
+        cluster=profiles.cluster,
+        sample=profiles.sample,
+        n_cells=profiles.n_cells,
     )
+
+
+class LogExpression:
+    """``log1p`` of pseudobulk profiles scaled to ``target_sum``, genes x profiles, by blocks.
+
+    The transposed, normalized matrix that limma fits (``log_normalize(counts).T``) is never
+    held whole: :meth:`block` computes the rows of a block of genes on demand, so gene-blocked
+    limma needs one profiles x genes matrix (the summed counts) and one block.
+    """
+
+    def __init__(self, counts: np.ndarray, target_sum: float = 1e5) -> None:
+        self.counts = counts
+        totals = counts.sum(axis=1)
+        self.scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+        self.shape = (counts.shape[1], counts.shape[0])
+
+    def block(self, g0: int, g1: int) -> np.ndarray:
+        """Genes ``g0:g1`` x all profiles, float64."""
+        return np.log1p(self.counts[:, g0:g1] * self.scale[:, None]).T
 
 
 def log_normalize(counts: np.ndarray, target_sum: float = 1e5) -> np.ndarray:

@@ -1,0 +1,339 @@
+"""Row chunks of a study's count matrix, wherever it lives.
+
+Every preprocessing step reads the counts through one :class:`CountReader`, whatever holds
+them:
+
+- in memory: a numpy array or a scipy.sparse matrix / array (other sparse formats than CSR
+  are converted to CSR once);
+- backed: ``anndata.read_h5ad(path, backed="r")`` (anndata's on-disk CSR / CSC datasets, or
+  an h5py / zarr dense dataset), also a view of such an AnnData;
+- lazy: a dask array (for example from ``anndata.experimental.read_lazy`` or
+  ``read_elem_lazy``), with numpy or scipy.sparse chunks.
+
+A pass is :meth:`CountReader.map`: a function of one row chunk (a CSR matrix of all genes) and
+of per-cell arrays sliced to the chunk's rows returns a small partial result; the caller
+combines the partial results in row order. In memory and backed, chunks are read one after the
+other in this process. With dask input each chunk is one dask task: a ``dask.distributed``
+client, when one is active, runs them on its workers (that is how preprocessing spreads over
+machines), otherwise dask's local scheduler does. At most a window of chunks is in flight, so
+memory stays bounded by the chunk size, never by the matrix.
+
+Functions given to :meth:`map` run on dask workers: they must be module-level (picklable) and
+must not raise for bad data; they report what they found and the caller words the message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+from scipy import sparse
+
+from .._interrupt import check as check_interrupt
+from .._logging import logger
+from ._validate import part
+
+#: Stored entries (non-zeros, or values of a dense matrix) read at once by default.
+CHUNK_ENTRIES = 1 << 24
+
+
+def _is_dask(X) -> bool:
+    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "to_delayed")
+
+
+def _is_backed_sparse(X) -> bool:
+    try:
+        from anndata.abc import CSCDataset, CSRDataset
+    except ImportError:  # pragma: no cover - anndata < 0.11
+        from anndata._core.sparse_dataset import BaseCompressedSparseDataset
+
+        return isinstance(X, BaseCompressedSparseDataset)
+    return isinstance(X, CSRDataset | CSCDataset)
+
+
+def _is_backed_dense(X) -> bool:
+    module = type(X).__module__.split(".")[0]
+    return module in ("h5py", "zarr") and hasattr(X, "shape") and hasattr(X, "dtype")
+
+
+def x_of(adata):
+    """The count matrix of ``adata`` without loading it: ``adata.X``, or for a view of a
+    backed AnnData the on-disk matrix of its parent with the view's rows and genes."""
+    if adata.isbacked and adata.is_view:
+        parent = adata._adata_ref  # the backed AnnData the view was taken from
+        return parent.X, adata._oidx, adata._vidx
+    return adata.X, None, None
+
+
+def _index_array(index, n: int) -> np.ndarray | None:
+    """``None`` for all of ``range(n)``, else the selected positions as an int64 array."""
+    if index is None:
+        return None
+    if isinstance(index, slice):
+        positions = np.arange(n)[index]
+    else:
+        positions = np.asarray(index)
+        if positions.dtype == bool:
+            positions = np.flatnonzero(positions)
+        positions = positions.astype(np.int64)
+    if positions.size == n and np.array_equal(positions, np.arange(n)):
+        return None
+    return positions
+
+
+def _file_of(X) -> str | None:
+    for attribute in ("group", "file"):
+        obj = getattr(X, attribute, None)
+        filename = getattr(getattr(obj, "file", obj), "filename", None)
+        if filename:
+            return str(filename)
+    return None
+
+
+def to_csr(block) -> sparse.csr_matrix:
+    """A chunk as a canonical scipy CSR matrix (numpy, np.matrix or any scipy.sparse)."""
+    if sparse.issparse(block):
+        block = sparse.csr_matrix(block)
+    else:
+        block = sparse.csr_matrix(np.asarray(block))
+    if not block.has_canonical_format:
+        block = block.copy()
+        block.sum_duplicates()
+    return block
+
+
+class CountReader:
+    """Row chunks of a cells x genes count matrix held in memory, on disk or by dask.
+
+    Parameters
+    ----------
+    X
+        The matrix (see the module docstring for what is accepted).
+    name
+        The study's name in messages (``"adata1"``).
+    chunk_size
+        Rows per chunk; by default about :data:`CHUNK_ENTRIES` stored entries' worth of rows.
+        With dask input the array's own row chunks are used unless ``chunk_size`` is given
+        (then it is rechunked to it).
+    rows, genes
+        Positions of the cells and genes to read (a view of a backed AnnData); all by default.
+    """
+
+    def __init__(
+        self,
+        X,
+        *,
+        name: str,
+        chunk_size: int | None = None,
+        rows=None,
+        genes=None,
+    ) -> None:
+        self.name = name
+        self.file = None
+        if _is_dask(X):
+            self.kind = "dask"
+        elif _is_backed_sparse(X) or _is_backed_dense(X):
+            self.kind = "backed"
+            self.file = _file_of(X)
+        else:
+            self.kind = "memory"
+            if sparse.issparse(X):
+                if X.format != "csr":
+                    X = sparse.csr_matrix(X)
+            else:
+                X = np.asarray(X)
+        n_rows, n_cols = X.shape
+        self._rows = _index_array(rows, n_rows)
+        self._genes = _index_array(genes, n_cols)
+        if self.kind == "dask":
+            if self._rows is not None:
+                X = X[self._rows]
+            if self._genes is not None:
+                X = X[:, self._genes]
+            self._rows = self._genes = None
+        self.X = X
+        self.dtype = np.dtype(X.dtype)
+        self.shape = (
+            n_rows if self._rows is None else self._rows.size,
+            n_cols if self._genes is None else self._genes.size,
+        )
+        if self.kind == "backed" and getattr(X, "format", "csr") == "csc":
+            logger.warning(
+                "%s is stored column by column (CSC) on disk; reading it by cells reads the "
+                "whole matrix for every chunk and is slow. Rewrite the file as CSR for speed, "
+                "e.g. adata.X = scipy.sparse.csr_matrix(adata.X) before write_h5ad.",
+                part(name, "X"),
+            )
+        self._bounds = self._chunk_bounds(chunk_size)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _stored_entries(self) -> int:
+        X = self.X
+        n_rows, n_cols = X.shape
+        if sparse.issparse(X):
+            nnz = X.nnz
+        elif _is_backed_sparse(X):
+            nnz = int(X.group["data"].shape[0])
+        else:
+            return n_rows * n_cols
+        return nnz
+
+    def _chunk_bounds(self, chunk_size: int | None) -> np.ndarray:
+        n = self.shape[0]
+        if self.kind == "dask":
+            if chunk_size is not None:
+                self.X = self.X.rechunk({0: int(chunk_size)})
+            sizes = self.X.chunks[0]
+            return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if chunk_size is None:
+            per_row = self._stored_entries() / max(1, self.X.shape[0])
+            chunk_size = int(max(1, min(n, CHUNK_ENTRIES // max(1.0, per_row))))
+        chunk_size = max(1, int(chunk_size))
+        return np.unique(np.r_[np.arange(0, n, chunk_size), n]).astype(np.int64)
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of row chunks of a pass."""
+        return self._bounds.size - 1
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows of the largest chunk."""
+        return int(np.diff(self._bounds).max(initial=0))
+
+    @property
+    def dense(self) -> bool:
+        """Whether the matrix is dense (then the preprocessed counts are dense too)."""
+        if self.kind == "dask":
+            return not sparse.issparse(getattr(self.X, "_meta", None))
+        return not (sparse.issparse(self.X) or _is_backed_sparse(self.X))
+
+    @property
+    def source(self) -> str:
+        """Where the counts are read from, in words (for log messages)."""
+        if self.kind == "backed":
+            return f"backed file {self.file}" if self.file else "a backed file"
+        return "dask array" if self.kind == "dask" else "memory"
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read(self, start: int, stop: int) -> sparse.csr_matrix:
+        """Rows ``start:stop`` (of the selected rows) as CSR, every selected gene."""
+        X = self.X
+        try:
+            if self._rows is None:
+                block = X[start:stop]
+            else:
+                block = X[self._rows[start:stop]]
+            if self._genes is not None:
+                block = block[:, self._genes]
+        except (OSError, KeyError, ValueError, RuntimeError) as err:
+            if self.kind != "backed":
+                raise
+            where = f" ({self.file})" if self.file else ""
+            msg = (
+                f"cannot read cells {start}..{stop - 1} of {part(self.name, 'X')} from its "
+                f"file{where}: {type(err).__name__}: {err}. The file looks truncated or "
+                "corrupt; write it again or download it again."
+            )
+            raise OSError(msg) from err
+        return to_csr(block)
+
+    def map(
+        self,
+        func: Callable,
+        *,
+        per_row: Sequence[np.ndarray] = (),
+        shared: Sequence = (),
+    ) -> Iterator[tuple[int, int, object]]:
+        """Apply ``func(chunk, *per_row_slices, *shared)`` to every row chunk, in row order.
+
+        Yields ``(start, stop, result)``. ``per_row`` arrays (one value per cell) are sliced to
+        each chunk's rows; ``shared`` objects are passed whole (sent once to dask workers).
+        Interruptible between chunks.
+        """
+        bounds = self._bounds
+        if self.kind == "dask":
+            yield from self._map_dask(func, per_row, shared)
+            return
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            check_interrupt()
+            chunk = self._read(int(start), int(stop))
+            yield int(start), int(stop), func(chunk, *(a[start:stop] for a in per_row), *shared)
+            del chunk
+
+    def _map_dask(self, func, per_row, shared) -> Iterator[tuple[int, int, object]]:
+        import dask
+
+        X = self.X
+        if X.numblocks[1] > 1:
+            X = X.rechunk({1: -1})
+        blocks = X.to_delayed()[:, 0]
+        bounds = self._bounds
+        shared_keys = [dask.delayed(value, pure=True) for value in shared]
+        run = dask.delayed(_run_chunk, pure=True)
+        tasks = [
+            run(func, block, *(a[s:e] for a in per_row), *shared_keys)
+            for block, s, e in zip(blocks, bounds[:-1], bounds[1:])
+        ]
+        client = _distributed_client()
+        window = _window(client)
+        spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        if client is not None:
+            pending: deque = deque()
+            try:
+                for i, task in enumerate(tasks):
+                    pending.append((spans[i], client.compute(task)))
+                    while len(pending) >= window:
+                        (s, e), future = pending.popleft()
+                        yield s, e, _result(future)
+                while pending:
+                    (s, e), future = pending.popleft()
+                    yield s, e, _result(future)
+            finally:
+                for _, future in pending:
+                    future.cancel()
+            return
+        for first in range(0, len(tasks), window):
+            check_interrupt()
+            results = dask.compute(*tasks[first : first + window])
+            for (s, e), result in zip(spans[first : first + window], results):
+                yield s, e, result
+
+
+def _run_chunk(func, block, *args):
+    return func(to_csr(block), *args)
+
+
+def _result(future):
+    while True:
+        check_interrupt()
+        try:
+            return future.result(timeout=0.5)
+        except TimeoutError:
+            continue
+
+
+def _distributed_client():
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:  # no client
+        return None
+
+
+def _window(client) -> int:
+    """Chunks in flight at once: twice the worker threads (or local cores), at least 2."""
+    threads = os.cpu_count() or 1
+    if client is not None:
+        try:
+            threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        except Exception:  # noqa: BLE001 - any failure: fall back to the local core count
+            threads = os.cpu_count() or 1
+    return max(2, 2 * threads)

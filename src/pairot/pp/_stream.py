@@ -1,0 +1,302 @@
+"""The streamed passes of preprocessing: what each row chunk contributes, and how it adds up.
+
+One pass over a study's rows (:meth:`CountReader.map`) computes, per chunk, whatever its
+:class:`PassSpec` asks for:
+
+- ``scan``: the count checks (non-finite, negative, fractional values) and the genes' totals;
+- ``pseudobulk``: the chunk's contribution to every (sample, cluster) profile's summed counts
+  over the genes ``gene_index``;
+- ``hvg``: the chunk's cells of the HVG subsample, over ``gene_index``, as float32 counts;
+- ``auroc``: the chunk's cells of the AUROC subsample, over ``gene_index``, normalized to 1e4
+  counts per cell (over ``gene_index``) as float32;
+- ``output``: all of the chunk's cells at the genes ``output_index`` (the preprocessed study).
+
+:func:`run_pass` runs the pass and combines the chunk results into a :class:`PassResult`:
+partial sums are added into dense accumulators, subsample rows are kept as compact chunks, and
+the first bad value found is reported as the message a user reads. Chunk functions only
+compute (they run on dask workers, where the caller's message context does not exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+from .._numba import njit_serial
+from ._reader import CountReader
+from ._validate import code_name, part
+
+#: Every cell of the AUROC subsample is scaled to this many counts (over the tested genes).
+AUROC_TARGET_SUM = 1e4
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """What one pass computes (see the module docstring)."""
+
+    scan: bool = False
+    gene_index: np.ndarray | None = None
+    n_profiles: int = 0
+    hvg: bool = False
+    auroc: bool = False
+    output_index: np.ndarray | None = None
+    output_dense: bool = False
+
+    @property
+    def pseudobulk(self) -> bool:
+        return self.n_profiles > 0
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk contributes (computed where the chunk is, e.g. on a dask worker)."""
+
+    n_genes: int
+    totals: np.ndarray | None = None
+    nonfinite: bool = False
+    minimum: float = 0.0
+    fractional: float | None = None
+    profiles: np.ndarray | None = None
+    profile_sums: sparse.csr_matrix | None = None
+    hvg: sparse.csr_matrix | None = None
+    auroc: sparse.csr_matrix | None = None
+    output: object = None
+
+
+def _columns(chunk: sparse.csr_matrix, index: np.ndarray | None) -> sparse.csr_matrix:
+    if index is None:
+        return chunk
+    return chunk[:, index]
+
+
+def _float32(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    if matrix.dtype == np.float32:
+        return matrix
+    return sparse.csr_matrix(
+        (matrix.data.astype(np.float32), matrix.indices, matrix.indptr), shape=matrix.shape
+    )
+
+
+def _normalized(sub: sparse.csr_matrix, target_sum: float) -> sparse.csr_matrix:
+    """Each row scaled to ``target_sum`` (rows without counts stay zero), float32."""
+    data = sub.data.astype(np.float64)
+    row_of = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+    totals = np.bincount(row_of, weights=data, minlength=sub.shape[0])
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    values = (data * scale[row_of]).astype(np.float32)
+    return sparse.csr_matrix((values, sub.indices, sub.indptr), shape=sub.shape)
+
+
+def chunk_work(
+    chunk: sparse.csr_matrix,
+    profile: np.ndarray,
+    take_hvg: np.ndarray,
+    take_auroc: np.ndarray,
+    spec: PassSpec,
+) -> ChunkResult:
+    """One chunk's part of a pass; ``profile`` is each row's profile code (-1: none)."""
+    result = ChunkResult(n_genes=chunk.shape[1])
+    data = chunk.data
+    if spec.scan:
+        floating = not np.issubdtype(data.dtype, np.integer) and data.dtype != bool
+        if floating and data.size and not np.isfinite(data).all():
+            result.nonfinite = True
+            return result
+        if data.size:
+            result.minimum = float(data.min())
+        if floating and data.size:
+            fractional = data != np.rint(data)
+            if fractional.any():
+                result.fractional = float(data[fractional][0])
+        result.totals = np.bincount(
+            chunk.indices, weights=data.astype(np.float64), minlength=chunk.shape[1]
+        )
+    sub = None
+    if spec.pseudobulk:
+        kept = np.flatnonzero(profile >= 0)
+        if kept.size:
+            profiles, local = np.unique(profile[kept], return_inverse=True)
+            indicator = sparse.csr_matrix(
+                (np.ones(kept.size), (local, kept)), shape=(profiles.size, chunk.shape[0])
+            )
+            sums = indicator @ chunk
+            result.profiles = profiles
+            result.profile_sums = _columns(sparse.csr_matrix(sums), spec.gene_index)
+    if spec.hvg and take_hvg.any():
+        sub = _columns(chunk[take_hvg], spec.gene_index)
+        result.hvg = _float32(sub)
+    if spec.auroc and take_auroc.any():
+        sub = _columns(chunk[take_auroc], spec.gene_index)
+        result.auroc = _normalized(sub, AUROC_TARGET_SUM)
+    if spec.output_index is not None:
+        out = chunk[:, spec.output_index]
+        result.output = out.toarray() if spec.output_dense else out
+    return result
+
+
+@njit_serial
+def _add_rows(acc, rows, indptr, indices, data):  # pragma: no cover - numba
+    """``acc[rows[r], indices[p]] += data[p]`` for the CSR rows r of a partial sum."""
+    for r in range(rows.size):
+        target = acc[rows[r]]
+        for p in range(indptr[r], indptr[r + 1]):
+            target[indices[p]] += data[p]
+
+
+@dataclass
+class PassResult:
+    """A pass's combined results."""
+
+    totals: np.ndarray | None = None
+    profile_sums: np.ndarray | None = None
+    hvg: list = field(default_factory=list)
+    auroc: list = field(default_factory=list)
+    output: list = field(default_factory=list)
+
+
+def count_error(result: ChunkResult, start: int, name: str, dtype) -> ValueError | None:
+    """The message for the first bad value of a chunk, or ``None``: as ``check_counts``."""
+    where = part(name, "X")
+    raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
+    if result.nonfinite:
+        msg = (
+            f"{where} contains NaN or infinite values; pairot needs raw UMI counts "
+            f"(finite non-negative integers). Pass the unnormalized counts, e.g. from {raw}."
+        )
+        return ValueError(msg)
+    if result.minimum < 0:
+        minimum = np.asarray(result.minimum, dtype=dtype).item()
+        msg = (
+            f"{where} contains negative values (min {minimum}); pairot needs raw "
+            "UMI counts, not scaled or centered data."
+        )
+        return ValueError(msg)
+    if result.fractional is not None:
+        bad = np.asarray(result.fractional, dtype=dtype).item()
+        msg = (
+            f"{where} contains non-integer values (e.g. {bad}); it looks normalized or "
+            "log-transformed. pairot needs raw UMI counts: pass the unnormalized counts, "
+            f"e.g. from {raw}."
+        )
+        return ValueError(msg)
+    return None
+
+
+def run_pass(
+    reader: CountReader,
+    spec: PassSpec,
+    *,
+    profile: np.ndarray | None = None,
+    take_hvg: np.ndarray | None = None,
+    take_auroc: np.ndarray | None = None,
+) -> PassResult:
+    """Run one pass of ``spec`` over ``reader`` and combine its chunks' results."""
+    n_cells, n_genes = reader.shape
+    none = np.zeros(n_cells, dtype=bool)
+    profile = np.full(n_cells, -1, dtype=np.int64) if profile is None else profile
+    take_hvg = none if take_hvg is None else take_hvg
+    take_auroc = none if take_auroc is None else take_auroc
+    out = PassResult()
+    if spec.scan:
+        out.totals = np.zeros(n_genes, dtype=np.float64)
+    if spec.pseudobulk:
+        width = n_genes if spec.gene_index is None else spec.gene_index.size
+        out.profile_sums = np.zeros((spec.n_profiles, width), dtype=np.float64)
+    for start, _stop, result in reader.map(
+        chunk_work, per_row=(profile, take_hvg, take_auroc), shared=(spec,)
+    ):
+        if spec.scan:
+            error = count_error(result, start, reader.name, reader.dtype)
+            if error is not None:
+                raise error
+            out.totals += result.totals
+        if result.profile_sums is not None:
+            sums = result.profile_sums
+            _add_rows(
+                out.profile_sums,
+                result.profiles.astype(np.int64),
+                sums.indptr.astype(np.int64),
+                sums.indices.astype(np.int64),
+                sums.data.astype(np.float64, copy=False),
+            )
+        if result.hvg is not None:
+            out.hvg.append(result.hvg)
+        if result.auroc is not None:
+            out.auroc.append(result.auroc)
+        if result.output is not None:
+            out.output.append(result.output)
+    return out
+
+
+def stack_rows(parts: list, n_cols: int, dtype, *, dense: bool = False):
+    """Concatenate row chunks (CSR or dense), emptying ``parts`` as it goes."""
+    if dense:
+        if not parts:
+            return np.zeros((0, n_cols), dtype=dtype)
+        result = np.concatenate(parts, axis=0)
+        parts.clear()
+        return result
+    n_rows = sum(p.shape[0] for p in parts)
+    nnz = sum(p.nnz for p in parts)
+    index_dtype = np.int32 if max(nnz, n_cols) < 2**31 else np.int64
+    indptr = np.zeros(n_rows + 1, dtype=np.int64 if nnz >= 2**31 else index_dtype)
+    data = np.empty(nnz, dtype=dtype)
+    indices = np.empty(nnz, dtype=index_dtype)
+    row = pos = 0
+    while parts:
+        p = parts.pop(0)
+        k = p.shape[0]
+        indptr[row + 1 : row + k + 1] = pos + p.indptr[1:]
+        data[pos : pos + p.nnz] = p.data
+        indices[pos : pos + p.nnz] = p.indices
+        row += k
+        pos += p.nnz
+        del p
+    return sparse.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
+
+
+@njit_serial
+def _scatter_csc(indptr, indices, data, row_offset, next_free, out_indices, out_data):
+    """Place a CSR chunk's entries into preallocated CSC arrays."""
+    for r in range(indptr.size - 1):  # pragma: no cover - numba
+        for p in range(indptr[r], indptr[r + 1]):
+            col = indices[p]
+            q = next_free[col]
+            out_indices[q] = row_offset + r
+            out_data[q] = data[p]
+            next_free[col] = q + 1
+
+
+def rows_to_csc(parts: list, n_cols: int) -> sparse.csc_matrix:
+    """The float32 CSC matrix of row chunks (CSR), emptying ``parts`` as it goes.
+
+    Each chunk is placed and dropped in turn, so the chunks and the result are never held
+    twice over.
+    """
+    col_counts = np.zeros(n_cols, dtype=np.int64)
+    n_rows = 0
+    for p in parts:
+        col_counts += np.bincount(p.indices, minlength=n_cols)
+        n_rows += p.shape[0]
+    indptr = np.concatenate([[0], np.cumsum(col_counts)])
+    index_dtype = np.int32 if n_rows < 2**31 else np.int64
+    out_indices = np.empty(indptr[-1], dtype=index_dtype)
+    out_data = np.empty(indptr[-1], dtype=np.float32)
+    next_free = indptr[:-1].copy()
+    offset = 0
+    while parts:
+        p = parts.pop(0)
+        _scatter_csc(
+            p.indptr.astype(np.int64),
+            p.indices.astype(np.int64),
+            p.data.astype(np.float32, copy=False),
+            offset,
+            next_free,
+            out_indices,
+            out_data,
+        )
+        offset += p.shape[0]
+        del p
+    return sparse.csc_matrix((out_data, out_indices, indptr), shape=(n_rows, n_cols))

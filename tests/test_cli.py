@@ -285,6 +285,49 @@ def test_unreadable_file(demo_h5ad, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5ad"]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_truncated_or_corrupt_file_is_one_line(demo_h5ad, tmp_path, capsys, damage):
+    """A file cut short fails when it is opened; a file whose stored counts are damaged fails
+    while its counts are streamed (the run reads its files backed): one line either way."""
+    import h5py
+
+    bad = tmp_path / "bad.h5ad"
+    data = (demo_h5ad / "reference.h5ad").read_bytes()
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) * 9 // 10])
+    else:
+        bad.write_bytes(data)
+        with h5py.File(bad, "r+") as handle:
+            handle["X/indices"][100:140] = 10**6
+    args = _run_args(demo_h5ad, tmp_path / "out", "--quiet")
+    args[2] = str(bad)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    if damage == "truncated":
+        _assert_one_line_error(err, "cannot read reference file", "truncated")
+    else:
+        _assert_one_line_error(err, "cannot read cells", "of the reference's X", "corrupt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5ad"]
+
+
+def test_run_reads_its_files_backed(demo_h5ad, tmp_path, monkeypatch):
+    """``pairot run`` opens both inputs backed (the counts stay on disk) and never writes them."""
+    import anndata
+
+    opened = []
+    real = anndata.read_h5ad
+
+    def spy(path, *args, **kwargs):
+        opened.append(kwargs.get("backed"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(anndata, "read_h5ad", spy)
+    before = [(demo_h5ad / n).read_bytes() for n in ("query.h5ad", "reference.h5ad")]
+    assert main(_run_args(demo_h5ad, tmp_path / "out", "--quiet")) == 0
+    assert opened == ["r", "r"]
+    assert [(demo_h5ad / n).read_bytes() for n in ("query.h5ad", "reference.h5ad")] == before
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [("--query-cell-type", "celltype"), ("--ref-sample", "donor"), ("--ref-cell-type", "label")],

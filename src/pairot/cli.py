@@ -233,9 +233,13 @@ def _read_h5ad(path: str, role: str):
 
     file = _check_input_file(path, role)
     try:
-        return ad.read_h5ad(file)
+        # backed: only obs, var and obsm are loaded; the counts are streamed in chunks
+        return ad.read_h5ad(file, backed="r")
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
-        msg = f"cannot read {role} file {path!r} as h5ad: {err}"
+        msg = (
+            f"cannot read {role} file {path!r} as h5ad: {type(err).__name__}: {err}; is it "
+            "an .h5ad file written whole (not truncated)?"
+        )
         raise CLIError(msg) from err
 
 

@@ -61,9 +61,14 @@ def _is_backed_dense(X) -> bool:
 def x_of(adata):
     """The count matrix of ``adata`` without loading it: ``adata.X``, or for a view of a
     backed AnnData the on-disk matrix of its parent with the view's rows and genes."""
-    if adata.isbacked and adata.is_view:
-        parent = adata._adata_ref  # the backed AnnData the view was taken from
-        return parent.X, adata._oidx, adata._vidx
+    if adata.isbacked:
+        try:
+            if adata.is_view:
+                parent = adata._adata_ref  # the backed AnnData the view was taken from
+                return parent.X, adata._oidx, adata._vidx
+            return adata.X, None, None
+        except KeyError:  # a backed file without X
+            return None, None, None
     return adata.X, None, None
 
 
@@ -92,9 +97,38 @@ def _file_of(X) -> str | None:
     return None
 
 
+class UnreadableChunk(ValueError):
+    """A chunk's stored sparse structure is inconsistent (a corrupt file)."""
+
+
+def _check_structure(block) -> None:
+    """Raise :class:`UnreadableChunk` unless a CSR / CSC block's arrays are consistent."""
+    indptr, indices = block.indptr, block.indices
+    n_minor = block.shape[1] if block.format == "csr" else block.shape[0]
+    if indptr.size != (block.shape[0] if block.format == "csr" else block.shape[1]) + 1:
+        msg = f"its index pointer has {indptr.size} entries for shape {block.shape}"
+        raise UnreadableChunk(msg)
+    if indptr.size and (
+        indptr[0] != 0 or indptr[-1] != indices.size or indices.size != block.data.size
+    ):
+        msg = "its index pointer does not match its stored entries"
+        raise UnreadableChunk(msg)
+    if np.any(np.diff(indptr) < 0):
+        msg = "its index pointer decreases"
+        raise UnreadableChunk(msg)
+    if indices.size and (indices.min() < 0 or indices.max() >= n_minor):
+        msg = f"it stores entries at positions outside 0..{n_minor - 1}"
+        raise UnreadableChunk(msg)
+
+
 def to_csr(block) -> sparse.csr_matrix:
-    """A chunk as a canonical scipy CSR matrix (numpy, np.matrix or any scipy.sparse)."""
+    """A chunk as a canonical scipy CSR matrix (numpy, np.matrix or any scipy.sparse).
+
+    Raises :class:`UnreadableChunk` when a sparse block's stored structure is inconsistent.
+    """
     if sparse.issparse(block):
+        if block.format in ("csr", "csc"):
+            _check_structure(block)
         block = sparse.csr_matrix(block)
     else:
         block = sparse.csr_matrix(np.asarray(block))
@@ -230,17 +264,20 @@ class CountReader:
                 block = X[self._rows[start:stop]]
             if self._genes is not None:
                 block = block[:, self._genes]
+            return to_csr(block)
         except (OSError, KeyError, ValueError, RuntimeError) as err:
-            if self.kind != "backed":
+            if self.kind != "backed" and not isinstance(err, UnreadableChunk):
                 raise
-            where = f" ({self.file})" if self.file else ""
-            msg = (
-                f"cannot read cells {start}..{stop - 1} of {part(self.name, 'X')} from its "
-                f"file{where}: {type(err).__name__}: {err}. The file looks truncated or "
-                "corrupt; write it again or download it again."
-            )
-            raise OSError(msg) from err
-        return to_csr(block)
+            raise self._unreadable(start, stop, err) from err
+
+    def _unreadable(self, start: int, stop: int, err: Exception) -> OSError:
+        where = f" in {self.file}" if self.file else ""
+        msg = (
+            f"cannot read cells {start}..{stop - 1} of {part(self.name, 'X')}{where}: "
+            f"{type(err).__name__}: {err}. The file looks truncated or corrupt; write it "
+            "again or download it again."
+        )
+        return OSError(msg)
 
     def map(
         self,
@@ -279,6 +316,17 @@ class CountReader:
             run(func, block, *(a[s:e] for a in per_row), *shared_keys)
             for block, s, e in zip(blocks, bounds[:-1], bounds[1:])
         ]
+        yield from self._checked(self._run_dask(tasks, bounds))
+
+    def _checked(self, results):
+        for s, e, result in results:
+            if isinstance(result, UnreadableChunk):
+                raise self._unreadable(s, e, result)
+            yield s, e, result
+
+    def _run_dask(self, tasks, bounds):
+        import dask
+
         client = _distributed_client()
         window = _window(client)
         spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
@@ -305,7 +353,11 @@ class CountReader:
 
 
 def _run_chunk(func, block, *args):
-    return func(to_csr(block), *args)
+    try:
+        chunk = to_csr(block)
+    except UnreadableChunk as err:  # reported by the caller, with the study's name
+        return err
+    return func(chunk, *args)
 
 
 def _result(future):

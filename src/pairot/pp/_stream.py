@@ -83,7 +83,7 @@ def _normalized(sub: sparse.csr_matrix, target_sum: float) -> sparse.csr_matrix:
     """Each row scaled to ``target_sum`` (rows without counts stay zero), float32."""
     data = sub.data.astype(np.float64)
     row_of = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
-    totals = np.bincount(row_of, weights=data, minlength=sub.shape[0])
+    totals = np.bincount(row_of, weights=data, minlength=sub.shape[0]).astype(np.float64)
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
     values = (data * scale[row_of]).astype(np.float32)
     return sparse.csr_matrix((values, sub.indices, sub.indptr), shape=sub.shape)
@@ -112,7 +112,7 @@ def chunk_work(
                 result.fractional = float(data[fractional][0])
         result.totals = np.bincount(
             chunk.indices, weights=data.astype(np.float64), minlength=chunk.shape[1]
-        )
+        ).astype(np.float64)
     sub = None
     if spec.pseudobulk:
         kept = np.flatnonzero(profile >= 0)

@@ -30,6 +30,7 @@ __all__ = [
     "contrasts_fit",
     "ebayes",
     "fit_f_dist",
+    "group_statistics",
     "limma_ava",
     "limma_ova",
     "lm_fit",
@@ -541,6 +542,45 @@ def _gene_blocks(expr, n_values: int | None = None):
             yield g0, g1, expr[g0:g1]
 
 
+def _group_statistics(expr, labels: np.ndarray, present: np.ndarray):
+    """Per gene and cluster with profiles: the mean and the sum of squared deviations from it.
+
+    ``(means, within)``, each ``(G, len(present))``, computed in gene blocks (one matrix
+    product for the sums, one for the squared deviations, so no cancellation). Both limma
+    designs that pairOT fits are functions of these: ``~ 0 + cluster`` has the means as
+    coefficients and ``sum(within)`` as residual sum of squares; ``~ is_c`` has the mean of c
+    and of all other profiles, whose residual sum of squares adds the others' spread around
+    their joint mean. This equals ``lm_fit``'s QR solution to round-off and reads the
+    expression matrix twice instead of once per cluster.
+    """
+    n_genes = expr.shape[0]
+    column = np.searchsorted(present, labels)
+    indicator = np.zeros((labels.size, present.size))
+    indicator[np.arange(labels.size), column] = 1.0
+    sizes = indicator.sum(axis=0)
+    means = np.empty((n_genes, present.size))
+    within = np.empty((n_genes, present.size))
+    for g0, g1, block in _gene_blocks(expr):
+        block = np.asarray(block, dtype=np.float64)
+        if not np.all(np.isfinite(block)):
+            raise ValueError(
+                "expr contains NaN or infinite values; limma with missing values is not "
+                "supported. Remove or impute them first."
+            )
+        m = (block @ indicator) / sizes
+        means[g0:g1] = m
+        deviation = block - m[:, column]
+        within[g0:g1] = (deviation * deviation) @ indicator
+    return means, within
+
+
+def group_statistics(expr, labels: np.ndarray, n_clusters: int):
+    """The per-cluster means and squared deviations that :func:`limma_ova` and
+    :func:`limma_ava` fit, computed once for both (pass them as ``statistics=``)."""
+    expr, labels, present = _check_labels(expr, labels, n_clusters, "One-vs-all")
+    return _group_statistics(expr, labels, present)
+
+
 def _check_labels(
     expr, labels: np.ndarray, n_clusters: int, what: str
 ) -> tuple[object, np.ndarray, np.ndarray]:
@@ -579,7 +619,7 @@ def _check_labels(
 
 
 def limma_ova(
-    expr: np.ndarray, labels: np.ndarray, n_clusters: int
+    expr: np.ndarray, labels: np.ndarray, n_clusters: int, *, statistics=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-vs-all limma: each cluster against all other profiles.
 
@@ -596,6 +636,9 @@ def limma_ova(
         ``(P,)`` integer cluster codes ``0..n_clusters-1`` of the profiles.
     n_clusters
         Number of clusters ``K`` (rows of the outputs).
+    statistics
+        The result of :func:`group_statistics` for these ``expr`` and ``labels``, when it is
+        computed once for both tests (then ``expr`` is only used for its shape).
 
     Returns
     -------
@@ -620,36 +663,37 @@ def limma_ova(
     logfc = np.full(shape, np.nan)
     p_value = np.full(shape, np.nan)
     adj = np.full(shape, np.nan)
-    designs = {
-        c: np.column_stack([np.ones(n_profiles), (labels == c).astype(np.float64)]) for c in present
-    }
-    coefficients = {c: np.empty((n_genes, 2)) for c in present}
-    sigma = {c: np.empty(n_genes) for c in present}
-    fits = {}
-    for g0, g1, block in _gene_blocks(expr):
-        for c in present:
-            fit = lm_fit(block, designs[c])
-            coefficients[c][g0:g1] = fit.coefficients
-            sigma[c][g0:g1] = fit.sigma
-            fits[c] = fit
-    for c in present:
-        fit = fits.pop(c)
-        full = LinearModelFit(
-            coefficients=coefficients.pop(c),
-            stdev_unscaled=np.broadcast_to(fit.stdev_unscaled[0], (n_genes, 2)).copy(),
-            sigma=sigma.pop(c),
-            df_residual=np.full(n_genes, fit.df_residual[0]),
-            cov_coefficients=fit.cov_coefficients,
+    means, within = _group_statistics(expr, labels, present) if statistics is None else statistics
+    sizes = np.bincount(labels, minlength=int(n_clusters))[present].astype(np.float64)
+    df = float(n_profiles - 2)
+    for i, c in enumerate(present):
+        # ~ is_c by least squares, in closed form: the intercept is the mean of the other
+        # profiles, the coefficient of is_c the difference of the two means; the residuals are
+        # the deviations from those two means
+        n_c = sizes[i]
+        n_rest = n_profiles - n_c
+        others = np.ones(present.size, dtype=bool)
+        others[i] = False
+        mean_rest = (means[:, others] @ sizes[others]) / n_rest
+        deviation = means[:, others] - mean_rest[:, None]
+        rss = within.sum(axis=1) + (deviation**2) @ sizes[others]
+        cov = np.array([[1.0 / n_rest, -1.0 / n_rest], [-1.0 / n_rest, 1.0 / n_c + 1.0 / n_rest]])
+        fit = LinearModelFit(
+            coefficients=np.column_stack([mean_rest, means[:, i] - mean_rest]),
+            stdev_unscaled=np.broadcast_to(np.sqrt(np.diag(cov)), (n_genes, 2)).copy(),
+            sigma=np.sqrt(np.maximum(rss, 0.0) / df),
+            df_residual=np.full(n_genes, df),
+            cov_coefficients=cov,
         )
-        eb = ebayes(full)
-        logfc[c] = full.coefficients[:, 1]
+        eb = ebayes(fit)
+        logfc[c] = fit.coefficients[:, 1]
         p_value[c] = eb.p_value[:, 1]
         adj[c] = p_adjust_bh(eb.p_value[:, 1])
     return logfc, p_value, adj
 
 
 def limma_ava(
-    expr: np.ndarray, labels: np.ndarray, n_clusters: int
+    expr: np.ndarray, labels: np.ndarray, n_clusters: int, *, statistics=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All-vs-all limma: every pair of clusters, from one fit.
 
@@ -665,6 +709,8 @@ def limma_ava(
         ``(P,)`` integer cluster codes ``0..n_clusters-1`` of the profiles.
     n_clusters
         Number of clusters ``K``.
+    statistics
+        As in :func:`limma_ova`.
 
     Returns
     -------
@@ -690,18 +736,18 @@ def limma_ava(
     column = np.searchsorted(present, labels)
     design = np.zeros((n_profiles, n_present))
     design[np.arange(n_profiles), column] = 1.0
-    coefficients = np.empty((n_genes, n_present))
-    sigma = np.empty(n_genes)
-    for g0, g1, block in _gene_blocks(expr):
-        part = lm_fit(block, design)
-        coefficients[g0:g1] = part.coefficients
-        sigma[g0:g1] = part.sigma
+    # ~ 0 + cluster by least squares, in closed form: the coefficients are the cluster means
+    # and the residuals the deviations from them
+    means, within = _group_statistics(expr, labels, present) if statistics is None else statistics
+    sizes = np.bincount(labels, minlength=int(n_clusters))[present].astype(np.float64)
+    df = float(n_profiles - n_present)
+    cov = np.diag(1.0 / sizes)
     fit = LinearModelFit(
-        coefficients=coefficients,
-        stdev_unscaled=np.broadcast_to(part.stdev_unscaled[0], (n_genes, n_present)).copy(),
-        sigma=sigma,
-        df_residual=np.full(n_genes, part.df_residual[0]),
-        cov_coefficients=part.cov_coefficients,
+        coefficients=means,
+        stdev_unscaled=np.broadcast_to(np.sqrt(1.0 / sizes), (n_genes, n_present)).copy(),
+        sigma=np.sqrt(np.maximum(within.sum(axis=1), 0.0) / df),
+        df_residual=np.full(n_genes, df),
+        cov_coefficients=cov,
     )
     i1, i2 = np.triu_indices(n_present, k=1)
     n_contrasts = i1.size

@@ -17,7 +17,7 @@ from .._logging import logger, progress_logger
 from ._auroc import auroc_ova_ava
 from ._genes import flag_uninformative_genes
 from ._hvg import combine_statistics, hvg_rows, study_statistics
-from ._limma import limma_ava, limma_ova
+from ._limma import group_statistics, limma_ava, limma_ova
 from ._pseudobulk import LogExpression, Profiles, profiles_of
 from ._reader import CountReader, _is_dask, x_of
 from ._sampling import downsample_indices
@@ -188,17 +188,19 @@ def _warn_missing_profiles(profiles: Profiles, clusters: pd.Categorical, name: s
         )
 
 
-def _limma(profile_sums: np.ndarray, profiles: Profiles, n_clusters: int, name: str):
-    """One-vs-all and all-vs-all limma of the summed profiles (gene-blocked)."""
+def _limma(expr: LogExpression, profiles: Profiles, n_clusters: int, name: str):
+    """One-vs-all and all-vs-all limma of the summed profiles; ``expr``'s counts are released
+    once the per-cluster statistics are computed (gene-blocked)."""
     start = time.perf_counter()
-    expr = LogExpression(profile_sums, PSEUDOBULK_TARGET_SUM)
-    ova = limma_ova(expr, profiles.cluster, n_clusters)
-    ava = limma_ava(expr, profiles.cluster, n_clusters)
+    statistics = group_statistics(expr, profiles.cluster, n_clusters)
+    expr.release()
+    ova = limma_ova(expr, profiles.cluster, n_clusters, statistics=statistics)
+    ava = limma_ava(expr, profiles.cluster, n_clusters, statistics=statistics)
     logger.info(
         "%s: limma on %d pseudobulk profiles x %d genes in %.1f s",
         study(name),
-        profile_sums.shape[0],
-        profile_sums.shape[1],
+        expr.shape[1],
+        expr.shape[0],
         time.perf_counter() - start,
     )
     return ova, ava
@@ -378,8 +380,9 @@ def rank_genes_limma(
         study_.reader.source,
         time.perf_counter() - start,
     )
-    limma_results = _limma(result.profile_sums, profiles, n_clusters, "adata")
+    expr = LogExpression(result.profile_sums, PSEUDOBULK_TARGET_SUM)
     result.profile_sums = None
+    limma_results = _limma(expr, profiles, n_clusters, "adata")
     auroc_results = _auroc(result.auroc, adata.n_vars, auroc_codes, n_clusters, "adata")
     genes = pd.Index(np.asarray(study_.var.index.astype(str)))
     return _tables(limma_results, auroc_results, genes, clusters)
@@ -594,9 +597,10 @@ def preprocess_adatas(
             sub = stack_rows(result.hvg, len(genes), np.float32)
             hvg_tables.append(study_statistics(sub, genes, n_top_genes))
             del sub
-        sums, result.profile_sums = result.profile_sums, None
-        limma_results[name] = _limma(sums, profiles, len(study_.clusters.categories), name)
-        del sums, result
+        expr = LogExpression(result.profile_sums, PSEUDOBULK_TARGET_SUM)
+        result.profile_sums = None
+        limma_results[name] = _limma(expr, profiles, len(study_.clusters.categories), name)
+        del expr, result
 
     if all_hvgs:
         hvg = np.arange(len(genes))

@@ -148,6 +148,10 @@ class LogExpression:
         self.scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
         self.shape = (counts.shape[1], counts.shape[0])
 
+    def release(self) -> None:
+        """Drop the summed counts (the shape stays); :meth:`block` cannot be used after."""
+        self.counts = None
+
     def block(self, g0: int, g1: int) -> np.ndarray:
         """Genes ``g0:g1`` x all profiles, float64."""
         return np.log1p(self.counts[:, g0:g1] * self.scale[:, None]).T

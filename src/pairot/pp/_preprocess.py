@@ -226,9 +226,14 @@ def _auroc(parts: list, n_genes: int, codes: np.ndarray, n_clusters: int, name: 
 def _tables(
     limma_results, auroc_results, genes: pd.Index, clusters: pd.Categorical
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The long one-vs-all and all-vs-all DE tables of one study."""
-    (ova_fc, ova_p, ova_adj), (ava_fc, ava_p, ava_adj) = limma_results
+    """The long one-vs-all and all-vs-all DE tables of one study.
+
+    Each column is built once and handed to pandas without a copy (no consolidation of the
+    float columns), and each cluster x cluster x gene array is dropped once its column exists.
+    """
+    (ova_fc, ova_p, ova_adj), ava_limma = limma_results
     ova_auc, ava_auc = auroc_results
+    del limma_results, auroc_results
     n_clusters = len(clusters.categories)
     n_genes = len(genes)
     categories = clusters.categories
@@ -243,21 +248,20 @@ def _tables(
             "P.Value": ova_p.ravel(),
             "adj.P.Val": ova_adj.ravel(),
             "auroc": ova_auc.ravel(),
-        }
+        },
+        copy=False,
     )
     first, second = np.nonzero(~np.eye(n_clusters, dtype=bool))
-    ava = pd.DataFrame(
-        {
-            "cluster": pd.Categorical.from_codes(np.repeat(first, n_genes), categories),
-            "versus": pd.Categorical.from_codes(np.repeat(second, n_genes), categories),
-            "gene": pd.Categorical.from_codes(np.tile(gene_codes, first.size), genes),
-            "logFC": ava_fc[first, second].ravel(),
-            "P.Value": ava_p[first, second].ravel(),
-            "adj.P.Val": ava_adj[first, second].ravel(),
-            "auroc": ava_auc[first, second].ravel(),
-        }
-    )
-    return ova, ava
+    columns = {
+        "cluster": pd.Categorical.from_codes(np.repeat(first, n_genes), categories),
+        "versus": pd.Categorical.from_codes(np.repeat(second, n_genes), categories),
+        "gene": pd.Categorical.from_codes(np.tile(gene_codes, first.size), genes),
+    }
+    arrays = [*ava_limma, ava_auc]
+    del ava_limma, ava_auc
+    for key in ("logFC", "P.Value", "adj.P.Val", "auroc"):
+        columns[key] = arrays.pop(0)[first, second].ravel()
+    return ova, pd.DataFrame(columns, copy=False)
 
 
 def _auroc_rows(clusters: pd.Categorical, n_samples_auroc: int, random_state: int):
@@ -383,9 +387,14 @@ def rank_genes_limma(
     expr = LogExpression(result.profile_sums, PSEUDOBULK_TARGET_SUM)
     result.profile_sums = None
     limma_results = _limma(expr, profiles, n_clusters, "adata")
-    auroc_results = _auroc(result.auroc, adata.n_vars, auroc_codes, n_clusters, "adata")
     genes = pd.Index(np.asarray(study_.var.index.astype(str)))
-    return _tables(limma_results, auroc_results, genes, clusters)
+    auroc_parts, result = result.auroc, None
+    return _tables(
+        limma_results,
+        _auroc(auroc_parts, adata.n_vars, auroc_codes, n_clusters, "adata"),
+        genes,
+        clusters,
+    )
 
 
 def _as_gene_list(genes, argument: str) -> list[str] | None:
@@ -649,9 +658,13 @@ def preprocess_adatas(
             time.perf_counter() - start,
         )
         X_out = stack_rows(result.output, out_columns.size, study_.reader.dtype, dense=dense)
-        auroc_results = _auroc(result.auroc, len(genes), auroc_codes, n_clusters, name)
-        de_ova, de_ava = _tables(limma_results.pop(name), auroc_results, genes, clusters)
-        del auroc_results, result
+        de_ova, de_ava = _tables(
+            limma_results.pop(name),
+            _auroc(result.auroc, len(genes), auroc_codes, n_clusters, name),
+            genes,
+            clusters,
+        )
+        del result
         obs = study_.obs.copy()
         obs[ct_col] = clusters
         obs[sample_col] = study_.samples

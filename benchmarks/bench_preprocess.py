@@ -1,13 +1,18 @@
-"""Speed and memory of ``pairot.pp.preprocess_adatas`` at scale, and of the AUROC kernel.
+"""Time and peak memory of ``pairot.pp.preprocess_adatas`` on atlas-size files.
 
 Run by hand (not by CI)::
 
-    python benchmarks/bench_preprocess.py                 # 200k + 200k cells x 20k genes
-    python benchmarks/bench_preprocess.py --cells 20000   # a quicker look
+    python benchmarks/bench_preprocess.py --scale seed          # the seed's 600,929 + 1,265,624
+    python benchmarks/bench_preprocess.py --scale 200k --memory # backed and in memory, side by side
+    python benchmarks/bench_preprocess.py --slope               # peak memory vs cells, 3 sizes
+    python benchmarks/bench_preprocess.py --scale 200k --auroc  # the AUROC kernel vs a loop
 
-The simulated pair is written once to ``--cache`` (h5ad) by a child process, so that the
-measured process holds only what a user's session would: the two loaded studies and
-preprocessing. Figures are printed, never asserted.
+The simulated pairs are written to ``--data/<scale>`` by ``benchmarks/atlas_data.py`` (in
+bounded memory, never held whole) the first time. Every measurement runs in a fresh child
+process that opens the two files and preprocesses them, so its peak resident memory
+(``ru_maxrss``) is what a user's session would need: ``backed`` opens them with
+``anndata.read_h5ad(path, backed="r")`` (the counts are streamed), ``memory`` reads them
+whole first. Figures are printed as JSON lines, never asserted.
 """
 
 from __future__ import annotations
@@ -21,159 +26,177 @@ import sys
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+ARGS = ("cell_type", "cell_type", "sample_id", "sample_id")
+#: The seed tutorial's parameters.
+KW = {"n_top_genes": 500, "n_samples_auroc": 10_000, "n_samples_hvg_selection": 100_000}
+SLOPE_SCALES = ("100k+200k", "200k+400k", "300k+600k")
+
 
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def simulate(args) -> None:
-    import pairot as pr
+def _data(args, scale: str) -> Path:
+    sys.path.insert(0, str(HERE))
+    import atlas_data
 
-    start = time.perf_counter()
-    query, reference = pr.datasets.simulate_pair(
-        n_cells_query=args.cells,
-        n_cells_reference=args.cells,
-        n_genes=args.genes,
-        n_cell_types=args.clusters,
-        n_samples_query=args.samples,
-        n_samples_reference=args.samples,
-        mean_library_size=2000,
-        random_state=0,
-    )
-    elapsed = time.perf_counter() - start
-    nnz = query.X.nnz / query.n_obs
-    query.write_h5ad(args.cache / "query.h5ad")
-    reference.write_h5ad(args.cache / "reference.h5ad")
-    print(
-        json.dumps(
-            {
-                "simulate_s": round(elapsed, 1),
-                "nnz_per_cell": round(nnz, 1),
-                "simulate_peak_rss_gb": round(_peak_rss_gb(), 2),
-            }
-        )
-    )
+    folder = args.data / scale
+    n_query, n_reference = atlas_data.SIZES[scale]
+    atlas_data.write_pair(folder, n_cells_query=n_query, n_cells_reference=n_reference)
+    return folder
 
 
-def preprocess(args) -> None:
+def _log_with_memory() -> None:
+    """Log lines to stderr, each with the peak resident memory since the previous line (a
+    thread samples /proc/self/statm every 50 ms): where the peak of a run sits."""
+    import logging
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    peak = [0]
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/statm") as handle:
+                peak[0] = max(peak[0], int(handle.read().split()[1]) * page)
+            time.sleep(0.05)
+
+    threading.Thread(target=sample, daemon=True).start()
+
+    class WithMemory(logging.Formatter):
+        def format(self, record):
+            text = super().format(record)
+            gb, peak[0] = peak[0] / 1024**3, 0
+            return f"{text}  [peak since last line {gb:.2f} GB]"
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(WithMemory("%(relativeCreated)9.0f ms %(message)s"))
+    logger = logging.getLogger("pairot")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def preprocess(folder: Path, mode: str) -> None:
+    """Child process: open (backed) or read (memory) the pair, preprocess, print figures."""
     import anndata as ad
 
     import pairot as pr
 
-    query = ad.read_h5ad(args.cache / "query.h5ad")
-    reference = ad.read_h5ad(args.cache / "reference.h5ad")
+    _log_with_memory()
+    start = time.perf_counter()
+    backed = "r" if mode == "backed" else None
+    query = ad.read_h5ad(folder / "query.h5ad", backed=backed)
+    reference = ad.read_h5ad(folder / "reference.h5ad", backed=backed)
+    read_s = time.perf_counter() - start
     loaded_gb = _peak_rss_gb()
     start = time.perf_counter()
-    q, r = pr.pp.preprocess_adatas(
-        query,
-        reference,
-        cell_type_column_adata1="cell_type",
-        cell_type_column_adata2="cell_type",
-        sample_column_adata1="sample_id",
-        sample_column_adata2="sample_id",
-        n_top_genes=500,
-        n_samples_auroc=10_000,
-        n_samples_hvg_selection=100_000,
-    )
+    q, r = pr.pp.preprocess_adatas(query, reference, *ARGS, **KW)
     elapsed = time.perf_counter() - start
     print(
         json.dumps(
             {
+                "mode": mode,
+                "cells": [query.n_obs, reference.n_obs],
+                "genes": query.n_vars,
+                "read_s": round(read_s, 1),
                 "preprocess_s": round(elapsed, 1),
                 "peak_rss_gb": round(_peak_rss_gb(), 2),
-                "rss_after_loading_gb": round(loaded_gb, 2),
+                "rss_after_reading_gb": round(loaded_gb, 2),
                 "n_shared_genes": int(q.uns["pairot"]["params"]["n_shared_genes"]),
-                "de_ava_rows_query": len(q.uns["pairot"]["de_ava"]),
+                "output_nnz": [int(q.X.nnz), int(r.X.nnz)],
+                "de_ava_rows": [len(q.uns["pairot"]["de_ava"]), len(r.uns["pairot"]["de_ava"])],
             }
-        )
+        ),
+        flush=True,
     )
 
 
-def auroc(args) -> None:
+def auroc(folder: Path) -> None:
+    """Child process: the AUROC kernel on the query's subsample against a per-pair loop."""
     import anndata as ad
     import numpy as np
 
     from pairot.pp._auroc import auroc_ova_ava, auroc_pairwise_loop
-    from pairot.pp._preprocess import _library_normalized
+    from pairot.pp._reader import CountReader
     from pairot.pp._sampling import downsample_indices
+    from pairot.pp._stream import PassSpec, rows_to_csc, run_pass
 
-    query = ad.read_h5ad(args.cache / "query.h5ad")
+    query = ad.read_h5ad(folder / "query.h5ad", backed="r")
     codes = query.obs["cell_type"].cat.codes.to_numpy()
     k = len(query.obs["cell_type"].cat.categories)
     rows = downsample_indices(codes, 10_000, random_state=0)
-    genes = np.arange(query.n_vars)
-    X = _library_normalized(query.X, rows, genes)
+    take = np.zeros(query.n_obs, dtype=bool)
+    take[rows] = True
+    reader = CountReader(query.X, name="query")
+    result = run_pass(reader, PassSpec(auroc=True), take_auroc=take)
+    X = rows_to_csc(result.auroc, query.n_vars)
     start = time.perf_counter()
     ova, ava = auroc_ova_ava(X, codes[rows], k)
     kernel = time.perf_counter() - start
-    sub = genes[: args.loop_genes]
+    sub = np.arange(200)
     start = time.perf_counter()
     ova_loop, ava_loop = auroc_pairwise_loop(X[:, sub], codes[rows], k)
-    loop = (time.perf_counter() - start) * len(genes) / len(sub)
-    diff = float(np.nanmax(np.abs(ava_loop - ava[:, :, sub])))
+    loop = (time.perf_counter() - start) * query.n_vars / sub.size
     print(
         json.dumps(
             {
                 "auroc_cells": int(rows.size),
-                "auroc_genes": int(len(genes)),
+                "auroc_genes": int(query.n_vars),
                 "clusters": k,
                 "kernel_s": round(kernel, 1),
                 "pairwise_loop_s_extrapolated": round(loop, 1),
-                "loop_genes_timed": int(len(sub)),
                 "speedup": round(loop / kernel, 1),
-                "max_abs_diff": diff,
+                "max_abs_diff": float(np.nanmax(np.abs(ava_loop - ava[:, :, sub]))),
             }
-        )
+        ),
+        flush=True,
     )
+
+
+def _child(*args: str) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(proc.returncode)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    figures = json.loads(lines[-1])
+    print(json.dumps(figures), flush=True)
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=200_000, help="cells per study")
-    parser.add_argument("--genes", type=int, default=20_000)
-    parser.add_argument("--clusters", type=int, default=30)
-    parser.add_argument("--samples", type=int, default=8, help="samples per study")
-    parser.add_argument(
-        "--loop-genes",
-        type=int,
-        default=200,
-        help="genes timed for the per-pair AUROC baseline (extrapolated)",
-    )
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/pairot_bench_preprocess"))
-    parser.add_argument("--step", choices=["simulate", "preprocess", "auroc"], default=None)
+    parser.add_argument("--scale", default="seed", help="a size of atlas_data.SIZES")
+    parser.add_argument("--data", type=Path, default=Path("/tmp/pairot_seed"))
+    parser.add_argument("--memory", action="store_true", help="also read the files whole")
+    parser.add_argument("--slope", action="store_true", help=f"backed runs at {SLOPE_SCALES}")
+    parser.add_argument("--auroc", action="store_true", help="the AUROC kernel vs a loop")
+    parser.add_argument("--child", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.step is not None:
-        args.cache = args.cache / f"{args.cells}x{args.genes}"
-        {"simulate": simulate, "preprocess": preprocess, "auroc": auroc}[args.step](args)
+    if args.child:
+        folder, mode = Path(args.child[0]), args.child[1]
+        auroc(folder) if mode == "auroc" else preprocess(folder, mode)
         return
-    base = [
-        sys.executable,
-        __file__,
-        "--cells",
-        str(args.cells),
-        "--genes",
-        str(args.genes),
-        "--clusters",
-        str(args.clusters),
-        "--samples",
-        str(args.samples),
-        "--loop-genes",
-        str(args.loop_genes),
-        "--cache",
-        str(args.cache),
-    ]
-    cache = args.cache / f"{args.cells}x{args.genes}"
-    cache.mkdir(parents=True, exist_ok=True)
-    print(
-        f"# {args.cells:,} + {args.cells:,} cells x {args.genes:,} genes, "
-        f"{args.clusters} clusters, {args.samples} samples per study, "
-        f"{os.cpu_count()} CPU cores",
-        flush=True,
-    )
-    if not (cache / "reference.h5ad").exists():
-        subprocess.run([*base, "--step", "simulate"], check=True)
-    subprocess.run([*base, "--step", "preprocess"], check=True)
-    subprocess.run([*base, "--step", "auroc"], check=True)
+    print(f"# {os.cpu_count()} CPU cores; parameters {KW}", flush=True)
+    if args.slope:
+        points = []
+        for scale in SLOPE_SCALES:
+            figures = _child("--child", str(_data(args, scale)), "backed")
+            points.append((sum(figures["cells"]), figures["peak_rss_gb"] * 1024**3))
+        (x0, y0), (x1, y1) = points[0], points[-1]
+        print(json.dumps({"slope_bytes_per_cell": round((y1 - y0) / (x1 - x0), 1)}))
+        return
+    folder = _data(args, args.scale)
+    if args.auroc:
+        _child("--child", str(folder), "auroc")
+        return
+    _child("--child", str(folder), "backed")
+    if args.memory:
+        _child("--child", str(folder), "memory")
 
 
 if __name__ == "__main__":

@@ -602,14 +602,16 @@ def preprocess_adatas(
             "" if all_hvgs else " and the HVG subsample",
             time.perf_counter() - start,
         )
+        # limma first: it frees the summed counts before scanpy copies the HVG subsample
+        expr = LogExpression(result.profile_sums, PSEUDOBULK_TARGET_SUM)
+        result.profile_sums = None
+        limma_results[name] = _limma(expr, profiles, len(study_.clusters.categories), name)
+        del expr
         if not all_hvgs:
             sub = stack_rows(result.hvg, len(genes), np.float32)
             hvg_tables.append(study_statistics(sub, genes, n_top_genes))
             del sub
-        expr = LogExpression(result.profile_sums, PSEUDOBULK_TARGET_SUM)
-        result.profile_sums = None
-        limma_results[name] = _limma(expr, profiles, len(study_.clusters.categories), name)
-        del expr, result
+        del result
 
     if all_hvgs:
         hvg = np.arange(len(genes))

@@ -89,14 +89,34 @@ def _normalized(sub: sparse.csr_matrix, target_sum: float) -> sparse.csr_matrix:
     return sparse.csr_matrix((values, sub.indices, sub.indptr), shape=sub.shape)
 
 
+@njit_serial
+def _scatter_profiles(indptr, indices, data, profile, column_of, acc):  # pragma: no cover
+    """``acc[profile[r], column_of[j]] += X[r, j]`` over a CSR chunk (-1 codes skipped)."""
+    for r in range(indptr.size - 1):
+        p = profile[r]
+        if p < 0:
+            continue
+        target = acc[p]
+        for k in range(indptr[r], indptr[r + 1]):
+            col = column_of[indices[k]]
+            if col >= 0:
+                target[col] += data[k]
+
+
 def chunk_work(
     chunk: sparse.csr_matrix,
     profile: np.ndarray,
     take_hvg: np.ndarray,
     take_auroc: np.ndarray,
     spec: PassSpec,
+    accumulator: tuple | None = None,
 ) -> ChunkResult:
-    """One chunk's part of a pass; ``profile`` is each row's profile code (-1: none)."""
+    """One chunk's part of a pass; ``profile`` is each row's profile code (-1: none).
+
+    With ``accumulator = (column_of, sums)`` (a pass in this process) the chunk's counts are
+    added into the profiles' sums directly; without (on a dask worker) its partial sums are
+    returned.
+    """
     result = ChunkResult(n_genes=chunk.shape[1])
     data = chunk.data
     if spec.scan:
@@ -114,7 +134,17 @@ def chunk_work(
             chunk.indices, weights=data.astype(np.float64), minlength=chunk.shape[1]
         ).astype(np.float64)
     sub = None
-    if spec.pseudobulk:
+    if spec.pseudobulk and accumulator is not None:
+        column_of, sums = accumulator
+        _scatter_profiles(
+            chunk.indptr.astype(np.int64, copy=False),
+            chunk.indices.astype(np.int64, copy=False),
+            data.astype(np.float64, copy=False),
+            profile.astype(np.int64, copy=False),
+            column_of,
+            sums,
+        )
+    elif spec.pseudobulk:
         kept = np.flatnonzero(profile >= 0)
         if kept.size:
             profiles, local = np.unique(profile[kept], return_inverse=True)
@@ -204,8 +234,14 @@ def run_pass(
     if spec.pseudobulk:
         width = n_genes if spec.gene_index is None else spec.gene_index.size
         out.profile_sums = np.zeros((spec.n_profiles, width), dtype=np.float64)
+    shared: tuple = (spec,)
+    if spec.pseudobulk and reader.kind != "dask":
+        column_of = np.full(n_genes, -1, dtype=np.int64)
+        index = np.arange(n_genes) if spec.gene_index is None else spec.gene_index
+        column_of[index] = np.arange(index.size)
+        shared = (spec, (column_of, out.profile_sums))
     for start, _stop, result in reader.map(
-        chunk_work, per_row=(profile, take_hvg, take_auroc), shared=(spec,)
+        chunk_work, per_row=(profile, take_hvg, take_auroc), shared=shared
     ):
         if spec.scan:
             error = count_error(result, start, reader.name, reader.dtype)

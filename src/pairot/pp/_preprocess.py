@@ -21,7 +21,7 @@ from ._limma import group_statistics, limma_ava, limma_ova
 from ._pseudobulk import LogExpression, Profiles, profiles_of
 from ._reader import CountReader, _is_dask, x_of
 from ._sampling import downsample_indices
-from ._stream import PassSpec, rows_to_csc, run_pass, stack_rows
+from ._stream import CscBuilder, PassSpec, rows_to_csc, run_pass, stack_rows
 from ._validate import argument_text, check_adata, check_count_matrix, get_labels, study
 
 #: Minimum total count over all cells for a gene to count as expressed in a study.
@@ -206,10 +206,12 @@ def _limma(expr: LogExpression, profiles: Profiles, n_clusters: int, name: str):
     return ova, ava
 
 
-def _auroc(parts: list, n_genes: int, codes: np.ndarray, n_clusters: int, name: str):
-    """AUROCs of the normalized subsample rows collected by a pass (emptied on the way)."""
+def _auroc(normalized, n_genes: int, codes: np.ndarray, n_clusters: int, name: str):
+    """AUROCs of the normalized subsample (a CSC matrix, or a list of CSR row chunks that is
+    emptied on the way)."""
     start = time.perf_counter()
-    normalized = rows_to_csc(parts, n_genes)
+    if isinstance(normalized, list):
+        normalized = rows_to_csc(normalized, n_genes)
     n_rows = normalized.shape[0]
     ova_auc, ava_auc = auroc_ova_ava(normalized, codes, n_clusters)
     del normalized
@@ -375,7 +377,7 @@ def rank_genes_limma(
     profiles = _profiles(study_)
     _warn_missing_profiles(profiles, clusters, "adata")
     take_auroc, auroc_codes = _auroc_rows(clusters, n_samples_auroc, random_state)
-    spec = PassSpec(scan=True, n_profiles=profiles.n_profiles, auroc=True)
+    spec = PassSpec(scan=True, n_profiles=profiles.n_profiles, auroc_counts=True)
     start = time.perf_counter()
     result = run_pass(study_.reader, spec, profile=profiles.of_cell, take_auroc=take_auroc)
     logger.info(
@@ -385,16 +387,15 @@ def rank_genes_limma(
         time.perf_counter() - start,
     )
     expr = LogExpression(result.profile_sums, PSEUDOBULK_TARGET_SUM)
-    result.profile_sums = None
+    counts, result = result.auroc_counts, None
     limma_results = _limma(expr, profiles, n_clusters, "adata")
+    del expr
     genes = pd.Index(np.asarray(study_.var.index.astype(str)))
-    auroc_parts, result = result.auroc, None
-    return _tables(
-        limma_results,
-        _auroc(auroc_parts, adata.n_vars, auroc_codes, n_clusters, "adata"),
-        genes,
-        clusters,
-    )
+    normalized = CscBuilder(counts, auroc_codes.size)
+    run_pass(study_.reader, PassSpec(auroc=True), take_auroc=take_auroc, auroc_into=normalized)
+    aurocs = [_auroc(normalized.result(), adata.n_vars, auroc_codes, n_clusters, "adata")]
+    del normalized
+    return _tables(limma_results, aurocs.pop(), genes, clusters)
 
 
 def _as_gene_list(genes, argument: str) -> list[str] | None:
@@ -575,7 +576,7 @@ def preprocess_adatas(
             len(genes),
         )
     rng = np.random.default_rng([random_state, 1])
-    hvg_tables, limma_results = [], {}
+    hvg_tables, limma_results, take_auroc, auroc_counts = [], {}, {}, {}
     for name, study_ in studies.items():
         n_cells = study_.reader.shape[0]
         take_hvg = None
@@ -590,11 +591,22 @@ def preprocess_adatas(
             study(name),
             len(study_.clusters.categories),
         )
+        take_auroc[name] = _auroc_rows(study_.clusters, n_samples_auroc, random_state)
         spec = PassSpec(
-            gene_index=gene_index[name], n_profiles=profiles.n_profiles, hvg=not all_hvgs
+            gene_index=gene_index[name],
+            n_profiles=profiles.n_profiles,
+            hvg=not all_hvgs,
+            auroc_counts=True,
         )
         start = time.perf_counter()
-        result = run_pass(study_.reader, spec, profile=profiles.of_cell, take_hvg=take_hvg)
+        result = run_pass(
+            study_.reader,
+            spec,
+            profile=profiles.of_cell,
+            take_hvg=take_hvg,
+            take_auroc=take_auroc[name][0],
+        )
+        auroc_counts[name] = result.auroc_counts
         logger.info(
             "%s: pseudobulk sums of %d profiles%s in %.1f s",
             study(name),
@@ -645,7 +657,11 @@ def preprocess_adatas(
         ct_col, sample_col = columns[name]
         clusters = study_.clusters
         n_clusters = len(clusters.categories)
-        take_auroc, auroc_codes = _auroc_rows(clusters, n_samples_auroc, random_state)
+        take, auroc_codes = take_auroc.pop(name)
+        counts = auroc_counts.pop(name)
+        normalized = CscBuilder(
+            np.zeros(len(genes), dtype=np.int64) if counts is None else counts, auroc_codes.size
+        )
         out_columns = gene_index[name][hvg]
         dense = study_.reader.dense
         spec = PassSpec(
@@ -653,19 +669,16 @@ def preprocess_adatas(
         )
         check_interrupt()
         start = time.perf_counter()
-        result = run_pass(study_.reader, spec, take_auroc=take_auroc)
+        result = run_pass(study_.reader, spec, take_auroc=take, auroc_into=normalized)
         logger.info(
             "%s: AUROC subsample and output counts read in %.1f s",
             study(name),
             time.perf_counter() - start,
         )
         X_out = stack_rows(result.output, out_columns.size, study_.reader.dtype, dense=dense)
-        de_ova, de_ava = _tables(
-            limma_results.pop(name),
-            _auroc(result.auroc, len(genes), auroc_codes, n_clusters, name),
-            genes,
-            clusters,
-        )
+        aurocs = [_auroc(normalized.result(), len(genes), auroc_codes, n_clusters, name)]
+        del normalized  # the subsample's CSC matrix, before the tables are built
+        de_ova, de_ava = _tables(limma_results.pop(name), aurocs.pop(), genes, clusters)
         del result
         obs = study_.obs.copy()
         obs[ct_col] = clusters

@@ -41,6 +41,7 @@ class PassSpec:
     n_profiles: int = 0
     hvg: bool = False
     auroc: bool = False
+    auroc_counts: bool = False
     output_index: np.ndarray | None = None
     output_dense: bool = False
 
@@ -62,6 +63,7 @@ class ChunkResult:
     profile_sums: sparse.csr_matrix | None = None
     hvg: sparse.csr_matrix | None = None
     auroc: sparse.csr_matrix | None = None
+    auroc_counts: np.ndarray | None = None
     output: object = None
 
 
@@ -157,9 +159,12 @@ def chunk_work(
     if spec.hvg and take_hvg.any():
         sub = _columns(chunk[take_hvg], spec.gene_index)
         result.hvg = _float32(sub)
-    if spec.auroc and take_auroc.any():
+    if (spec.auroc or spec.auroc_counts) and take_auroc.any():
         sub = _columns(chunk[take_auroc], spec.gene_index)
-        result.auroc = _normalized(sub, AUROC_TARGET_SUM)
+        if spec.auroc_counts:
+            result.auroc_counts = np.bincount(sub.indices, minlength=sub.shape[1])
+        if spec.auroc:
+            result.auroc = _normalized(sub, AUROC_TARGET_SUM)
     if spec.output_index is not None:
         out = chunk[:, spec.output_index]
         result.output = out.toarray() if spec.output_dense else out
@@ -183,6 +188,7 @@ class PassResult:
     profile_sums: np.ndarray | None = None
     hvg: list = field(default_factory=list)
     auroc: list = field(default_factory=list)
+    auroc_counts: np.ndarray | None = None
     output: list = field(default_factory=list)
 
 
@@ -221,8 +227,13 @@ def run_pass(
     profile: np.ndarray | None = None,
     take_hvg: np.ndarray | None = None,
     take_auroc: np.ndarray | None = None,
+    auroc_into: CscBuilder | None = None,
 ) -> PassResult:
-    """Run one pass of ``spec`` over ``reader`` and combine its chunks' results."""
+    """Run one pass of ``spec`` over ``reader`` and combine its chunks' results.
+
+    With ``auroc_into`` the AUROC subsample's rows are placed into that CSC matrix as each
+    chunk arrives (and dropped), instead of being collected in ``PassResult.auroc``.
+    """
     n_cells, n_genes = reader.shape
     none = np.zeros(n_cells, dtype=bool)
     profile = np.full(n_cells, -1, dtype=np.int64) if profile is None else profile
@@ -260,7 +271,14 @@ def run_pass(
         if result.hvg is not None:
             out.hvg.append(result.hvg)
         if result.auroc is not None:
-            out.auroc.append(result.auroc)
+            if auroc_into is not None:
+                auroc_into.add(result.auroc)
+            else:
+                out.auroc.append(result.auroc)
+        if result.auroc_counts is not None:
+            if out.auroc_counts is None:
+                out.auroc_counts = np.zeros(result.auroc_counts.size, dtype=np.int64)
+            out.auroc_counts += result.auroc_counts
         if result.output is not None:
             out.output.append(result.output)
     return out
@@ -303,6 +321,59 @@ def _scatter_csc(indptr, indices, data, row_offset, next_free, out_indices, out_
             out_indices[q] = row_offset + r
             out_data[q] = data[p]
             next_free[col] = q + 1
+
+
+class CscBuilder:
+    """A float32 CSC matrix filled from CSR row chunks, in row order, in place.
+
+    ``col_counts`` (stored entries per column, counted in an earlier pass) sizes the arrays
+    once; every chunk is placed as it arrives, so no chunk list is held beside the result.
+    """
+
+    def __init__(self, col_counts: np.ndarray, n_rows: int) -> None:
+        self.indptr = np.concatenate([[0], np.cumsum(col_counts)]).astype(np.int64)
+        index_dtype = np.int32 if n_rows < 2**31 else np.int64
+        self.indices = np.empty(self.indptr[-1], dtype=index_dtype)
+        self.data = np.empty(self.indptr[-1], dtype=np.float32)
+        self.next_free = self.indptr[:-1].copy()
+        self.n_rows = n_rows
+        self.offset = 0
+
+    def add(self, part: sparse.csr_matrix) -> None:
+        counts = np.bincount(part.indices, minlength=self.next_free.size)
+        if (
+            counts.size != self.next_free.size
+            or self.offset + part.shape[0] > self.n_rows
+            or np.any(self.next_free + counts > self.indptr[1:])
+        ):
+            msg = (
+                "the counts changed between two passes over them (a file rewritten while "
+                "pairot read it?); run again."
+            )
+            raise RuntimeError(msg)
+        _scatter_csc(
+            part.indptr.astype(np.int64),
+            part.indices.astype(np.int64),
+            part.data.astype(np.float32, copy=False),
+            self.offset,
+            self.next_free,
+            self.indices,
+            self.data,
+        )
+        self.offset += part.shape[0]
+
+    def result(self) -> sparse.csc_matrix:
+        if self.offset != self.n_rows or not np.array_equal(self.next_free, self.indptr[1:]):
+            msg = (
+                "the counts changed between two passes over them (a file rewritten while "
+                "pairot read it?); run again."
+            )
+            raise RuntimeError(msg)
+        matrix = sparse.csc_matrix(
+            (self.data, self.indices, self.indptr), shape=(self.n_rows, self.indptr.size - 1)
+        )
+        matrix.has_sorted_indices = True
+        return matrix
 
 
 def rows_to_csc(parts: list, n_cols: int) -> sparse.csc_matrix:

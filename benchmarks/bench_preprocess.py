@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 ARGS = ("cell_type", "cell_type", "sample_id", "sample_id")
 #: The seed tutorial's parameters.
 KW = {"n_top_genes": 500, "n_samples_auroc": 10_000, "n_samples_hvg_selection": 100_000}
-SLOPE_SCALES = ("100k+200k", "200k+400k", "300k+600k")
+SLOPE_SCALES = ("q100k_r200k", "q200k_r400k", "q300k_r600k")
 
 
 def _peak_rss_gb() -> float:
@@ -156,11 +156,11 @@ def auroc(folder: Path) -> None:
 
 def _child(*args: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # the child's log (one line per step, with its peak memory) goes to this stderr
     proc = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, env=env, check=False
     )
     if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
         raise SystemExit(proc.returncode)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     figures = json.loads(lines[-1])

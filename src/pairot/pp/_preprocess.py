@@ -312,7 +312,8 @@ def rank_genes_limma(
     Parameters
     ----------
     adata
-        Raw UMI counts in ``X``; every gene of ``adata`` is tested.
+        Raw UMI counts in ``X`` (in memory, backed or dask, as in :func:`preprocess_adatas`);
+        every gene of ``adata`` is tested.
     cluster_label, sample_label
         Columns of ``adata.obs`` with the cluster and the sample (donor) of each cell.
     n_samples_auroc
@@ -438,8 +439,10 @@ def preprocess_adatas(
     Parameters
     ----------
     adata1, adata2
-        Query and reference study: raw UMI counts in ``X`` (dense or sparse), gene symbols as
-        ``var_names``.
+        Query and reference study: raw UMI counts in ``X``, gene symbols as ``var_names``.
+        ``X`` may be in memory (dense or sparse), on disk (``anndata.read_h5ad(path,
+        backed="r")``, also a view of it) or a lazy dask array (e.g.
+        ``anndata.experimental.read_lazy``); all give the same results (see Notes).
     cell_type_column_adata1, cell_type_column_adata2
         Columns of ``obs`` with each cell's cluster label.
     sample_column_adata1, sample_column_adata2
@@ -479,6 +482,14 @@ def preprocess_adatas(
       dense or sparse; negative, NaN / infinite or fractional values (normalized or
       log-transformed data) are a ``ValueError`` pointing to the raw counts.
     - Views (``adata[cells, genes]``) are accepted and give the result of their copies.
+    - Large studies: the counts are read in chunks of ``chunk_size`` cells, three times per
+      study (checks and gene totals; pseudobulk sums and the HVG subsample; the AUROC
+      subsample and the output counts), and never held whole. Memory is bounded by a chunk,
+      the two subsamples, one study's pseudobulk profiles x genes, the DE tables and the
+      outputs. A backed file is only read, never written. With a dask ``X``, each chunk is
+      one dask task: a ``dask.distributed`` client, when one is active, runs them on its
+      workers. A chunk that cannot be read (a truncated or corrupt file) is an ``OSError``
+      naming the study, the cells and the file.
     - Cluster and sample labels are converted to strings, in the order of the original values
       (a categorical column keeps its order; numbers come in numeric order, so ``1, 2, 10``
       become ``"1", "2", "10"``). Unused categories are dropped (INFO log); missing labels,

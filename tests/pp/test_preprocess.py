@@ -355,3 +355,24 @@ def test_auroc_subsample_rows_match_dense(fmt):
     expected = np.divide(sub * 1e4, totals, out=np.zeros_like(sub), where=totals > 0)
     assert sparse.isspmatrix_csc(got) and got.has_sorted_indices
     np.testing.assert_allclose(got.toarray(), expected, rtol=1e-6)
+
+
+def test_seurat_statistics_in_gene_blocks_equal_scanpy(monkeypatch):
+    """Per-gene statistics from scanpy on blocks of genes, binned and selected over all genes,
+    equal scanpy's highly_variable_genes on the whole matrix exactly."""
+    from pairot.pp import _hvg
+
+    rng = np.random.default_rng(11)
+    counts = rng.poisson(rng.gamma(0.5, 2.0, size=300), size=(400, 300)).astype(np.float32)
+    counts[:, 5] = 0
+    counts[0, 5] = 40  # an outlying mean: likely alone in its bin
+    X = sparse.csr_matrix(counts[:, counts.sum(axis=0) > 0])
+    adata = ad.AnnData(X=X)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    expected = sc.pp.highly_variable_genes(adata, n_top_genes=40, flavor="seurat", inplace=False)
+    monkeypatch.setattr(_hvg, "_HVG_BLOCK_VALUES", 700)  # blocks of a few genes
+    got = _hvg._seurat_statistics(adata.X, 40)
+    for column in ("means", "dispersions", "dispersions_norm"):
+        np.testing.assert_array_equal(got[column].to_numpy(), expected[column].to_numpy())
+    np.testing.assert_array_equal(got["highly_variable"], expected["highly_variable"])

@@ -33,6 +33,52 @@ def study_statistics(sub, genes: pd.Index, n_top_genes: int) -> pd.DataFrame:
         return _batch_statistics(sub, expressed, genes, n_top_genes)
 
 
+#: Values of a subsample handed to scanpy at once (scanpy copies them twice).
+_HVG_BLOCK_VALUES = 1 << 24
+#: Mean bins of the seurat flavor (scanpy's ``n_bins`` default).
+_N_BINS = 20
+
+
+def _seurat_statistics(X, n_top_genes: int) -> pd.DataFrame:
+    """scanpy's ``highly_variable_genes(flavor="seurat", n_top_genes=...)`` of ``X``
+    (normalized, ``log1p``-transformed cells x genes, CSR), in bounded memory.
+
+    Each gene's mean and dispersion depend on that gene alone, so scanpy computes them on
+    blocks of genes (it copies what it is given twice: on a whole 100,000-cell subsample that
+    is the largest allocation of preprocessing). The steps that need all genes are done here as
+    scanpy does them: genes are binned by mean into 20 equal-width bins (``pandas.cut``), each
+    dispersion is normalized by its bin's mean and standard deviation (a bin holding a single
+    gene gives it a normalized dispersion of 1), and the genes whose normalized dispersion
+    reaches the ``n_top_genes``-th highest are selected (NaN never).
+    """
+    n_cells, n_genes = X.shape
+    nnz_per_gene = max(1.0, X.nnz / max(1, n_genes))
+    step = max(1, int(_HVG_BLOCK_VALUES // nnz_per_gene))
+    parts = []
+    for g0 in range(0, n_genes, step):
+        block = AnnData(X=X[:, g0 : g0 + step])
+        part = sc.pp.highly_variable_genes(
+            block, n_top_genes=min(n_top_genes, block.n_vars), flavor="seurat", inplace=False
+        )
+        parts.append(part[["means", "dispersions"]].reset_index(drop=True))
+        del block
+    table = pd.concat(parts, ignore_index=True)
+    mean_bin = pd.cut(table["means"], bins=_N_BINS)
+    grouped = table.groupby(mean_bin, observed=True)["dispersions"]
+    stats = grouped.agg(avg="mean", dev="std")
+    single = stats["dev"].isnull()
+    stats.loc[single, "dev"] = stats.loc[single, "avg"]
+    stats.loc[single, "avg"] = 0
+    per_gene = stats.loc[mean_bin].set_index(table.index)
+    table["dispersions_norm"] = (table["dispersions"] - per_gene["avg"]) / per_gene["dev"]
+    norm = table["dispersions_norm"].to_numpy()
+    finite = np.sort(norm[~np.isnan(norm)])[::-1]
+    n = min(n_top_genes, finite.size)
+    cutoff = finite[n - 1] if n else np.inf
+    table["highly_variable"] = np.nan_to_num(norm, nan=-np.inf) >= cutoff
+    return table
+
+
 def _batch_statistics(
     sub, expressed: np.ndarray, genes: pd.Index, n_top_genes: int
 ) -> pd.DataFrame:
@@ -43,14 +89,12 @@ def _batch_statistics(
     with zeros.
     """
     adata = AnnData(X=sub, var=pd.DataFrame(index=genes[expressed]))
+    del sub
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
-    table = sc.pp.highly_variable_genes(
-        adata, n_top_genes=n_top_genes, flavor="seurat", inplace=False
-    )
+    table = _seurat_statistics(adata.X, n_top_genes)
     del adata
     table.index = genes[expressed]
-    table = table[["means", "dispersions", "dispersions_norm", "highly_variable"]]
     missing = pd.DataFrame(
         np.zeros((int((~expressed).sum()), 3)),
         columns=["means", "dispersions", "dispersions_norm"],

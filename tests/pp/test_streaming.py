@@ -107,6 +107,12 @@ def test_lazy_inputs_equal_in_memory(pair):
     lazy = [read_lazy(p) for p in paths]
     assert type(lazy[0].X).__module__.startswith("dask")
     assert_same(expected, pr.pp.preprocess_adatas(*lazy, *ARGS, **KW))
+    # zarr stores, read lazily
+    zarr_paths = [p.with_suffix(".zarr") for p in paths]
+    for path, zpath in zip(paths, zarr_paths, strict=True):
+        if not zpath.exists():
+            ad.read_h5ad(path).write_zarr(zpath)
+    assert_same(expected, pr.pp.preprocess_adatas(*map(read_lazy, zarr_paths), *ARGS, **KW))
     elem = [_lazy(p) for p in paths]
     assert_same(expected, pr.pp.preprocess_adatas(*elem, *ARGS, **KW))
     # the dask array rechunked by pairot to the chunk size asked for

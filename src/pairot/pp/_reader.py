@@ -138,6 +138,20 @@ def to_csr(block) -> sparse.csr_matrix:
     return block
 
 
+def _csr_rows(X, start: int, stop: int, genes) -> sparse.csr_matrix:
+    """Rows ``start:stop`` of an in-memory CSR matrix as views of its arrays (no copy; scipy's
+    own slicing copies, and converts every index array when indptr and indices differ in
+    dtype, as in matrices read from CELLxGENE files)."""
+    lo, hi = int(X.indptr[start]), int(X.indptr[stop])
+    indptr = X.indptr[start : stop + 1] - lo
+    if hi - lo < np.iinfo(X.indices.dtype).max:  # one index dtype for scipy's routines
+        indptr = indptr.astype(X.indices.dtype, copy=False)
+    block = sparse.csr_matrix((stop - start, X.shape[1]), dtype=X.dtype)
+    block.data, block.indices, block.indptr = X.data[lo:hi], X.indices[lo:hi], indptr
+    block = to_csr(block)
+    return block if genes is None else to_csr(block[:, genes])
+
+
 class CountReader:
     """Row chunks of a cells x genes count matrix held in memory, on disk or by dask.
 
@@ -257,6 +271,8 @@ class CountReader:
     def _read(self, start: int, stop: int) -> sparse.csr_matrix:
         """Rows ``start:stop`` (of the selected rows) as CSR, every selected gene."""
         X = self.X
+        if self.kind == "memory" and sparse.issparse(X) and self._rows is None:
+            return _csr_rows(X, start, stop, self._genes)
         try:
             if self._rows is None:
                 block = X[start:stop]

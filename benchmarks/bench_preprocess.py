@@ -120,7 +120,7 @@ def auroc(folder: Path) -> None:
     from pairot.pp._auroc import auroc_ova_ava, auroc_pairwise_loop
     from pairot.pp._reader import CountReader
     from pairot.pp._sampling import downsample_indices
-    from pairot.pp._stream import PassSpec, rows_to_csc, run_pass
+    from pairot.pp._stream import CscBuilder, PassSpec, run_pass
 
     query = ad.read_h5ad(folder / "query.h5ad", backed="r")
     codes = query.obs["cell_type"].cat.codes.to_numpy()
@@ -129,8 +129,10 @@ def auroc(folder: Path) -> None:
     take = np.zeros(query.n_obs, dtype=bool)
     take[rows] = True
     reader = CountReader(query.X, name="query")
-    result = run_pass(reader, PassSpec(auroc=True), take_auroc=take)
-    X = rows_to_csc(result.auroc, query.n_vars)
+    counts = run_pass(reader, PassSpec(auroc_counts=True), take_auroc=take).auroc_counts
+    builder = CscBuilder(counts, rows.size)
+    run_pass(reader, PassSpec(auroc=True), take_auroc=take, auroc_into=builder)
+    X = builder.result()
     start = time.perf_counter()
     ova, ava = auroc_ova_ava(X, codes[rows], k)
     kernel = time.perf_counter() - start

@@ -335,7 +335,7 @@ def test_auroc_subsample_rows_match_dense(fmt):
     """The streamed AUROC subsample (sampled rows, tested genes, each row scaled to 1e4 over
     those genes, float32 CSC) equals a dense computation, whatever the chunk size."""
     from pairot.pp._reader import CountReader
-    from pairot.pp._stream import PassSpec, rows_to_csc, run_pass
+    from pairot.pp._stream import CscBuilder, PassSpec, run_pass
 
     rng = np.random.default_rng(2)
     dense = rng.poisson(0.8, size=(40, 12)).astype(np.float32)
@@ -346,10 +346,12 @@ def test_auroc_subsample_rows_match_dense(fmt):
     take = np.zeros(40, dtype=bool)
     take[rows] = True
     reader = CountReader(X, name="adata", chunk_size=3)
-    result = run_pass(reader, PassSpec(gene_index=genes, auroc=True), take_auroc=take)
-    assert len(result.auroc) > 3  # collected from several chunks
-    got = rows_to_csc(result.auroc, genes.size)
-    assert result.auroc == []  # emptied while building the CSC matrix
+    assert reader.n_chunks > 3
+    spec = PassSpec(gene_index=genes, auroc_counts=True)
+    counts = run_pass(reader, spec, take_auroc=take).auroc_counts
+    builder = CscBuilder(counts, rows.size)
+    run_pass(reader, PassSpec(gene_index=genes, auroc=True), take_auroc=take, auroc_into=builder)
+    got = builder.result()
     sub = dense[rows][:, genes].astype(np.float64)
     totals = sub.sum(axis=1, keepdims=True)
     expected = np.divide(sub * 1e4, totals, out=np.zeros_like(sub), where=totals > 0)
@@ -376,3 +378,21 @@ def test_seurat_statistics_in_gene_blocks_equal_scanpy(monkeypatch):
     for column in ("means", "dispersions", "dispersions_norm"):
         np.testing.assert_array_equal(got[column].to_numpy(), expected[column].to_numpy())
     np.testing.assert_array_equal(got["highly_variable"], expected["highly_variable"])
+
+
+def test_csc_builder_refuses_counts_that_changed_between_passes():
+    """Column counts from an earlier pass size the AUROC matrix; rows that do not fit them
+    (the data changed between the passes) are an error, never a write out of bounds."""
+    from pairot.pp._stream import CscBuilder
+
+    part = sparse.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]], dtype=np.float32))
+    builder = CscBuilder(np.array([1, 1, 1]), 2)
+    builder.add(part)
+    np.testing.assert_array_equal(builder.result().toarray(), part.toarray())
+    short = CscBuilder(np.array([1, 0, 1]), 2)
+    with pytest.raises(RuntimeError, match="changed between two passes"):
+        short.add(part)
+    unfinished = CscBuilder(np.array([1, 1, 2]), 3)
+    unfinished.add(part)
+    with pytest.raises(RuntimeError, match="changed between two passes"):
+        unfinished.result()

@@ -21,7 +21,7 @@ from ._limma import group_statistics, limma_ava, limma_ova
 from ._pseudobulk import LogExpression, Profiles, profiles_of
 from ._reader import CountReader, _is_dask, x_of
 from ._sampling import downsample_indices
-from ._stream import CscBuilder, PassSpec, rows_to_csc, run_pass, stack_rows
+from ._stream import CscBuilder, PassSpec, run_pass, stack_rows
 from ._validate import argument_text, check_adata, check_count_matrix, get_labels, study
 
 #: Minimum total count over all cells for a gene to count as expressed in a study.
@@ -207,11 +207,8 @@ def _limma(expr: LogExpression, profiles: Profiles, n_clusters: int, name: str):
 
 
 def _auroc(normalized, n_genes: int, codes: np.ndarray, n_clusters: int, name: str):
-    """AUROCs of the normalized subsample (a CSC matrix, or a list of CSR row chunks that is
-    emptied on the way)."""
+    """AUROCs of the normalized subsample (cells x genes, CSC)."""
     start = time.perf_counter()
-    if isinstance(normalized, list):
-        normalized = rows_to_csc(normalized, n_genes)
     n_rows = normalized.shape[0]
     ova_auc, ava_auc = auroc_ova_ava(normalized, codes, n_clusters)
     del normalized

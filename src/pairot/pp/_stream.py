@@ -187,7 +187,6 @@ class PassResult:
     totals: np.ndarray | None = None
     profile_sums: np.ndarray | None = None
     hvg: list = field(default_factory=list)
-    auroc: list = field(default_factory=list)
     auroc_counts: np.ndarray | None = None
     output: list = field(default_factory=list)
 
@@ -231,9 +230,12 @@ def run_pass(
 ) -> PassResult:
     """Run one pass of ``spec`` over ``reader`` and combine its chunks' results.
 
-    With ``auroc_into`` the AUROC subsample's rows are placed into that CSC matrix as each
-    chunk arrives (and dropped), instead of being collected in ``PassResult.auroc``.
+    A pass with ``spec.auroc`` places the AUROC subsample's rows into ``auroc_into`` (sized
+    by the column counts of an earlier ``auroc_counts`` pass) as each chunk arrives.
     """
+    if spec.auroc and auroc_into is None:
+        msg = "a pass with spec.auroc needs auroc_into, the CscBuilder its rows go to."
+        raise ValueError(msg)
     n_cells, n_genes = reader.shape
     none = np.zeros(n_cells, dtype=bool)
     profile = np.full(n_cells, -1, dtype=np.int64) if profile is None else profile
@@ -271,10 +273,7 @@ def run_pass(
         if result.hvg is not None:
             out.hvg.append(result.hvg)
         if result.auroc is not None:
-            if auroc_into is not None:
-                auroc_into.add(result.auroc)
-            else:
-                out.auroc.append(result.auroc)
+            auroc_into.add(result.auroc)
         if result.auroc_counts is not None:
             if out.auroc_counts is None:
                 out.auroc_counts = np.zeros(result.auroc_counts.size, dtype=np.int64)
@@ -374,36 +373,3 @@ class CscBuilder:
         )
         matrix.has_sorted_indices = True
         return matrix
-
-
-def rows_to_csc(parts: list, n_cols: int) -> sparse.csc_matrix:
-    """The float32 CSC matrix of row chunks (CSR), emptying ``parts`` as it goes.
-
-    Each chunk is placed and dropped in turn, so the chunks and the result are never held
-    twice over.
-    """
-    col_counts = np.zeros(n_cols, dtype=np.int64)
-    n_rows = 0
-    for p in parts:
-        col_counts += np.bincount(p.indices, minlength=n_cols)
-        n_rows += p.shape[0]
-    indptr = np.concatenate([[0], np.cumsum(col_counts)])
-    index_dtype = np.int32 if n_rows < 2**31 else np.int64
-    out_indices = np.empty(indptr[-1], dtype=index_dtype)
-    out_data = np.empty(indptr[-1], dtype=np.float32)
-    next_free = indptr[:-1].copy()
-    offset = 0
-    while parts:
-        p = parts.pop(0)
-        _scatter_csc(
-            p.indptr.astype(np.int64),
-            p.indices.astype(np.int64),
-            p.data.astype(np.float32, copy=False),
-            offset,
-            next_free,
-            out_indices,
-            out_data,
-        )
-        offset += p.shape[0]
-        del p
-    return sparse.csc_matrix((out_data, out_indices, indptr), shape=(n_rows, n_cols))

@@ -120,7 +120,7 @@ def pseudobulk(
     )
     reader = CountReader(X, name="X", chunk_size=chunk_size)
     index = None if gene_index is None else np.asarray(gene_index, dtype=np.int64)
-    spec = PassSpec(gene_index=index, n_profiles=max(profiles.n_profiles, 0))
+    spec = PassSpec(gene_index=index, n_profiles=profiles.n_profiles)
     if profiles.n_profiles == 0:
         width = reader.shape[1] if index is None else index.size
         summed = np.zeros((0, width))

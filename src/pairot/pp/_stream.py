@@ -54,7 +54,6 @@ class PassSpec:
 class ChunkResult:
     """What one chunk contributes (computed where the chunk is, e.g. on a dask worker)."""
 
-    n_genes: int
     totals: np.ndarray | None = None
     nonfinite: bool = False
     minimum: float = 0.0
@@ -119,7 +118,7 @@ def chunk_work(
     added into the profiles' sums directly; without (on a dask worker) its partial sums are
     returned.
     """
-    result = ChunkResult(n_genes=chunk.shape[1])
+    result = ChunkResult()
     data = chunk.data
     if spec.scan:
         floating = not np.issubdtype(data.dtype, np.integer) and data.dtype != bool
@@ -135,7 +134,6 @@ def chunk_work(
         result.totals = np.bincount(
             chunk.indices, weights=data.astype(np.float64), minlength=chunk.shape[1]
         ).astype(np.float64)
-    sub = None
     if spec.pseudobulk and accumulator is not None:
         column_of, sums = accumulator
         _scatter_profiles(
@@ -171,15 +169,6 @@ def chunk_work(
     return result
 
 
-@njit_serial
-def _add_rows(acc, rows, indptr, indices, data):  # pragma: no cover - numba
-    """``acc[rows[r], indices[p]] += data[p]`` for the CSR rows r of a partial sum."""
-    for r in range(rows.size):
-        target = acc[rows[r]]
-        for p in range(indptr[r], indptr[r + 1]):
-            target[indices[p]] += data[p]
-
-
 @dataclass
 class PassResult:
     """A pass's combined results."""
@@ -191,8 +180,9 @@ class PassResult:
     output: list = field(default_factory=list)
 
 
-def count_error(result: ChunkResult, start: int, name: str, dtype) -> ValueError | None:
-    """The message for the first bad value of a chunk, or ``None``: as ``check_counts``."""
+def count_error(result: ChunkResult, name: str, dtype) -> ValueError | None:
+    """The message for a chunk's first bad value, or ``None`` (the checks' order: non-finite,
+    negative, fractional)."""
     where = part(name, "X")
     raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
     if result.nonfinite:
@@ -253,22 +243,23 @@ def run_pass(
         index = np.arange(n_genes) if spec.gene_index is None else spec.gene_index
         column_of[index] = np.arange(index.size)
         shared = (spec, (column_of, out.profile_sums))
-    for start, _stop, result in reader.map(
+    for _start, _stop, result in reader.map(
         chunk_work, per_row=(profile, take_hvg, take_auroc), shared=shared
     ):
         if spec.scan:
-            error = count_error(result, start, reader.name, reader.dtype)
+            error = count_error(result, reader.name, reader.dtype)
             if error is not None:
                 raise error
             out.totals += result.totals
-        if result.profile_sums is not None:
+        if result.profile_sums is not None:  # a dask worker's partial sums: add them up
             sums = result.profile_sums
-            _add_rows(
-                out.profile_sums,
-                result.profiles.astype(np.int64),
+            _scatter_profiles(
                 sums.indptr.astype(np.int64),
                 sums.indices.astype(np.int64),
                 sums.data.astype(np.float64, copy=False),
+                result.profiles.astype(np.int64),
+                np.arange(sums.shape[1], dtype=np.int64),
+                out.profile_sums,
             )
         if result.hvg is not None:
             out.hvg.append(result.hvg)

@@ -220,14 +220,11 @@ class CountReader:
 
     def _stored_entries(self) -> int:
         X = self.X
-        n_rows, n_cols = X.shape
         if sparse.issparse(X):
-            nnz = X.nnz
-        elif _is_backed_sparse(X):
-            nnz = int(X.group["data"].shape[0])
-        else:
-            return n_rows * n_cols
-        return nnz
+            return X.nnz
+        if _is_backed_sparse(X):
+            return int(X.group["data"].shape[0])
+        return X.shape[0] * X.shape[1]
 
     def _chunk_bounds(self, chunk_size: int | None) -> np.ndarray:
         n = self.shape[0]

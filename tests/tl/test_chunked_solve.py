@@ -202,7 +202,16 @@ def test_progress_shows_the_error_against_the_threshold(capsys, monkeypatch):
     assert "100%" in err  # converged: the bar is full
 
 
-def test_interruptible_turns_ctrl_c_into_a_request_and_restores_the_handler():
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C as an interactive Python process has it: pytest started as a background job
+    inherits SIGINT ignored, which pairot keeps ignored on purpose."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_interruptible_turns_ctrl_c_into_a_request_and_restores_the_handler(default_sigint):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):
         with _interrupt.interruptible():
@@ -225,7 +234,7 @@ def test_interruptible_turns_ctrl_c_into_a_request_and_restores_the_handler():
     assert _interrupt.requested() is None
 
 
-def test_ctrl_c_during_dataset_map_solve(monkeypatch):
+def test_ctrl_c_during_dataset_map_solve(monkeypatch, default_sigint):
     """A real SIGINT in the middle of DatasetMap.solve ends it with KeyboardInterrupt at the
     next safe point; the object keeps no half-finished solution."""
     import pairot as pr

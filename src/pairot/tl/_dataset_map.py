@@ -545,7 +545,7 @@ class DatasetMap:
             clusters; with the correction the PBMC demo converges at the first check (10
             iterations) instead of after 500. ``False`` runs plain Sinkhorn.
         """
-        from ._jax_backend import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
+        from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
 
         geom = self._require("geom")
         problem = self._require("problem")
@@ -586,7 +586,7 @@ class DatasetMap:
 
     # ----------------------------------------------------------------- outputs
     def _aggregate(self, rows=None, cols=None) -> dict:
-        from ._jax_backend import aggregate
+        from ._ot import aggregate
 
         geom = self._require("geom")
         solution = self._require("solution")

@@ -9,11 +9,12 @@ product of their augmented vectors::
 
     C_ij = offset + x_aug[i] . y_aug[j]
 
-and is never stored in full: it is computed in row blocks of ``batch_size`` cells, one matrix
-product per block. Every reduction runs along the rows of a block (reductions down columns are
-several times slower on CPU): the query potential ``f`` is computed from row blocks of ``C``
-(query blocks against all reference cells), the reference potential ``g`` from row blocks of
-``C^T`` (reference blocks against all query cells).
+and is never stored in full: it is computed in row blocks of ``batch_size`` cells (fewer
+where a block would exceed ``block_memory_budget`` bytes), one matrix product per block.
+Every reduction runs along the rows of a block (reductions down columns are several times
+slower on CPU): the query potential ``f`` is computed from row blocks of ``C`` (query blocks
+against all reference cells), the reference potential ``g`` from row blocks of ``C^T``
+(reference blocks against all query cells).
 
 **Kernel mode.** When the ``n x m`` kernel fits a memory budget (``kernel_memory_budget``) and
 the cost spread within a row is small enough for ``exp(-C / epsilon)`` not to underflow, the
@@ -36,6 +37,7 @@ Modules, one concept each:
 
 - ``_checks``: argument checks of the entry points, precisions, the float64 context;
 - ``_logdomain``: the blocked log-sum-exp passes and log-domain iterations (jitted);
+- ``_blocks``: the rows per block of the cost, capped by a memory budget;
 - ``_chunks``: a long pass split into interruptible device calls;
 - ``_progress``: the convergence progress bar;
 - ``_passes``: the passes of one solve over its blocked cost (whole or chunked);
@@ -48,10 +50,12 @@ Modules, one concept each:
 from __future__ import annotations
 
 from ._aggregate import aggregate
+from ._blocks import DEFAULT_BLOCK_MEMORY_BUDGET
 from ._driver import SinkhornOutput, sinkhorn
 from ._kernel import DEFAULT_KERNEL_MEMORY_BUDGET, Kernel
 
 __all__ = [
+    "DEFAULT_BLOCK_MEMORY_BUDGET",
     "DEFAULT_KERNEL_MEMORY_BUDGET",
     "Kernel",
     "SinkhornOutput",

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..._interrupt import check as check_interrupt
 from .._aggregate import cluster_sums
 from . import _chunks
+from ._blocks import _AGGREGATE_FACTOR, _capped_blocks, _check_budget
 from ._checks import _check_codes, _check_common, _check_int, _check_vector, _dtype_context, _onehot
 from ._kernel import Kernel
 
@@ -118,6 +119,7 @@ def aggregate(
     progress: bool = False,
     precision: str = "highest",
     kernel: Kernel | None = None,
+    block_memory_budget: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Cluster-level sums of the plan ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, one pass.
 
@@ -146,7 +148,8 @@ def aggregate(
     n_query_clusters, n_ref_clusters
         Numbers of clusters ``Kq`` and ``Kr``.
     batch_size
-        Query cells per block; does not change the result beyond float round-off.
+        Query cells per block, at most as many as ``block_memory_budget`` allows; does not
+        change the result beyond float round-off.
     dtype
         ``numpy.float32`` (default) or ``numpy.float64`` for the computation.
     progress
@@ -156,6 +159,11 @@ def aggregate(
     kernel
         ``SinkhornOutput.kernel`` of the :func:`~._driver.sinkhorn` run on the same ``x_aug``,
         ``y_aug``, ``offset``, ``epsilon`` and ``dtype``, or ``None``.
+    block_memory_budget
+        Bytes one block may take, ``None`` for :data:`~._blocks.DEFAULT_BLOCK_MEMORY_BUDGET`
+        (1 GiB): the rows per block are ``batch_size`` capped so that ``2 * rows * m *
+        itemsize`` fits (a block holds about two ``rows x m`` arrays), at least 1, with an
+        INFO line when the cap applies (see :func:`~._driver.sinkhorn`).
 
     Returns
     -------
@@ -172,6 +180,7 @@ def aggregate(
     n, m = x.shape[0], y.shape[0]
     n_query_clusters = _check_int(n_query_clusters, "n_query_clusters")
     n_ref_clusters = _check_int(n_ref_clusters, "n_ref_clusters")
+    budget = _check_budget(block_memory_budget)
     f = _check_vector(f, n, "f", "query cell").astype(np.float64)
     g = _check_vector(g, m, "g", "reference cell").astype(np.float64)
     if np.any(np.isnan(f)) or np.any(np.isnan(g)):
@@ -182,7 +191,14 @@ def aggregate(
     if kernel is not None:
         _check_kernel(kernel, n, m, offset, epsilon, dtype)
 
-    block = min(batch_size, n)
+    (block,) = _capped_blocks(
+        "aggregate",
+        batch_size,
+        [(min(batch_size, n), m, m, "reference cells")],
+        itemsize=dtype.itemsize,
+        factor=_AGGREGATE_FACTOR,
+        budget=budget,
+    )
     with _dtype_context(dtype):
         qj = jnp.asarray(qcodes.astype(np.int32))
         ref_onehot = _onehot(rcodes, n_ref_clusters, dtype)

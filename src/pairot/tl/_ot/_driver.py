@@ -18,6 +18,7 @@ import numpy as np
 
 from ..._interrupt import check as check_interrupt
 from . import _chunks, _correction
+from ._blocks import _SOLVE_FACTOR, _capped_blocks, _check_budget
 from ._checks import (
     _check_common,
     _check_int,
@@ -97,6 +98,7 @@ def sinkhorn(
     query_codes=None,
     ref_codes=None,
     cluster_correction: bool = True,
+    block_memory_budget: int | None = None,
 ) -> SinkhornOutput:
     """Log-domain Sinkhorn on the cost ``C_ij = offset + x_aug[i] . y_aug[j]``.
 
@@ -153,7 +155,8 @@ def sinkhorn(
     batch_size
         Rows of the cost computed at once (memory ``batch_size * max(n, m)`` floats besides
         the ``O((n + m) d)`` inputs in log mode, and ``(n + m) Kr`` more with the cluster
-        correction); does not change the result beyond float round-off.
+        correction), at most as many as ``block_memory_budget`` allows; does not change the
+        result beyond float round-off.
     threshold
         Stop once the marginal error is below this value.
     max_iterations
@@ -190,6 +193,13 @@ def sinkhorn(
         where its Newton steps get expensive.
     cluster_correction
         Apply the cluster-level correction when codes are given (default ``True``).
+    block_memory_budget
+        Bytes one row block of the cost may take, ``None`` for
+        :data:`~._blocks.DEFAULT_BLOCK_MEMORY_BUDGET` (1 GiB). The rows per block are
+        ``batch_size`` capped so that ``1.25 * rows * width * itemsize`` fits (``width = m``
+        for query blocks, ``m + Kr`` with the cluster correction, and ``n`` for reference
+        blocks; a pass holds about 1.25 such blocks), at least 1; an INFO line says when the
+        cap applies. Like ``batch_size``, it changes the result by float round-off only.
 
     Returns
     -------
@@ -217,6 +227,7 @@ def sinkhorn(
         low=0,
         hint="; pass a number of bytes, 0 to disable",
     )
+    budget = _check_budget(block_memory_budget)
     codes = None
     if cluster_correction and query_codes is not None and ref_codes is not None:
         codes = _correction_codes(query_codes, ref_codes, n, m)
@@ -230,7 +241,17 @@ def sinkhorn(
             )
             raise ValueError(msg)
 
-    block_x, block_y = min(batch_size, n), min(batch_size, m)
+    block_x, block_y = _capped_blocks(
+        "Sinkhorn",
+        batch_size,
+        [
+            (min(batch_size, n), m + (0 if codes is None else codes[3]), m, "reference cells"),
+            (min(batch_size, m), n, n, "query cells"),
+        ],
+        itemsize=dtype.itemsize,
+        factor=_SOLVE_FACTOR,
+        budget=budget,
+    )
     kernel_bytes = n * m * dtype.itemsize
     with _dtype_context(dtype):
         xj = jnp.asarray(x.astype(dtype, copy=False))

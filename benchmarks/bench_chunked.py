@@ -16,8 +16,10 @@ import time
 
 import numpy as np
 
-from pairot.tl import _jax_backend
-from pairot.tl._jax_backend import sinkhorn
+from pairot.tl._ot import _aggregate, _chunks, _driver, sinkhorn
+
+#: The modules of the OT engine that check for interrupts.
+CHECKING = (_chunks, _driver, _aggregate)
 
 
 def problem(n: int, m: int, genes: int, clusters: int, seed: int = 0):
@@ -44,9 +46,9 @@ MODES = {
 
 
 def run(data, iterations: int, mode: str):
-    _jax_backend._CHUNK_PAIRS, _jax_backend._CHUNK_SECONDS = MODES[mode]
+    _chunks._CHUNK_PAIRS, _chunks._CHUNK_SECONDS = MODES[mode]
     calls, gaps, last = [0], [], [time.perf_counter()]
-    original = _jax_backend.check_interrupt
+    original = _chunks.check_interrupt
 
     def check():
         now = time.perf_counter()
@@ -55,7 +57,8 @@ def run(data, iterations: int, mode: str):
         calls[0] += 1
         original()
 
-    _jax_backend.check_interrupt = check
+    for module in CHECKING:
+        module.check_interrupt = check
     try:
         start = time.perf_counter()
         sinkhorn(
@@ -70,7 +73,8 @@ def run(data, iterations: int, mode: str):
         )
         seconds = time.perf_counter() - start
     finally:
-        _jax_backend.check_interrupt = original
+        for module in CHECKING:
+            module.check_interrupt = original
     return seconds, calls[0], max(gaps)
 
 

@@ -88,7 +88,7 @@ def outputs(dm) -> tuple[np.ndarray, np.ndarray]:
 
 def tight_reference(dm):
     """Outputs of a float64 solve to 1e-8 (corrected, blocked log-domain path)."""
-    from pairot.tl._jax_backend import aggregate, sinkhorn
+    from pairot.tl._ot import aggregate, sinkhorn
 
     geom, p = dm.geom, dm._problem
     out = sinkhorn(

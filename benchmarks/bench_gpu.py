@@ -55,13 +55,24 @@ SEED_SCALE = (169_407, 272_139)
 
 
 def load_backend():
-    """``pairot.tl._jax_backend`` imported on its own (numpy, jax and tqdm only)."""
-    name = "_pairot_tl_standalone"
-    if name not in sys.modules:
-        package = types.ModuleType(name)
-        package.__path__ = [str(HERE.parent / "src" / "pairot" / "tl")]
-        sys.modules[name] = package
-    return importlib.import_module(f"{name}._jax_backend")
+    """``pairot.tl._ot`` imported on its own (numpy, jax and tqdm only).
+
+    ``pairot`` and ``pairot.tl`` are stood in for by bare packages over their folders, so that
+    ``pairot.tl.__init__`` (which imports anndata and pandas) does not run; the engine's relative
+    imports (``pairot._interrupt``, ``pairot._logging``, ``pairot.tl._aggregate``: standard
+    library and numpy only) resolve to the files in ``src/``.
+    """
+    name = "_pairot_standalone"
+    folders = {
+        name: HERE.parent / "src" / "pairot",
+        f"{name}.tl": HERE.parent / "src" / "pairot" / "tl",
+    }
+    for module, folder in folders.items():
+        if module not in sys.modules:
+            package = types.ModuleType(module)
+            package.__path__ = [str(folder)]
+            sys.modules[module] = package
+    return importlib.import_module(f"{name}.tl._ot")
 
 
 def load_bench_ot():
@@ -157,7 +168,8 @@ def floor_rates(backend, inputs: dict, repeats: int = 5) -> dict:
     block = min(inputs["batch_size"], inputs["x_aug"].shape[0])
     u = jnp.asarray(inputs["x_aug"][:block])
     v = jnp.asarray(inputs["y_aug"])
-    precision = backend._PRECISIONS[inputs["precision"]]  # the products the solver makes
+    # the products the solver makes
+    precision = backend._checks._PRECISIONS[inputs["precision"]]
     mm = jax.jit(lambda u, v: jnp.matmul(u, v.T, precision=precision))
     ex = jax.jit(lambda s: jnp.sum(jnp.exp(s), axis=1))
     s = jax.block_until_ready(mm(u, v))

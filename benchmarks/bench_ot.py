@@ -16,7 +16,7 @@ untimed call each that compiles:
   label distance looked up from the float column) is ``jax.vmap``-ed over the pairs of row
   blocks of ``batch_size`` cells; ``f`` from row log-sum-exps over query blocks, ``g`` as a
   column reduction (``logsumexp(axis=0)``) over blocks of reference columns.
-- ``pairot``: ``pairot.tl._jax_backend.sinkhorn`` with its defaults, the call ``DatasetMap.solve``
+- ``pairot``: ``pairot.tl._ot.sinkhorn`` with its defaults, the call ``DatasetMap.solve``
   makes (kernel mode at these sizes: the kernel is built once per solve).
 - ``pairot_log``: the same with ``kernel_memory_budget=0`` (blocked log-domain updates, the
   path taken when the kernel does not fit the budget).
@@ -192,7 +192,7 @@ def pairot_solve(inputs: dict, n_iterations: int | None, *, solver=None, **kwarg
     ``solver``: the ``sinkhorn`` function to call (default pairot's, imported here).
     """
     if solver is None:
-        from pairot.tl._jax_backend import sinkhorn as solver
+        from pairot.tl._ot import sinkhorn as solver
 
     fixed = {} if n_iterations is None else {"threshold": 1e-30, "max_iterations": n_iterations}
     return solver(
@@ -214,16 +214,16 @@ def kernel_build(inputs: dict) -> None:
     import jax
     import jax.numpy as jnp
 
-    from pairot.tl import _jax_backend as jb
+    from pairot.tl._ot import _checks, _kernel
 
     n = inputs["x_aug"].shape[0]
-    out = jb._build_kernel(
+    out = _kernel._build_kernel(
         jnp.asarray(inputs["x_aug"]),
         jnp.asarray(inputs["y_aug"]),
         jnp.asarray(np.float32(inputs["offset"])),
         jnp.asarray(np.float32(EPSILON)),
         block=min(inputs["batch_size"], n),
-        precision=jb._PRECISIONS["highest"],
+        precision=_checks._PRECISIONS["highest"],
     )
     jax.block_until_ready(out)
 

@@ -21,7 +21,7 @@ whose time (compilation included) is reported as ``cold``:
   costs.
 
 The aggregation is called through ``DatasetMap`` (its cache cleared before each call); the
-kernel is handed to ``pairot.tl._jax_backend.aggregate`` by a thin wrapper when DatasetMap does
+kernel is handed to ``pairot.tl._ot.aggregate`` by a thin wrapper when DatasetMap does
 not pass it itself. Printed as JSON; the outputs of all three are checked to agree (< 1e-4).
 """
 
@@ -47,20 +47,20 @@ from bench_ot import (
 @contextmanager
 def aggregation_kernel(kernel):
     """Make ``DatasetMap``'s full aggregation pass use ``kernel`` (``None``: the cost)."""
-    from pairot.tl import _jax_backend as jb
+    from pairot.tl import _ot
 
-    original = jb.aggregate
+    original = _ot.aggregate
 
     def wrapped(x_aug, y_aug, *args, **kwargs):
         full = kernel is not None and (x_aug.shape[0], y_aug.shape[0]) == kernel.shape
         kwargs["kernel"] = kernel if full else None
         return original(x_aug, y_aug, *args, **kwargs)
 
-    jb.aggregate = wrapped
+    _ot.aggregate = wrapped
     try:
         yield
     finally:
-        jb.aggregate = original
+        _ot.aggregate = original
 
 
 def dm_outputs(dm, kernel) -> dict:
@@ -139,7 +139,7 @@ def iteration_timers(inputs: dict, solution, n_kernel: int, n_log: int):
     import jax
     import jax.numpy as jnp
 
-    from pairot.tl import _jax_backend as jb
+    from pairot.tl._ot import _checks, _kernel, _logdomain
 
     f32 = np.float32
     kernel = solution.kernel
@@ -156,18 +156,18 @@ def iteration_timers(inputs: dict, solution, n_kernel: int, n_log: int):
     kernel_steps = jnp.asarray(np.int32(n_kernel))
     log_steps = jnp.asarray(np.int32(n_log))
     block = min(inputs["batch_size"], x.shape[0])
-    prec = jb._PRECISIONS["highest"]
+    prec = _checks._PRECISIONS["highest"]
 
     def kernel_iterations():
         jax.block_until_ready(
-            jb._kernel_steps(
+            _kernel._kernel_steps(
                 kernel.K, kernel.row_min, a, b, *state, kernel_steps, eps, one, one, precision=prec
             )
         )
 
     def log_iterations():
         jax.block_until_ready(
-            jb._sinkhorn_steps(
+            _logdomain._sinkhorn_steps(
                 x, y, a, b, *state, log_steps, off, eps, one, one,
                 block_x=block, block_y=block, precision=prec,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pairot.tl._jax_backend import sinkhorn
+from pairot.tl._ot import sinkhorn
 
 
 def clustered_problem(seed: int, labels: np.ndarray, n: int, m: int, d: int):

@@ -11,8 +11,8 @@ import pytest
 from scipy.special import logsumexp
 
 from pairot import _interrupt
-from pairot.tl import _jax_backend
-from pairot.tl._jax_backend import aggregate, sinkhorn
+from pairot.tl import _ot
+from pairot.tl._ot import _aggregate, _chunks, _kernel, _passes, _progress, aggregate, sinkhorn
 
 #: Label distances of a clustered problem (as in test_cluster_correction.py): mass must cross
 #: label distance 1, so the run needs several checks and a correction.
@@ -40,7 +40,7 @@ class Counter:
         return self.function(*args, **kwargs)
 
 
-@pytest.mark.parametrize("budget", [0, _jax_backend.DEFAULT_KERNEL_MEMORY_BUDGET])
+@pytest.mark.parametrize("budget", [0, _ot.DEFAULT_KERNEL_MEMORY_BUDGET])
 @pytest.mark.parametrize("codes", [True, False])
 def test_chunked_passes_give_the_same_solution(monkeypatch, budget, codes):
     problem = clustered_problem(0)
@@ -48,12 +48,12 @@ def test_chunked_passes_give_the_same_solution(monkeypatch, budget, codes):
     whole = run(problem, kernel_memory_budget=budget, **extra)
     # passes over more than 200 pairs are split: 16-row chunks of 90 x 110 cells, which do
     # not grow with a time budget of 0 s per call
-    monkeypatch.setattr(_jax_backend, "_CHUNK_PAIRS", 200)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_SECONDS", 0.0)
-    lse_rows = Counter(_jax_backend._lse_rows)
-    kernel_rows = Counter(_jax_backend._kernel_rows)
-    monkeypatch.setattr(_jax_backend, "_lse_rows", lse_rows)
-    monkeypatch.setattr(_jax_backend, "_kernel_rows", kernel_rows)
+    monkeypatch.setattr(_chunks, "_CHUNK_PAIRS", 200)
+    monkeypatch.setattr(_chunks, "_CHUNK_SECONDS", 0.0)
+    lse_rows = Counter(_passes._lse_rows)
+    kernel_rows = Counter(_kernel._kernel_rows)
+    monkeypatch.setattr(_passes, "_lse_rows", lse_rows)
+    monkeypatch.setattr(_kernel, "_kernel_rows", kernel_rows)
     chunked = run(problem, kernel_memory_budget=budget, **extra)
     assert chunked.mode == whole.mode == ("log" if budget == 0 else "kernel")
     if budget == 0:
@@ -73,7 +73,7 @@ def test_chunked_passes_give_the_same_solution(monkeypatch, budget, codes):
 def test_chunked_log_iterations_follow_the_dense_formulas(monkeypatch):
     """Five plain iterations in chunks against dense float64 updates written out here."""
     x_aug, y_aug, offset, a, b, _, _ = clustered_problem(1)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_PAIRS", 300)
+    monkeypatch.setattr(_chunks, "_CHUNK_PAIRS", 300)
     out = sinkhorn(
         x_aug,
         y_aug,
@@ -102,9 +102,9 @@ def test_short_device_calls_do_not_move_the_checks(monkeypatch):
     """With a tiny time budget every call runs one iteration: checks and result unchanged."""
     problem = clustered_problem(2)
     whole = run(problem, kernel_memory_budget=0)
-    steps = Counter(_jax_backend._sinkhorn_steps)
-    monkeypatch.setattr(_jax_backend, "_sinkhorn_steps", steps)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_SECONDS", 1e-12)
+    steps = Counter(_passes._sinkhorn_steps)
+    monkeypatch.setattr(_passes, "_sinkhorn_steps", steps)
+    monkeypatch.setattr(_chunks, "_CHUNK_SECONDS", 1e-12)
     split = run(problem, kernel_memory_budget=0)
     # one iteration per call: until a call is timed, and then because of the time budget
     assert steps.calls == split.n_iterations
@@ -115,12 +115,12 @@ def test_short_device_calls_do_not_move_the_checks(monkeypatch):
 
 def test_a_request_stops_a_chunked_pass_at_the_next_chunk(monkeypatch):
     problem = clustered_problem(3)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_PAIRS", 200)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_SECONDS", 0.0)
-    lse_rows = Counter(_jax_backend._lse_rows)
-    monkeypatch.setattr(_jax_backend, "_lse_rows", lse_rows)
+    monkeypatch.setattr(_chunks, "_CHUNK_PAIRS", 200)
+    monkeypatch.setattr(_chunks, "_CHUNK_SECONDS", 0.0)
+    lse_rows = Counter(_passes._lse_rows)
+    monkeypatch.setattr(_passes, "_lse_rows", lse_rows)
     seen = {}
-    original = _jax_backend._ConvergenceBar.rows
+    original = _progress._ConvergenceBar.rows
 
     def rows(self, label, done, total):
         original(self, label, done, total)
@@ -128,7 +128,7 @@ def test_a_request_stops_a_chunked_pass_at_the_next_chunk(monkeypatch):
             seen["calls"] = lse_rows.calls
             _interrupt._request(signal.SIGINT)
 
-    monkeypatch.setattr(_jax_backend._ConvergenceBar, "rows", rows)
+    monkeypatch.setattr(_progress._ConvergenceBar, "rows", rows)
     try:
         with pytest.raises(KeyboardInterrupt):
             run(problem, kernel_memory_budget=0)
@@ -142,8 +142,8 @@ def test_a_request_stops_a_chunked_pass_at_the_next_chunk(monkeypatch):
 def test_a_request_stops_the_aggregation_between_blocks(monkeypatch):
     x_aug, y_aug, offset, a, b, qc, rc = clustered_problem(4)
     out = run((x_aug, y_aug, offset, a, b, qc, rc), kernel_memory_budget=0)
-    blocks = Counter(_jax_backend._aggregate_block)
-    monkeypatch.setattr(_jax_backend, "_aggregate_block", blocks)
+    blocks = Counter(_aggregate._aggregate_block)
+    monkeypatch.setattr(_aggregate, "_aggregate_block", blocks)
     _interrupt._request(signal.SIGINT)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -181,9 +181,9 @@ def test_chunked_kernel_aggregation_gives_the_same_sums(monkeypatch):
         "kernel": out.kernel,
     }
     whole = aggregate(x_aug, y_aug, offset, out.f, out.g, **kwargs)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_PAIRS", 1000)  # chunks of 8 rows x 110
-    kernel_calls = Counter(_jax_backend._aggregate_kernel)
-    monkeypatch.setattr(_jax_backend, "_aggregate_kernel", kernel_calls)
+    monkeypatch.setattr(_chunks, "_CHUNK_PAIRS", 1000)  # chunks of 8 rows x 110
+    kernel_calls = Counter(_aggregate._aggregate_kernel)
+    monkeypatch.setattr(_aggregate, "_aggregate_kernel", kernel_calls)
     chunked = aggregate(x_aug, y_aug, offset, out.f, out.g, **kwargs)
     assert kernel_calls.calls == 12  # ceil(90 / 8)
     for key in whole:
@@ -192,8 +192,8 @@ def test_chunked_kernel_aggregation_gives_the_same_sums(monkeypatch):
 
 def test_progress_shows_the_error_against_the_threshold(capsys, monkeypatch):
     problem = clustered_problem(5)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_PAIRS", 2000)
-    monkeypatch.setattr(_jax_backend, "_CHUNK_SECONDS", 0.0)
+    monkeypatch.setattr(_chunks, "_CHUNK_PAIRS", 2000)
+    monkeypatch.setattr(_chunks, "_CHUNK_SECONDS", 0.0)
     run(problem, kernel_memory_budget=0, progress=True, threshold=1e-6, dtype=np.float32)
     err = capsys.readouterr().err
     assert "target 1e-06" in err and "error " in err
@@ -246,13 +246,13 @@ def test_ctrl_c_during_dataset_map_solve(monkeypatch, default_sigint):
     dataset_map = pr.tl.DatasetMap(q, r)
     dataset_map.init_geom(batch_size=64)
     dataset_map.init_problem()
-    original = _jax_backend._ConvergenceBar.update
+    original = _progress._ConvergenceBar.update
 
     def update(self, iteration, error=None):
         original(self, iteration, error)
         signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(_jax_backend._ConvergenceBar, "update", update)
+    monkeypatch.setattr(_progress._ConvergenceBar, "update", update)
     with pytest.raises(KeyboardInterrupt):
         dataset_map.solve(progress=False)
     assert dataset_map.ot_solution is None

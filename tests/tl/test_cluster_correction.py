@@ -9,14 +9,16 @@ import numpy as np
 import ot
 import ot_problems
 import pytest
+from jax import lax
 from scipy.special import logsumexp
 
 import pairot as pr
-from pairot.tl import _jax_backend
-from pairot.tl._cluster_scaling import cluster_scaling
+from pairot.tl import _ot
+from pairot.tl._ot import _checks, _correction, _kernel, _logdomain
+from pairot.tl._ot._cluster_scaling import cluster_scaling
 
 EPS = 0.05
-BUDGETS = [0, _jax_backend.DEFAULT_KERNEL_MEMORY_BUDGET]
+BUDGETS = [0, _ot.DEFAULT_KERNEL_MEMORY_BUDGET]
 
 #: Label distances of the test problems: query clusters 0 and 1 both match reference
 #: cluster 0 and nothing matches reference cluster 1, so balanced marginals force mass across
@@ -174,16 +176,16 @@ def test_cluster_row_lse_and_log_mass_match_dense(use_kernel):
     g = rng.normal(scale=0.2, size=len(b))
     kr, kq = rc.max() + 1, qc.max() + 1
     segments = np.eye(kr)[rc]
-    with _jax_backend._dtype_context(np.dtype(np.float64)):
+    with _checks._dtype_context(np.dtype(np.float64)):
         if use_kernel:
-            K, row_min, _ = _jax_backend._build_kernel(
-                x_aug, y_aug, offset, EPS, block=32, precision=_jax_backend.lax.Precision.HIGHEST
+            K, row_min, _ = _kernel._build_kernel(
+                x_aug, y_aug, offset, EPS, block=32, precision=lax.Precision.HIGHEST
             )
-            row_c = _jax_backend._kernel_initial_row_lse(
-                K, row_min, g, EPS, segments, precision=_jax_backend.lax.Precision.HIGHEST
+            row_c = _kernel._kernel_initial_row_lse(
+                K, row_min, g, EPS, segments, precision=lax.Precision.HIGHEST
             )
         else:
-            row_c = _jax_backend._initial_row_lse(
+            row_c = _logdomain._initial_row_lse(
                 x_aug,
                 y_aug,
                 g,
@@ -191,9 +193,9 @@ def test_cluster_row_lse_and_log_mass_match_dense(use_kernel):
                 EPS,
                 segments,
                 block_x=32,
-                precision=_jax_backend.lax.Precision.HIGHEST,
+                precision=lax.Precision.HIGHEST,
             )
-        log_mass, log_ta, log_tb = _jax_backend._cluster_problem(
+        log_mass, log_ta, log_tb = _correction._cluster_problem(
             row_c,
             f,
             g,
@@ -209,7 +211,7 @@ def test_cluster_row_lse_and_log_mass_match_dense(use_kernel):
         )
         x_shift = np.linspace(-1, 1, kq)
         y_shift = np.linspace(2, -2, kr)
-        f2, g2, lse_row = _jax_backend._shift_potentials(f, g, row_c, x_shift, y_shift, qc, rc, EPS)
+        f2, g2, lse_row = _correction._shift_potentials(f, g, row_c, x_shift, y_shift, qc, rc, EPS)
     s = (g[None, :] - cost) / EPS
     expected_row_c = np.stack([logsumexp(s[:, rc == c], axis=1) for c in range(kr)], axis=1)
     np.testing.assert_allclose(np.asarray(row_c), expected_row_c, rtol=1e-10)
@@ -270,7 +272,7 @@ def test_checks_stay_every_inner_iterations_and_early_correction_only_when_neede
 
 def test_no_correction_above_the_cluster_limit(monkeypatch, caplog):
     problem = clustered_problem(0)
-    monkeypatch.setattr(_jax_backend, "_MAX_CORRECTION_CLUSTERS", 7)  # 4 + 4 clusters here
+    monkeypatch.setattr(_correction, "_MAX_CORRECTION_CLUSTERS", 7)  # 4 + 4 clusters here
     with caplog.at_level(logging.INFO, logger="pairot"):
         out = solve(problem, threshold=1e-3)
     assert out.n_corrections == 0

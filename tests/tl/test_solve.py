@@ -10,16 +10,16 @@ import ot
 import pytest
 from scipy.special import logsumexp
 
-from pairot.tl import _jax_backend
-from pairot.tl._jax_backend import Kernel, SinkhornOutput, aggregate, sinkhorn
+from pairot.tl import _ot
+from pairot.tl._ot import Kernel, SinkhornOutput, _aggregate, _checks, _kernel, aggregate, sinkhorn
 
 # A few fixed shapes, so that the JIT compiles each kernel only a few times.
 SHAPES = [(40, 55), (73, 90)]
 D = 10
 #: kernel_memory_budget values: 0 forces the blocked log-domain updates, the default precomputes
 #: the kernel (every problem here is small enough and has a cost spread / epsilon <= 38).
-BUDGETS = [0, _jax_backend.DEFAULT_KERNEL_MEMORY_BUDGET]
-MODES = {0: "log", _jax_backend.DEFAULT_KERNEL_MEMORY_BUDGET: "kernel"}
+BUDGETS = [0, _ot.DEFAULT_KERNEL_MEMORY_BUDGET]
+MODES = {0: "log", _ot.DEFAULT_KERNEL_MEMORY_BUDGET: "kernel"}
 
 
 def make_problem(n: int, m: int, seed: int, *, uniform: bool = True):
@@ -405,7 +405,7 @@ def test_sinkhorn_rejects_bad_arguments(kwargs, match):
         sinkhorn(x, y, offset, a, b, progress=False, **kwargs)
 
 
-@pytest.mark.skipif("bf16_3x" not in _jax_backend._PRECISIONS, reason="no DotAlgorithmPreset")
+@pytest.mark.skipif("bf16_3x" not in _checks._PRECISIONS, reason="no DotAlgorithmPreset")
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_bf16_3x_precision_matches_float32(budget):
     """Products from three bfloat16 products: the plan within float32 round-off of 'highest'
@@ -551,7 +551,7 @@ def test_kernel_mode_off_when_kernel_would_underflow(caplog):
 
 def test_kernel_mode_falls_back_to_log_domain(monkeypatch, caplog):
     x, y, offset, _, a, b = make_problem(*SHAPES[1], 43, uniform=False)
-    real_steps = _jax_backend._kernel_steps
+    real_steps = _kernel._kernel_steps
     calls = []
 
     def failing_steps(*args, **kwargs):
@@ -559,7 +559,7 @@ def test_kernel_mode_falls_back_to_log_domain(monkeypatch, caplog):
         *state, err = real_steps(*args, **kwargs)
         return (*state, np.nan if len(calls) == 2 else err)  # the second check overflows
 
-    monkeypatch.setattr(_jax_backend, "_kernel_steps", failing_steps)
+    monkeypatch.setattr(_kernel, "_kernel_steps", failing_steps)
     kwargs = {"threshold": 1e-4, "inner_iterations": 3}
     with caplog.at_level(logging.DEBUG, logger="pairot"):
         out = solve32(x, y, offset, a, b, 0.05, **kwargs)
@@ -605,10 +605,10 @@ def test_aggregate_kernel_checks_and_overflow_fallback(monkeypatch):
     # potentials whose row scalings would overflow float32 on the kernel are detected ...
     f32 = np.dtype(np.float32)
     f, g = out.f.astype(np.float64), out.g.astype(np.float64)
-    assert _jax_backend._kernel_scales(kernel, f, g, eps, f32) is not None
-    assert _jax_backend._kernel_scales(kernel, f + 10.0, g, eps, f32) is None
+    assert _aggregate._kernel_scales(kernel, f, g, eps, f32) is not None
+    assert _aggregate._kernel_scales(kernel, f + 10.0, g, eps, f32) is None
     # ... and then the sums come from the cost, as without a kernel
-    monkeypatch.setattr(_jax_backend, "_kernel_scales", lambda *args: None)
+    monkeypatch.setattr(_aggregate, "_kernel_scales", lambda *args: None)
     with_kernel = aggregate(x, y, offset, f, g, kernel=kernel, **kwargs)
     ref = dense_aggregate(cost, plan(cost, f, g, eps), qcodes, rcodes, 3, 2)
     for key, expected in ref.items():

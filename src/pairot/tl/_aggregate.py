@@ -1,7 +1,7 @@
 """Cluster-level outputs from the per-block sums of the transport plan.
 
 All functions take the arrays that one blocked pass over the plan produces
-(``pairot.tl._jax_backend.aggregate``) and return query-clusters x reference-clusters arrays.
+(``pairot.tl._ot.aggregate``) and return query-clusters x reference-clusters arrays.
 """
 
 from __future__ import annotations

@@ -270,6 +270,7 @@ class DatasetMap:
         self._label_distance = None
         self._rank_distance = None
         self._progress = True  # solve(progress=...) also governs the aggregation's bar
+        self._block_memory_budget = None  # and solve(block_memory_budget=...) its blocks
 
     # ------------------------------------------------------------------ stages
     def _require(self, stage: str):
@@ -318,6 +319,9 @@ class DatasetMap:
             0.005) stay finite but need more Sinkhorn iterations.
         batch_size
             Rows of the cost computed at once, an integer >= 1; it does not change results.
+            Capped so that one block fits ``solve(block_memory_budget=...)`` (1 GiB by
+            default; an INFO log says when), so a value sized for a large GPU does not
+            exhaust a smaller machine.
         lambda_feature, lambda_label
             Weights (>= 0) of the feature and the label distance in the cost.
         n_genes_ova, n_genes_ava, overlap_threshold_ava, overlap_n_genes_ava,
@@ -516,6 +520,7 @@ class DatasetMap:
         progress: bool = True,
         kernel_memory_budget: int | None = None,
         cluster_correction: bool = True,
+        block_memory_budget: int | None = None,
     ):
         """Run Sinkhorn; the result is in ``ot_solution`` (``f, g, errors, converged``, ...).
 
@@ -544,8 +549,15 @@ class DatasetMap:
             entries, plain Sinkhorn can need hundreds of iterations to move mass between
             clusters; with the correction the PBMC demo converges at the first check (10
             iterations) instead of after 500. ``False`` runs plain Sinkhorn.
+        block_memory_budget
+            Bytes one row block of the cost may take, in the solve and in the aggregation of
+            the outputs (``compute_*``); ``None`` (default) for 1 GiB. The rows per block are
+            ``batch_size`` (see :meth:`init_geom`) capped so that about ``1.25 * rows * m``
+            values (Sinkhorn; ``rows * n`` for reference blocks) or ``2 * rows * m`` values
+            (aggregation) fit, with an INFO log when the cap applies. Like ``batch_size`` it
+            changes results by float round-off only.
         """
-        from ._jax_backend import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
+        from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
 
         geom = self._require("geom")
         problem = self._require("problem")
@@ -579,14 +591,16 @@ class DatasetMap:
                 query_codes=geom.query_codes,
                 ref_codes=geom.ref_codes,
                 cluster_correction=bool(cluster_correction),
+                block_memory_budget=block_memory_budget,
             )
         self.ot_solution = solution
+        self._block_memory_budget = block_memory_budget
         self._aggregates = None
         return self.ot_solution
 
     # ----------------------------------------------------------------- outputs
     def _aggregate(self, rows=None, cols=None) -> dict:
-        from ._jax_backend import aggregate
+        from ._ot import aggregate
 
         geom = self._require("geom")
         solution = self._require("solution")
@@ -615,6 +629,7 @@ class DatasetMap:
                 batch_size=geom.batch_size,
                 kernel=solution.kernel if full else None,
                 progress=self._progress,
+                block_memory_budget=self._block_memory_budget,
             )
         if full:
             self._aggregates = out

@@ -1,0 +1,64 @@
+"""pairot's optimal-transport engine: blocked log-domain Sinkhorn and one-pass plan aggregation
+in JAX.
+
+Every JAX-specific line of pairot lives in this package, so that a JAX version change touches
+it alone. Only stable public JAX API is used (``jax.numpy``, ``jax.lax``, ``jax.jit``).
+
+The transport cost between query cell ``i`` and reference cell ``j`` is affine in the inner
+product of their augmented vectors::
+
+    C_ij = offset + x_aug[i] . y_aug[j]
+
+and is never stored in full: it is computed in row blocks of ``batch_size`` cells (fewer
+where a block would exceed ``block_memory_budget`` bytes), one matrix product per block.
+Every reduction runs along the rows of a block (reductions down columns are several times
+slower on CPU): the query potential ``f`` is computed from row blocks of ``C`` (query blocks
+against all reference cells), the reference potential ``g`` from row blocks of ``C^T``
+(reference blocks against all query cells).
+
+**Kernel mode.** When the ``n x m`` kernel fits a memory budget (``kernel_memory_budget``) and
+the cost spread within a row is small enough for ``exp(-C / epsilon)`` not to underflow, the
+row-stabilized kernel ``K_ij = exp((r_i - C_ij) / epsilon)`` (``r_i = min_j C_ij``) is computed
+once, in the same row blocks, and every iteration becomes two matrix-vector products
+(``K v`` and ``u K``, both read along the rows of ``K``) plus ``O(n + m)`` exponentials, with
+the potentials kept in the log domain (max-shifted scalings). On a CPU this removes the
+``n m d`` inner products and the ``2 n m`` exponentials from every iteration. The plan
+aggregation reuses the same kernel when it is given one.
+
+Conventions (those of OTT-JAX):
+
+- the plan is ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, ``epsilon`` absolute (cost units);
+- the entropic term is ``epsilon * sum_ij P_ij (log P_ij - 1)``, i.e. POT's
+  ``reg_type="entropy"`` (a reference measure of ones, not ``a b^T``);
+- a relaxed marginal is penalized by ``rho * KL(P 1 | a)``, given through
+  ``tau = rho / (rho + epsilon)``; ``tau = 1`` is the hard (balanced) constraint.
+
+Modules, one concept each:
+
+- ``_checks``: argument checks of the entry points, precisions, the float64 context;
+- ``_logdomain``: the blocked log-sum-exp passes and log-domain iterations (jitted);
+- ``_blocks``: the rows per block of the cost, capped by a memory budget;
+- ``_chunks``: a long pass split into interruptible device calls;
+- ``_progress``: the convergence progress bar;
+- ``_passes``: the passes of one solve over its blocked cost (whole or chunked);
+- ``_kernel``: kernel mode (the precomputed Gibbs kernel and its iterations);
+- ``_correction`` (with ``_cluster_scaling``): the cluster-level correction;
+- ``_driver``: :func:`sinkhorn` and its iteration loop;
+- ``_aggregate``: :func:`aggregate`, the cluster-level sums of the plan.
+"""
+
+from __future__ import annotations
+
+from ._aggregate import aggregate
+from ._blocks import DEFAULT_BLOCK_MEMORY_BUDGET
+from ._driver import SinkhornOutput, sinkhorn
+from ._kernel import DEFAULT_KERNEL_MEMORY_BUDGET, Kernel
+
+__all__ = [
+    "DEFAULT_BLOCK_MEMORY_BUDGET",
+    "DEFAULT_KERNEL_MEMORY_BUDGET",
+    "Kernel",
+    "SinkhornOutput",
+    "aggregate",
+    "sinkhorn",
+]

@@ -1,0 +1,386 @@
+"""Cluster-level sums of a Sinkhorn plan, in one pass over the cost or the kernel.
+
+The host-side formulas that turn these sums into mappings and distances are in
+:mod:`pairot.tl._aggregate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from tqdm.auto import tqdm
+
+from ..._interrupt import check as check_interrupt
+from .._aggregate import cluster_sums
+from . import _chunks
+from ._blocks import _AGGREGATE_FACTOR, _capped_blocks, _check_budget
+from ._checks import _check_codes, _check_common, _check_int, _check_vector, _dtype_context, _onehot
+from ._kernel import Kernel
+
+logger = logging.getLogger("pairot")
+
+
+@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision"))
+def _aggregate_block(
+    x, y, f, g, query_codes, ref_onehot, k, offset, eps, *, block, n_query_clusters, precision
+):
+    """Per-cluster sums of the plan over the ``k``-th row block of query cells."""
+    n = x.shape[0]
+    start = jnp.minimum(k * block, n - block)
+    xb = lax.dynamic_slice_in_dim(x, start, block, axis=0)
+    fb = lax.dynamic_slice_in_dim(f, start, block, axis=0)
+    qb = lax.dynamic_slice_in_dim(query_codes, start, block, axis=0)
+    cost = offset + jnp.matmul(xb, y.T, precision=precision)
+    plan = jnp.exp((fb[:, None] + g[None, :] - cost) / eps)
+    # rows before k * block belong to the previous block (only in the last, shifted block)
+    valid = (start + jnp.arange(block)) >= k * block
+    onehot = ((qb[None, :] == jnp.arange(n_query_clusters)[:, None]) & valid[None, :]).astype(
+        x.dtype
+    )
+    tm = jnp.matmul(onehot, plan, precision=precision)
+    cost_tm = jnp.matmul(onehot, plan * cost, precision=precision)
+    cost_mass = jnp.matmul(cost_tm, ref_onehot, precision=precision)
+    row_mass = jnp.sum(plan, axis=1)
+    return tm, cost_mass, row_mass, start
+
+
+#: Rows of the kernel per step of the kernel-mode aggregation: small enough for the
+#: ``rows x m`` temporaries to stay in cache and be reused across steps.
+_KERNEL_AGGREGATE_ROWS = 256
+
+
+@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision"))
+def _aggregate_kernel(
+    kernel,
+    row_min,
+    row_scale,
+    col_scale,
+    query_codes,
+    ref_onehot,
+    eps,
+    *,
+    block,
+    n_query_clusters,
+    precision,
+):
+    """Per-cluster sums of the plan ``P_ij = row_scale_i K_ij col_scale_j``, in one call.
+
+    The kernel is read once, in row blocks of ``block`` rows; the cost is recovered from it as
+    ``C_ij = r_i - eps log K_ij`` (one logarithm per entry instead of an inner product of
+    length ``d``).
+    """
+    n, m = kernel.shape
+    n_blocks = -(-n // block)
+    clusters = jnp.arange(n_query_clusters)
+
+    def body(k, acc):
+        tm, cost_tm = acc
+        start = jnp.minimum(k * block, n - block)
+        kb = lax.dynamic_slice_in_dim(kernel, start, block, axis=0)
+        rb = lax.dynamic_slice_in_dim(row_min, start, block, axis=0)
+        sb = lax.dynamic_slice_in_dim(row_scale, start, block, axis=0)
+        qb = lax.dynamic_slice_in_dim(query_codes, start, block, axis=0)
+        # rows before k * block belong to the previous block (only in the last, shifted block)
+        valid = (start + jnp.arange(block)) >= k * block
+        weights = jnp.where((qb[None, :] == clusters[:, None]) & valid[None, :], sb[None, :], 0)
+        tm = tm + jnp.matmul(weights, kb, precision=precision)
+        cost = rb[:, None] - eps * jnp.log(kb)
+        cost_tm = cost_tm + jnp.matmul(weights, kb * cost, precision=precision)
+        return tm, cost_tm
+
+    zeros = jnp.zeros((n_query_clusters, m), dtype=kernel.dtype)
+    tm, cost_tm = lax.fori_loop(0, n_blocks, body, (zeros, zeros))
+    tm = tm * col_scale[None, :]
+    cost_mass = jnp.matmul(cost_tm * col_scale[None, :], ref_onehot, precision=precision)
+    row_mass = row_scale * jnp.matmul(kernel, col_scale, precision=precision)
+    return tm, cost_mass, row_mass
+
+
+def aggregate(
+    x_aug,
+    y_aug,
+    offset: float,
+    f,
+    g,
+    *,
+    epsilon: float,
+    query_codes,
+    ref_codes,
+    n_query_clusters: int,
+    n_ref_clusters: int,
+    batch_size: int = 1024,
+    dtype=np.float32,
+    progress: bool = False,
+    precision: str = "highest",
+    kernel: Kernel | None = None,
+    block_memory_budget: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Cluster-level sums of the plan ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, one pass.
+
+    The plan is walked once in row blocks of ``batch_size`` query cells: per block one matrix
+    product gives ``C``, then ``P``, then the per-query-cluster sums through a one-hot
+    (clusters x block) product and the per-reference-cluster sums of those through a
+    (cells x clusters) one-hot product. Block results are accumulated in float64 on the host.
+
+    Given the ``kernel`` of the :func:`~._driver.sinkhorn` run, the blocks are read from it instead:
+    ``P_ij = exp((f_i - r_i + g_max) / epsilon) K_ij exp((g_j - g_max) / epsilon)`` and
+    ``C_ij = r_i - epsilon log K_ij``, with no inner products (``r_i = min_j C_ij``), in one
+    device call over row blocks of at most 256 cells whose sums are accumulated in ``dtype``.
+    If the row scalings would overflow (potentials far from those of a Sinkhorn run) the
+    blocked cost is used.
+
+    Parameters
+    ----------
+    x_aug, y_aug, offset
+        The cost ``C_ij = offset + x_aug[i] . y_aug[j]`` (see :func:`~._driver.sinkhorn`).
+    f, g
+        Potentials from :func:`~._driver.sinkhorn`, shapes ``(n,)`` and ``(m,)``.
+    epsilon
+        The regularization the potentials were computed with.
+    query_codes, ref_codes
+        Cluster code of every query cell (``0..n_query_clusters-1``) and reference cell.
+    n_query_clusters, n_ref_clusters
+        Numbers of clusters ``Kq`` and ``Kr``.
+    batch_size
+        Query cells per block, at most as many as ``block_memory_budget`` allows; does not
+        change the result beyond float round-off.
+    dtype
+        ``numpy.float32`` (default) or ``numpy.float64`` for the computation.
+    progress
+        Show a tqdm progress bar over the blocks.
+    precision
+        Matrix-product precision (see :func:`~._driver.sinkhorn`).
+    kernel
+        ``SinkhornOutput.kernel`` of the :func:`~._driver.sinkhorn` run on the same ``x_aug``,
+        ``y_aug``, ``offset``, ``epsilon`` and ``dtype``, or ``None``.
+    block_memory_budget
+        Bytes one block may take, ``None`` for :data:`~._blocks.DEFAULT_BLOCK_MEMORY_BUDGET`
+        (1 GiB): the rows per block are ``batch_size`` capped so that ``2 * rows * m *
+        itemsize`` fits (a block holds about two ``rows x m`` arrays), at least 1, with an
+        INFO line when the cap applies (see :func:`~._driver.sinkhorn`).
+
+    Returns
+    -------
+    dict of numpy float64 arrays
+        ``tm`` ``(Kq, m)``: ``sum_{i in k} P_ij``; ``mass`` ``(Kq, Kr)``:
+        ``sum_{i in k, j in c} P_ij``; ``cost_mass`` ``(Kq, Kr)``: the same of ``P_ij C_ij``;
+        ``cost_sum`` ``(Kq, Kr)``: ``sum_{i in k, j in c} C_ij`` (unweighted, computed exactly
+        as ``n_k n_c offset + (sum_{i in k} x_i) . (sum_{j in c} y_j)`` in float64);
+        ``row_mass`` ``(n,)`` = ``P 1``; ``col_mass`` ``(m,)`` = ``P^T 1``.
+    """
+    x, y, offset, epsilon, batch_size, dtype, prec = _check_common(
+        x_aug, y_aug, offset, epsilon, batch_size, dtype, precision
+    )
+    n, m = x.shape[0], y.shape[0]
+    n_query_clusters = _check_int(n_query_clusters, "n_query_clusters")
+    n_ref_clusters = _check_int(n_ref_clusters, "n_ref_clusters")
+    budget = _check_budget(block_memory_budget)
+    f = _check_vector(f, n, "f", "query cell").astype(np.float64)
+    g = _check_vector(g, m, "g", "reference cell").astype(np.float64)
+    if np.any(np.isnan(f)) or np.any(np.isnan(g)):
+        msg = "f and g must not contain NaN; pass the potentials of a successful sinkhorn run."
+        raise ValueError(msg)
+    qcodes = _check_codes(query_codes, n, n_query_clusters, "query_codes", "query cell")
+    rcodes = _check_codes(ref_codes, m, n_ref_clusters, "ref_codes", "reference cell")
+    if kernel is not None:
+        _check_kernel(kernel, n, m, offset, epsilon, dtype)
+
+    (block,) = _capped_blocks(
+        "aggregate",
+        batch_size,
+        [(min(batch_size, n), m, m, "reference cells")],
+        itemsize=dtype.itemsize,
+        factor=_AGGREGATE_FACTOR,
+        budget=budget,
+    )
+    with _dtype_context(dtype):
+        qj = jnp.asarray(qcodes.astype(np.int32))
+        ref_onehot = _onehot(rcodes, n_ref_clusters, dtype)
+        eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
+        scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
+        if scales is not None:
+            tm, cost_mass, row_mass = _aggregate_kernel_chunks(
+                kernel,
+                *scales,
+                qj,
+                ref_onehot,
+                eps,
+                block=min(block, _KERNEL_AGGREGATE_ROWS),
+                n_query_clusters=n_query_clusters,
+                precision=prec,
+                progress=progress,
+            )
+        else:
+            tm, cost_mass, row_mass = _aggregate_blocked(
+                x,
+                y,
+                offset,
+                f,
+                g,
+                qj,
+                ref_onehot,
+                eps,
+                block,
+                n_query_clusters,
+                dtype,
+                prec,
+                progress,
+            )
+
+    mass = cluster_sums(tm, rcodes, n_ref_clusters)
+    col_mass = tm.sum(axis=0)
+    cost_sum = _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters)
+    return {
+        "tm": tm,
+        "mass": mass,
+        "cost_mass": cost_mass,
+        "cost_sum": cost_sum,
+        "row_mass": row_mass,
+        "col_mass": col_mass,
+    }
+
+
+def _aggregate_kernel_chunks(
+    kernel,
+    row_scale,
+    col_scale,
+    qj,
+    ref_onehot,
+    eps,
+    *,
+    block,
+    n_query_clusters,
+    precision,
+    progress,
+):
+    """:func:`_aggregate_kernel` over the whole kernel: one device call, or above
+    :data:`~._chunks._CHUNK_PAIRS` entries one call per chunk of rows (interruptible between
+    chunks, sums accumulated in float64 on the host)."""
+    n, m = kernel.shape
+    rows = n
+    if _chunks._chunked(n, m):
+        rows = max(block, (_chunks._CHUNK_PAIRS // m) // block * block)
+    tm = np.zeros((n_query_clusters, m), dtype=np.float64)
+    cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
+    row_mass = np.zeros(n, dtype=np.float64)
+    with tqdm(total=n, desc="Aggregating plan", disable=not progress, leave=False) as bar:
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            whole = start == 0 and stop == n
+            part = slice(start, stop)
+            sums = _aggregate_kernel(
+                kernel.K if whole else kernel.K[part],
+                kernel.row_min if whole else kernel.row_min[part],
+                row_scale if whole else row_scale[part],
+                col_scale,
+                qj if whole else qj[part],
+                ref_onehot,
+                eps,
+                block=min(block, stop - start),
+                n_query_clusters=n_query_clusters,
+                precision=precision,
+            )
+            tm_c, cost_c, rows_c = (np.asarray(v, dtype=np.float64) for v in sums)
+            tm += tm_c
+            cost_mass += cost_c
+            row_mass[part] = rows_c
+            bar.update(stop - start)
+            check_interrupt()
+    return tm, cost_mass, row_mass
+
+
+def _aggregate_blocked(
+    x, y, offset, f, g, qj, ref_onehot, eps, block, n_query_clusters, dtype, prec, progress
+):
+    """Blocked pass of :func:`aggregate` from the cost; float64 sums accumulated on the host."""
+    n, m = x.shape[0], y.shape[0]
+    n_blocks = -(-n // block)
+    tm = np.zeros((n_query_clusters, m), dtype=np.float64)
+    cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
+    row_mass = np.zeros(n, dtype=np.float64)
+    xj = jnp.asarray(x.astype(dtype, copy=False))
+    yj = jnp.asarray(y.astype(dtype, copy=False))
+    fj = jnp.asarray(f.astype(dtype))
+    gj = jnp.asarray(g.astype(dtype))
+    off = jnp.asarray(np.asarray(offset, dtype=dtype))
+
+    def launch(k: int):
+        return _aggregate_block(
+            xj,
+            yj,
+            fj,
+            gj,
+            qj,
+            ref_onehot,
+            jnp.asarray(np.int32(k)),
+            off,
+            eps,
+            block=block,
+            n_query_clusters=n_query_clusters,
+            precision=prec,
+        )
+
+    pending = launch(0)
+    with tqdm(total=n_blocks, desc="Aggregating plan", disable=not progress, leave=False) as bar:
+        for k in range(n_blocks):
+            # dispatch the next block before reading this one back (asynchronous dispatch)
+            following = launch(k + 1) if k + 1 < n_blocks else None
+            tm_b, cost_mass_b, row_mass_b, start = pending
+            tm += np.asarray(tm_b, dtype=np.float64)
+            cost_mass += np.asarray(cost_mass_b, dtype=np.float64)
+            first = k * block
+            start = int(start)
+            row_mass[first : start + block] = np.asarray(row_mass_b)[first - start :]
+            pending = following
+            bar.update(1)
+            check_interrupt()
+    return tm, cost_mass, row_mass
+
+
+def _check_kernel(kernel, n: int, m: int, offset: float, epsilon: float, dtype) -> None:
+    if not isinstance(kernel, Kernel):
+        msg = f"kernel must be a Kernel (SinkhornOutput.kernel) or None, got {type(kernel)!r}."
+        raise TypeError(msg)
+    expected = ((n, m), float(epsilon), float(offset), np.dtype(dtype))
+    got = (kernel.shape, kernel.epsilon, kernel.offset, np.dtype(kernel.dtype))
+    if got != expected:
+        msg = (
+            f"kernel was computed for (shape, epsilon, offset, dtype) = {got}, but aggregate "
+            f"got {expected}; pass the kernel of the sinkhorn run on these same inputs, or "
+            "kernel=None."
+        )
+        raise ValueError(msg)
+
+
+def _kernel_scales(kernel: Kernel, f, g, epsilon: float, dtype):
+    """Row and column scalings of the plan on the kernel, or ``None`` if they would overflow."""
+    g_max = float(np.max(g))
+    row_log_scale = (f - np.asarray(kernel.row_min, dtype=np.float64) + g_max) / epsilon
+    limit = math.log(float(np.finfo(dtype).max)) - 2.0
+    if not math.isfinite(g_max) or not np.max(row_log_scale) <= limit:
+        logger.debug("aggregate: plan scalings would overflow on the kernel; using the cost.")
+        return None
+    row_scale = np.exp(row_log_scale).astype(dtype)
+    col_scale = np.exp((g - g_max) / epsilon).astype(dtype)
+    return jnp.asarray(row_scale), jnp.asarray(col_scale)
+
+
+def _cluster_point_sums(points: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Sum of the rows of ``points`` per cluster, in float64 (one-hot matrix product)."""
+    onehot = (codes[None, :] == np.arange(n_clusters)[:, None]).astype(np.float64)
+    return onehot @ points.astype(np.float64, copy=False)
+
+
+def _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters) -> np.ndarray:
+    """``sum_{i in k, j in c} C_ij``, exactly, from the cluster sums of the augmented vectors."""
+    xs = _cluster_point_sums(x, qcodes, n_query_clusters)
+    ys = _cluster_point_sums(y, rcodes, n_ref_clusters)
+    nq = np.bincount(qcodes, minlength=n_query_clusters).astype(np.float64)
+    nr = np.bincount(rcodes, minlength=n_ref_clusters).astype(np.float64)
+    return offset * np.outer(nq, nr) + xs @ ys.T

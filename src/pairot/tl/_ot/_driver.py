@@ -1,0 +1,499 @@
+"""The Sinkhorn solver: argument checks, mode choice and the iteration loop.
+
+:func:`sinkhorn` validates its arguments, picks kernel or log mode, and runs
+:func:`_run_iterations`: device calls of several iterations each, a check of the marginal
+error every ``inner_iterations`` iterations, a cluster-level correction after an unconverged
+check (and once early), and an interrupt check between any two device calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..._interrupt import check as check_interrupt
+from . import _chunks, _correction
+from ._blocks import _SOLVE_FACTOR, _capped_blocks, _check_budget
+from ._checks import (
+    _check_common,
+    _check_int,
+    _check_marginal,
+    _check_scalar,
+    _dtype_context,
+)
+from ._correction import _Correction, _correction_codes
+from ._kernel import (
+    DEFAULT_KERNEL_MEMORY_BUDGET,
+    Kernel,
+    _kernel_initial_row_lse,
+    _kernel_steps_call,
+    _make_kernel,
+)
+from ._passes import _LogPasses
+from ._progress import _ConvergenceBar
+
+logger = logging.getLogger("pairot")
+
+
+@dataclass
+class SinkhornOutput:
+    """Result of :func:`sinkhorn`.
+
+    Attributes
+    ----------
+    f
+        Query potential, shape ``(n,)``.
+    g
+        Reference potential, shape ``(m,)``.
+    errors
+        Marginal error at every check (one check every ``inner_iterations`` iterations, and
+        one after the last iteration), 1-D.
+    n_iterations
+        Number of Sinkhorn iterations run (one iteration = an ``f`` then a ``g`` update).
+    converged
+        Whether the last error is below the threshold.
+    mode
+        ``"kernel"`` when the iterations ran on a precomputed kernel, ``"log"`` when they ran
+        on the blocked log-domain updates (also after a fall-back from kernel mode).
+    kernel
+        The precomputed :class:`Kernel` in kernel mode (reusable by :func:`aggregate`), else
+        ``None``. It holds ``n x m`` values: drop the reference to free that memory.
+    n_corrections
+        Number of cluster-level corrections applied (see ``query_codes`` of :func:`sinkhorn`).
+    """
+
+    f: np.ndarray
+    g: np.ndarray
+    errors: np.ndarray
+    n_iterations: int
+    converged: bool
+    mode: str = "log"
+    kernel: Kernel | None = field(default=None, repr=False, compare=False)
+    n_corrections: int = 0
+
+
+def sinkhorn(
+    x_aug,
+    y_aug,
+    offset: float,
+    a,
+    b,
+    *,
+    epsilon: float,
+    tau_a: float = 1.0,
+    tau_b: float = 1.0,
+    batch_size: int = 1024,
+    threshold: float = 1e-3,
+    max_iterations: int = 2000,
+    inner_iterations: int = 10,
+    progress: bool = True,
+    dtype=np.float32,
+    precision: str = "highest",
+    kernel_memory_budget: int = DEFAULT_KERNEL_MEMORY_BUDGET,
+    query_codes=None,
+    ref_codes=None,
+    cluster_correction: bool = True,
+    block_memory_budget: int | None = None,
+) -> SinkhornOutput:
+    """Log-domain Sinkhorn on the cost ``C_ij = offset + x_aug[i] . y_aug[j]``.
+
+    Starting from ``f = g = 0``, each iteration updates ``f`` then ``g``::
+
+        f_i = tau_a * (epsilon log a_i - epsilon LSE_j((g_j - C_ij) / epsilon))
+        g_j = tau_b * (epsilon log b_j - epsilon LSE_i((f_i - C_ij) / epsilon))
+
+    so that the plan is ``P_ij = exp((f_i + g_j - C_ij) / epsilon)`` (OTT-JAX conventions).
+    ``tau = rho / (rho + epsilon)`` relaxes a marginal with the penalty
+    ``rho * KL(P 1 | a)``; the problem solved is
+    ``min_P <C, P> + epsilon sum P (log P - 1) + rho_a KL(P 1 | a) + rho_b KL(P^T 1 | b)``
+    (POT's ``sinkhorn_unbalanced(..., reg_type="entropy")``; for ``tau = 1`` the marginal is
+    enforced exactly).
+
+    **Marginal error.** Every ``inner_iterations`` iterations (and after the last one) the
+    error of the current ``(f, g)`` is::
+
+        ||P 1 - a * exp(-f / rho_a)||_1 + ||P^T 1 - b * exp(-g / rho_b)||_1
+
+    with ``exp(-f / rho) = 1`` for ``tau = 1`` (the balanced ``||P 1 - a||_1 + ||P^T 1 - b||_1``).
+    These are the optimality conditions of the relaxed problem. Since the last update of an
+    iteration is the ``g`` update, the second term is zero up to round-off and the error
+    measures the query marginal. The row and column log-sum-exps of the updates are reused, so
+    checking costs no extra pass over the cost.
+
+    **Two evaluation modes, same iterates.** If the kernel (``n * m`` floats of ``dtype``) fits
+    ``kernel_memory_budget`` and ``max_i (max_j C_ij - min_j C_ij) / epsilon`` is below about 60
+    in float32 (680 in float64) so that no kernel entry underflows, ``K_ij = exp((min_j' C_ij' -
+    C_ij) / epsilon)`` is computed once in row blocks and every log-sum-exp above becomes a
+    kernel-vector product (``mode="kernel"``): the same updates, equal to the log-domain ones up
+    to float round-off. Otherwise, and when ``kernel_memory_budget=0``, the cost is recomputed
+    in row blocks of ``batch_size`` at every update (``mode="log"``). Should a kernel-mode
+    check ever give a non-finite error, those iterations are redone in the log domain from the
+    last checked potentials.
+
+    Parameters
+    ----------
+    x_aug
+        Query cells' augmented vectors, shape ``(n, d)``.
+    y_aug
+        Reference cells' augmented vectors, shape ``(m, d)``.
+    offset
+        Constant added to every inner product to give the cost.
+    a
+        Query marginal, shape ``(n,)``, non-negative.
+    b
+        Reference marginal, shape ``(m,)``, non-negative; with ``tau_a = tau_b = 1`` it must
+        carry the same total mass as ``a``.
+    epsilon
+        Entropic regularization, absolute (in cost units), > 0.
+    tau_a, tau_b
+        Marginal relaxations in ``(0, 1]``; 1 enforces the marginal exactly.
+    batch_size
+        Rows of the cost computed at once (memory ``batch_size * max(n, m)`` floats besides
+        the ``O((n + m) d)`` inputs in log mode, and ``(n + m) Kr`` more with the cluster
+        correction), at most as many as ``block_memory_budget`` allows; does not change the
+        result beyond float round-off.
+    threshold
+        Stop once the marginal error is below this value.
+    max_iterations
+        Maximum number of iterations.
+    inner_iterations
+        Iterations between two error checks.
+    progress
+        Show a tqdm progress bar (on stderr) with the current error.
+    dtype
+        ``numpy.float32`` (default) or ``numpy.float64`` for the computation.
+    precision
+        Matrix-product precision, ``"highest"`` (full float32 on GPUs, the default),
+        ``"high"`` or ``"default"`` (TF32 on recent NVIDIA GPUs: faster, ~1e-3 relative cost
+        error), or ``"bf16_3x"`` (float32 only, where JAX has ``lax.DotAlgorithmPreset``: each
+        product from three bfloat16 tensor-core products with float32 accumulation, close to
+        float32 accuracy; not yet measured on a GPU here). No effect on CPU.
+    kernel_memory_budget
+        Largest kernel, in bytes (``n * m * itemsize``), that may be precomputed for kernel
+        mode; default :data:`DEFAULT_KERNEL_MEMORY_BUDGET` (4 GiB). ``0`` always uses the
+        blocked log-domain updates, whose memory ``batch_size`` bounds.
+    query_codes, ref_codes
+        Optional cluster code (``0, 1, ...``) of every query / reference cell. Given both, and
+        with ``cluster_correction``, the second iteration (if its error is above
+        ``threshold``) and every check that finds the error above ``threshold`` are
+        followed by a cluster-level correction: the potentials are shifted by one constant
+        per cluster so that the plan mass of every query and reference cluster meets its
+        target exactly (:func:`~pairot.tl._ot._cluster_scaling.cluster_scaling`, a dual ascent
+        step solved by Newton's method on ``Kq + Kr`` unknowns). It costs one pass over the
+        cost that keeps one log-sum-exp per reference cluster (in kernel mode one
+        kernel-matrix product with ``Kr`` columns) and removes the slow mode of Sinkhorn on
+        annotation-informed costs, where mass must move between clusters linked only by
+        ``exp(-lambda_label / epsilon)``-small kernel entries. The fixed point and the
+        stopping rule are unchanged. Skipped (with an INFO log) above 1,000 clusters in all,
+        where its Newton steps get expensive.
+    cluster_correction
+        Apply the cluster-level correction when codes are given (default ``True``).
+    block_memory_budget
+        Bytes one row block of the cost may take, ``None`` for
+        :data:`~._blocks.DEFAULT_BLOCK_MEMORY_BUDGET` (1 GiB). The rows per block are
+        ``batch_size`` capped so that ``1.25 * rows * width * itemsize`` fits (``width = m``
+        for query blocks, ``m + Kr`` with the cluster correction, and ``n`` for reference
+        blocks; a pass holds about 1.25 such blocks), at least 1; an INFO line says when the
+        cap applies. Like ``batch_size``, it changes the result by float round-off only.
+
+    Returns
+    -------
+    SinkhornOutput
+        Potentials ``f`` and ``g`` (numpy, ``dtype``), the error of every check, the number of
+        iterations, whether the error fell below ``threshold``, the mode and, in kernel mode,
+        the kernel (for :func:`aggregate`). A warning is logged to the ``"pairot"`` logger when
+        it did not converge.
+    """
+    x, y, offset, epsilon, batch_size, dtype, prec = _check_common(
+        x_aug, y_aug, offset, epsilon, batch_size, dtype, precision
+    )
+    n, m = x.shape[0], y.shape[0]
+    a = _check_marginal(a, n, "a", "query cell")
+    b = _check_marginal(b, m, "b", "reference cell")
+    tau_hint = "; tau = rho / (rho + epsilon), 1 for a hard marginal constraint"
+    tau_a = _check_scalar(tau_a, "tau_a", low=0.0, high=1.0, hint=tau_hint)
+    tau_b = _check_scalar(tau_b, "tau_b", low=0.0, high=1.0, hint=tau_hint)
+    threshold = _check_scalar(threshold, "threshold", low=0.0, hint="; pass e.g. 1e-3")
+    max_iterations = _check_int(max_iterations, "max_iterations", hint="; pass e.g. 2000")
+    inner_iterations = _check_int(inner_iterations, "inner_iterations", hint="; pass e.g. 10")
+    kernel_memory_budget = _check_int(
+        kernel_memory_budget,
+        "kernel_memory_budget",
+        low=0,
+        hint="; pass a number of bytes, 0 to disable",
+    )
+    budget = _check_budget(block_memory_budget)
+    codes = None
+    if cluster_correction and query_codes is not None and ref_codes is not None:
+        codes = _correction_codes(query_codes, ref_codes, n, m)
+    if tau_a == 1.0 and tau_b == 1.0:
+        sa, sb = a.sum(), b.sum()
+        if abs(sa - sb) > 1e-5 * max(sa, sb):
+            msg = (
+                f"a and b must carry the same total mass for balanced OT (tau_a = tau_b = 1), got "
+                f"sum(a) = {sa!r} and sum(b) = {sb!r}; normalize both to sum 1, or relax a "
+                "marginal with tau_a < 1 or tau_b < 1."
+            )
+            raise ValueError(msg)
+
+    block_x, block_y = _capped_blocks(
+        "Sinkhorn",
+        batch_size,
+        [
+            (min(batch_size, n), m + (0 if codes is None else codes[3]), m, "reference cells"),
+            (min(batch_size, m), n, n, "query cells"),
+        ],
+        itemsize=dtype.itemsize,
+        factor=_SOLVE_FACTOR,
+        budget=budget,
+    )
+    kernel_bytes = n * m * dtype.itemsize
+    with _dtype_context(dtype):
+        xj = jnp.asarray(x.astype(dtype, copy=False))
+        yj = jnp.asarray(y.astype(dtype, copy=False))
+        aj = jnp.asarray(a.astype(dtype))
+        bj = jnp.asarray(b.astype(dtype))
+        scalars = {
+            name: jnp.asarray(np.asarray(value, dtype=dtype))
+            for name, value in (
+                ("offset", offset),
+                ("eps", epsilon),
+                ("tau_a", tau_a),
+                ("tau_b", tau_b),
+            )
+        }
+        bar = _ConvergenceBar(threshold, progress, f"{n:,} x {m:,} cells")
+        try:
+            passes = _LogPasses(xj, yj, aj, bj, scalars, block_x, block_y, prec, bar)
+            kernel = None
+            if 0 < kernel_bytes <= kernel_memory_budget:
+                kernel = _make_kernel(passes, offset, epsilon, dtype)
+            else:
+                logger.debug(
+                    "Sinkhorn: log-domain updates (kernel of %d bytes > kernel_memory_budget=%d).",
+                    kernel_bytes,
+                    kernel_memory_budget,
+                )
+            correct = None
+            if codes is not None:
+                correct = _Correction(passes, codes, tau_a, tau_b, 1e-2 * threshold, dtype)
+            result = _run_iterations(
+                passes,
+                kernel,
+                correct,
+                threshold=threshold,
+                max_iterations=max_iterations,
+                inner_iterations=inner_iterations,
+            )
+            f, g = np.asarray(result.state[0]), np.asarray(result.state[1])
+        finally:
+            bar.close()
+    errors = result.errors
+    done = result.done
+    kernel = result.kernel
+    if not result.converged:
+        logger.warning(
+            "Sinkhorn did not converge: marginal error %.3e (threshold %.1e) after %d "
+            "iterations (epsilon=%g, tau_a=%g, tau_b=%g); raise max_iterations or epsilon, or "
+            "loosen threshold.",
+            errors[-1],
+            threshold,
+            done,
+            epsilon,
+            tau_a,
+            tau_b,
+        )
+    else:
+        logger.info(
+            "Sinkhorn converged: marginal error %.3e after %d iterations (%s mode, %d "
+            "cluster-level corrections).",
+            errors[-1],
+            done,
+            "log" if kernel is None else "kernel",
+            result.n_corrections,
+        )
+    return SinkhornOutput(
+        f=f,
+        g=g,
+        errors=np.asarray(errors, dtype=np.float64),
+        n_iterations=done,
+        converged=result.converged,
+        mode="log" if kernel is None else "kernel",
+        kernel=kernel,
+        n_corrections=result.n_corrections,
+    )
+
+
+@dataclass
+class _Iterations:
+    """The iteration loop of :func:`sinkhorn` and where it stands.
+
+    ``state`` is ``(f, g, lse_row, lse_col)`` on the device, with ``lse_row = LSE_j((g_j -
+    C_ij) / eps)`` and ``lse_col = LSE_i((f_i - C_ij) / eps)`` of the potentials before the
+    last ``g`` update (see :func:`~._logdomain._iterate`); ``kernel`` is ``None`` in log mode
+    (also after a fall-back from kernel mode).
+    """
+
+    passes: _LogPasses
+    kernel: Kernel | None
+    correct: _Correction | None
+    threshold: float
+    max_iterations: int
+    inner_iterations: int
+    state: tuple = ()
+    #: iterations run
+    done: int = 0
+    #: the marginal error at every check
+    errors: list[float] = field(default_factory=list)
+    n_corrections: int = 0
+    converged: bool = False
+    #: whether the early correction's look at the error (not a check) is still to come
+    early_look: bool = False
+    #: measured on the device calls after the first (which compiles); ``None`` until then
+    seconds_per_iteration: float | None = None
+    #: device calls of iterations in the current mode
+    calls: int = 0
+
+    def run(self) -> _Iterations:
+        """Iterate until the error at a check is below the threshold, or non-finite, or until
+        ``max_iterations``."""
+        self.state = self._initial_state()
+        self.early_look = (
+            self.correct is not None
+            and min(self.inner_iterations, self.max_iterations) > _correction._EARLY_CORRECTION
+        )
+        while self.done < self.max_iterations:
+            look, stop = self._next_stop()
+            err = self._iterate_towards(stop)
+            if err is None:  # kernel mode broke down: these iterations again, in the log domain
+                continue
+            self.passes.bar.update(self.done, err)
+            check_interrupt()
+            if self.done < stop:
+                continue
+            if look:
+                self.early_look = False
+            else:  # a check
+                self.errors.append(err)
+                if not math.isfinite(err):
+                    break
+                if err < self.threshold:
+                    self.converged = True
+                    break
+            if self._needs_correction(err):
+                self._correct()
+        return self
+
+    def _initial_state(self) -> tuple:
+        """``f = g = 0`` and the row log-sum-exps of ``g``."""
+        passes = self.passes
+        g = jnp.zeros(passes.m, dtype=passes.x.dtype)
+        f = jnp.zeros(passes.n, dtype=passes.x.dtype)
+        if self.kernel is not None:
+            lse_row = _kernel_initial_row_lse(
+                self.kernel.K, self.kernel.row_min, g, passes.s["eps"], precision=passes.precision
+            )
+        else:
+            lse_row = passes.row_lse(g)
+        return (f, g, lse_row, g)
+
+    def _next_stop(self) -> tuple[bool, int]:
+        """``(look, stop)``: the iteration count of the next stop, and whether it is the early
+        correction's look rather than a check (checks fall on multiples of
+        ``inner_iterations`` and on the last iteration)."""
+        early = _correction._EARLY_CORRECTION
+        if self.early_look and self.done < early:
+            return True, early
+        following = (self.done // self.inner_iterations + 1) * self.inner_iterations
+        return False, min(following, self.max_iterations)
+
+    def _steps(self, remaining: int) -> int:
+        """Iterations in the next device call: one until a call is timed (the first compiles),
+        then as many as fit in about :data:`~._chunks._CHUNK_SECONDS`."""
+        if self.seconds_per_iteration is None:
+            return 1
+        per_call = int(_chunks._CHUNK_SECONDS / self.seconds_per_iteration)
+        return max(1, min(remaining, per_call))
+
+    def _iterate_towards(self, stop: int) -> float | None:
+        """One device call of iterations towards ``stop``; its marginal error, or ``None``
+        when kernel mode gave a non-finite one (and the loop is now in log mode)."""
+        steps = self._steps(stop - self.done)
+        began = time.perf_counter()
+        if self.kernel is not None:
+            *new_state, err = _kernel_steps_call(self.kernel, self.passes, self.state, steps)
+        else:
+            *new_state, err = self.passes.steps(self.state, steps, self.done)
+        err = float(err)
+        self._timed(began, steps)
+        if self.kernel is not None and not math.isfinite(err):
+            self._fall_back_to_log(steps)
+            return None
+        self.state = tuple(new_state)
+        self.done += steps
+        return err
+
+    def _timed(self, began: float, steps: int) -> None:
+        """Count the call and time it (not in chunked log mode, whose calls are row chunks)."""
+        self.calls += 1
+        if self.calls > 1 and (self.kernel is not None or not self.passes.chunked):
+            self.seconds_per_iteration = max((time.perf_counter() - began) / steps, 1e-9)
+
+    def _fall_back_to_log(self, steps: int) -> None:
+        """Scalings under- or overflowed: go on in the log domain from the last checked state."""
+        logger.debug(
+            "Sinkhorn: kernel mode gave a non-finite error after %d iterations; going on "
+            "with log-domain updates from the last finite potentials.",
+            self.done + steps,
+        )
+        self.kernel = None
+        self.seconds_per_iteration, self.calls = None, 0
+        f, g, _, lse_col = self.state
+        self.state = (f, g, self.passes.row_lse(g), lse_col)
+
+    def _needs_correction(self, err: float) -> bool:
+        return (
+            self.correct is not None
+            and self.done < self.max_iterations
+            and math.isfinite(err)
+            and err >= self.threshold
+        )
+
+    def _correct(self) -> None:
+        corrected = self.correct(self.state, self.kernel)
+        if corrected is not None:
+            self.state = corrected
+            self.n_corrections += 1
+        check_interrupt()
+
+
+def _run_iterations(
+    passes: _LogPasses,
+    kernel: Kernel | None,
+    correct: _Correction | None,
+    *,
+    threshold: float,
+    max_iterations: int,
+    inner_iterations: int,
+) -> _Iterations:
+    """The iteration loop of :func:`sinkhorn`: checks, corrections, progress, interrupts.
+
+    Checks fall on multiples of ``inner_iterations`` (and on the last iteration); the first
+    correction comes early, after :data:`~._correction._EARLY_CORRECTION` iterations, if the
+    error is still above the threshold there (an unrecorded look, not a check). Between two
+    stops the iterations run in device calls of about :data:`~._chunks._CHUNK_SECONDS` each
+    (measured from the second call on), with an interrupt check after each.
+    """
+    return _Iterations(
+        passes,
+        kernel,
+        correct,
+        threshold=threshold,
+        max_iterations=max_iterations,
+        inner_iterations=inner_iterations,
+    ).run()

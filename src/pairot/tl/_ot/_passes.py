@@ -1,0 +1,105 @@
+"""The passes of one Sinkhorn solve over its blocked cost ``C = offset + x . y``."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._chunks import _chunked, _RowChunks
+from ._logdomain import _initial_row_lse, _lse_rows, _marginal_error_jit, _sinkhorn_steps
+
+
+class _LogPasses:
+    """The passes of a Sinkhorn solve over the blocked cost ``C = offset + x . y``.
+
+    A pass over at most :data:`~._chunks._CHUNK_PAIRS` cell pairs is one device call; a larger
+    one runs in interruptible row chunks (:class:`~._chunks._RowChunks`) reporting to the
+    progress bar. Both give the same values up to float round-off.
+    """
+
+    def __init__(self, xj, yj, aj, bj, scalars, block_x, block_y, precision, bar):
+        self.x, self.y, self.a, self.b = xj, yj, aj, bj
+        self.log_a, self.log_b = jnp.log(aj), jnp.log(bj)
+        self.s = scalars
+        self.block_x, self.block_y = block_x, block_y
+        self.precision = precision
+        self.bar = bar
+        n, m = xj.shape[0], yj.shape[0]
+        self.n, self.m = n, m
+        self.chunked = _chunked(n, m)
+        self.rows_x = _RowChunks(n, block_x, m)
+        self.rows_y = _RowChunks(m, block_y, n)
+
+    def _lse(self, u, v, h, chunks, block, segments, label):
+        inv_eps = 1.0 / self.s["eps"]
+        shape = (u.shape[0],) if segments is None else (u.shape[0], segments.shape[1])
+
+        def launch(out, start, rows):
+            return _lse_rows(
+                out,
+                u,
+                v,
+                h,
+                self.s["offset"],
+                inv_eps,
+                jnp.asarray(np.int32(start)),
+                segments,
+                rows=rows,
+                block=min(block, rows),
+                precision=self.precision,
+            )
+
+        out = jnp.zeros(shape, dtype=u.dtype)
+        return chunks.run(launch, out, lambda done: self.bar.rows(label, done, u.shape[0]))
+
+    def row_lse(self, g, segments=None):
+        """``LSE_j((g_j - C_ij) / eps)`` per query cell (per reference cluster with segments)."""
+        if not self.chunked:
+            return _initial_row_lse(
+                self.x,
+                self.y,
+                g,
+                self.s["offset"],
+                self.s["eps"],
+                segments,
+                block_x=self.block_x,
+                precision=self.precision,
+            )
+        h = g / self.s["eps"]
+        return self._lse(self.x, self.y, h, self.rows_x, self.block_x, segments, "query cells")
+
+    def col_lse(self, f):
+        """``LSE_i((f_i - C_ij) / eps)`` per reference cell."""
+        h = f / self.s["eps"]
+        return self._lse(self.y, self.x, h, self.rows_y, self.block_y, None, "reference cells")
+
+    def steps(self, state, n_steps: int, first_iteration: int):
+        """``n_steps`` log-domain iterations from ``state``, then the marginal error."""
+        s = self.s
+        if not self.chunked:
+            return _sinkhorn_steps(
+                self.x,
+                self.y,
+                self.a,
+                self.b,
+                *state,
+                jnp.asarray(np.int32(n_steps)),
+                s["offset"],
+                s["eps"],
+                s["tau_a"],
+                s["tau_b"],
+                block_x=self.block_x,
+                block_y=self.block_y,
+                precision=self.precision,
+            )
+        f, g, lse_row, lse_col = state
+        for k in range(n_steps):
+            f = s["tau_a"] * s["eps"] * (self.log_a - lse_row)
+            lse_col = self.col_lse(f)
+            g = s["tau_b"] * s["eps"] * (self.log_b - lse_col)
+            lse_row = self.row_lse(g)
+            self.bar.update(first_iteration + k + 1)
+        error = _marginal_error_jit(
+            self.a, self.b, f, g, lse_row, lse_col, s["eps"], s["tau_a"], s["tau_b"]
+        )
+        return f, g, lse_row, lse_col, error

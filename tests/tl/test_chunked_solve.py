@@ -202,15 +202,6 @@ def test_progress_shows_the_error_against_the_threshold(capsys, monkeypatch):
     assert "100%" in err  # converged: the bar is full
 
 
-@pytest.fixture
-def default_sigint():
-    """Ctrl-C as an interactive Python process has it: pytest started as a background job
-    inherits SIGINT ignored, which pairot keeps ignored on purpose."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_interruptible_turns_ctrl_c_into_a_request_and_restores_the_handler(default_sigint):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):

@@ -120,6 +120,7 @@ def aggregate(
     precision: str = "highest",
     kernel: Kernel | None = None,
     block_memory_budget: int | None = None,
+    active=None,
 ) -> dict[str, np.ndarray]:
     """Cluster-level sums of the plan ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, one pass.
 
@@ -190,6 +191,25 @@ def aggregate(
     rcodes = _check_codes(ref_codes, m, n_ref_clusters, "ref_codes", "reference cell")
     if kernel is not None:
         _check_kernel(kernel, n, m, offset, epsilon, dtype)
+    if active is not None:
+        from ._sparse import aggregate_active, blocks_for
+
+        blocks = blocks_for(active, qcodes, rcodes, n_query_clusters, n_ref_clusters, epsilon)
+        with _dtype_context(dtype):
+            out = aggregate_active(
+                blocks,
+                x,
+                y,
+                offset,
+                f,
+                g,
+                epsilon=epsilon,
+                dtype=dtype,
+                precision=prec,
+                progress=progress,
+            )
+        out["cost_sum"] = _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters)
+        return out
 
     (block,) = _capped_blocks(
         "aggregate",

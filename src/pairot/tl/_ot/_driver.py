@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._interrupt import check as check_interrupt
-from . import _chunks, _correction
+from . import _chunks, _correction, _sparse
 from ._blocks import _SOLVE_FACTOR, _capped_blocks, _check_budget
 from ._checks import (
+    _check_codes,
     _check_common,
     _check_int,
     _check_marginal,
@@ -36,6 +37,7 @@ from ._kernel import (
 )
 from ._passes import _LogPasses
 from ._progress import _ConvergenceBar
+from ._sparse import DEFAULT_SPARSE_TOLERANCE, ActiveBlocks, SparsePasses
 
 logger = logging.getLogger("pairot")
 
@@ -65,6 +67,19 @@ class SinkhornOutput:
         ``None``. It holds ``n x m`` values: drop the reference to free that memory.
     n_corrections
         Number of cluster-level corrections applied (see ``query_codes`` of :func:`sinkhorn`).
+    sparse
+        Whether the passes ran on the active blocks only (see ``sparse`` of :func:`sinkhorn`).
+    active_share
+        Share of the ``n x m`` cell pairs in the active blocks at the end (1 for dense passes).
+    skipped_mass_bound
+        Upper bound of the plan mass of all skipped blocks at the final potentials, summed
+        (0 for dense passes).
+    n_active_blocks, n_blocks
+        Active (query cluster, reference cluster) blocks at the end and blocks in all
+        (``None`` for dense passes).
+    blocks
+        The active-block state (:class:`~._sparse.ActiveBlocks`, with any stored tile kernels)
+        for :func:`aggregate`, or ``None`` for dense passes.
     """
 
     f: np.ndarray
@@ -75,6 +90,12 @@ class SinkhornOutput:
     mode: str = "log"
     kernel: Kernel | None = field(default=None, repr=False, compare=False)
     n_corrections: int = 0
+    sparse: bool = False
+    active_share: float = 1.0
+    skipped_mass_bound: float = 0.0
+    n_active_blocks: int | None = None
+    n_blocks: int | None = None
+    blocks: ActiveBlocks | None = field(default=None, repr=False, compare=False)
 
 
 def sinkhorn(
@@ -99,6 +120,9 @@ def sinkhorn(
     ref_codes=None,
     cluster_correction: bool = True,
     block_memory_budget: int | None = None,
+    sparse: bool = True,
+    sparse_tolerance: float = DEFAULT_SPARSE_TOLERANCE,
+    kernel_dtype=None,
 ) -> SinkhornOutput:
     """Log-domain Sinkhorn on the cost ``C_ij = offset + x_aug[i] . y_aug[j]``.
 
@@ -134,6 +158,17 @@ def sinkhorn(
     in row blocks of ``batch_size`` at every update (``mode="log"``). Should a kernel-mode
     check ever give a non-finite error, those iterations are redone in the log domain from the
     last checked potentials.
+
+    **Active blocks** (``sparse=True`` with cluster codes, see :mod:`._sparse`). Cells are
+    grouped by cluster; a (query cluster, reference cluster) block whose plan mass is
+    certified below ``sparse_tolerance * threshold`` (an upper bound from the potentials'
+    cluster log-sum-exps and a lower bound of the block's cost) is skipped in every pass.
+    The active set is updated at every check, and a solve converges only when, at its final
+    potentials, no skipped block's bound exceeds the tolerance (else blocks come back and it
+    goes on). The active blocks' tile kernels are stored while they fit
+    ``kernel_memory_budget`` (kernel mode on those tiles), the others are evaluated from the
+    cost. Problems below 2**22 cell pairs, or where more than 80% of the cell pairs must stay
+    active, run the dense passes (same solution).
 
     Parameters
     ----------
@@ -200,6 +235,16 @@ def sinkhorn(
         for query blocks, ``m + Kr`` with the cluster correction, and ``n`` for reference
         blocks; a pass holds about 1.25 such blocks), at least 1; an INFO line says when the
         cap applies. Like ``batch_size``, it changes the result by float round-off only.
+    sparse
+        Skip the blocks that carry no mass (default ``True``; needs ``query_codes`` and
+        ``ref_codes``); ``False`` always runs the dense passes.
+    sparse_tolerance
+        A block is skipped while its plan mass bound is at most ``sparse_tolerance *
+        threshold`` (default 1e-6: 1e-9 of the plan's unit mass at the default threshold).
+    kernel_dtype
+        Storage type of the active blocks' tile kernels: ``None`` (``dtype``) or
+        ``"bfloat16"`` (half the memory, products accumulated in float32; potentials within
+        about 5e-4 epsilon of float32, measured; opt-in).
 
     Returns
     -------
@@ -228,9 +273,19 @@ def sinkhorn(
         hint="; pass a number of bytes, 0 to disable",
     )
     budget = _check_budget(block_memory_budget)
+    if not isinstance(sparse, bool | np.bool_):
+        msg = f"sparse must be True or False, got {sparse!r}."
+        raise TypeError(msg)
+    sparse_tolerance = _check_scalar(
+        sparse_tolerance, "sparse_tolerance", low=0.0, high=1.0, hint="; pass e.g. 1e-6"
+    )
+    kernel_dtype = _check_kernel_dtype(kernel_dtype, dtype)
     codes = None
     if cluster_correction and query_codes is not None and ref_codes is not None:
         codes = _correction_codes(query_codes, ref_codes, n, m)
+    clusters = None
+    if sparse and query_codes is not None and ref_codes is not None:
+        clusters = _cluster_codes(query_codes, ref_codes, n, m)
     if tau_a == 1.0 and tau_b == 1.0:
         sa, sb = a.sum(), b.sum()
         if abs(sa - sb) > 1e-5 * max(sa, sb):
@@ -269,16 +324,48 @@ def sinkhorn(
         }
         bar = _ConvergenceBar(threshold, progress, f"{n:,} x {m:,} cells")
         try:
-            passes = _LogPasses(xj, yj, aj, bj, scalars, block_x, block_y, prec, bar)
-            kernel = None
-            if 0 < kernel_bytes <= kernel_memory_budget:
-                kernel = _make_kernel(passes, offset, epsilon, dtype)
-            else:
-                logger.debug(
-                    "Sinkhorn: log-domain updates (kernel of %d bytes > kernel_memory_budget=%d).",
-                    kernel_bytes,
-                    kernel_memory_budget,
+            blocks = start = None
+            if clusters is not None:
+                blocks, start = _active_blocks(
+                    x,
+                    y,
+                    offset,
+                    a,
+                    b,
+                    clusters,
+                    epsilon,
+                    tau_a,
+                    tau_b,
+                    sparse_tolerance * threshold,
                 )
+            kernel = None
+            if blocks is not None:
+                passes = SparsePasses(
+                    blocks,
+                    x,
+                    y,
+                    a,
+                    b,
+                    scalars,
+                    prec,
+                    bar,
+                    dtype,
+                    kernel_memory_budget,
+                    kernel_dtype,
+                )
+                if codes is not None:
+                    codes = (blocks.lx.codes, blocks.ly.codes, codes[2], codes[3])
+            else:
+                passes = _LogPasses(xj, yj, aj, bj, scalars, block_x, block_y, prec, bar)
+                if 0 < kernel_bytes <= kernel_memory_budget:
+                    kernel = _make_kernel(passes, offset, epsilon, dtype)
+                else:
+                    logger.debug(
+                        "Sinkhorn: log-domain updates (kernel of %d bytes > "
+                        "kernel_memory_budget=%d).",
+                        kernel_bytes,
+                        kernel_memory_budget,
+                    )
             correct = None
             if codes is not None:
                 correct = _Correction(passes, codes, tau_a, tau_b, 1e-2 * threshold, dtype)
@@ -289,13 +376,20 @@ def sinkhorn(
                 threshold=threshold,
                 max_iterations=max_iterations,
                 inner_iterations=inner_iterations,
+                start=start,
             )
             f, g = np.asarray(result.state[0]), np.asarray(result.state[1])
+            if blocks is not None:
+                f, g = blocks.lx.unpad(f), blocks.ly.unpad(g)
         finally:
             bar.close()
     errors = result.errors
     done = result.done
     kernel = result.kernel
+    mode = "log" if kernel is None else "kernel"
+    if blocks is not None:
+        share = blocks.kernel_share
+        mode = "kernel" if share == 1.0 else "log" if share == 0.0 else "kernel+log"
     if not result.converged:
         logger.warning(
             "Sinkhorn did not converge: marginal error %.3e (threshold %.1e) after %d "
@@ -311,11 +405,16 @@ def sinkhorn(
     else:
         logger.info(
             "Sinkhorn converged: marginal error %.3e after %d iterations (%s mode, %d "
-            "cluster-level corrections).",
+            "cluster-level corrections%s).",
             errors[-1],
             done,
-            "log" if kernel is None else "kernel",
+            mode,
             result.n_corrections,
+            ""
+            if blocks is None
+            else f"; {int(blocks.active.sum())} of {int(blocks.present.sum())} blocks active, "
+            f"{100 * blocks.active_share:.1f}% of the cell pairs, skipped mass <= "
+            f"{blocks.skipped_mass_bound:.1e}",
         )
     return SinkhornOutput(
         f=f,
@@ -323,10 +422,74 @@ def sinkhorn(
         errors=np.asarray(errors, dtype=np.float64),
         n_iterations=done,
         converged=result.converged,
-        mode="log" if kernel is None else "kernel",
+        mode=mode,
         kernel=kernel,
         n_corrections=result.n_corrections,
+        sparse=blocks is not None,
+        active_share=1.0 if blocks is None else blocks.active_share,
+        skipped_mass_bound=0.0 if blocks is None else blocks.skipped_mass_bound,
+        n_active_blocks=None if blocks is None else int(blocks.active.sum()),
+        n_blocks=None if blocks is None else int(blocks.present.sum()),
+        blocks=blocks,
     )
+
+
+def _check_kernel_dtype(kernel_dtype, dtype: np.dtype):
+    """``None`` (the computation's dtype) or bfloat16."""
+    if kernel_dtype is None:
+        return None
+    try:
+        out = jnp.dtype(kernel_dtype)
+    except TypeError:
+        out = None
+    if out == jnp.dtype(dtype):
+        return None
+    if out != jnp.dtype(jnp.bfloat16) or dtype != np.float32:
+        msg = (
+            f"kernel_dtype must be None or 'bfloat16' (with dtype=np.float32), got "
+            f"{kernel_dtype!r}; pass kernel_dtype=None for full precision."
+        )
+        raise ValueError(msg)
+    return out
+
+
+def _cluster_codes(query_codes, ref_codes, n: int, m: int):
+    """The checked codes ``(query, ref, Kq, Kr)`` for the active-block mode."""
+    qcodes = _check_codes(query_codes, n, None, "query_codes", "query cell")
+    rcodes = _check_codes(ref_codes, m, None, "ref_codes", "reference cell")
+    return qcodes, rcodes, int(qcodes.max()) + 1, int(rcodes.max()) + 1
+
+
+def _active_blocks(x, y, offset, a, b, clusters, epsilon, tau_a, tau_b, tolerance):
+    """The first active set and start potentials, or ``(None, None)`` for the dense passes
+    (a small problem, or one where nearly every cell pair must stay active)."""
+    n, m = x.shape[0], y.shape[0]
+    if n * m < _sparse.MIN_SPARSE_PAIRS:
+        logger.debug(
+            "Sinkhorn: dense passes (%d cell pairs, below the sparse mode's minimum).", n * m
+        )
+        return None, None
+    blocks, f0, g0 = _sparse.make_blocks(
+        x,
+        y,
+        offset,
+        a,
+        b,
+        *clusters,
+        epsilon=epsilon,
+        tau_a=tau_a,
+        tau_b=tau_b,
+        tolerance=tolerance,
+    )
+    if blocks.active_share > _sparse.MAX_ACTIVE_SHARE:
+        logger.info(
+            "Sinkhorn: dense passes: %.0f%% of the cell pairs can carry mass (%d of %d blocks).",
+            100 * blocks.active_share,
+            int(blocks.active.sum()),
+            int(blocks.present.sum()),
+        )
+        return None, None
+    return blocks, (f0, g0)
 
 
 @dataclass
@@ -339,12 +502,14 @@ class _Iterations:
     (also after a fall-back from kernel mode).
     """
 
-    passes: _LogPasses
+    passes: _LogPasses | SparsePasses
     kernel: Kernel | None
     correct: _Correction | None
     threshold: float
     max_iterations: int
     inner_iterations: int
+    #: start potentials ``(f, g)`` (the active-block mode's), or ``None`` for ``f = g = 0``
+    start: tuple | None = None
     state: tuple = ()
     #: iterations run
     done: int = 0
@@ -382,16 +547,28 @@ class _Iterations:
                 self.errors.append(err)
                 if not math.isfinite(err):
                     break
-                if err < self.threshold:
+                if self._converged(err):
                     self.converged = True
                     break
             if self._needs_correction(err):
                 self._correct()
         return self
 
+    def _converged(self, err: float) -> bool:
+        """Below the threshold, and in the active-block mode certified: no skipped block can
+        carry more than the tolerance (else blocks come back and the loop goes on)."""
+        if isinstance(self.passes, SparsePasses):
+            self.state, certified = self.passes.refresh(self.state, err < self.threshold)
+            check_interrupt()
+            return err < self.threshold and certified
+        return err < self.threshold
+
     def _initial_state(self) -> tuple:
-        """``f = g = 0`` and the row log-sum-exps of ``g``."""
+        """``f = g = 0`` and the row log-sum-exps of ``g`` (the active-block mode: its start
+        potentials and both log-sum-exps)."""
         passes = self.passes
+        if self.start is not None:
+            return passes.initial_state(*self.start)
         g = jnp.zeros(passes.m, dtype=passes.x.dtype)
         f = jnp.zeros(passes.n, dtype=passes.x.dtype)
         if self.kernel is not None:
@@ -434,6 +611,17 @@ class _Iterations:
         if self.kernel is not None and not math.isfinite(err):
             self._fall_back_to_log(steps)
             return None
+        if isinstance(self.passes, SparsePasses) and self.passes.kernel_mode:
+            if not math.isfinite(err):
+                logger.debug(
+                    "Sinkhorn: tile kernels gave a non-finite error after %d iterations; going "
+                    "on from the cost.",
+                    self.done + steps,
+                )
+                self.passes.drop_kernel()
+                f, g = self.state[0], self.state[1]
+                self.state = (f, g, self.passes.row_lse(g), self.passes.col_lse(f))
+                return None
         self.state = tuple(new_state)
         self.done += steps
         return err
@@ -469,6 +657,9 @@ class _Iterations:
         if corrected is not None:
             self.state = corrected
             self.n_corrections += 1
+            if isinstance(self.passes, SparsePasses):
+                # the shifts move whole clusters' potentials: the active set follows at once
+                self.state, _ = self.passes.refresh(self.state, False)
         check_interrupt()
 
 
@@ -480,6 +671,7 @@ def _run_iterations(
     threshold: float,
     max_iterations: int,
     inner_iterations: int,
+    start: tuple | None = None,
 ) -> _Iterations:
     """The iteration loop of :func:`sinkhorn`: checks, corrections, progress, interrupts.
 
@@ -496,4 +688,5 @@ def _run_iterations(
         threshold=threshold,
         max_iterations=max_iterations,
         inner_iterations=inner_iterations,
+        start=start,
     ).run()

@@ -58,10 +58,15 @@ class _ConvergenceBar:
         self._postfix(self._status())
         self.lines("Sinkhorn: %s.", self._status())
 
-    def rows(self, label: str, done: int, total: int) -> None:
-        self._postfix(f"{self._status()}; {label}: {done:,}/{total:,} rows")
+    def rows(self, label: str, done: int, total: int, unit: str = "rows") -> None:
+        self._postfix(f"{self._status()}; {label}: {done:,}/{total:,} {unit}")
         self.lines(
-            "Sinkhorn: %s; %s: %s/%s rows.", self._status(), label, f"{done:,}", f"{total:,}"
+            "Sinkhorn: %s; %s: %s/%s %s.",
+            self._status(),
+            label,
+            f"{done:,}",
+            f"{total:,}",
+            unit,
         )
 
     def close(self) -> None:

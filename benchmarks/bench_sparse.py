@@ -139,6 +139,8 @@ def child(config: dict) -> None:
         kwargs["kernel_memory_budget"] = config["kernel_memory_budget"]
     if has_sparse_keyword():
         kwargs["sparse"] = config["mode"] == "sparse"
+        if config.get("sparse_tolerance") is not None and kwargs["sparse"]:
+            kwargs["sparse_tolerance"] = config["sparse_tolerance"]
     solve_s = []
     for repeat in range(config["repeat"]):
         if repeat:  # free the previous solution (and its kernel) before the next solve
@@ -238,6 +240,8 @@ def compare(sparse: dict, dense: dict) -> dict:
     diff = np.abs(read(sparse, "distance").to_numpy() - read(dense, "distance").to_numpy())
     out["max_abs_diff_distance_mass_ge_1e-9"] = float(diff[keep].max()) if keep.any() else None
     out["pairs_mass_ge_1e-9"] = [int(keep.sum()), int(keep.size)]
+    well = mass >= 1e-6
+    out["max_abs_diff_distance_mass_ge_1e-6"] = float(diff[well].max()) if well.any() else None
     out["max_abs_diff_distance_all_pairs"] = float(np.nanmax(diff))
     return out
 
@@ -264,6 +268,9 @@ def main() -> None:
         "--modes", nargs="+", choices=("sparse", "dense"), default=["sparse", "dense"]
     )
     parser.add_argument("--kernel-memory-budget", type=int, default=None, help="bytes; 0 = log")
+    parser.add_argument(
+        "--sparse-tolerance", type=float, default=None, help="solve(sparse_tolerance=...)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="solves per mode (>= 1)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 12288 / 1024")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -310,6 +317,7 @@ def main() -> None:
                 "mode": mode,
                 "batch_size": batch_size,
                 "kernel_memory_budget": args.kernel_memory_budget,
+                "sparse_tolerance": args.sparse_tolerance,
                 "repeat": args.repeat,
                 "progress": args.progress,
                 "out": str(Path(tmp) / mode),

@@ -296,6 +296,16 @@ def _data_section(summary: Mapping[str, Any]) -> str:
         extra.append(
             [_td("final marginal error"), _td(sinkhorn.get("final_error"), True, digits=3)]
         )
+        if sinkhorn.get("sparse"):
+            extra.append(
+                [_td("cell pairs in active blocks"), _td(sinkhorn.get("active_share"), True)]
+            )
+            extra.append(
+                [
+                    _td("plan mass of the skipped blocks, at most"),
+                    _td(sinkhorn.get("skipped_mass_bound"), True, digits=3),
+                ]
+            )
     if extra:
         parts.append(_table(["", "value"], extra))
     for s in studies:

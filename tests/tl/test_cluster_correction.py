@@ -262,9 +262,11 @@ def test_checks_stay_every_inner_iterations_and_early_correction_only_when_neede
     # checks at 7, 14, ...: the early correction (after 2 iterations) is not a check
     assert out.n_iterations % 7 == 0 and out.errors.shape == (out.n_iterations // 7,)
     assert out.n_corrections >= 2
-    # an error already below the threshold after 2 iterations: nothing to correct
+    # an error already below the threshold after 2 iterations: nothing to correct, and the
+    # look counts as a check that ends the solve
     easy = solve(problem, threshold=10.0)
-    assert easy.converged and easy.n_iterations == 10 and easy.n_corrections == 0
+    assert easy.converged and easy.n_iterations == 2 and easy.n_corrections == 0
+    assert easy.errors.shape == (1,) and easy.errors[0] < 10.0
     # fewer iterations in all than the early correction needs: plain iterations
     short = solve(problem, max_iterations=2, inner_iterations=10)
     assert short.n_iterations == 2 and short.n_corrections == 0

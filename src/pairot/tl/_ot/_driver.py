@@ -240,11 +240,13 @@ def sinkhorn(
         ``ref_codes``); ``False`` always runs the dense passes.
     sparse_tolerance
         A block is skipped while its plan mass bound is at most ``sparse_tolerance *
-        threshold`` (default 1e-6: 1e-9 of the plan's unit mass at the default threshold).
+        threshold`` (default 1e-3: 1e-6 of the plan's unit mass at the default threshold, a
+        thousandth of what the stopping rule allows for the whole marginal error).
     kernel_dtype
-        Storage type of the active blocks' tile kernels: ``None`` (``dtype``) or
-        ``"bfloat16"`` (half the memory, products accumulated in float32; potentials within
-        about 5e-4 epsilon of float32, measured; opt-in).
+        Storage type of the active blocks' tile kernels: ``None`` (``dtype``), ``"bfloat16"``
+        or ``"float16"`` (half the memory, products accumulated in float32; every tile row is
+        scaled to a largest entry of 1, so float16's range holds the entries down to
+        ``exp(-16)`` of it in full precision; opt-in, see docs/method.md for the accuracy).
 
     Returns
     -------
@@ -277,7 +279,7 @@ def sinkhorn(
         msg = f"sparse must be True or False, got {sparse!r}."
         raise TypeError(msg)
     sparse_tolerance = _check_scalar(
-        sparse_tolerance, "sparse_tolerance", low=0.0, high=1.0, hint="; pass e.g. 1e-6"
+        sparse_tolerance, "sparse_tolerance", low=0.0, high=1.0, hint="; pass e.g. 1e-3"
     )
     kernel_dtype = _check_kernel_dtype(kernel_dtype, dtype)
     codes = None
@@ -435,7 +437,7 @@ def sinkhorn(
 
 
 def _check_kernel_dtype(kernel_dtype, dtype: np.dtype):
-    """``None`` (the computation's dtype) or bfloat16."""
+    """``None`` (the computation's dtype), bfloat16 or float16."""
     if kernel_dtype is None:
         return None
     try:
@@ -444,9 +446,9 @@ def _check_kernel_dtype(kernel_dtype, dtype: np.dtype):
         out = None
     if out == jnp.dtype(dtype):
         return None
-    if out != jnp.dtype(jnp.bfloat16) or dtype != np.float32:
+    if out not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) or dtype != np.float32:
         msg = (
-            f"kernel_dtype must be None or 'bfloat16' (with dtype=np.float32), got "
+            f"kernel_dtype must be None, 'bfloat16' or 'float16' (with dtype=np.float32), got "
             f"{kernel_dtype!r}; pass kernel_dtype=None for full precision."
         )
         raise ValueError(msg)
@@ -519,6 +521,8 @@ class _Iterations:
     converged: bool = False
     #: whether the early correction's look at the error (not a check) is still to come
     early_look: bool = False
+    #: iteration of an extra look, after the active set changed at a check below the threshold
+    look_at: int | None = None
     #: measured on the device calls after the first (which compiles); ``None`` until then
     seconds_per_iteration: float | None = None
     #: device calls of iterations in the current mode
@@ -543,6 +547,14 @@ class _Iterations:
                 continue
             if look:
                 self.early_look = False
+                self.look_at = None
+                # already below the threshold: the look counts as a check (the same error
+                # measure), so a problem solved in two iterations stops there
+                if math.isfinite(err) and err < self.threshold:
+                    self.errors.append(err)
+                    if self._converged(err):
+                        self.converged = True
+                        break
             else:  # a check
                 self.errors.append(err)
                 if not math.isfinite(err):
@@ -560,6 +572,9 @@ class _Iterations:
         if isinstance(self.passes, SparsePasses):
             self.state, certified = self.passes.refresh(self.state, err < self.threshold)
             check_interrupt()
+            if err < self.threshold and not certified:
+                # blocks came back at a solution of the smaller problem: look again soon
+                self.look_at = self.done + _correction._EARLY_CORRECTION
             return err < self.threshold and certified
         return err < self.threshold
 
@@ -587,7 +602,10 @@ class _Iterations:
         if self.early_look and self.done < early:
             return True, early
         following = (self.done // self.inner_iterations + 1) * self.inner_iterations
-        return False, min(following, self.max_iterations)
+        following = min(following, self.max_iterations)
+        if self.look_at is not None and self.done < self.look_at < following:
+            return True, self.look_at
+        return False, following
 
     def _steps(self, remaining: int) -> int:
         """Iterations in the next device call: one until a call is timed (the first compiles),
@@ -677,7 +695,8 @@ def _run_iterations(
 
     Checks fall on multiples of ``inner_iterations`` (and on the last iteration); the first
     correction comes early, after :data:`~._correction._EARLY_CORRECTION` iterations, if the
-    error is still above the threshold there (an unrecorded look, not a check). Between two
+    error is still above the threshold there (a look that counts as a check only when it finds
+    the error already below the threshold, and then ends the solve). Between two
     stops the iterations run in device calls of about :data:`~._chunks._CHUNK_SECONDS` each
     (measured from the second call on), with an interrupt check after each.
     """

@@ -582,8 +582,8 @@ class DatasetMap:
             more than 1e-9 stays active (distances then agree with the dense passes on all
             those blocks), at the price of more active blocks.
         kernel_dtype
-            Storage of the active blocks' tile kernels: ``None`` (float32), ``"bfloat16"`` or
-            ``"float16"`` (half the memory; opt-in, see docs/method.md for their accuracy).
+            Storage of the active blocks' tile kernels: ``None`` (float32) or ``"bfloat16"``
+            (half the memory; opt-in, see docs/method.md for its accuracy and speed).
         """
         from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
 

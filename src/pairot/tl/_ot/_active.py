@@ -89,23 +89,26 @@ class Layout:
 
 
 class _Groups:
-    """Rows of an array grouped by cluster code: reductions per cluster (``reduceat`` on the
-    rows sorted by code; empty clusters give the reduction's identity)."""
+    """Cells grouped by cluster code: per-cluster reductions of arrays whose rows are in the
+    sorted order (``sort``; ``reduceat``, empty clusters give the reduction's identity)."""
 
     def __init__(self, codes: np.ndarray, n_clusters: int):
-        self.codes = np.asarray(codes, dtype=np.int64)
-        self.order = np.argsort(self.codes, kind="stable")
-        self.counts = np.bincount(self.codes, minlength=n_clusters)
+        codes = np.asarray(codes, dtype=np.int64)
+        self.order = np.argsort(codes, kind="stable")
+        self.codes = codes[self.order]  # sorted
+        self.counts = np.bincount(codes, minlength=n_clusters)
         self.starts = np.cumsum(self.counts) - self.counts
         self.present = self.counts > 0
         self.n = n_clusters
 
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values)[self.order]
+
     def reduce(self, ufunc, values: np.ndarray, identity: float) -> np.ndarray:
-        values = np.asarray(values)
+        """Per cluster ``ufunc`` over the rows of ``values`` (sorted order)."""
         out = np.full((self.n, *values.shape[1:]), identity, dtype=np.float64)
         if values.shape[0]:
-            starts = self.starts[self.present]
-            out[self.present] = ufunc.reduceat(values[self.order], starts, axis=0)
+            out[self.present] = ufunc.reduceat(values, self.starts[self.present], axis=0)
         return out
 
     def max(self, values):
@@ -120,9 +123,11 @@ class _Groups:
 
 
 def _constant_columns(points: np.ndarray, groups: _Groups) -> np.ndarray:
-    """Columns whose value is the same for all cells of every cluster."""
-    hi, lo = groups.max(points), groups.min(points)
-    return np.all(hi[groups.present] == lo[groups.present], axis=0)
+    """Columns (of rows in sorted order) whose value is the same for all cells of every
+    cluster: each row equals its cluster's first row."""
+    first = points[groups.starts[groups.present]]
+    firsts = np.repeat(first, groups.counts[groups.present], axis=0)
+    return np.all(points == firsts, axis=0)
 
 
 def cost_lower_bounds(
@@ -146,11 +151,11 @@ def cost_lower_bounds(
     """
     gx = _Groups(query_codes, n_query_clusters)
     gy = _Groups(ref_codes, n_ref_clusters)
+    x, y = gx.sort(x), gy.sort(y)  # every per-cell computation below in sorted order
     label = _constant_columns(x, gx) & _constant_columns(y, gy)
     exact = gx.mean(x[:, label]) @ gy.mean(y[:, label]).T
     xf = np.asarray(x[:, ~label], dtype=np.float64)
     yf = np.asarray(y[:, ~label], dtype=np.float64)
-    qc, rc = gx.codes, gy.codes
     nx = gx.max(np.linalg.norm(xf, axis=1))
     ny = gy.max(np.linalg.norm(yf, axis=1))
     nx = np.where(np.isfinite(nx), nx, 0.0)
@@ -158,8 +163,8 @@ def cost_lower_bounds(
     bound = -np.outer(nx, ny)
     if xf.shape[1]:
         mu, nu = gx.mean(xf), gy.mean(yf)
-        radius_x = gx.max(np.linalg.norm(xf - mu[qc], axis=1))
-        radius_y = gy.max(np.linalg.norm(yf - nu[rc], axis=1))
+        radius_x = gx.max(np.linalg.norm(xf - mu[gx.codes], axis=1))
+        radius_y = gy.max(np.linalg.norm(yf - nu[gy.codes], axis=1))
         radius_x = np.where(np.isfinite(radius_x), radius_x, 0.0)
         radius_y = np.where(np.isfinite(radius_y), radius_y, 0.0)
         cross_x = gx.min(xf @ nu.T)  # min_{i in k} x_i . nu_c
@@ -177,7 +182,8 @@ def cost_lower_bounds(
 def _cluster_lse(values: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
     """``LSE_{i : codes_i = k} values_i`` per cluster (``-inf`` for empty or massless ones)."""
     values = np.asarray(values, dtype=np.float64)
-    top = _Groups(codes, n).max(values)
+    groups = _Groups(codes, n)
+    top = groups.max(groups.sort(values))
     safe = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
         total = np.bincount(codes, weights=np.exp(values - safe[codes]), minlength=n)

@@ -14,7 +14,7 @@ Rules:
   bounds of all skipped blocks together are reported (``skipped_mass_bound``).
 - **Start.** The first active set comes from cluster-constant potentials that solve the
   cluster-level problem on the blocks' mean costs (exact, from cluster sums), with the cost
-  lower bounds for the mass bounds.
+  lower bounds for the mass bounds: the blocks whose bound exceeds a tenth of the tolerance.
 - **Updates.** At every check the bounds are evaluated at the current potentials: if a
   skipped block's bound exceeds the tolerance, the blocks above a tenth of it are
   brought back; if far fewer blocks would do (a fifth fewer cell pairs, with the same
@@ -314,7 +314,8 @@ def make_blocks(
         log_tolerance=math.log(tolerance),
     )
     log_bounds = blocks.bounds(f0, g0)
-    blocks.active = choose_active(log_bounds, blocks.log_tolerance, present)
+    # with the same margin as later changes: the first iterations move the potentials
+    blocks.active = choose_active(log_bounds, blocks.log_tolerance - math.log(_MARGIN), present)
     blocks.skipped_log_bound = skipped_log_mass(log_bounds, blocks.active)
     return blocks, f0, g0
 

@@ -548,8 +548,8 @@ class SparsePasses:
     def _row_partials(self, part: Part, g):
         tr, tc = self.blocks.tr, self.blocks.tc
         plan = part.row_plan
-        out = jnp.full((plan.capacity, tr), -jnp.inf, dtype=self.dtype)
         if part.kernel is not None:
+            out = jnp.full((plan.capacity, tr), -jnp.inf, dtype=self.dtype)
 
             def launch(out, t0, t1):
                 return _tiles.kernel_row_partials(
@@ -565,29 +565,35 @@ class SparsePasses:
                     precision=self.precision,
                 )
 
-            per_call = 16 * self._per_call
-        else:
-            h = g * self.inv_eps
+            return self._walk(
+                launch, out, plan.n_tiles, 16 * self._per_call, "query cells, active tiles"
+            )
+        return self._cost_partials(self.x, self.y, g, plan, "query cells, active tiles")
 
-            def launch(out, t0, t1):
-                return _tiles.tile_lse_partials(
-                    out,
-                    self.x,
-                    self.y,
-                    h,
-                    self.s["offset"],
-                    self.inv_eps,
-                    plan.rows,
-                    plan.cols,
-                    t0,
-                    t1,
-                    tr=tr,
-                    tc=tc,
-                    precision=self.precision,
-                )
+    def _cost_partials(self, u, v, potential, plan: TilePlan, label: str):
+        """Per-tile log-sum-exps from the cost: ``u`` rows against ``v`` columns, whose
+        potential is ``potential``."""
+        h = potential * self.inv_eps
+        out = jnp.full((plan.capacity, self.blocks.tr), -jnp.inf, dtype=self.dtype)
 
-            per_call = self._per_call
-        return self._walk(launch, out, plan.n_tiles, per_call, "query cells, active tiles")
+        def launch(out, t0, t1):
+            return _tiles.tile_lse_partials(
+                out,
+                u,
+                v,
+                h,
+                self.s["offset"],
+                self.inv_eps,
+                plan.rows,
+                plan.cols,
+                t0,
+                t1,
+                tr=self.blocks.tr,
+                tc=self.blocks.tc,
+                precision=self.precision,
+            )
+
+        return self._walk(launch, out, plan.n_tiles, self._per_call, label)
 
     def row_lse(self, g, segments=None):
         """``LSE_j((g_j - C_ij) / eps)`` per padded query cell over its active blocks; with
@@ -631,35 +637,20 @@ class SparsePasses:
                         precision=self.precision,
                     )
 
-                per_call = 16 * self._per_call
+                partials = self._walk(
+                    launch,
+                    buffer,
+                    plan.n_tiles,
+                    16 * self._per_call,
+                    "reference cells, active tiles",
+                )
                 segments, n_segments = part.col_segments, self.m // tc
             else:
                 plan = part.col_plan
-                buffer = jnp.full((plan.capacity, tr), -jnp.inf, dtype=self.dtype)
-                h = f * self.inv_eps
-
-                def launch(out, t0, t1, plan=plan, h=h):
-                    return _tiles.tile_lse_partials(
-                        out,
-                        self.y,
-                        self.x,
-                        h,
-                        self.s["offset"],
-                        self.inv_eps,
-                        plan.rows,
-                        plan.cols,
-                        t0,
-                        t1,
-                        tr=tr,
-                        tc=tc,
-                        precision=self.precision,
-                    )
-
-                per_call = self._per_call
+                partials = self._cost_partials(
+                    self.y, self.x, f, plan, "reference cells, active tiles"
+                )
                 segments, n_segments = plan.segments, self.m // tr
-            partials = self._walk(
-                launch, buffer, plan.n_tiles, per_call, "reference cells, active tiles"
-            )
             lse = _tiles.combine(partials, segments, n_segments=n_segments).reshape(-1)
             out = lse if out is None else jnp.logaddexp(out, lse)
         return out

@@ -110,6 +110,15 @@ def _capacity(n: int) -> int:
     return -(-n // step) * step
 
 
+def _device_codes(values: np.ndarray, capacity: int) -> jax.Array:
+    pad = np.zeros(capacity - len(values), np.int64)
+    return jnp.asarray(np.concatenate([values, pad]).astype(np.int32))
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 @dataclass
 class TilePlan:
     """Tiles of the blocks of ``active`` with ``u``-side rows and ``v``-side columns."""
@@ -139,33 +148,23 @@ class TilePlan:
             cols.append(np.tile(cs, len(row_starts)))
             rcl.append(np.full(len(row_starts) * len(cs), k))
             ccl.append(np.tile(cc, len(row_starts)))
-        cat = (lambda parts: np.concatenate(parts).astype(np.int64)) if rows else None
-        rows_h = cat(rows) if rows else np.zeros(0, np.int64)
-        cols_h = cat(cols) if rows else np.zeros(0, np.int64)
-        n_tiles = len(rows_h)
-        capacity = _capacity(n_tiles)
-        pad = capacity - n_tiles
-
-        def device(values):
-            return jnp.asarray(np.concatenate([values, np.zeros(pad, np.int64)]).astype(np.int32))
-
+        rows_h, cols_h = _cat(rows), _cat(cols)
+        capacity = _capacity(len(rows_h))
         return cls(
-            rows=device(rows_h),
-            cols=device(cols_h),
+            rows=_device_codes(rows_h, capacity),
+            cols=_device_codes(cols_h, capacity),
             row_tile=rows_h // tr,
             col_tile=cols_h // tc,
-            row_cluster=cat(rcl) if rows else np.zeros(0, np.int64),
-            col_cluster=cat(ccl) if rows else np.zeros(0, np.int64),
-            n_tiles=n_tiles,
+            row_cluster=_cat(rcl),
+            col_cluster=_cat(ccl),
+            n_tiles=len(rows_h),
             capacity=capacity,
-            segments=device(rows_h // tr),
+            segments=_device_codes(rows_h // tr, capacity),
         )
 
     def segments_by_cluster(self, n_clusters: int) -> jax.Array:
         """Segment ``row_tile * n_clusters + col_cluster`` of every slot."""
-        seg = self.row_tile * n_clusters + self.col_cluster
-        pad = self.capacity - self.n_tiles
-        return jnp.asarray(np.concatenate([seg, np.zeros(pad, np.int64)]).astype(np.int32))
+        return _device_codes(self.row_tile * n_clusters + self.col_cluster, self.capacity)
 
 
 @dataclass
@@ -180,10 +179,6 @@ class Part:
     row_min: jax.Array | None = field(default=None, repr=False)  # (n_tiles, tr)
     row_cluster_segments: jax.Array | None = field(default=None, repr=False)
     col_segments: jax.Array | None = field(default=None, repr=False)
-
-    @property
-    def kernel_bytes(self) -> int:
-        return 0 if self.kernel is None else int(self.kernel.size * self.kernel.dtype.itemsize)
 
 
 @dataclass
@@ -244,11 +239,11 @@ class ActiveBlocks:
             self.ly.codes,
         )
 
-    def tiles(self, mask: np.ndarray) -> int:
-        """Tiles of the blocks of ``mask``."""
+    def tiles_per_block(self) -> np.ndarray:
+        """``(Kq, Kr)`` tiles of every block."""
         rows = (self.lx.stop - self.lx.start) // self.tr
         cols = (self.ly.stop - self.ly.start) // self.tc
-        return int(rows @ mask.astype(np.int64) @ cols)
+        return np.outer(rows, cols)
 
     def release(self) -> None:
         """Drop the stored tile kernels (their memory)."""
@@ -368,11 +363,6 @@ def _int(v: int) -> jax.Array:
     return jnp.asarray(np.int32(v))
 
 
-def _device_codes(values: np.ndarray, capacity: int) -> jax.Array:
-    pad = np.zeros(capacity - len(values), np.int64)
-    return jnp.asarray(np.concatenate([values, pad]).astype(np.int32))
-
-
 class SparsePasses:
     """The passes of a Sinkhorn solve on the active tiles, in the padded cell order.
 
@@ -414,7 +404,6 @@ class SparsePasses:
         self.kernel_memory_budget = int(kernel_memory_budget)
         self.n, self.m = lx.n_padded, ly.n_padded
         self.n_query_clusters, self.n_ref_clusters = blocks.present.shape
-        self.n_changes = 0
         self.balanced = float(scalars["tau_a"]) == 1.0 and float(scalars["tau_b"]) == 1.0
         self._per_call = max(1, CALL_PAIRS // (blocks.tr * blocks.tc))
         self._rebuild()
@@ -428,17 +417,13 @@ class SparsePasses:
         if tile_bytes > self.kernel_memory_budget:
             return chosen
         room = self.kernel_memory_budget // tile_bytes
+        tiles = blocks.tiles_per_block()
         order = np.argsort(-self._last_bounds, axis=None, kind="stable")
         for flat in order:
             k, c = divmod(int(flat), blocks.active.shape[1])
-            if not blocks.active[k, c]:
-                continue
-            one = np.zeros_like(chosen)
-            one[k, c] = True
-            need = blocks.tiles(one)
-            if need <= room:
+            if blocks.active[k, c] and tiles[k, c] <= room:
                 chosen[k, c] = True
-                room -= need
+                room -= tiles[k, c]
         return chosen
 
     def _rebuild(self, log_bounds: np.ndarray | None = None) -> None:
@@ -707,7 +692,6 @@ class SparsePasses:
         )
         blocks.active = new
         blocks.skipped_log_bound = skipped_log_mass(log_bounds, new)
-        self.n_changes += 1
         self._rebuild(log_bounds)
         return self.recenter((f, g, self.row_lse(g), self.col_lse(f))), False
 
@@ -804,8 +788,7 @@ def aggregate_active(
                 check_interrupt()
             n_t = plan.n_tiles
             col_h, cost_h, row_h = (np.asarray(v[:n_t], dtype=np.float64) for v in out)
-            cols_h = np.asarray(plan.cols[:n_t], dtype=np.int64)
-            rows_h = np.asarray(plan.rows[:n_t], dtype=np.int64)
+            cols_h, rows_h = plan.col_tile * tc, plan.row_tile * tr
             index = plan.row_cluster[:, None] * ly.n_padded + cols_h[:, None] + np.arange(tc)
             tm += np.bincount(index.ravel(), weights=col_h.ravel(), minlength=tm.size)
             cost_mass += np.bincount(

@@ -45,6 +45,22 @@ def _check_positive_int(value, argument: str) -> int:
     return int(value)
 
 
+def _check_max_cells(value, argument: str) -> int | None:
+    """A cap on cells (a positive integer), or ``None`` for all cells (upstream's meaning)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = (
+            f"{argument} must be a positive integer or None (all cells), got {value!r}; pass "
+            f"e.g. {argument}=10_000."
+        )
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{argument} must be >= 1 or None (all cells), got {value}."
+        raise ValueError(msg)
+    return int(value)
+
+
 def _check_distinct_columns(cluster_column, sample_column, cluster_arg: str, sample_arg: str):
     if isinstance(cluster_column, str) and cluster_column == sample_column:
         msg = (
@@ -263,8 +279,11 @@ def _tables(
     return ova, pd.DataFrame(columns, copy=False)
 
 
-def _auroc_rows(clusters: pd.Categorical, n_samples_auroc: int, random_state: int):
-    rows = downsample_indices(clusters.codes, n_samples_auroc, random_state=random_state)
+def _auroc_rows(clusters: pd.Categorical, n_samples_auroc: int | None, random_state: int):
+    if n_samples_auroc is None:
+        rows = np.arange(len(clusters))
+    else:
+        rows = downsample_indices(clusters.codes, n_samples_auroc, random_state=random_state)
     take = np.zeros(len(clusters), dtype=bool)
     take[rows] = True
     return take, np.asarray(clusters.codes)[rows]
@@ -291,8 +310,8 @@ def rank_genes_limma(
     adata: AnnData,
     cluster_label: str,
     sample_label: str,
+    n_samples_auroc: int | None = 10_000,
     *,
-    n_samples_auroc: int = 10_000,
     random_state: int = 0,
     chunk_size: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -314,7 +333,8 @@ def rank_genes_limma(
     cluster_label, sample_label
         Columns of ``adata.obs`` with the cluster and the sample (donor) of each cell.
     n_samples_auroc
-        Maximum number of cells per cluster used for the AUROC.
+        Maximum number of cells per cluster used for the AUROC; ``None`` uses all cells. May
+        be given by position, as in upstream pairOT.
     random_state
         Seed of the AUROC subsample.
     chunk_size
@@ -355,7 +375,7 @@ def rank_genes_limma(
         for limma (see Notes).
     """
     check_adata(adata, "adata")
-    n_samples_auroc = _check_positive_int(n_samples_auroc, "n_samples_auroc")
+    n_samples_auroc = _check_max_cells(n_samples_auroc, "n_samples_auroc")
     chunk_size = _check_chunk_size(chunk_size)
     _check_distinct_columns(cluster_label, sample_label, "cluster_label", "sample_label")
     study_ = _open_study(adata, "adata", chunk_size)
@@ -415,8 +435,8 @@ def preprocess_adatas(
     sample_column_adata2: str,
     n_top_genes: int = 500,
     filter_genes: bool = False,
-    n_samples_auroc: int = 10_000,
-    n_samples_hvg_selection: int = 100_000,
+    n_samples_auroc: int | None = 10_000,
+    n_samples_hvg_selection: int | None = 100_000,
     *,
     random_state: int = 0,
     genes_to_keep: Iterable[str] | None = None,
@@ -450,9 +470,10 @@ def preprocess_adatas(
         Drop mitochondrial, ribosomal, lncRNA-like and immune-receptor segment genes
         (:func:`flag_uninformative_genes`) before differential expression.
     n_samples_auroc
-        Maximum number of cells per cluster used for the AUROC.
+        Maximum number of cells per cluster used for the AUROC; ``None``: all cells.
     n_samples_hvg_selection
-        Maximum number of cells per study used to select highly variable genes.
+        Maximum number of cells per study used to select highly variable genes; ``None``:
+        all cells.
     random_state
         Seed of the AUROC and HVG subsamples.
     genes_to_keep, genes_to_drop
@@ -503,10 +524,8 @@ def preprocess_adatas(
     check_adata(adata1, "adata1")
     check_adata(adata2, "adata2")
     n_top_genes = _check_positive_int(n_top_genes, "n_top_genes")
-    n_samples_auroc = _check_positive_int(n_samples_auroc, "n_samples_auroc")
-    n_samples_hvg_selection = _check_positive_int(
-        n_samples_hvg_selection, "n_samples_hvg_selection"
-    )
+    n_samples_auroc = _check_max_cells(n_samples_auroc, "n_samples_auroc")
+    n_samples_hvg_selection = _check_max_cells(n_samples_hvg_selection, "n_samples_hvg_selection")
     chunk_size = _check_chunk_size(chunk_size)
     if not isinstance(filter_genes, bool | np.bool_):
         msg = f"filter_genes must be True or False, got {filter_genes!r}."
@@ -590,7 +609,8 @@ def preprocess_adatas(
         take_hvg = None
         if not all_hvgs:
             take_hvg = np.zeros(n_cells, dtype=bool)
-            take_hvg[hvg_rows(n_cells, n_samples_hvg_selection, rng)] = True
+            n_max = n_cells if n_samples_hvg_selection is None else n_samples_hvg_selection
+            take_hvg[hvg_rows(n_cells, n_max, rng)] = True
         profiles = _profiles(study_)
         _warn_missing_profiles(profiles, study_.clusters, name)
         check_interrupt()
@@ -646,8 +666,9 @@ def preprocess_adatas(
     params = {
         "n_top_genes": n_top_genes,
         "filter_genes": bool(filter_genes),
-        "n_samples_auroc": n_samples_auroc,
-        "n_samples_hvg_selection": n_samples_hvg_selection,
+        # None (all cells) is stored as 0: h5ad cannot hold None in uns
+        "n_samples_auroc": n_samples_auroc or 0,
+        "n_samples_hvg_selection": n_samples_hvg_selection or 0,
         "random_state": int(random_state),
         "n_shared_genes": len(genes),
         "min_total_count": MIN_TOTAL_COUNT,

@@ -86,9 +86,11 @@ def test_bad_columns_and_data_through_the_pipeline(demo):
     assert message.startswith("--query-cell-type and --query-sample are both 'cell_type'")
 
     scaled = reference.copy()
-    scaled.X = scaled.X * 0.5
+    scaled.X = scaled.X.astype(np.float32)
+    scaled.X.data = np.log1p(scaled.X.data)
     message = pipeline_error(query, scaled)
     assert message.startswith("the reference's X contains non-integer values"), message
+    assert "looks log-transformed" in message
     assert "adata.layers['counts']" in message
     assert PYTHON_WORDS.search(message) is None, message
 

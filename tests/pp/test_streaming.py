@@ -269,7 +269,6 @@ def test_streamed_peak_memory_stays_below_the_counts(tmp_path):
     [
         (-1.0, "contains negative values (min -1.0)"),
         (np.nan, "contains NaN or infinite values"),
-        (0.5, "contains non-integer values (e.g. 0.5)"),
     ],
 )
 def test_bad_counts_found_while_streaming(pair, tmp_path, value, message):
@@ -289,6 +288,44 @@ def test_bad_counts_found_while_streaming(pair, tmp_path, value, message):
     with pytest.raises(ValueError) as lazy:
         pr.pp.preprocess_adatas(_lazy(path), r, *ARGS, **KW)
     assert str(lazy.value) == str(memory.value)
+
+
+def test_fractional_counts_judged_over_the_whole_study(pair, tmp_path, caplog):
+    """Fractional values are judged on the whole study, whatever the chunks: log-transformed
+    data is refused with one message in memory, backed and lazy; corrected counts pass with
+    one warning."""
+    q, r, _, _ = pair
+    logged = q.copy()
+    logged.X = logged.X.astype(np.float32)
+    logged.X.data = np.log1p(logged.X.data)
+    path = tmp_path / "log.h5ad"
+    logged.write_h5ad(path)
+    messages = []
+    for adata, kwargs in (
+        (logged, {}),
+        (ad.read_h5ad(path, backed="r"), {"chunk_size": 100}),
+        (_lazy(path), {}),
+    ):
+        with pytest.raises(ValueError, match="looks log-transformed") as error:
+            pr.pp.preprocess_adatas(adata, r, *ARGS, **KW, **kwargs)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] == messages[2]
+
+    corrected = q.copy()
+    corrected.X = corrected.X.astype(np.float32)
+    corrected.X.data *= (
+        np.random.default_rng(1).uniform(0.7, 1.0, corrected.X.nnz).astype(np.float32)
+    )
+    path = tmp_path / "corrected.h5ad"
+    corrected.write_h5ad(path)
+    warnings = []
+    for adata, kwargs in ((corrected, {}), (ad.read_h5ad(path, backed="r"), {"chunk_size": 100})):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pairot"):
+            pr.pp.preprocess_adatas(adata, r, *ARGS, **KW, **kwargs)
+        warnings.append([m for m in caplog.messages if "non-integer" in m])
+    assert len(warnings[0]) == 1
+    assert warnings[0] == warnings[1]
 
 
 def test_missing_column_and_x_none_on_backed(pair, tmp_path):

@@ -4,6 +4,7 @@
 warning; the outputs carry ``cell_type_author`` / ``sample_id`` copies of the label columns.
 """
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -79,3 +80,48 @@ def test_n_samples_bad_values_name_the_argument(bad):
         pr.pp.preprocess_adatas(
             adata, a2, "ct", "ct", "donor", "donor", n_samples_hvg_selection=bad
         )
+
+
+# ------------------------------------------------------------------ non-integer counts
+def _fractional(adata, values):
+    out = adata.copy()
+    out.X = values
+    return out
+
+
+def test_corrected_counts_are_accepted_with_a_warning(caplog):
+    """Ambient-RNA-corrected counts (fractional, on a count scale) run, with one warning that
+    says what was seen; the values reach the output unrounded."""
+    a1, a2 = make_study(8), make_study(9, n_cells=200)
+    X = a1.X.toarray().astype(np.float64)
+    X *= np.random.default_rng(0).uniform(0.6, 1.0, size=X.shape)  # SoupX-like shrinkage
+    X[0, :] += 40.0  # real studies have genes with many UMIs in a cell
+    corrected = _fractional(a1, X)
+    n_fractional = int(np.count_nonzero(X != np.rint(X)))
+    with caplog.at_level("WARNING", logger="pairot"):
+        q, _ = pr.pp.preprocess_adatas(corrected, a2, "ct", "ct", "donor", "donor", n_top_genes=15)
+    (warning,) = [m for m in caplog.messages if "non-integer" in m]
+    assert warning.startswith("adata1.X contains non-integer values")
+    assert f"{n_fractional:,} of its {np.count_nonzero(X):,} non-zero values" in warning
+    assert "count scale" in warning and "adata1.layers['counts']" in warning
+    genes = corrected.var_names.get_indexer(q.var_names)
+    np.testing.assert_array_equal(np.asarray(q.X), X[:, genes])
+    np.testing.assert_array_equal(corrected.X, X)  # the caller's data is untouched
+    de = q.uns["pairot"]["de_ova"]
+    assert np.isfinite(de["logFC"]).all() and np.isfinite(de["auroc"]).all()
+
+
+def test_log_transformed_and_normalized_values_are_refused():
+    a1, a2 = make_study(8), make_study(9, n_cells=200)
+    counts = a1.X.toarray().astype(np.float64)
+    counts[0, :] += 40.0
+    per_cell = counts / counts.sum(axis=1, keepdims=True) * 1e4
+    args = ("ct", "ct", "donor", "donor")
+    with pytest.raises(ValueError, match=r"largest value is .*: it looks log-transformed"):
+        pr.pp.preprocess_adatas(_fractional(a1, np.log1p(per_cell)), a2, *args)
+    with pytest.raises(ValueError, match=r"every cell sums to 10000: it looks normalized"):
+        pr.pp.preprocess_adatas(_fractional(a1, per_cell), a2, *args)
+    with pytest.raises(ValueError, match=r"adata\.X contains non-integer .*log-transformed"):
+        pr.pp.rank_genes_limma(_fractional(a1, np.log1p(per_cell)), "ct", "donor")
+    # integer counts stay silent, whatever their dtype
+    pr.pp.rank_genes_limma(_fractional(a1, counts), "ct", "donor")

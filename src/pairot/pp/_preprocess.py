@@ -370,7 +370,8 @@ def rank_genes_limma(
     KeyError
         A column is not in ``adata.obs`` (the message lists the columns that exist).
     ValueError
-        ``X`` is not raw counts (negative, NaN / infinite or fractional values), labels are
+        ``X`` is not counts (negative, NaN / infinite values, or fractional values that look
+        log-transformed or normalized, see :func:`preprocess_adatas`), labels are
         missing, gene names are duplicated, the study is empty, or the design is too small
         for limma (see Notes).
     """
@@ -497,8 +498,11 @@ def preprocess_adatas(
     Input checks and messy data, case by case:
 
     - ``X`` must hold raw counts: any numeric dtype (float holding whole numbers is fine),
-      dense or sparse; negative, NaN / infinite or fractional values (normalized or
-      log-transformed data) are a ``ValueError`` pointing to the raw counts.
+      dense or sparse; negative or NaN / infinite values are a ``ValueError`` pointing to the
+      raw counts. Fractional values are a ``ValueError`` when the study's largest value is
+      below 30 (log-transformed) or every cell has the same total (normalized); otherwise
+      they are read as counts on a count scale (ambient-RNA-corrected counts, counts rebuilt
+      from normalized data) with a warning saying what was seen (docs/method.md#inputs).
     - Views (``adata[cells, genes]``) are accepted and give the result of their copies.
     - Large studies: the counts are read in chunks of ``chunk_size`` cells, three times per
       study (checks and gene totals; pseudobulk sums and the HVG subsample; the AUROC

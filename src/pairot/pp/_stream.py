@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
+from .._logging import logger
 from .._numba import njit_serial
 from ._reader import CountReader
 from ._validate import code_name, part
@@ -58,6 +59,11 @@ class ChunkResult:
     nonfinite: bool = False
     minimum: float = 0.0
     fractional: float | None = None
+    n_fractional: int = 0
+    n_nonzero: int = 0
+    maximum: float = 0.0
+    total_min: float = np.inf
+    total_max: float = 0.0
     profiles: np.ndarray | None = None
     profile_sums: sparse.csr_matrix | None = None
     hvg: sparse.csr_matrix | None = None
@@ -127,10 +133,18 @@ def chunk_work(
             return result
         if data.size:
             result.minimum = float(data.min())
+            result.maximum = float(data.max())
+            result.n_nonzero = int(np.count_nonzero(data))
         if floating and data.size:
             fractional = data != np.rint(data)
-            if fractional.any():
+            result.n_fractional = int(np.count_nonzero(fractional))
+            if result.n_fractional:
                 result.fractional = float(data[fractional][0])
+                cell_totals = np.asarray(chunk.sum(axis=1), dtype=np.float64).ravel()
+                cell_totals = cell_totals[cell_totals > 0]
+                if cell_totals.size:
+                    result.total_min = float(cell_totals.min())
+                    result.total_max = float(cell_totals.max())
         result.totals = np.bincount(
             chunk.indices, weights=data.astype(np.float64), minlength=chunk.shape[1]
         ).astype(np.float64)
@@ -169,6 +183,76 @@ def chunk_work(
     return result
 
 
+#: Fractional values whose study's largest value is below this look log-transformed: log1p of
+#: counts per 10,000 stays below 9.3, log1p of counts per million below 13.9 and log2 of
+#: counts per million + 1 below 20; a count-scale study has genes with far more UMIs in a cell.
+LOG_SCALE_MAX = 30.0
+#: Fractional values whose cells all have the same total, to this relative spread, look
+#: normalized to a fixed total (``normalize_total`` without ``log1p``).
+EQUAL_TOTALS_SPREAD = 1e-3
+
+
+@dataclass
+class CountSummary:
+    """What the scan of a whole study saw of its values, to judge fractional counts."""
+
+    n_fractional: int = 0
+    n_nonzero: int = 0
+    example: float | None = None
+    maximum: float = 0.0
+    total_min: float = np.inf
+    total_max: float = 0.0
+
+    def add(self, result: ChunkResult) -> None:
+        self.n_fractional += result.n_fractional
+        self.n_nonzero += result.n_nonzero
+        if self.example is None and result.fractional is not None:
+            self.example = result.fractional
+        self.maximum = max(self.maximum, result.maximum)
+        self.total_min = min(self.total_min, result.total_min)
+        self.total_max = max(self.total_max, result.total_max)
+
+    def check(self, name: str, dtype) -> None:
+        """Raise when fractional values look log-transformed or normalized; warn when they
+        look like counts on a count scale (corrected or rebuilt counts); nothing for
+        integers."""
+        if not self.n_fractional:
+            return
+        where = part(name, "X")
+        raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
+        example = np.asarray(self.example, dtype=dtype).item()
+        maximum = np.asarray(self.maximum, dtype=dtype).item()
+        seen = (
+            f"{where} contains non-integer values (e.g. {example:.6g}; {self.n_fractional:,} of "
+            f"its {self.n_nonzero:,} non-zero values)"
+        )
+        if self.maximum < LOG_SCALE_MAX:
+            msg = (
+                f"{seen} and its largest value is {maximum:.4g}: it looks log-transformed. "
+                f"pairot needs counts: pass the unnormalized counts, e.g. from {raw}."
+            )
+            raise ValueError(msg)
+        spread = (self.total_max - self.total_min) / self.total_max
+        if np.isfinite(spread) and spread < EQUAL_TOTALS_SPREAD and self.total_min < np.inf:
+            msg = (
+                f"{seen} and every cell sums to {self.total_max:.6g}: it looks normalized to "
+                f"a fixed total per cell. pairot needs counts: pass the unnormalized counts, "
+                f"e.g. from {raw}."
+            )
+            raise ValueError(msg)
+        logger.warning(
+            "%s; its values reach %.4g and cell totals range from %.4g to %.4g, so pairot "
+            "reads them as counts on a count scale (e.g. ambient-RNA-corrected counts, or "
+            "counts rebuilt from normalized data). If they are normalized values, pass the "
+            "raw counts instead, e.g. from %s.",
+            seen,
+            maximum,
+            self.total_min,
+            self.total_max,
+            raw,
+        )
+
+
 @dataclass
 class PassResult:
     """A pass's combined results."""
@@ -182,7 +266,7 @@ class PassResult:
 
 def count_error(result: ChunkResult, name: str, dtype) -> ValueError | None:
     """The message for a chunk's first bad value, or ``None`` (the checks' order: non-finite,
-    negative, fractional)."""
+    negative; fractional values are judged over the whole study, :class:`CountSummary`)."""
     where = part(name, "X")
     raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
     if result.nonfinite:
@@ -196,14 +280,6 @@ def count_error(result: ChunkResult, name: str, dtype) -> ValueError | None:
         msg = (
             f"{where} contains negative values (min {minimum}); pairot needs raw "
             "UMI counts, not scaled or centered data."
-        )
-        return ValueError(msg)
-    if result.fractional is not None:
-        bad = np.asarray(result.fractional, dtype=dtype).item()
-        msg = (
-            f"{where} contains non-integer values (e.g. {bad}); it looks normalized or "
-            "log-transformed. pairot needs raw UMI counts: pass the unnormalized counts, "
-            f"e.g. from {raw}."
         )
         return ValueError(msg)
     return None
@@ -232,6 +308,7 @@ def run_pass(
     take_hvg = none if take_hvg is None else take_hvg
     take_auroc = none if take_auroc is None else take_auroc
     out = PassResult()
+    summary = CountSummary()
     if spec.scan:
         out.totals = np.zeros(n_genes, dtype=np.float64)
     if spec.pseudobulk:
@@ -250,6 +327,7 @@ def run_pass(
             error = count_error(result, reader.name, reader.dtype)
             if error is not None:
                 raise error
+            summary.add(result)
             out.totals += result.totals
         if result.profile_sums is not None:  # a dask worker's partial sums: add them up
             sums = result.profile_sums
@@ -271,6 +349,8 @@ def run_pass(
             out.auroc_counts += result.auroc_counts
         if result.output is not None:
             out.output.append(result.output)
+    if spec.scan:
+        summary.check(reader.name, reader.dtype)
     return out
 
 

@@ -125,3 +125,36 @@ def test_log_transformed_and_normalized_values_are_refused():
         pr.pp.rank_genes_limma(_fractional(a1, np.log1p(per_cell)), "ct", "donor")
     # integer counts stay silent, whatever their dtype
     pr.pp.rank_genes_limma(_fractional(a1, counts), "ct", "donor")
+
+
+# --------------------------------------------------------- upstream's output obs columns
+def test_outputs_carry_cell_type_author_and_sample_id(caplog):
+    a1, a2 = make_study(10), make_study(11, n_cells=200)
+    a2.obs["cell_type_author"] = "author's own"  # replaced in the output, with a warning
+    before = a2.obs.copy()
+    with caplog.at_level("WARNING", logger="pairot"):
+        q, r = pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=15)
+    for out, original in ((q, a1), (r, a2)):
+        assert (
+            out.obs["cell_type_author"].astype(str).tolist()
+            == original.obs["ct"].astype(str).tolist()
+        )
+        assert (
+            out.obs["sample_id"].astype(str).tolist() == original.obs["donor"].astype(str).tolist()
+        )
+        assert out.obs["ct"].tolist() == out.obs["cell_type_author"].tolist()
+    assert "sample_id" not in a1.obs and "cell_type_author" not in a1.obs  # inputs untouched
+    pd.testing.assert_frame_equal(a2.obs, before)
+    assert any("obs['cell_type_author'] holds the cluster labels" in m for m in caplog.messages)
+    assert not any("adata1" in m and "replaced" in m for m in caplog.messages)
+
+
+def test_upstream_column_names_used_as_inputs():
+    """Inputs already named as upstream's (the seed tutorial) keep their columns as they are."""
+    a1, a2 = make_study(10), make_study(11, n_cells=200)
+    for a in (a1, a2):
+        a.obs = a.obs.rename(columns={"ct": "cell_type_author", "donor": "sample_id"})
+    args = ("cell_type_author",) * 2 + ("sample_id",) * 2
+    q, _ = pr.pp.preprocess_adatas(a1, a2, *args, n_top_genes=15)
+    assert list(q.obs.columns) == ["cell_type_author", "sample_id"]
+    assert q.uns["pairot"]["cell_type_key"] == "cell_type_author"

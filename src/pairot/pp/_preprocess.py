@@ -489,7 +489,10 @@ def preprocess_adatas(
     Returns
     -------
     Two new AnnData objects with the highly variable genes (same genes, same order), raw
-    counts in ``X``, the cluster column as a Categorical of strings, and
+    counts in ``X``, the cluster and sample columns as Categoricals of strings, copied also to
+    ``obs["cell_type_author"]`` and ``obs["sample_id"]`` (where upstream pairOT's outputs
+    have them; a different input column of that name is replaced in the output, with a
+    warning), and
     ``uns["pairot"] = {"cell_type_key", "sample_key", "de_ova", "de_ava", "params"}`` where
     ``de_ova`` / ``de_ava`` are the tables of :func:`rank_genes_limma` over all shared genes.
 
@@ -716,6 +719,7 @@ def preprocess_adatas(
         obs = study_.obs.copy()
         obs[ct_col] = clusters
         obs[sample_col] = study_.samples
+        _upstream_columns(obs, ct_col, sample_col, name)
         var = study_.var.iloc[out_columns].copy()
         var.index = genes[hvg]
         out = AnnData(
@@ -736,6 +740,45 @@ def preprocess_adatas(
         )
         outputs.append(out)
     return outputs[0], outputs[1]
+
+
+#: The obs columns upstream pairOT's preprocessing writes the clusters and samples to; code
+#: written against its outputs reads them, so pairot's outputs carry them too.
+UPSTREAM_COLUMNS = {"cluster": "cell_type_author", "sample": "sample_id"}
+
+
+def _upstream_columns(obs: pd.DataFrame, ct_col: str, sample_col: str, name: str) -> None:
+    """Add ``cell_type_author`` / ``sample_id`` copies of the cluster and sample columns to
+    the output's ``obs`` (a copy), warning when they replace a different column of that name."""
+    for kind, column, source in (
+        ("cluster", UPSTREAM_COLUMNS["cluster"], ct_col),
+        ("sample", UPSTREAM_COLUMNS["sample"], sample_col),
+    ):
+        if column == source:
+            continue
+        if column in obs.columns and column not in (ct_col, sample_col):
+            logger.warning(
+                "%s: the output's obs[%r] holds the %s labels (a copy of obs[%r], as upstream "
+                "pairOT writes them); the input's own %r column is replaced there (the input "
+                "is unchanged).",
+                study(name),
+                column,
+                kind,
+                source,
+                column,
+            )
+        elif column in obs.columns:
+            # the other label column has this name (e.g. clusters in "sample_id"): keep it
+            logger.warning(
+                "%s: obs[%r] is the %s column, so the upstream copy of the %s labels is not "
+                "written there.",
+                study(name),
+                column,
+                "cluster" if column == ct_col else "sample",
+                kind,
+            )
+            continue
+        obs[column] = obs[source]
 
 
 def _materialized(value):

@@ -91,12 +91,12 @@ def test_report_escapes_user_strings():
     )
     genes = pd.DataFrame(
         {
-            "gene": ["G<1>&", "HLA-A"],
             "rank_query": [1, 2],
-            "rank_reference": [3.0, np.nan],
             "logFC_query": [2.5, 1.5],
-            "logFC_reference": [2.0, np.nan],
-        }
+            "rank_ref": [3.0, np.nan],
+            "logFC_ref": [2.0, np.nan],
+        },
+        index=pd.Index(["G<1>&", "HLA-A"], name="gene"),
     )
     html_text = render_report(
         mapping=mapping,

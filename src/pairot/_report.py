@@ -198,22 +198,22 @@ def _rank(value: Any) -> str:
 def _gene_table(genes: pd.DataFrame) -> str:
     rows = [
         [
-            _td(row["gene"]),
+            _td(gene),
             _rank(row.get("rank_query")),
-            _rank(row.get("rank_reference")),
+            _rank(row.get("rank_ref")),
             _td(row.get("logFC_query"), numeric=True, digits=2),
-            _td(row.get("logFC_reference"), numeric=True, digits=2),
+            _td(row.get("logFC_ref"), numeric=True, digits=2),
         ]
-        for _, row in genes.iterrows()
+        for gene, row in genes.iterrows()
     ]
     header = ["gene", "rank in query", "rank in reference", "logFC query", "logFC reference"]
     return _table(header, rows, css="genes")
 
 
 def _shared_genes(genes: pd.DataFrame, n: int = 5) -> str:
-    if "rank_reference" not in genes.columns:
+    if "rank_ref" not in genes.columns:
         return ""
-    shared = genes[genes["rank_reference"].notna()]["gene"].astype(str).head(n)
+    shared = genes.index[genes["rank_ref"].notna()].astype(str)[:n]
     return ", ".join(_e(g) for g in shared) if len(shared) else "<i>none of the top markers</i>"
 
 
@@ -353,8 +353,8 @@ def render_report(
         distance``).
     deg_tables
         For each ``(query, reference)`` match, the genes behind it: a slice of
-        ``DatasetMap.DEGs_label_distance[query][reference]`` (columns ``gene, rank_query,
-        rank_reference, logFC_query, logFC_reference``; ranks from 1, shown as given).
+        ``DatasetMap.DEGs_label_distance[query][reference]`` (indexed by gene, columns
+        ``rank_query, logFC_query, rank_ref, logFC_ref``; ranks from 1, shown as given).
     summary
         Data summaries (``query``/``reference`` dicts with ``n_cells``, ``n_cells_fit``,
         ``n_genes``, ``n_clusters``; ``n_shared_genes``, ``n_hvgs``, ``sinkhorn``).

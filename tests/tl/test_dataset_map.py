@@ -196,17 +196,19 @@ def test_degs_ranks_start_at_one(fitted, preprocessed):
     for i, q in enumerate(qc):
         for j, r in enumerate(rc):
             table = degs[q][r]
+            assert list(table.columns[:4]) == ["rank_query", "logFC_query", "rank_ref", "logFC_ref"]
+            assert table.index.name == "gene" and table.index.is_unique
             assert table["rank_query"].dtype == np.int64
-            assert table["rank_reference"].dtype == np.float64
+            assert table["rank_ref"].dtype == np.float64
             if table.empty:
                 D[i, j] = 250
                 continue
             assert table["rank_query"].tolist() == list(range(1, len(table) + 1))
-            present = table["rank_reference"].dropna()
+            present = table["rank_ref"].dropna()
             assert (present >= 1).all() and (present == np.round(present)).all()
-            seen_absent |= bool(table["rank_reference"].isna().any())
-            assert table["logFC_reference"].isna().equals(table["rank_reference"].isna())
-            ranks_ref = table["rank_reference"].fillna(251).to_numpy()
+            seen_absent |= bool(table["rank_ref"].isna().any())
+            assert table["logFC_ref"].isna().equals(table["rank_ref"].isna())
+            ranks_ref = table["rank_ref"].fillna(251).to_numpy()
             terms = np.abs(np.log(table["rank_query"].to_numpy()) - np.log(ranks_ref))
             np.testing.assert_allclose(table["contribution"].to_numpy(), terms, atol=1e-12)
             D[i, j] = terms.mean()
@@ -216,8 +218,8 @@ def test_degs_ranks_start_at_one(fitted, preprocessed):
     np.testing.assert_allclose(fitted.label_distance.to_numpy(), L, atol=1e-12)
     # the top marker of a query cluster in its own namesake's list: present, rank from 1
     table = degs["CD19+ B"]["CD19+ B"]
-    assert table.loc[0, "rank_query"] == 1
-    assert table["rank_reference"].min() >= 1
+    assert table["rank_query"].iloc[0] == 1
+    assert table["rank_ref"].min() >= 1
 
 
 def test_cost_matches_dense(fitted, reference_model):

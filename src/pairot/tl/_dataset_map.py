@@ -75,10 +75,7 @@ class _DegTable(Mapping):
             raise KeyError(msg)
         rows = self._details[self._details["query_cluster"] == query_cluster]
         return {
-            r: rows[rows["reference_cluster"] == r]
-            .drop(columns=["query_cluster", "reference_cluster"])
-            .reset_index(drop=True)
-            for r in self._reference
+            r: _deg_frame(rows[rows["reference_cluster"] == r]) for r in self._reference
         }
 
     def __iter__(self):
@@ -86,6 +83,17 @@ class _DegTable(Mapping):
 
     def __len__(self):
         return len(self._query)
+
+
+#: The columns of ``DEGs_label_distance[q][r]``, upstream's names first (the gene is the index).
+DEG_COLUMNS = ["rank_query", "logFC_query", "rank_ref", "logFC_ref", "contribution"]
+
+
+def _deg_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """One ``DEGs_label_distance[q][r]`` table in upstream's layout: indexed by gene."""
+    table = rows.rename(columns={"rank_reference": "rank_ref", "logFC_reference": "logFC_ref"})
+    table = table.set_index(pd.Index(table["gene"].astype(str).to_numpy(), name="gene"))
+    return table[DEG_COLUMNS]
 
 
 def _pairot_info(adata: AnnData, name: str) -> dict:
@@ -818,14 +826,14 @@ class DatasetMap:
         """``DEGs_label_distance[q][r]``: the genes behind the label distance between query
         cluster q and reference cluster r.
 
-        One DataFrame per (q, r), a row per marker gene of q's list in list order, with
-        columns ``gene``, ``rank_query`` (int64: the gene's rank in q's list, 1 = q's top
-        marker), ``rank_reference`` (float64: its rank in r's full marker list, 1 = r's top
-        marker; NaN when the gene is not a marker of r), ``logFC_query``, ``logFC_reference``
-        (NaN when absent) and ``contribution`` = ``|log(rank_query) - log(rank_reference)|``,
-        with 251 standing in for an absent gene's rank; the rank distance ``D[q, r]`` is the
-        mean of ``contribution`` (see docs/method.md#label-distance and
-        docs/method.md#rank-convention).
+        One DataFrame per (q, r), indexed by gene (index name ``gene``), a row per marker
+        gene of q's list in list order, with upstream pairOT's columns ``rank_query`` (int64:
+        the gene's rank in q's list, 1 = q's top marker), ``logFC_query``, ``rank_ref``
+        (float64: its rank in r's full marker list, 1 = r's top marker; NaN when the gene is
+        not a marker of r) and ``logFC_ref`` (NaN when absent), and pairot's
+        ``contribution`` = ``|log(rank_query) - log(rank_ref)|``, with 251 standing in for
+        an absent gene's rank; the rank distance ``D[q, r]`` is the mean of ``contribution``
+        (see docs/method.md#label-distance and docs/method.md#rank-convention).
         """
         self._require("geom")
         return _DegTable(self._label_details, self.query_clusters, self.reference_clusters)

@@ -527,8 +527,8 @@ def test_user_marginals_are_normalized(processed):
     dm = pr.tl.DatasetMap(*processed)
     dm.init_geom()
     dm.init_problem(a=np.full(120, 3.0), b=np.arange(120) + 1.0)
-    np.testing.assert_allclose(dm._problem["a"].sum(), 1.0)
-    np.testing.assert_allclose(dm._problem["b"].sum(), 1.0)
+    np.testing.assert_allclose(dm.ot_prob.a.sum(), 1.0)
+    np.testing.assert_allclose(dm.ot_prob.b.sum(), 1.0)
 
 
 def test_steps_out_of_order(processed):

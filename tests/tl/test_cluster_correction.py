@@ -389,7 +389,7 @@ def test_dataset_map_demo_converges_in_a_few_iterations(caplog):
     dm = pr.tl.DatasetMap(q, r)
     dm.init_geom()
     dm.init_problem()
-    geom, a, b = dm.geom, dm._problem["a"], dm._problem["b"]
+    geom, a, b = dm.geom, dm.ot_prob.a, dm.ot_prob.b
     cost = geom.cost()
     exact = ot.smooth.smooth_ot_dual(a, b, cost, geom.epsilon, reg_type="kl", stopThr=1e-15)
     mean, dist = dense_outputs(exact, cost, geom.query_codes, geom.ref_codes, b)

@@ -317,7 +317,7 @@ def test_unbalanced_plan_matches_pot(preprocessed):
         )
         / eps
     )
-    a, b = dm._problem["a"], dm._problem["b"]
+    a, b = dm.ot_prob.a, dm.ot_prob.b
     expected = ot.unbalanced.sinkhorn_unbalanced(
         a,
         b,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from ..pp._validate import argument_text, get_labels, part, study
 from . import _aggregate
 from ._features import cosine_features, spearman_features
 from ._label_distance import label_distance, marker_lists
+from ._ott_arguments import translate
 
 AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
 
@@ -27,6 +29,42 @@ class StageError(ValueError, RuntimeError):
 
 
 MARGINALS = ("balanced", "uniform")
+
+
+@dataclass(frozen=True, repr=False)
+class OTProblem:
+    """The transport problem set by :meth:`DatasetMap.init_problem` (``dataset_map.ot_prob``).
+
+    Attributes
+    ----------
+    a, b
+        Query and reference marginals (cell weights), each summing to 1.
+    tau_a, tau_b
+        How strictly each marginal is enforced: 1 enforces it, smaller values relax it
+        (OTT-JAX's convention ``tau = rho / (rho + epsilon)``).
+    marginals_distribution
+        ``"balanced"``, ``"uniform"``, or ``"given"`` when ``a`` and ``b`` were passed.
+    epsilon
+        The entropic regularization of the geometry.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    tau_a: float
+    tau_b: float
+    marginals_distribution: str
+    epsilon: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.a.size, self.b.size)
+
+    def __repr__(self) -> str:
+        n, m = self.shape
+        return (
+            f"OTProblem({n:,} x {m:,} cells, marginals={self.marginals_distribution!r}, "
+            f"tau_a={self.tau_a:g}, tau_b={self.tau_b:g}, epsilon={self.epsilon:g})"
+        )
 
 
 @dataclass
@@ -74,9 +112,7 @@ class _DegTable(Mapping):
             msg = f"{query_cluster!r} is not a query cluster; query clusters: {self._query}."
             raise KeyError(msg)
         rows = self._details[self._details["query_cluster"] == query_cluster]
-        return {
-            r: _deg_frame(rows[rows["reference_cluster"] == r]) for r in self._reference
-        }
+        return {r: _deg_frame(rows[rows["reference_cluster"] == r]) for r in self._reference}
 
     def __iter__(self):
         return iter(self._query)
@@ -213,6 +249,15 @@ def _features(function, matrix, where: str) -> np.ndarray:
         raise type(error)(msg) from error
 
 
+def _own_arguments(method) -> list[str]:
+    """The named parameters of a ``DatasetMap`` method, for messages."""
+    return [
+        name
+        for name, parameter in inspect.signature(method).parameters.items()
+        if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    ]
+
+
 def _balanced(codes: np.ndarray) -> np.ndarray:
     counts = np.bincount(codes)
     present = np.count_nonzero(counts)
@@ -293,6 +338,50 @@ class DatasetMap:
             raise StageError(msg)
         return value
 
+    @staticmethod
+    def preprocess_adatas(
+        adata1: AnnData,
+        adata2: AnnData,
+        cell_type_column_adata1: str = "cell_type_author",
+        cell_type_column_adata2: str = "cell_type_author",
+        sample_column_adata1: str = "sample_id",
+        sample_column_adata2: str = "sample_id",
+        n_top_genes: int = 500,
+        filter_genes: bool = False,
+        n_samples_auroc: int | None = 10_000,
+        n_samples_hvg_selection: int | None = 100_000,
+        **kwargs,
+    ) -> tuple[AnnData, AnnData]:
+        """:func:`pairot.pp.preprocess_adatas`, with upstream pairOT's column defaults
+        ``"cell_type_author"`` and ``"sample_id"`` (upstream also offers it here).
+
+        All arguments, and the keyword-only ones passed through ``kwargs``
+        (``random_state``, ``genes_to_keep``, ``genes_to_drop``, ``chunk_size``), are those
+        of :func:`pairot.pp.preprocess_adatas`.
+        """
+        from ..pp import preprocess_adatas
+
+        return preprocess_adatas(
+            adata1,
+            adata2,
+            cell_type_column_adata1,
+            cell_type_column_adata2,
+            sample_column_adata1,
+            sample_column_adata2,
+            n_top_genes,
+            filter_genes,
+            n_samples_auroc,
+            n_samples_hvg_selection,
+            **kwargs,
+        )
+
+    @property
+    def ot_prob(self) -> OTProblem:
+        """The transport problem set by :meth:`init_problem`: marginals ``a`` and ``b``,
+        ``tau_a``, ``tau_b``, ``marginals_distribution`` and ``epsilon`` (an
+        :class:`OTProblem`); :class:`StageError` before ``init_problem``."""
+        return self._require("problem")
+
     @property
     def query_clusters(self) -> list[str]:
         return list(self.query_labels.categories)
@@ -317,6 +406,7 @@ class DatasetMap:
         gene_filtering: bool = True,
         q_norm: float = 0.33,
         embedding_layer: str | None = None,
+        **kwargs,
     ) -> None:
         """Build the label distance, the cell features and the cost geometry.
 
@@ -341,9 +431,14 @@ class DatasetMap:
         embedding_layer
             Key of ``obsm`` present in both studies to use instead of Spearman features of
             ``X``; ``KeyError`` listing the available keys when missing.
+        **kwargs
+            Upstream pairOT forwarded extra arguments to OTT-JAX's ``PointCloud``; pairot
+            accepts ``relative_epsilon=None/False`` and ``scale_cost=1`` (what it computes)
+            and raises a ``TypeError`` naming any other one (docs/method.md#switching-from-upstream-pairot).
 
         Calling ``init_geom`` again discards the problem and the solution.
         """
+        translate("init_geom", kwargs, _own_arguments(self.init_geom))
         epsilon = _check_positive(epsilon, "epsilon")
         batch_size = _check_positive(batch_size, "batch_size", integer=True)
         lambda_feature = float(lambda_feature)
@@ -464,8 +559,9 @@ class DatasetMap:
         marginals_distribution: str = "balanced",
         a: np.ndarray | None = None,
         b: np.ndarray | None = None,
+        **kwargs,
     ) -> None:
-        """Set the marginals and how strictly they are enforced.
+        """Set the marginals and how strictly they are enforced (``ot_prob``).
 
         See docs/method.md#the-optimal-transport-problem.
 
@@ -480,9 +576,14 @@ class DatasetMap:
             Optional cell weights overriding the distribution: one finite, non-negative
             weight per query (``a``) / reference (``b``) cell with a positive sum; they are
             rescaled to sum to 1.
+        **kwargs
+            Upstream pairOT forwarded extra arguments to OTT-JAX's ``LinearProblem``; they
+            have no meaning here and raise a ``TypeError`` naming them.
 
-        Requires :meth:`init_geom`; discards an earlier solution.
+        Requires :meth:`init_geom`; discards an earlier solution. The problem is then
+        :attr:`ot_prob`.
         """
+        translate("init_problem", kwargs, _own_arguments(self.init_problem))
         geom = self._require("geom")
         tau_a = _check_tau(tau_a, "tau_a")
         tau_b = _check_tau(tau_b, "tau_b")
@@ -493,6 +594,7 @@ class DatasetMap:
             )
             raise ValueError(msg)
         n, m = geom.x.shape[0], geom.y.shape[0]
+        both_given = a is not None and b is not None
         if a is None:
             a = (
                 _balanced(geom.query_codes)
@@ -509,13 +611,14 @@ class DatasetMap:
             )
         else:
             b = _check_marginal(b, m, "b", "reference")
-        self._problem = {
-            "a": a,
-            "b": b,
-            "tau_a": tau_a,
-            "tau_b": tau_b,
-            "marginals_distribution": marginals_distribution,
-        }
+        self._problem = OTProblem(
+            a=a,
+            b=b,
+            tau_a=tau_a,
+            tau_b=tau_b,
+            marginals_distribution="given" if both_given else marginals_distribution,
+            epsilon=geom.epsilon,
+        )
         self.ot_solution = None
         self._aggregates = None
 
@@ -532,8 +635,12 @@ class DatasetMap:
         sparse: bool = True,
         sparse_tolerance: float = 1e-3,
         kernel_dtype=None,
+        **kwargs,
     ):
         """Run Sinkhorn; the result is in ``ot_solution`` (``f, g, errors, converged``, ...).
+
+        Returns ``ot_solution`` too, whose one-line repr sums it up (a notebook cell ending in
+        ``dataset_map.solve()`` shows that line, not the potentials).
 
         Parameters
         ----------
@@ -592,8 +699,26 @@ class DatasetMap:
         kernel_dtype
             Storage of the active blocks' tile kernels: ``None`` (float32) or ``"bfloat16"``
             (half the memory; opt-in, see docs/method.md for its accuracy and speed).
+        **kwargs
+            Upstream pairOT forwarded extra arguments to OTT-JAX's ``Sinkhorn``. pairot maps
+            ``lse_mode=True`` to ``kernel_memory_budget=0`` (log-domain updates only; the same
+            result), accepts ``norm_error=1``, ``min_iterations=0``,
+            ``recenter_potentials``, ``use_danskin`` and ``implicit_diff=None`` (no effect
+            here), and raises a ``TypeError`` naming any other one, with what to do instead
+            (docs/method.md#switching-from-upstream-pairot).
         """
         from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
+
+        mapped = translate("solve", kwargs, _own_arguments(self.solve))
+        if "kernel_memory_budget" in mapped:
+            if kernel_memory_budget not in (None, 0):
+                msg = (
+                    f"solve(lse_mode=True, kernel_memory_budget={kernel_memory_budget}) "
+                    "contradict each other: lse_mode=True means kernel_memory_budget=0 (no "
+                    "precomputed kernel); pass one of the two."
+                )
+                raise ValueError(msg)
+            kernel_memory_budget = mapped["kernel_memory_budget"]
 
         geom = self._require("geom")
         problem = self._require("problem")
@@ -609,11 +734,11 @@ class DatasetMap:
                 geom.x_aug,
                 geom.y_aug,
                 geom.offset,
-                problem["a"],
-                problem["b"],
+                problem.a,
+                problem.b,
                 epsilon=geom.epsilon,
-                tau_a=problem["tau_a"],
-                tau_b=problem["tau_b"],
+                tau_a=problem.tau_a,
+                tau_b=problem.tau_b,
                 batch_size=geom.batch_size,
                 threshold=threshold,
                 max_iterations=max_iterations,
@@ -728,14 +853,14 @@ class DatasetMap:
         out = {}
         for method in methods:
             if method == "mean":
-                values = _aggregate.mapping_mean(agg["tm"], problem["b"], geom.ref_codes, n_ref)
+                values = _aggregate.mapping_mean(agg["tm"], problem.b, geom.ref_codes, n_ref)
             elif method == "jensen_shannon":
                 values = _aggregate.mapping_jensen_shannon(
-                    agg["tm"], problem["b"], geom.ref_codes, n_ref
+                    agg["tm"], problem.b, geom.ref_codes, n_ref
                 )
             else:
                 values = _aggregate.mapping_transported_mass(
-                    agg["mass"], problem["a"], geom.query_codes
+                    agg["mass"], problem.a, geom.query_codes
                 )
             out[method] = self._frame(values)
         return out if aggregation_method is None else out[aggregation_method]
@@ -766,10 +891,12 @@ class DatasetMap:
     def select_similar_clusters(
         mapping: pd.DataFrame,
         distance: pd.DataFrame,
-        threshold_mapping: float = 0.25,
-        threshold_distance: float = 1.0,
+        threshold_mapping: float | None = 0.25,
+        threshold_distance: float | None = 1.0,
         n_top: int | None = None,
-    ) -> pd.DataFrame:
+        *,
+        output: str = "table",
+    ) -> pd.DataFrame | dict[str, list[str]]:
         """Suggested matches: for each query cluster, the reference clusters with mapping >=
         ``threshold_mapping`` and distance <= ``threshold_distance``, best mapping first (at
         most ``n_top`` each).
@@ -780,20 +907,57 @@ class DatasetMap:
         ``threshold_distance`` (see docs/method.md#outputs). A query cluster can have several
         matches (it spreads over several reference clusters) or none.
 
+        Parameters
+        ----------
+        mapping, distance
+            Outputs of :meth:`compute_mapping` (one method) and :meth:`compute_distance`, with
+            the same rows and columns.
+        threshold_mapping, threshold_distance
+            The thresholds; ``None`` applies none (upstream pairOT's meaning): with both
+            ``None`` every pair is listed, ranked by mapping.
+        n_top
+            At most this many matches per query cluster; ``None`` for all.
+        output
+            ``"table"`` (default): the long table below. ``"dict"``: upstream pairOT's form,
+            ``{query cluster: [reference clusters, best first]}`` with every query cluster as
+            a key, in the mapping's row order (an empty list when nothing passes).
+
         Returns
         -------
         A long table with columns ``query, reference, mapping, distance, rank``; ``rank`` counts
         the matches of each query cluster from 1 (1 = its best match; see
-        docs/method.md#rank-convention).
+        docs/method.md#rank-convention). Or the dict described under ``output``.
         """
+        if output not in ("table", "dict"):
+            msg = f"output must be 'table' or 'dict', got {output!r}."
+            raise ValueError(msg)
         if not isinstance(mapping, pd.DataFrame) or not isinstance(distance, pd.DataFrame):
-            msg = "mapping and distance must be the DataFrames of compute_mapping/compute_distance."
+            msg = (
+                "mapping and distance must be the DataFrames of compute_mapping/compute_distance, "
+                f"got {type(mapping).__name__} and {type(distance).__name__}; for "
+                "compute_mapping(aggregation_method=None) pass one entry, e.g. mapping['mean']."
+            )
             raise TypeError(msg)
         if list(mapping.index) != list(distance.index) or list(mapping.columns) != list(
             distance.columns
         ):
             msg = "mapping and distance must have the same query rows and reference columns."
             raise ValueError(msg)
+        thresholds = {}
+        for argument, value in (
+            ("threshold_mapping", threshold_mapping),
+            ("threshold_distance", threshold_distance),
+        ):
+            if value is None:
+                thresholds[argument] = None
+                continue
+            if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+                msg = f"{argument} must be a number or None (no threshold), got {value!r}."
+                raise TypeError(msg)
+            if not np.isfinite(value):
+                msg = f"{argument} must be finite or None (no threshold), got {value}."
+                raise ValueError(msg)
+            thresholds[argument] = float(value)
         if n_top is not None:
             n_top = _check_positive(n_top, "n_top", integer=True)
         long = pd.DataFrame(
@@ -805,14 +969,24 @@ class DatasetMap:
             }
         )
         long["query_order"] = np.repeat(np.arange(mapping.shape[0]), mapping.shape[1])
-        keep = (long["mapping"] >= threshold_mapping) & (long["distance"] <= threshold_distance)
+        keep = np.ones(len(long), dtype=bool)
+        if thresholds["threshold_mapping"] is not None:
+            keep &= long["mapping"].to_numpy() >= thresholds["threshold_mapping"]
+        if thresholds["threshold_distance"] is not None:
+            keep &= long["distance"].to_numpy() <= thresholds["threshold_distance"]
         long = long[keep].sort_values(
             ["query_order", "mapping"], ascending=[True, False], kind="stable"
         )
         long["rank"] = long.groupby("query_order").cumcount() + 1
         if n_top is not None:
             long = long[long["rank"] <= n_top]
-        return long.drop(columns="query_order").reset_index(drop=True)
+        long = long.drop(columns="query_order").reset_index(drop=True)
+        if output == "dict":
+            chosen = {query: [] for query in mapping.index}
+            for query, reference in zip(long["query"], long["reference"], strict=True):
+                chosen[query].append(reference)
+            return chosen
+        return long
 
     # -------------------------------------------------------------- properties
     @property

@@ -97,6 +97,17 @@ class SinkhornOutput:
     n_blocks: int | None = None
     blocks: ActiveBlocks | None = field(default=None, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        """One line: what a notebook shows for ``dataset_map.solve()``, never the arrays."""
+        error = float(self.errors[-1]) if len(self.errors) else float("nan")
+        state = "converged" if self.converged else "NOT converged"
+        passes = f"sparse, {self.active_share:.1%} of pairs active" if self.sparse else "dense"
+        return (
+            f"SinkhornOutput({state} in {self.n_iterations} iterations, marginal error "
+            f"{error:.2e}, {np.size(self.f):,} x {np.size(self.g):,} cells, {self.mode} mode, "
+            f"{passes})"
+        )
+
 
 def sinkhorn(
     x_aug,

@@ -434,7 +434,8 @@ class DatasetMap:
         **kwargs
             Upstream pairOT forwarded extra arguments to OTT-JAX's ``PointCloud``; pairot
             accepts ``relative_epsilon=None/False`` and ``scale_cost=1`` (what it computes)
-            and raises a ``TypeError`` naming any other one (docs/method.md#switching-from-upstream-pairot).
+            and raises a ``TypeError`` naming any other one
+            (docs/method.md#switching-from-upstream-pairot).
 
         Calling ``init_geom`` again discards the problem and the solution.
         """

@@ -163,8 +163,8 @@ def sankey(
     mapping: pd.DataFrame,
     distance: pd.DataFrame,
     filter_threshold: float = 0.25,
-    width: float | None = None,
-    height: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
     backend: str = "plotly",
 ):
     """Sankey diagram from query clusters (left) to reference clusters (right).
@@ -190,8 +190,10 @@ def sankey(
     filter_threshold
         Minimal mapping score for a link (default 0.25).
     width, height
-        Figure size: pixels for plotly, inches for matplotlib; ``None`` grows with the number of
-        clusters and the length of their names.
+        Figure size in pixels, for both backends (as in upstream pairOT; matplotlib draws at
+        100 dpi, so ``width=800`` is 8 inches); 100 to 20,000 px, a smaller value such as
+        ``width=8`` raises ``ValueError``. ``None`` (default) grows with the number of clusters
+        and the length of their names.
     backend
         ``"plotly"`` (``go.Sankey``, default) or ``"matplotlib"`` (bars and filled bezier
         bands).
@@ -205,7 +207,14 @@ def sankey(
     TypeError
         If ``mapping`` or ``distance`` is not a DataFrame of numbers.
     ValueError
-        If they hold different clusters, or on an unknown ``backend``.
+        If they hold different clusters, on an unknown ``backend``, or on a ``width`` /
+        ``height`` outside 100 to 20,000 pixels.
+
+    Examples
+    --------
+    >>> ax = pr.pl.sankey(
+    ...     mapping, distance, width=800, height=600, backend="matplotlib"
+    ... )  # doctest: +SKIP
     """
     m, d = _check_inputs(mapping, distance, filter_threshold, backend)
     width = u.check_size(width, "width")
@@ -312,7 +321,9 @@ def _sankey_matplotlib(layout: _Layout, threshold: float, width, height) -> Axes
     from matplotlib.patches import PathPatch, Rectangle
 
     if layout.links.empty:
-        fig = plt.figure(figsize=(width or 6.0, height or 3.0))
+        fig_w = 6.0 if width is None else width / u.MPL_DPI
+        fig_h = 3.0 if height is None else height / u.MPL_DPI
+        fig = plt.figure(figsize=(fig_w, fig_h), dpi=u.MPL_DPI)
         ax = fig.add_axes((0.05, 0.05, 0.9, 0.75))
         ax.set_axis_off()
         ax.text(0.5, 0.5, _empty_note(threshold), ha="center", va="center", fontsize=11)
@@ -324,7 +335,8 @@ def _sankey_matplotlib(layout: _Layout, threshold: float, width, height) -> Axes
     bar = 0.14
     flow_h = max(2.5, n_nodes * u.MPL_CELL)
     flow_w = max(4.0, 0.45 * flow_h)
-    fig = plt.figure(figsize=(width or 10.0, height or flow_h + 2.0))
+    # the size set here is provisional: _fit_sankey sets the final one
+    fig = plt.figure(figsize=(10.0, flow_h + 2.0), dpi=u.MPL_DPI)
     ax = fig.add_axes((0.3, 0.3, 0.4, 0.4))
     cax = fig.add_axes((0.3, 0.1, 0.4, 0.03))
 
@@ -380,6 +392,11 @@ def _sankey_matplotlib(layout: _Layout, threshold: float, width, height) -> Axes
 
 
 def _fit_sankey(fig, ax, cax, note, flow_w, flow_h, width, height):
+    """Size the figure and place the Axes, colour bar and caption so that every label fits.
+
+    ``flow_w`` / ``flow_h`` are the diagram's natural size in inches; ``width`` / ``height``
+    are pixels (``None``: automatic), converted to inches with the figure's dpi.
+    """
     renderer = u.get_renderer(fig)
     dpi = fig.dpi
     box = ax.get_window_extent(renderer)
@@ -396,12 +413,19 @@ def _fit_sankey(fig, ax, cax, note, flow_w, flow_h, width, height):
     below_bar = max(cbox.y0 - ctight.y0, 0) / dpi
     bottom = 0.25 + bar_h + below_bar + 0.1 + note_h + pad
 
-    fig_w = width if width is not None else max(left + flow_w + right, note_w + 2 * pad)
-    fig_w = max(fig_w, u.MPL_MIN_WIDTH) if width is None else fig_w
-    ax_w = max(fig_w - left - right, 0.1 * fig_w) if width is not None else flow_w
-    left += (fig_w - left - ax_w - right) / 2 if width is None else 0.0
-    fig_h = height if height is not None else top + flow_h + bottom
-    ax_h = max(fig_h - top - bottom, 0.1 * fig_h) if height is not None else flow_h
+    if width is None:
+        fig_w = max(left + flow_w + right, note_w + 2 * pad, u.MPL_MIN_WIDTH)
+        ax_w = flow_w
+        left += (fig_w - left - ax_w - right) / 2
+    else:
+        fig_w = width / dpi
+        ax_w = max(fig_w - left - right, 0.1 * fig_w)
+    if height is None:
+        fig_h = top + flow_h + bottom
+        ax_h = flow_h
+    else:
+        fig_h = height / dpi
+        ax_h = max(fig_h - top - bottom, 0.1 * fig_h)
 
     fig.set_size_inches(fig_w, fig_h)
     ax.set_position((left / fig_w, bottom / fig_h, ax_w / fig_w, ax_h / fig_h))

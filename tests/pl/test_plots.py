@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 
 import matplotlib
@@ -477,6 +478,59 @@ def test_sankey_aligns_a_reordered_distance(mapping_df, distance_df):
     assert a.data[0].link.color == b.data[0].link.color
 
 
+UPSTREAM_SIGNATURES = {
+    "mapping": [
+        "data",
+        "width",
+        "height",
+        "zmin",
+        "zmax",
+        "colormap",
+        "sort_by_score",
+        "backend",
+    ],
+    "distance": ["data", "width", "height", "backend"],
+    "sankey": ["cluster_mapping", "cluster_distance", "filter_threshold", "width", "height"],
+}
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_SIGNATURES))
+def test_parameters_follow_upstream(name):
+    """Upstream's parameters, in upstream's order (positional calls keep their meaning);
+    pairot adds ``backend`` to ``sankey``."""
+    names = list(inspect.signature(getattr(pl, name)).parameters)
+    assert names[: len(UPSTREAM_SIGNATURES[name])] == UPSTREAM_SIGNATURES[name]
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_sankey_accepts_upstream_keywords(mapping_df, distance_df, backend):
+    by_name = pl.sankey(
+        cluster_mapping=mapping_df,
+        cluster_distance=distance_df,
+        filter_threshold=0.1,
+        width=800,
+        height=600,
+        backend=backend,
+    )
+    by_position = pl.sankey(mapping_df, distance_df, 0.1, 800, 600, backend=backend)
+    if backend == "plotly":
+        assert by_name.to_json() == by_position.to_json()
+    else:
+        labels = sorted(p.get_label() for p in by_name.patches if isinstance(p, PathPatch))
+        expected = _expected_links(mapping_df, distance_df, 0.1)
+        assert labels == sorted(f"{q} -> {r}" for q, r in expected)
+        np.testing.assert_allclose(by_name.figure.get_size_inches() * 100, (800, 600))
+
+
+def test_tutorial_calls_of_the_heatmaps(mapping_df, distance_df):
+    ax = pl.mapping(mapping_df, sort_by_score=False, backend="matplotlib")
+    assert [t.get_text() for t in ax.get_yticklabels()] == QUERY
+    ax = pl.distance(distance_df, backend="matplotlib")
+    assert ax.images[0].norm.vmax == 2.0
+    ax = pl.mapping(data=mapping_df, width=800, height=600, backend="matplotlib")
+    np.testing.assert_allclose(ax.figure.get_size_inches() * ax.figure.dpi, (800, 600))
+
+
 @pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
 def test_sankey_without_links_shows_a_note(mapping_df, distance_df, backend):
     out = pl.sankey(mapping_df, distance_df, filter_threshold=0.95, backend=backend)
@@ -535,9 +589,9 @@ def test_errors_mapping_options(mapping_df):
 
 
 def test_errors_sankey(mapping_df, distance_df):
-    with pytest.raises(TypeError, match="distance must be a pandas DataFrame"):
+    with pytest.raises(TypeError, match="cluster_distance must be a pandas DataFrame"):
         pl.sankey(mapping_df, distance_df.to_numpy())
-    with pytest.raises(TypeError, match="mapping must be a pandas DataFrame"):
+    with pytest.raises(TypeError, match="cluster_mapping must be a pandas DataFrame"):
         pl.sankey([[1.0]], distance_df)
     with pytest.raises(ValueError, match="same clusters.*columns"):
         pl.sankey(mapping_df, distance_df.rename(columns={"B": "B2"}))

@@ -107,8 +107,8 @@ def _layout(mapping_values, distance_values, rows, cols, threshold) -> _Layout:
 
 
 def _check_inputs(mapping, distance, filter_threshold, backend):
-    m = u.check_frame(mapping, "mapping")
-    d = u.check_frame(distance, "distance")
+    m = u.check_frame(mapping, "cluster_mapping")
+    d = u.check_frame(distance, "cluster_distance")
     u.check_backend(backend)
     if (
         isinstance(filter_threshold, bool)
@@ -117,7 +117,7 @@ def _check_inputs(mapping, distance, filter_threshold, backend):
     ):
         msg = f"filter_threshold must be a finite number; got {filter_threshold!r}."
         raise ValueError(msg)
-    for frame, name in ((mapping, "mapping"), (distance, "distance")):
+    for frame, name in ((mapping, "cluster_mapping"), (distance, "cluster_distance")):
         for axis, labels in (("index", frame.index), ("columns", frame.columns)):
             if labels.has_duplicates:
                 dup = labels[labels.duplicated()].unique().tolist()[:5]
@@ -129,9 +129,9 @@ def _check_inputs(mapping, distance, filter_threshold, backend):
             only_m = [x for x in a if x not in set(b)][:5]
             only_d = [x for x in b if x not in set(a)][:5]
             msg = (
-                f"mapping and distance must have the same clusters; their {axis} differ "
-                f"(only in mapping: {only_m}, only in distance: {only_d}). Pass the two "
-                f"tables of the same DatasetMap."
+                f"cluster_mapping and cluster_distance must have the same clusters; their "
+                f"{axis} differ (only in cluster_mapping: {only_m}, only in cluster_distance: "
+                f"{only_d}). Pass the two tables of the same DatasetMap."
             )
             raise ValueError(msg)
     # align distance to mapping's order (same names, possibly reordered)
@@ -160,8 +160,8 @@ def _empty_note(threshold: float) -> str:
 
 
 def sankey(
-    mapping: pd.DataFrame,
-    distance: pd.DataFrame,
+    cluster_mapping: pd.DataFrame,
+    cluster_distance: pd.DataFrame,
     filter_threshold: float = 0.25,
     width: int | None = None,
     height: int | None = None,
@@ -178,15 +178,15 @@ def sankey(
 
     Parameters
     ----------
-    mapping
+    cluster_mapping
         Mapping scores from ``DatasetMap.compute_mapping()`` (query x reference). Not modified.
         With the default ``"mean"`` mapping a link's width is the share of the reference
         cluster's incoming mass that comes from the query cluster (the links into a
         reference cluster sum to at most 1); with ``"transported_mass"`` it is the share of
         the query cluster's mass sent to the reference cluster (see docs/method.md#outputs).
-    distance
+    cluster_distance
         Distances from ``DatasetMap.compute_distance()``, with the same clusters as
-        ``mapping`` (order may differ). Not modified.
+        ``cluster_mapping`` (order may differ). Not modified.
     filter_threshold
         Minimal mapping score for a link (default 0.25).
     width, height
@@ -205,22 +205,29 @@ def sankey(
     Raises
     ------
     TypeError
-        If ``mapping`` or ``distance`` is not a DataFrame of numbers.
+        If ``cluster_mapping`` or ``cluster_distance`` is not a DataFrame of numbers.
     ValueError
         If they hold different clusters, on an unknown ``backend``, or on a ``width`` /
         ``height`` outside 100 to 20,000 pixels.
 
     Examples
     --------
+    >>> pr.pl.sankey(
+    ...     cluster_mapping=mapping, cluster_distance=distance, filter_threshold=0.1
+    ... )  # doctest: +SKIP
     >>> ax = pr.pl.sankey(
     ...     mapping, distance, width=800, height=600, backend="matplotlib"
     ... )  # doctest: +SKIP
     """
-    m, d = _check_inputs(mapping, distance, filter_threshold, backend)
+    m, d = _check_inputs(cluster_mapping, cluster_distance, filter_threshold, backend)
     width = u.check_size(width, "width")
     height = u.check_size(height, "height")
     layout = _layout(
-        m, d, u.labels_of(mapping.index), u.labels_of(mapping.columns), float(filter_threshold)
+        m,
+        d,
+        u.labels_of(cluster_mapping.index),
+        u.labels_of(cluster_mapping.columns),
+        float(filter_threshold),
     )
     if backend == "matplotlib":
         texts = [*layout.rows, *layout.cols, _title_note(layout, float(filter_threshold))]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot is imported anywhere in this module
 
+import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -276,13 +280,89 @@ def test_sankey_size_grows_with_clusters(backend):
     assert large[1] > small[1] * 2
 
 
-def test_explicit_size_is_used(mapping_df):
-    fig = pl.mapping(mapping_df, width=900, height=700)
-    assert (fig.layout.width, fig.layout.height) == (900, 700)
-    ax = pl.distance(mapping_df, width=5, height=4, backend="matplotlib")
-    assert tuple(ax.figure.get_size_inches()) == (5.0, 4.0)
-    ax = pl.sankey(mapping_df, mapping_df, width=7, height=5, backend="matplotlib")
-    assert tuple(ax.figure.get_size_inches()) == (7.0, 5.0)
+PLOTS = {
+    "mapping": lambda m, d, **kw: pl.mapping(m, **kw),
+    "distance": lambda m, d, **kw: pl.distance(d, **kw),
+    "label_distance": lambda m, d, **kw: pl.label_distance(d / 2, **kw),
+    "sankey": lambda m, d, **kw: pl.sankey(m, d, **kw),
+    "sankey_empty": lambda m, d, **kw: pl.sankey(m, d, filter_threshold=0.99, **kw),
+}
+
+
+def _png_pixels(fig) -> tuple[int, int]:
+    """Width and height of the PNG that ``savefig`` writes with its default settings."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    buffer.seek(0)
+    height, width = matplotlib.image.imread(buffer).shape[:2]
+    return width, height
+
+
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_explicit_size_is_pixels_for_matplotlib(name, mapping_df, distance_df):
+    ax = PLOTS[name](mapping_df, distance_df, width=800, height=600, backend="matplotlib")
+    fig = ax.figure
+    assert fig.dpi == 100
+    np.testing.assert_allclose(fig.get_size_inches() * fig.dpi, (800, 600))
+    fig.canvas.draw()
+    assert fig.canvas.get_width_height() == (800, 600)
+    assert _png_pixels(fig) == (800, 600)
+
+
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_explicit_size_is_pixels_for_plotly(name, mapping_df, distance_df):
+    fig = PLOTS[name](mapping_df, distance_df, width=800, height=600, backend="plotly")
+    assert (fig.layout.width, fig.layout.height) == (800, 600)
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_sizes_at_the_limits_and_rounding(name, backend, mapping_df, distance_df):
+    for width, height in ((100, 100), (20_000, 150), (777.4, 333.6)):
+        out = PLOTS[name](mapping_df, distance_df, width=width, height=height, backend=backend)
+        got = _size(out)
+        if backend == "matplotlib":
+            got = tuple(np.asarray(got) * out.figure.dpi)
+            plt.close(out.figure)
+        np.testing.assert_allclose(got, (round(width), round(height)))
+
+
+def test_matplotlib_pixels_do_not_depend_on_the_global_dpi(mapping_df):
+    with matplotlib.rc_context({"figure.dpi": 72}):
+        ax = pl.mapping(mapping_df, width=800, height=600, backend="matplotlib")
+    assert _png_pixels(ax.figure) == (800, 600)
+
+
+def test_automatic_size_is_unchanged_by_the_pixel_units(mapping_df):
+    """``None`` keeps the automatic sizing (0.5 inch, 50 px at 100 dpi, per cluster)."""
+    small = pl.distance(_random_frame(8, 8), backend="matplotlib").figure
+    large = pl.distance(_random_frame(8, 18), backend="matplotlib").figure
+    widths = [f.get_size_inches()[0] * f.dpi for f in (small, large)]
+    assert widths[1] - widths[0] == pytest.approx(10 * 50, rel=0.02)
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_inches_looking_sizes_are_refused(name, backend, mapping_df, distance_df):
+    plot = PLOTS[name]
+    with pytest.raises(ValueError, match=r"width=8 is in pixels.*Did you mean width=800\?"):
+        plot(mapping_df, distance_df, width=8, height=600, backend=backend)
+    with pytest.raises(ValueError, match=r"height=4\.5 is in pixels.*Did you mean height=450\?"):
+        plot(mapping_df, distance_df, width=800, height=4.5, backend=backend)
+    with pytest.raises(ValueError, match=r"width=-3 is in pixels.*between 100 and 20000 px"):
+        plot(mapping_df, distance_df, width=-3, backend=backend)
+    with pytest.raises(ValueError, match=r"height=50000 pixels is too large"):
+        plot(mapping_df, distance_df, height=50_000, backend=backend)
+    with pytest.raises(ValueError, match=r"width must be a finite number of pixels.*nan"):
+        plot(mapping_df, distance_df, width=float("nan"), backend=backend)
+    with pytest.raises(TypeError, match=r"height must be a number of pixels or None.*'600'"):
+        plot(mapping_df, distance_df, height="600", backend=backend)
+
+
+def test_no_hint_for_a_tiny_size(mapping_df):
+    with pytest.raises(ValueError, match="width=0.5 is in pixels") as info:
+        pl.mapping(mapping_df, width=0.5)
+    assert "Did you mean" not in str(info.value)  # 50 px would be refused too
 
 
 def test_long_labels_fit_and_do_not_overlap():
@@ -398,6 +478,59 @@ def test_sankey_aligns_a_reordered_distance(mapping_df, distance_df):
     assert a.data[0].link.color == b.data[0].link.color
 
 
+UPSTREAM_SIGNATURES = {
+    "mapping": [
+        "data",
+        "width",
+        "height",
+        "zmin",
+        "zmax",
+        "colormap",
+        "sort_by_score",
+        "backend",
+    ],
+    "distance": ["data", "width", "height", "backend"],
+    "sankey": ["cluster_mapping", "cluster_distance", "filter_threshold", "width", "height"],
+}
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_SIGNATURES))
+def test_parameters_follow_upstream(name):
+    """Upstream's parameters, in upstream's order (positional calls keep their meaning);
+    pairot adds ``backend`` to ``sankey``."""
+    names = list(inspect.signature(getattr(pl, name)).parameters)
+    assert names[: len(UPSTREAM_SIGNATURES[name])] == UPSTREAM_SIGNATURES[name]
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_sankey_accepts_upstream_keywords(mapping_df, distance_df, backend):
+    by_name = pl.sankey(
+        cluster_mapping=mapping_df,
+        cluster_distance=distance_df,
+        filter_threshold=0.1,
+        width=800,
+        height=600,
+        backend=backend,
+    )
+    by_position = pl.sankey(mapping_df, distance_df, 0.1, 800, 600, backend=backend)
+    if backend == "plotly":
+        assert by_name.to_json() == by_position.to_json()
+    else:
+        labels = sorted(p.get_label() for p in by_name.patches if isinstance(p, PathPatch))
+        expected = _expected_links(mapping_df, distance_df, 0.1)
+        assert labels == sorted(f"{q} -> {r}" for q, r in expected)
+        np.testing.assert_allclose(by_name.figure.get_size_inches() * 100, (800, 600))
+
+
+def test_tutorial_calls_of_the_heatmaps(mapping_df, distance_df):
+    ax = pl.mapping(mapping_df, sort_by_score=False, backend="matplotlib")
+    assert [t.get_text() for t in ax.get_yticklabels()] == QUERY
+    ax = pl.distance(distance_df, backend="matplotlib")
+    assert ax.images[0].norm.vmax == 2.0
+    ax = pl.mapping(data=mapping_df, width=800, height=600, backend="matplotlib")
+    np.testing.assert_allclose(ax.figure.get_size_inches() * ax.figure.dpi, (800, 600))
+
+
 @pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
 def test_sankey_without_links_shows_a_note(mapping_df, distance_df, backend):
     out = pl.sankey(mapping_df, distance_df, filter_threshold=0.95, backend=backend)
@@ -451,14 +584,14 @@ def test_errors_mapping_options(mapping_df):
         pl.mapping(mapping_df, zmin=0.5, zmax=0.5)
     with pytest.raises(ValueError, match="colormap"):
         pl.mapping(mapping_df, colormap="no-such-map")
-    with pytest.raises(ValueError, match="width"):
+    with pytest.raises(ValueError, match="width=-3 is in pixels"):
         pl.mapping(mapping_df, width=-3)
 
 
 def test_errors_sankey(mapping_df, distance_df):
-    with pytest.raises(TypeError, match="distance must be a pandas DataFrame"):
+    with pytest.raises(TypeError, match="cluster_distance must be a pandas DataFrame"):
         pl.sankey(mapping_df, distance_df.to_numpy())
-    with pytest.raises(TypeError, match="mapping must be a pandas DataFrame"):
+    with pytest.raises(TypeError, match="cluster_mapping must be a pandas DataFrame"):
         pl.sankey([[1.0]], distance_df)
     with pytest.raises(ValueError, match="same clusters.*columns"):
         pl.sankey(mapping_df, distance_df.rename(columns={"B": "B2"}))

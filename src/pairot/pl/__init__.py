@@ -9,9 +9,15 @@
 ``backend="plotly"`` (default) returns a ``plotly.graph_objects.Figure``;
 ``backend="matplotlib"`` returns the ``matplotlib.axes.Axes`` holding the plot; its figure is
 made through ``matplotlib.pyplot`` (so ``plt.show()`` shows it): close it with
-``plt.close(ax.figure)`` when making many. ``width`` / ``height`` are pixels for plotly and
-inches for matplotlib; by default the figures grow with the number of clusters and reserve
-room for long cluster names. Input DataFrames are never modified.
+``plt.close(ax.figure)`` when making many. Input DataFrames are never modified.
+
+``width`` / ``height`` are pixels for both backends, as in upstream pairOT: matplotlib figures
+are made at a fixed 100 dpi (not ``rcParams["figure.dpi"]``), so ``width=800, height=600``
+gives an 8 x 6 inch figure of 800 x 600 pixels (``fig.get_size_inches() * fig.dpi``);
+``savefig(dpi=...)`` can write it at another resolution. Sizes from 100 to 20,000 px are
+accepted; a smaller one such as ``width=8`` raises ``ValueError`` (it is most likely meant in
+inches). By default (``None``) the figures grow with the number of clusters and reserve room
+for long cluster names.
 """
 
 from ._heatmap import distance, label_distance, mapping, order_by_score

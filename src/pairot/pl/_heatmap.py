@@ -92,8 +92,8 @@ def _heatmap(
     vmin: float,
     vmax: float,
     colorbar_title: str,
-    width: float | None,
-    height: float | None,
+    width: int | None,
+    height: int | None,
     backend: str,
     sort_by_score: bool = False,
 ):
@@ -143,7 +143,8 @@ def _heatmap_matplotlib(
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = values.shape
-    fig = plt.figure(figsize=(width or 8.0, height or 6.0))
+    # the size set here is provisional: _fit_heatmap sets the final one
+    fig = plt.figure(figsize=(8.0, 6.0), dpi=u.MPL_DPI)
     ax = fig.add_axes((0.3, 0.3, 0.4, 0.4))
     cax = fig.add_axes((0.8, 0.3, 0.03, 0.4))
     image = ax.imshow(
@@ -196,10 +197,12 @@ def _heatmap_matplotlib(
 
 
 def _fit_heatmap(fig, ax, cax, n_rows, n_cols, width, height) -> tuple[float, float]:
-    """Size the figure (unless given) and place the Axes so that every label fits.
+    """Size the figure and place the Axes so that every label fits.
 
-    Text extents are measured once (they do not depend on the figure size); each cell gets
-    ``MPL_CELL`` inches when the size is not given. Returns the cell width and height in inches.
+    ``width`` / ``height`` are pixels (``None``: automatic), converted to inches with the
+    figure's dpi. Text extents are measured once (they do not depend on the figure size); each
+    cell gets ``MPL_CELL`` inches when the size is not given. Returns the cell width and
+    height in inches.
     """
     renderer = u.get_renderer(fig)
     dpi = fig.dpi
@@ -229,7 +232,7 @@ def _fit_heatmap(fig, ax, cax, n_rows, n_cols, width, height) -> tuple[float, fl
             left += extra / 2
             fig_w = u.MPL_MIN_WIDTH
     else:
-        fig_w = width
+        fig_w = width / dpi
         ax_w = max(fig_w - left - right, 0.1 * fig_w)
     if height is None:
         ax_h = n_rows * u.MPL_CELL
@@ -239,7 +242,7 @@ def _fit_heatmap(fig, ax, cax, n_rows, n_cols, width, height) -> tuple[float, fl
             bottom += extra / 2
             fig_h = u.MPL_MIN_HEIGHT
     else:
-        fig_h = height
+        fig_h = height / dpi
         ax_h = max(fig_h - bottom - top, 0.1 * fig_h)
 
     fig.set_size_inches(fig_w, fig_h)
@@ -378,8 +381,8 @@ def _check_range(zmin, zmax, values: np.ndarray) -> tuple[float, float]:
 
 def mapping(
     data: pd.DataFrame,
-    width: float | None = None,
-    height: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
     zmin: float | None = None,
     zmax: float | None = None,
     colormap: str | Colormap = "Greens",
@@ -402,9 +405,12 @@ def mapping(
         means the query cluster's cells are transported almost entirely onto that reference
         cluster (see docs/method.md#outputs).
     width, height
-        Figure size: pixels for ``backend="plotly"``, inches for ``backend="matplotlib"``.
-        ``None`` (default) grows the figure with the number of clusters (about 40 px or 0.5
-        inch per cluster) plus room for the labels.
+        Figure size in pixels, for both backends (as in upstream pairOT): a matplotlib figure
+        is drawn at 100 dpi, so ``width=800, height=600`` gives an 8 x 6 inch figure of
+        800 x 600 pixels. Accepted: 100 to 20,000 px, rounded to whole pixels; a smaller
+        value such as ``width=8`` raises ``ValueError`` (sizes are not inches). ``None``
+        (default) grows the figure with the number of clusters (about 40 px for plotly, 0.5
+        inch = 50 px for matplotlib, per cluster) plus room for the labels.
     zmin, zmax
         Range of the colour scale. Defaults: 0 and the largest score (1 if no score is above
         ``zmin``).
@@ -448,8 +454,8 @@ def mapping(
 
 def distance(
     data: pd.DataFrame,
-    width: float | None = None,
-    height: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
     backend: str = "plotly",
 ):
     """Heatmap of cluster-to-cluster distances (``DatasetMap.compute_distance()``).
@@ -462,8 +468,8 @@ def distance(
     data
         Distances, index = query clusters, columns = reference clusters. Not modified.
     width, height
-        Figure size: pixels for plotly, inches for matplotlib; ``None`` grows with the number of
-        clusters.
+        Figure size in pixels, for both backends (matplotlib draws at 100 dpi); 100 to 20,000
+        px. ``None`` (default) grows with the number of clusters.
     backend
         ``"plotly"`` (default) or ``"matplotlib"``.
 
@@ -486,8 +492,8 @@ def distance(
 
 def label_distance(
     data: pd.DataFrame,
-    width: float | None = None,
-    height: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
     backend: str = "plotly",
 ):
     """Heatmap of the label distance (``DatasetMap.label_distance``) between clusters.
@@ -500,8 +506,8 @@ def label_distance(
     data
         Label distances, index = query clusters, columns = reference clusters. Not modified.
     width, height
-        Figure size: pixels for plotly, inches for matplotlib; ``None`` grows with the number of
-        clusters.
+        Figure size in pixels, for both backends (matplotlib draws at 100 dpi); 100 to 20,000
+        px. ``None`` (default) grows with the number of clusters.
     backend
         ``"plotly"`` (default) or ``"matplotlib"``.
 

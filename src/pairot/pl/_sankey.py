@@ -107,8 +107,8 @@ def _layout(mapping_values, distance_values, rows, cols, threshold) -> _Layout:
 
 
 def _check_inputs(mapping, distance, filter_threshold, backend):
-    m = u.check_frame(mapping, "mapping")
-    d = u.check_frame(distance, "distance")
+    m = u.check_frame(mapping, "cluster_mapping")
+    d = u.check_frame(distance, "cluster_distance")
     u.check_backend(backend)
     if (
         isinstance(filter_threshold, bool)
@@ -117,7 +117,7 @@ def _check_inputs(mapping, distance, filter_threshold, backend):
     ):
         msg = f"filter_threshold must be a finite number; got {filter_threshold!r}."
         raise ValueError(msg)
-    for frame, name in ((mapping, "mapping"), (distance, "distance")):
+    for frame, name in ((mapping, "cluster_mapping"), (distance, "cluster_distance")):
         for axis, labels in (("index", frame.index), ("columns", frame.columns)):
             if labels.has_duplicates:
                 dup = labels[labels.duplicated()].unique().tolist()[:5]
@@ -129,9 +129,9 @@ def _check_inputs(mapping, distance, filter_threshold, backend):
             only_m = [x for x in a if x not in set(b)][:5]
             only_d = [x for x in b if x not in set(a)][:5]
             msg = (
-                f"mapping and distance must have the same clusters; their {axis} differ "
-                f"(only in mapping: {only_m}, only in distance: {only_d}). Pass the two "
-                f"tables of the same DatasetMap."
+                f"cluster_mapping and cluster_distance must have the same clusters; their "
+                f"{axis} differ (only in cluster_mapping: {only_m}, only in cluster_distance: "
+                f"{only_d}). Pass the two tables of the same DatasetMap."
             )
             raise ValueError(msg)
     # align distance to mapping's order (same names, possibly reordered)
@@ -160,11 +160,11 @@ def _empty_note(threshold: float) -> str:
 
 
 def sankey(
-    mapping: pd.DataFrame,
-    distance: pd.DataFrame,
+    cluster_mapping: pd.DataFrame,
+    cluster_distance: pd.DataFrame,
     filter_threshold: float = 0.25,
-    width: float | None = None,
-    height: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
     backend: str = "plotly",
 ):
     """Sankey diagram from query clusters (left) to reference clusters (right).
@@ -178,20 +178,22 @@ def sankey(
 
     Parameters
     ----------
-    mapping
+    cluster_mapping
         Mapping scores from ``DatasetMap.compute_mapping()`` (query x reference). Not modified.
         With the default ``"mean"`` mapping a link's width is the share of the reference
         cluster's incoming mass that comes from the query cluster (the links into a
         reference cluster sum to at most 1); with ``"transported_mass"`` it is the share of
         the query cluster's mass sent to the reference cluster (see docs/method.md#outputs).
-    distance
+    cluster_distance
         Distances from ``DatasetMap.compute_distance()``, with the same clusters as
-        ``mapping`` (order may differ). Not modified.
+        ``cluster_mapping`` (order may differ). Not modified.
     filter_threshold
         Minimal mapping score for a link (default 0.25).
     width, height
-        Figure size: pixels for plotly, inches for matplotlib; ``None`` grows with the number of
-        clusters and the length of their names.
+        Figure size in pixels, for both backends (as in upstream pairOT; matplotlib draws at
+        100 dpi, so ``width=800`` is 8 inches); 100 to 20,000 px, a smaller value such as
+        ``width=8`` raises ``ValueError``. ``None`` (default) grows with the number of clusters
+        and the length of their names.
     backend
         ``"plotly"`` (``go.Sankey``, default) or ``"matplotlib"`` (bars and filled bezier
         bands).
@@ -203,15 +205,29 @@ def sankey(
     Raises
     ------
     TypeError
-        If ``mapping`` or ``distance`` is not a DataFrame of numbers.
+        If ``cluster_mapping`` or ``cluster_distance`` is not a DataFrame of numbers.
     ValueError
-        If they hold different clusters, or on an unknown ``backend``.
+        If they hold different clusters, on an unknown ``backend``, or on a ``width`` /
+        ``height`` outside 100 to 20,000 pixels.
+
+    Examples
+    --------
+    >>> pr.pl.sankey(
+    ...     cluster_mapping=mapping, cluster_distance=distance, filter_threshold=0.1
+    ... )  # doctest: +SKIP
+    >>> ax = pr.pl.sankey(
+    ...     mapping, distance, width=800, height=600, backend="matplotlib"
+    ... )  # doctest: +SKIP
     """
-    m, d = _check_inputs(mapping, distance, filter_threshold, backend)
+    m, d = _check_inputs(cluster_mapping, cluster_distance, filter_threshold, backend)
     width = u.check_size(width, "width")
     height = u.check_size(height, "height")
     layout = _layout(
-        m, d, u.labels_of(mapping.index), u.labels_of(mapping.columns), float(filter_threshold)
+        m,
+        d,
+        u.labels_of(cluster_mapping.index),
+        u.labels_of(cluster_mapping.columns),
+        float(filter_threshold),
     )
     if backend == "matplotlib":
         texts = [*layout.rows, *layout.cols, _title_note(layout, float(filter_threshold))]
@@ -312,7 +328,9 @@ def _sankey_matplotlib(layout: _Layout, threshold: float, width, height) -> Axes
     from matplotlib.patches import PathPatch, Rectangle
 
     if layout.links.empty:
-        fig = plt.figure(figsize=(width or 6.0, height or 3.0))
+        fig_w = 6.0 if width is None else width / u.MPL_DPI
+        fig_h = 3.0 if height is None else height / u.MPL_DPI
+        fig = plt.figure(figsize=(fig_w, fig_h), dpi=u.MPL_DPI)
         ax = fig.add_axes((0.05, 0.05, 0.9, 0.75))
         ax.set_axis_off()
         ax.text(0.5, 0.5, _empty_note(threshold), ha="center", va="center", fontsize=11)
@@ -324,7 +342,8 @@ def _sankey_matplotlib(layout: _Layout, threshold: float, width, height) -> Axes
     bar = 0.14
     flow_h = max(2.5, n_nodes * u.MPL_CELL)
     flow_w = max(4.0, 0.45 * flow_h)
-    fig = plt.figure(figsize=(width or 10.0, height or flow_h + 2.0))
+    # the size set here is provisional: _fit_sankey sets the final one
+    fig = plt.figure(figsize=(10.0, flow_h + 2.0), dpi=u.MPL_DPI)
     ax = fig.add_axes((0.3, 0.3, 0.4, 0.4))
     cax = fig.add_axes((0.3, 0.1, 0.4, 0.03))
 
@@ -380,6 +399,11 @@ def _sankey_matplotlib(layout: _Layout, threshold: float, width, height) -> Axes
 
 
 def _fit_sankey(fig, ax, cax, note, flow_w, flow_h, width, height):
+    """Size the figure and place the Axes, colour bar and caption so that every label fits.
+
+    ``flow_w`` / ``flow_h`` are the diagram's natural size in inches; ``width`` / ``height``
+    are pixels (``None``: automatic), converted to inches with the figure's dpi.
+    """
     renderer = u.get_renderer(fig)
     dpi = fig.dpi
     box = ax.get_window_extent(renderer)
@@ -396,12 +420,19 @@ def _fit_sankey(fig, ax, cax, note, flow_w, flow_h, width, height):
     below_bar = max(cbox.y0 - ctight.y0, 0) / dpi
     bottom = 0.25 + bar_h + below_bar + 0.1 + note_h + pad
 
-    fig_w = width if width is not None else max(left + flow_w + right, note_w + 2 * pad)
-    fig_w = max(fig_w, u.MPL_MIN_WIDTH) if width is None else fig_w
-    ax_w = max(fig_w - left - right, 0.1 * fig_w) if width is not None else flow_w
-    left += (fig_w - left - ax_w - right) / 2 if width is None else 0.0
-    fig_h = height if height is not None else top + flow_h + bottom
-    ax_h = max(fig_h - top - bottom, 0.1 * fig_h) if height is not None else flow_h
+    if width is None:
+        fig_w = max(left + flow_w + right, note_w + 2 * pad, u.MPL_MIN_WIDTH)
+        ax_w = flow_w
+        left += (fig_w - left - ax_w - right) / 2
+    else:
+        fig_w = width / dpi
+        ax_w = max(fig_w - left - right, 0.1 * fig_w)
+    if height is None:
+        fig_h = top + flow_h + bottom
+        ax_h = flow_h
+    else:
+        fig_h = height / dpi
+        ax_h = max(fig_h - top - bottom, 0.1 * fig_h)
 
     fig.set_size_inches(fig_w, fig_h)
     ax.set_position((left / fig_w, bottom / fig_h, ax_w / fig_w, ax_h / fig_h))

@@ -14,7 +14,15 @@ from matplotlib.colors import Colormap, to_hex
 
 BACKENDS = ("plotly", "matplotlib")
 
-# Figure geometry. matplotlib sizes are in inches, plotly sizes in pixels.
+# Sizes given by the caller (``width`` / ``height``) are pixels for both backends, as in
+# upstream pairOT. matplotlib figures are made at the fixed resolution ``MPL_DPI``, so a figure
+# asked for 800 px wide is 8 inches wide at 100 dpi (``fig.get_size_inches() * fig.dpi``);
+# ``savefig(dpi=...)`` can still write it at another resolution.
+MPL_DPI = 100.0
+MIN_PIXELS = 100  # smallest accepted width / height: a smaller value is most likely inches
+MAX_PIXELS = 20_000  # largest accepted width / height
+
+# Internal figure geometry: matplotlib in inches, plotly in pixels.
 MPL_CELL = 0.5  # one cluster (row or column) of a heatmap, or one Sankey node slot
 MPL_FONT = 9.0  # tick labels, node labels
 MPL_CELL_FONT = 8.0  # values printed in heatmap cells
@@ -80,17 +88,41 @@ def check_frame(data, argument: str) -> np.ndarray:
     return data.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
 
 
-def check_size(value, argument: str) -> float | None:
-    """``None`` or a positive finite number."""
+def check_size(value, argument: str) -> int | None:
+    """``None``, or a figure size in pixels between ``MIN_PIXELS`` and ``MAX_PIXELS``.
+
+    Returns the size rounded to whole pixels. A value below ``MIN_PIXELS`` (``width=8``) is
+    refused with a hint that sizes are pixels, not inches.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        msg = f"{argument} must be a positive number or None; got {value!r}."
+        msg = (
+            f"{argument} must be a number of pixels or None; got {value!r} "
+            f"({type(value).__name__})."
+        )
         raise TypeError(msg)
-    if not math.isfinite(value) or value <= 0:
-        msg = f"{argument} must be a positive number or None; got {value!r}."
+    if not math.isfinite(value):
+        msg = f"{argument} must be a finite number of pixels or None; got {value!r}."
         raise ValueError(msg)
-    return float(value)
+    limits = f"between {MIN_PIXELS} and {MAX_PIXELS} px"
+    if value < MIN_PIXELS:
+        hint = ""
+        if value > 0 and MIN_PIXELS <= value * MPL_DPI <= MAX_PIXELS:
+            hint = f" Did you mean {argument}={value * MPL_DPI:g}?"
+        msg = (
+            f"{argument}={value!r} is in pixels, for both backends (matplotlib figures are "
+            f"drawn at {MPL_DPI:g} dpi); give a size {limits}, or None for an automatic size."
+            f"{hint}"
+        )
+        raise ValueError(msg)
+    if value > MAX_PIXELS:
+        msg = (
+            f"{argument}={value!r} pixels is too large; give a size {limits}, or None for an "
+            "automatic size."
+        )
+        raise ValueError(msg)
+    return round(float(value))
 
 
 def get_cmap(colormap: str | Colormap, argument: str = "colormap") -> Colormap:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
+import pairot as pr
 from pairot._report import render_report
 from pairot._run import DEMO_COLUMNS, RunParameters, run_pipeline, write_outputs
 from pairot.datasets import pbmc_demo
@@ -209,3 +210,47 @@ def test_report_ranks_start_at_one(report):
         for v in re.findall(r'<td class="num">(\d+)</td>', row)[:2]
     ]
     assert min(shown) == 1
+
+
+def _figures(html_text: str) -> dict[str, dict]:
+    """The plotly figures of a report, by the id of the div they are drawn into."""
+    import json
+    import re
+
+    found = re.findall(r'var fig = (.*?);\n  Plotly\.newPlot\("([\w-]+)"', html_text)
+    return {div: json.loads(text) for text, div in found}
+
+
+def test_heatmaps_share_one_order_and_the_page_width():
+    """Mapping, distance and label distance are drawn in the mapping's staircase order, the
+    same rows and columns in all three, and fill the page's width."""
+    rng = np.random.default_rng(0)
+    queries, references = ["q0", "q1", "q2", "q3"], ["r0", "r1", "r2"]
+    mapping = pd.DataFrame(rng.uniform(size=(4, 3)), index=queries, columns=references)
+    mapping.loc["q0", "r2"], mapping.loc["q3", "r0"] = 6.0, 5.0  # far from the diagonal
+    distance = pd.DataFrame(rng.uniform(0, 2, (4, 3)), index=queries, columns=references)
+    label = pd.DataFrame(rng.uniform(size=(4, 3)), index=queries, columns=references)
+    matches = pr.tl.DatasetMap.select_similar_clusters(mapping, distance)
+    html_text = render_report(
+        mapping=mapping, distance=distance, matches=matches, label_distance=label
+    )
+    figures = _figures(html_text)
+    rows, cols = pr.pl.order_by_score(mapping.to_numpy())
+    expected_y = [queries[i] for i in rows]
+    expected_x = [references[j] for j in cols]
+    assert expected_x[0] == "r2" and expected_y[0] == "q0"  # the reorder is not the identity
+    for div, table in (
+        ("pairot-mapping", mapping),
+        ("pairot-distance", distance),
+        ("pairot-label-distance", label),
+    ):
+        trace, layout = figures[div]["data"][0], figures[div]["layout"]
+        x = [layout["xaxis"]["ticktext"][int(v)] for v in trace["x"]]
+        y = [layout["yaxis"]["ticktext"][int(v)] for v in trace["y"]]
+        assert x == expected_x, div
+        assert y == expected_y, div
+        np.testing.assert_allclose(
+            np.asarray(trace["z"], dtype=float), table.loc[expected_y, expected_x].to_numpy()
+        )
+        assert figures[div]["layout"].get("width") is None  # page-wide
+        assert figures[div]["layout"].get("autosize") is True

@@ -328,6 +328,29 @@ def _key_values(values: Mapping[str, Any] | None) -> str:
     return _table(["name", "value"], rows)
 
 
+def common_order(
+    mapping: pd.DataFrame, distance: pd.DataFrame, label_distance: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The three tables in the mapping's staircase order (:func:`pairot.pl.order_by_score`),
+    so that a cluster sits in the same row and column of every heatmap."""
+    from .pl._heatmap import order_by_score
+
+    rows, cols = order_by_score(mapping.to_numpy(dtype=np.float64))
+    queries, references = mapping.index[rows], mapping.columns[cols]
+    mapping = mapping.loc[queries, references]
+    distance = distance.loc[queries, references]
+    if label_distance is not None and set(label_distance.index) == set(queries):
+        if set(label_distance.columns) == set(references):
+            label_distance = label_distance.loc[queries, references]
+    return mapping, distance, label_distance
+
+
+def _page_wide(figure):
+    """A plotly heatmap that fills the report's width (its height stays that of its rows)."""
+    figure.update_layout(width=None, autosize=True)
+    return figure
+
+
 def render_report(
     *,
     mapping: pd.DataFrame,
@@ -387,8 +410,13 @@ def render_report(
     for key in ("command", "query", "reference"):
         if run_info and run_info.get(key) is not None:
             subtitle.append(f"{key}: {run_info[key]}")
+    # one row and column order for every heatmap: the mapping's diagonal order
+    mapping, distance, label_distance = common_order(mapping, distance, label_distance)
     label_plot = (
-        _plot(pl.label_distance(label_distance, backend="plotly"), "pairot-label-distance")
+        _plot(
+            _page_wide(pl.label_distance(label_distance, backend="plotly")),
+            "pairot-label-distance",
+        )
         if label_distance is not None
         else "<p>&mdash;</p>"
     )
@@ -401,8 +429,11 @@ def render_report(
         threshold_mapping=_e(f"{threshold_mapping:g}"),
         threshold_distance=_e(f"{threshold_distance:g}"),
         matches=_matches_section(matches, mapping, label_distance, deg_tables or {}),
-        mapping_plot=_plot(pl.mapping(mapping, backend="plotly"), "pairot-mapping"),
-        distance_plot=_plot(pl.distance(distance, backend="plotly"), "pairot-distance"),
+        mapping_plot=_plot(
+            _page_wide(pl.mapping(mapping, sort_by_score=False, backend="plotly")),
+            "pairot-mapping",
+        ),
+        distance_plot=_plot(_page_wide(pl.distance(distance, backend="plotly")), "pairot-distance"),
         sankey_plot=_plot(
             pl.sankey(mapping, distance, filter_threshold=threshold_mapping, backend="plotly"),
             "pairot-sankey",

@@ -390,7 +390,7 @@ def write_outputs(
     The content written to ``run.json``.
     """
     from . import pl
-    from ._report import write_report
+    from ._report import common_order, write_report
 
     folder = Path(folder)
     timings = result.timings
@@ -403,8 +403,12 @@ def write_outputs(
         result.label_distance.to_parquet(folder / "label_distance.parquet")
         result.matches.to_csv(folder / "matches.csv", index=False)
     with step("figures", "Drawing mapping.png and distance.png"):
-        _save_figure(pl.mapping(result.mapping, backend="matplotlib"), folder / "mapping.png")
-        _save_figure(pl.distance(result.distance, backend="matplotlib"), folder / "distance.png")
+        # the two figures in one row and column order, the mapping's diagonal order
+        mapping, distance, _ = common_order(result.mapping, result.distance, None)
+        _save_figure(
+            pl.mapping(mapping, sort_by_score=False, backend="matplotlib"), folder / "mapping.png"
+        )
+        _save_figure(pl.distance(distance, backend="matplotlib"), folder / "distance.png")
 
     parameters = asdict(result.parameters)
     versions = package_versions()

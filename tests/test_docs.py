@@ -90,4 +90,7 @@ def test_method_page_states_the_meanings():
     assert "Read it down a column:** each column sums to 1" in text
     assert "Read it along a row:** each row sums to 1" in text
     assert "Every rank a user reads starts at 1" in text
-    assert "Issue 13 will replace the rules" in text
+    # issue 13: the gene tables replaced the name rules; the page says what they are
+    assert "`pairot.pp.OFFICIAL_GENES` (`feature_name, origin`)" in text
+    assert "`pairot.pp.FILTERED_GENES` (`feature_name, origin, filter_type`)" in text
+    assert "**Mouse symbols and gene IDs.**" in text

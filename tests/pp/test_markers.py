@@ -19,7 +19,12 @@ from pairot.pp._markers import (
 # --------------------------------------------------------------------------------------------
 # naive pure-Python reference of METHOD section 4, steps 1-3
 # --------------------------------------------------------------------------------------------
-INFORMATIVE = [f"G{i}" for i in range(14)] + ["IGHM", "RPS6KA1"]
+# official human symbols (the filter keeps only those; see tests/pp/test_gene_tables.py for
+# names that are not): ordinary markers, plus names close to uninformative ones
+INFORMATIVE = [
+    "CD3E", "MS4A1", "GAPDH", "CD79A", "NKG7", "LYZ", "CD14", "FCGR3A", "GNLY", "PPBP",
+    "CD8A", "IL7R", "CCR7", "S100A8", "IGHM", "RPS6KA1",
+]  # fmt: skip
 UNINFORMATIVE = ["MT-CO1", "RPL10", "LINC00123", "TRAC", "IGKC"]
 
 

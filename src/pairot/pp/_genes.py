@@ -1,4 +1,8 @@
-"""Rule-based flagging of uninformative genes (mitochondrial, ribosomal, lncRNA-like, receptors)."""
+"""Flagging of uninformative genes (mitochondrial, ribosomal, lncRNA, receptor segments).
+
+By the table :data:`pairot.pp.FILTERED_GENES` and by name rules (for names the table lacks:
+clone names, other species' symbols).
+"""
 
 from __future__ import annotations
 
@@ -81,6 +85,16 @@ def _check_gene_names(values, argument: str) -> np.ndarray:
     return array
 
 
+def _flag(symbols: pd.Series) -> np.ndarray:
+    """Names (a Series of str) in ``FILTERED_GENES`` or matching a rule, both upper-cased."""
+    from ._gene_tables import _lookup
+
+    upper = symbols.str.upper()
+    flagged = upper.isin(_lookup().filtered_upper.keys()).to_numpy(dtype=bool)
+    flagged |= upper.str.match(_RULE).to_numpy(dtype=bool)
+    return flagged
+
+
 def flag_uninformative_genes(
     genes,
     *,
@@ -89,10 +103,14 @@ def flag_uninformative_genes(
 ) -> np.ndarray:
     """Flag the genes that carry little cell-type information, by their names.
 
-    See docs/method.md#gene-filtering for where pairot applies these rules.
+    See docs/method.md#gene-filtering for where pairot applies them.
 
-    A gene is flagged (``True``, to be dropped) when its symbol matches one of the rules of
-    :data:`UNINFORMATIVE_GENE_PATTERNS`:
+    A gene is flagged (``True``, to be dropped) when its upper-cased symbol is in the table
+    :data:`pairot.pp.FILTERED_GENES` (upper-cased too; mitochondrial including nuclear-encoded
+    mitochondrial ribosomal and import genes, ribosomal, lncRNA, T-cell and B-cell receptor
+    segments; built from NCBI Gene, see ``pairot/pp/resources/README.md``) or when it matches
+    one of the name rules of :data:`UNINFORMATIVE_GENE_PATTERNS`, which catch names the table
+    does not list (clone names such as ``AC012345.1``, pseudogenes, other species):
 
     - mitochondrial: ``MT-*`` (``MT-CO1``, ``MT-ND4``);
     - ribosomal proteins: ``RPL*``, ``RPS*``, ``MRPL*``, ``MRPS*`` protein genes and their
@@ -103,8 +121,9 @@ def flag_uninformative_genes(
     - lncRNA-like names: ``LINC*``, names containing ``-AS`` followed by a digit
       (``FOXP1-AS1``), GenBank-accession clone names (``AC012345.1``, ``AL627309.1``,
       ``Z98884.1``) and Havana clone names (``RP11-34P13.7``, ``CTD-2341M24.1``,
-      ``KB-1460A1.5``). Other lncRNA suffixes (``-DT``, ``-IT1``, ``-OT1``) and mouse ``Gm*``
-      genes are not flagged; pass them in ``drop`` if needed;
+      ``KB-1460A1.5``). Other lncRNA suffixes (``-DT``, ``-IT1``, ``-OT1``) are flagged only
+      when the table lists them, and mouse ``Gm*`` genes are not flagged; pass them in
+      ``drop`` if needed;
     - T-cell receptor segments: ``TRAV*``, ``TRBV*``, ``TRGV*``, ``TRDV*``, the joining
       segments ``TR[ABGD]J*``, the diversity segments ``TRBD<digit>``, ``TRDD<digit>`` and the
       constant genes ``TRAC``, ``TRBC<digit>``, ``TRGC<digit>``, ``TRDC`` (not ``TRADD``);
@@ -117,6 +136,8 @@ def flag_uninformative_genes(
     Matching is done on the upper-cased symbol, so human symbols (``MT-CO1``, ``RPL10``) and
     mouse-style symbols (``mt-Co1``, ``Rpl10``, ``Rps27a``, ``Trbc1``, ``Igkc``) are flagged
     alike. ``keep`` and ``drop`` are matched exactly (case-sensitively) against ``genes``.
+    Unlike :func:`~pairot.pp._gene_tables.gene_filter_mask` (what ``gene_filtering`` and
+    ``filter_genes`` use), this does not restrict genes to official symbols.
 
     Parameters
     ----------
@@ -152,7 +173,7 @@ def flag_uninformative_genes(
     if names.size == 0:
         return np.zeros(0, dtype=bool)
     symbols = pd.Series(names, dtype=object)
-    flagged = symbols.str.upper().str.match(_RULE).to_numpy(dtype=bool)
+    flagged = _flag(symbols)
     if keep_names is not None and keep_names.size:
         flagged &= ~symbols.isin(set(keep_names)).to_numpy()
     if drop_names is not None and drop_names.size:

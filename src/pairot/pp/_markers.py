@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._genes import flag_uninformative_genes
+from ._gene_tables import gene_filter_mask
 
 __all__ = ["filter_genes_ava", "filter_genes_ova", "select_genes", "similar_clusters"]
 
@@ -173,7 +173,11 @@ def _filter(
         else:
             codes, names = pd.factorize(gene.to_numpy(dtype=object)[rows])
         _check_no_missing(codes, argument, "gene")
-        flagged = flag_uninformative_genes(np.asarray(names.astype(str), dtype=object))
+        # one decision per table: from all its genes when ``gene`` is categorical (as the
+        # tables of preprocess_adatas are), else from the genes of the passing rows
+        flagged = gene_filter_mask(
+            np.asarray(names.astype(str), dtype=object), what=f"{argument}['gene']"
+        )
         rows = rows[~flagged[codes]]
 
     label_codes = {}
@@ -207,7 +211,10 @@ def filter_genes_ova(
 
     A row passes when ``logFC >= logfc_threshold``, ``adj.P.Val <= adj_p_val_threshold`` and
     ``auroc >= auroc_threshold`` (a NaN in any of these fails), and, with ``gene_filtering``,
-    its gene is not flagged by :func:`~pairot.pp.flag_uninformative_genes`.
+    its gene is an official human gene symbol (:data:`~pairot.pp.OFFICIAL_GENES`) and not an
+    uninformative gene (:data:`~pairot.pp.FILTERED_GENES`), as decided by
+    :func:`~pairot.pp.gene_filter_mask` (which also handles mouse-style symbols and gene IDs;
+    see docs/method.md#gene-filtering).
 
     Parameters
     ----------
@@ -223,7 +230,8 @@ def filter_genes_ova(
     auroc_threshold
         Minimum AUROC, in [0, 1].
     gene_filtering
-        Also drop mitochondrial, ribosomal, lncRNA-like and immune-receptor segment genes.
+        Keep only official human gene symbols and drop mitochondrial, ribosomal, lncRNA and
+        immune-receptor segment genes.
 
     Returns
     -------

@@ -15,7 +15,7 @@ from .._interrupt import check as check_interrupt
 from .._interrupt import interruptible_call
 from .._logging import logger, progress_logger
 from ._auroc import auroc_ova_ava
-from ._genes import flag_uninformative_genes
+from ._gene_tables import gene_filter_mask
 from ._hvg import combine_statistics, hvg_rows, study_statistics
 from ._limma import group_statistics, limma_ava, limma_ova
 from ._pseudobulk import LogExpression, Profiles, profiles_of
@@ -468,8 +468,10 @@ def preprocess_adatas(
     n_top_genes
         Number of highly variable genes kept in the outputs.
     filter_genes
-        Drop mitochondrial, ribosomal, lncRNA-like and immune-receptor segment genes
-        (:func:`flag_uninformative_genes`) before differential expression.
+        Before differential expression, keep only official human gene symbols
+        (:data:`~pairot.pp.OFFICIAL_GENES`) and drop mitochondrial, ribosomal, lncRNA and
+        immune-receptor segment genes (:data:`~pairot.pp.FILTERED_GENES`), as decided by
+        :func:`~pairot.pp.gene_filter_mask` (see docs/method.md#gene-filtering).
     n_samples_auroc
         Maximum number of cells per cluster used for the AUROC; ``None``: all cells.
     n_samples_hvg_selection
@@ -478,8 +480,8 @@ def preprocess_adatas(
     random_state
         Seed of the AUROC and HVG subsamples.
     genes_to_keep, genes_to_drop
-        With ``filter_genes``, genes never dropped by the rules; genes always dropped (also
-        without ``filter_genes``).
+        With ``filter_genes``, genes never dropped by the gene filter; genes always dropped
+        (also without ``filter_genes``).
     chunk_size
         Cells read at once from ``X``. By default as many as hold about 16 million stored
         counts (e.g. 11,000 cells of 1,500 non-zero genes). With a dask ``X`` its own row
@@ -582,7 +584,9 @@ def preprocess_adatas(
         "%d genes are expressed (total count > %d) in both studies.", len(genes), MIN_TOTAL_COUNT
     )
     if filter_genes:
-        flagged = flag_uninformative_genes(np.asarray(genes, dtype=str), keep=keep, drop=drop)
+        flagged = gene_filter_mask(
+            np.asarray(genes, dtype=object), keep=keep, drop=drop, what="the shared genes"
+        )
     else:
         flagged = genes.isin(drop or [])
     if flagged.any():

@@ -321,7 +321,8 @@ def test_dataset_map_on_a_single_query_cluster(processed):
 def test_cluster_with_one_cell(pair, caplog):
     """Works: a one-cell cluster forms no pseudobulk profile, its limma rows (one-vs-all and
     every all-vs-all pair) are NaN with a warning, its AUROC is still computed; it has no
-    markers, so its label distance row is 1, and DatasetMap maps it."""
+    markers, so its label distance row is 1, and DatasetMap maps it when asked to keep it
+    (by default it is left out of the transport, with a warning: it is below min_cells)."""
     a1 = pair[0].copy()
     a1.obs[CT] = a1.obs[CT].cat.add_categories(["lonely"])
     a1.obs.iloc[0, a1.obs.columns.get_loc(CT)] = "lonely"
@@ -338,7 +339,14 @@ def test_cluster_with_one_cell(pair, caplog):
     assert other[["logFC", "P.Value", "adj.P.Val", "auroc"]].notna().all().all()
     ava = q.uns["pairot"]["de_ava"]
     assert ava[ava["versus"] == "lonely"]["logFC"].isna().all()
-    dm = fit(q, r)
+    with caplog.at_level(logging.WARNING, logger="pairot"):
+        dropped = pr.tl.DatasetMap(q, r)
+    assert "Query cluster 'lonely' has 1 cell (fewer than min_cells=5)" in caplog.text
+    assert "lonely" not in dropped.query_clusters
+    dm = pr.tl.DatasetMap(q, r, min_cells=None)
+    dm.init_geom()
+    dm.init_problem()
+    dm.solve(progress=False)
     assert (dm.label_distance.loc["lonely"] == 1.0).all()
     assert_finite_outputs(dm)
 

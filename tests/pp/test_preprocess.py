@@ -265,8 +265,8 @@ def test_bad_inputs(pair):
     with pytest.raises(KeyError, match="'celltype' is not a column of adata1.obs"):
         pr.pp.preprocess_adatas(a1, a2, "celltype", "ct", "donor", "donor")
     bad = a2.copy()
-    bad.X = bad.X.astype(np.float32) * 0.5
-    with pytest.raises(ValueError, match="raw UMI counts"):
+    bad.X = np.log1p(bad.X.astype(np.float32))  # log-transformed, not counts
+    with pytest.raises(ValueError, match="looks log-transformed.*unnormalized counts"):
         pr.pp.preprocess_adatas(a1, bad, "ct", "ct", "donor", "donor")
     bad.X = -np.abs(bad.X)
     bad.X[0, 0] = -1

@@ -15,10 +15,11 @@ from .._interrupt import interruptible
 from .._logging import progress_logger
 from ..pp._sampling import downsample_indices
 from ..pp._validate import argument_text, get_labels, part, study
-from . import _aggregate
+from . import _aggregate, _small_clusters
 from ._features import cosine_features, spearman_features
 from ._label_distance import label_distance, marker_lists
 from ._ott_arguments import translate
+from ._small_clusters import DEFAULT_MIN_CELLS
 
 AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
 
@@ -273,6 +274,22 @@ class DatasetMap:
         Query and reference, as returned by :func:`pairot.pp.preprocess_adatas` (also after a
         ``write_h5ad`` / ``read_h5ad`` round trip, and as views such as
         ``adata[pr.pp.downsample_indices(...), :]``). They are never modified.
+    min_cells
+        Clusters with fewer cells than this (default 5) are handled by ``small_clusters``,
+        with a warning that says why: with balanced marginals every cluster carries the same
+        share of the mass (``1/K``), so a cluster of one cell in a study of seven clusters
+        would take a seventh of the mass and shift every other mapping score (measured in
+        benchmarks/README.md). Below 5 cells a cluster cannot form two pseudobulk profiles
+        of 2 cells in two samples plus one more cell, so its markers rest on at most two
+        replicates. ``None`` (or 0) keeps every cluster as it is, without a check.
+    small_clusters
+        What happens to those clusters: ``"drop"`` (default) leaves their cells out of the
+        transport (``adata1`` / ``adata2`` become views without them; their clusters are
+        absent from every output); ``"merge"`` relabels their cells as the cluster of the
+        same study whose mean log-expression (log1p of counts per 10,000) correlates best
+        with theirs (``query_labels`` / ``reference_labels`` hold the merged labels;
+        ``obs`` is unchanged); ``"keep"`` keeps them, with the warning. What was done is in
+        :attr:`small_clusters` (columns ``side, cluster, n_cells, action, merged_into``).
 
     Notes
     -----
@@ -294,7 +311,14 @@ class DatasetMap:
     >>> distance = dm.compute_distance()
     """
 
-    def __init__(self, adata1: AnnData, adata2: AnnData):
+    def __init__(
+        self,
+        adata1: AnnData,
+        adata2: AnnData,
+        *,
+        min_cells: int | None = DEFAULT_MIN_CELLS,
+        small_clusters: str = "drop",
+    ):
         info1 = _pairot_info(adata1, "adata1")
         info2 = _pairot_info(adata2, "adata2")
         if list(adata1.var_names) != list(adata2.var_names):
@@ -315,6 +339,24 @@ class DatasetMap:
         self._info = (info1, info2)
         self.query_labels = _labels(adata1, info1["cell_type_key"], "adata1")
         self.reference_labels = _labels(adata2, info2["cell_type_key"], "adata2")
+        min_cells, small_clusters = _small_clusters.check_arguments(min_cells, small_clusters)
+        rows = []
+        for side, name in (("query", "adata1"), ("reference", "adata2")):
+            adata = self.adata1 if side == "query" else self.adata2
+            labels = self.query_labels if side == "query" else self.reference_labels
+            outcome = _small_clusters.handle(
+                adata.X, labels, side=side, name=name, min_cells=min_cells, action=small_clusters
+            )
+            rows += outcome.rows
+            if outcome.keep is not None:
+                adata = adata[outcome.keep]
+            if side == "query":
+                self.adata1, self.query_labels = adata, outcome.labels
+            else:
+                self.adata2, self.reference_labels = adata, outcome.labels
+        #: The clusters below ``min_cells`` and what was done with them (columns ``side,
+        #: cluster, n_cells, action, merged_into``); empty when there are none.
+        self.small_clusters = _small_clusters.table(rows)
         self.geom: Geometry | None = None
         self.ot_solution = None
         self._problem = None

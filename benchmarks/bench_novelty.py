@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import pandas as pd
 
 import pairot as pr
@@ -37,7 +36,12 @@ def scores(seed: int, similarity: float, *, n_cells: int = N_CELLS, tau_a=None) 
         missing_type_similarity=similarity,
     )
     q, r = pr.pp.preprocess_adatas(
-        query, reference, "cell_type", "cell_type", "sample_id", "sample_id",
+        query,
+        reference,
+        "cell_type",
+        "cell_type",
+        "sample_id",
+        "sample_id",
         n_top_genes=N_TOP_GENES,
     )
     dm = pr.tl.DatasetMap(q, r)
@@ -47,10 +51,36 @@ def scores(seed: int, similarity: float, *, n_cells: int = N_CELLS, tau_a=None) 
     kwargs = {} if tau_a is None else {"tau_a": tau_a}
     table = dm.unmatched_clusters(**kwargs)
     missing = query.uns["simulation"]["params"]["missing_type"]
-    table = table.assign(
-        seed=seed, similarity=similarity, missing=table.index == missing
-    )
+    table = table.assign(seed=seed, similarity=similarity, missing=table.index == missing)
     return table.reset_index()
+
+
+#: Candidate rules: (name, column, direction, threshold); direction -1 flags below.
+CANDIDATES = (
+    ("retained < 0.6", "retained", -1, 0.6),
+    ("mapping_ratio < 0.7", "mapping_ratio", -1, 0.7),
+    ("distance_ratio > 1.6", "distance_ratio", 1, 1.6),
+    ("label_distance > 0.25", "label_distance", 1, 0.25),
+    ("feature_ratio > 1.05", "feature_ratio", 1, 1.05),
+)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per strength: missing type flagged (of the seeds) / known types flagged (total), per
+    candidate rule and for the chosen rule (``unmatched``), and each score's AUC."""
+    rows = []
+    for similarity, group in table.groupby("similarity"):
+        missing = group["missing"].to_numpy()
+        row = {"similarity": similarity, "seeds": group["seed"].nunique()}
+        for name, column, direction, threshold in CANDIDATES:
+            values = direction * group[column].to_numpy()
+            flagged = values > direction * threshold
+            auc = (values[missing][:, None] > values[~missing][None, :]).mean()
+            row[name] = f"{flagged[missing].sum()}/{flagged[~missing].sum()} (AUC {auc:.3f})"
+        flagged = group["unmatched"].to_numpy()
+        row["chosen: both of the first two"] = f"{flagged[missing].sum()}/{flagged[~missing].sum()}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("similarity")
 
 
 def main() -> None:
@@ -66,11 +96,15 @@ def main() -> None:
         for seed in range(args.seeds):
             start = time.perf_counter()
             frames.append(scores(seed, similarity, n_cells=args.n_cells, tau_a=args.tau_a))
-            print(f"similarity {similarity:g} seed {seed}: {time.perf_counter() - start:.1f} s",
-                  flush=True)
+            print(
+                f"similarity {similarity:g} seed {seed}: {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
             pd.concat(frames).to_csv(args.out, index=False)
     table = pd.concat(frames)
-    print(table.to_string())
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print("missing type flagged (of the seeds) / known types flagged (in total):")
+        print(summary(table).to_string())
 
 
 if __name__ == "__main__":

@@ -1017,8 +1017,8 @@ class DatasetMap:
         """Flag the query clusters whose cell type the reference lacks ("no match").
 
         The balanced plan sends every query cluster somewhere, so a missing type still has a
-        best reference cluster. Two figures tell it apart (docs/method.md#unmatched-query-
-        clusters):
+        best reference cluster. Two figures tell it apart
+        (docs/method.md#unmatched-query-clusters):
 
         - ``retained``: the problem is solved again with the query marginal relaxed
           (``tau_a``, unbalanced OT; ``tau_b`` and the marginals as set by

@@ -254,3 +254,50 @@ def test_heatmaps_share_one_order_and_the_page_width():
         )
         assert figures[div]["layout"].get("width") is None  # page-wide
         assert figures[div]["layout"].get("autosize") is True
+
+
+def test_report_explains_unmatched_query_clusters():
+    index = pd.Index(["T cell", "Novel<x>"], name="query")
+    columns = pd.Index(["T", "B", "NK", "Mono"], name="reference")
+    mapping = pd.DataFrame(
+        [[0.9, 0.05, 0.03, 0.02], [0.12, 0.3, 0.08, 0.01]], index=index, columns=columns
+    )
+    distance = pd.DataFrame(
+        [[0.3, 1.5, 1.6, 1.7], [1.4, 0.9, 1.6, 1.8]], index=index, columns=columns
+    )
+    matches = pd.DataFrame(
+        {"query": ["T cell"], "reference": ["T"], "mapping": [0.9], "distance": [0.3], "rank": [1]}
+    )
+    unmatched = pd.DataFrame(
+        {
+            "unmatched": [False, True],
+            "score": [1.9, 0.55],
+            "reason": ["matched: fine.", "no match: it keeps 31% of its share <b>"],
+        },
+        index=index,
+    )
+    page = render_report(
+        mapping=mapping,
+        distance=distance,
+        matches=matches,
+        unmatched=unmatched,
+        unmatched_markers={"Novel<x>": ["GENE1", "GENE2"]},
+        parameters={"threshold_mapping": 0.25, "threshold_distance": 1.0},
+    )
+    section = page.split("<h2>Query clusters without a match</h2>")[1].split("<h2>")[0]
+    assert "Novel&lt;x&gt;" in section and "T cell" not in section
+    assert "no match: it keeps 31% of its share &lt;b&gt;" in section
+    assert "score 0.550" in section
+    # the three best candidates by mapping, each with the threshold that rejects it
+    assert section.index(">B<") < section.index(">T<") < section.index(">NK<")
+    assert "Mono" not in section
+    assert "passes both thresholds" in section  # B: 0.3 >= 0.25 and 0.9 <= 1.0
+    assert "mapping 0.120 &lt; 0.25; distance 1.400 &gt; 1" in section  # T
+    assert "GENE1, GENE2" in section
+    empty = render_report(
+        mapping=mapping,
+        distance=distance,
+        matches=matches,
+        unmatched=unmatched.assign(unmatched=False),
+    )
+    assert "No query cluster is flagged" in empty

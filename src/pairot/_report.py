@@ -97,6 +97,12 @@ means the gene is not a marker of the reference cluster. Ranks start at 1 (1 = t
 top marker), as in <code>DatasetMap.DEGs_label_distance</code>; the <code>rank</code> column
 of <code>matches.csv</code> counts each query cluster's matches from 1 (1 = its best
 match).</li>
+<li><b>Query clusters without a match</b> (<code>unmatched.csv</code>): a query cluster is
+flagged when, solved again with the query marginal relaxed, it keeps less than a set share of
+its mass (its cells find no partner worth their cost) and its best mapping is well below the
+other query clusters' typical best mapping (no reference cluster draws its mass mainly from
+it). The <code>score</code> is below 1 exactly for flagged clusters (lower = more novel). A
+flag is a lead to check, not proof of a new cell type.</li>
 <li>The tables behind the figures are in this folder: <code>mapping.parquet</code>,
 <code>distance.parquet</code>, <code>label_distance.parquet</code>,
 <code>matches.csv</code>; parameters, versions and timings in <code>run.json</code>.</li>
@@ -104,6 +110,9 @@ match).</li>
 
 <h2>Suggested matches</h2>
 $matches
+
+<h2>Query clusters without a match</h2>
+$unmatched
 
 <h2>Mapping</h2>
 $mapping_plot
@@ -272,6 +281,66 @@ def _matches_section(
     return "\n".join(parts)
 
 
+def _rejected_by(mapping: float, distance: float, threshold_mapping, threshold_distance) -> str:
+    """Which threshold of ``select_similar_clusters`` a (query, reference) pair fails."""
+    failed = []
+    if threshold_mapping is not None and not mapping >= threshold_mapping:
+        failed.append(f"mapping {mapping:.3f} < {threshold_mapping:g}")
+    if threshold_distance is not None and not distance <= threshold_distance:
+        failed.append(f"distance {distance:.3f} > {threshold_distance:g}")
+    return "; ".join(failed) if failed else "passes both thresholds"
+
+
+def _unmatched_section(
+    unmatched: pd.DataFrame | None,
+    mapping: pd.DataFrame,
+    distance: pd.DataFrame,
+    markers: Mapping[str, list[str]],
+    threshold_mapping: float | None,
+    threshold_distance: float | None,
+    n_candidates: int = 3,
+) -> str:
+    if unmatched is None:
+        return "<p>&mdash; (not computed)</p>"
+    flagged = [q for q in unmatched.index if bool(unmatched.at[q, "unmatched"])]
+    if not flagged:
+        return (
+            "<p>No query cluster is flagged: every one keeps its mass when the query marginal "
+            "is relaxed, or is the main source of a reference cluster (see "
+            "<code>unmatched.csv</code> for the scores).</p>"
+        )
+    parts = [
+        '<p class="warn">Flagged (no counterpart found in the reference): '
+        + ", ".join(_e(q) for q in flagged)
+        + ".</p>"
+    ]
+    for q in flagged:
+        row = unmatched.loc[q]
+        rows = []
+        if q in mapping.index:
+            candidates = mapping.loc[q].sort_values(ascending=False, kind="stable")
+            for r, value in candidates.head(n_candidates).items():
+                d = float(distance.loc[q, r])
+                rows.append(
+                    [
+                        _td(r),
+                        _td(value, numeric=True),
+                        _td(d, numeric=True),
+                        _td(_rejected_by(float(value), d, threshold_mapping, threshold_distance)),
+                    ]
+                )
+        table = _table(["candidate reference cluster", "mapping", "distance", "rejected by"], rows)
+        genes = markers.get(str(q), [])
+        gene_text = ", ".join(_e(g) for g in genes) if genes else "<i>no marker genes</i>"
+        parts.append(
+            f"<h3>{_e(q)}</h3>\n<p><b>no match</b> (score {_number(row['score'])}): "
+            f"{_e(row['reason'])}</p>\n<p>Best candidates, by mapping:</p>\n{table}\n"
+            f"<p>Top marker genes of {_e(q)} (query one-vs-all list, best first): "
+            f"{gene_text}</p>"
+        )
+    return "\n".join(parts)
+
+
 def _data_section(summary: Mapping[str, Any]) -> str:
     studies = [s for s in ("query", "reference") if isinstance(summary.get(s), Mapping)]
     rows = []
@@ -351,6 +420,11 @@ def _page_wide(figure):
     return figure
 
 
+def _threshold(parameters: Mapping[str, Any], key: str, default: float) -> float | None:
+    value = parameters.get(key, default)
+    return None if value is None else float(value)
+
+
 def render_report(
     *,
     mapping: pd.DataFrame,
@@ -363,6 +437,8 @@ def render_report(
     versions: Mapping[str, str] | None = None,
     run_info: Mapping[str, Any] | None = None,
     title: str = "pairot report",
+    unmatched: pd.DataFrame | None = None,
+    unmatched_markers: Mapping[str, list[str]] | None = None,
 ) -> str:
     """The report of one run as a self-contained HTML string.
 
@@ -392,6 +468,12 @@ def render_report(
         Extra facts shown under the title (e.g. ``command``, ``query``, ``reference``).
     title
         The page title.
+    unmatched
+        Output of ``DatasetMap.unmatched_clusters`` (columns ``unmatched``, ``score``,
+        ``reason``), shown per flagged query cluster with its three best candidates by
+        mapping and the threshold that rejects each; ``None``: the section says so.
+    unmatched_markers
+        For each flagged query cluster, its top marker genes, best first.
 
     Returns
     -------
@@ -429,6 +511,14 @@ def render_report(
         threshold_mapping=_e(f"{threshold_mapping:g}"),
         threshold_distance=_e(f"{threshold_distance:g}"),
         matches=_matches_section(matches, mapping, label_distance, deg_tables or {}),
+        unmatched=_unmatched_section(
+            unmatched,
+            mapping,
+            distance,
+            unmatched_markers or {},
+            _threshold(parameters, "threshold_mapping", 0.25),
+            _threshold(parameters, "threshold_distance", 1.0),
+        ),
         mapping_plot=_plot(
             _page_wide(pl.mapping(mapping, sort_by_score=False, backend="plotly")),
             "pairot-mapping",

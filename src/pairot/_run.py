@@ -58,6 +58,7 @@ OUTPUT_FILES = (
     "distance.parquet",
     "label_distance.parquet",
     "matches.csv",
+    "unmatched.csv",
     "mapping.png",
     "distance.png",
     "report.html",
@@ -100,6 +101,9 @@ class RunParameters:
         ``obsm`` key of a shared embedding used as cell features instead of Spearman ranks.
     threshold_mapping, threshold_distance
         Thresholds of :meth:`pairot.tl.DatasetMap.select_similar_clusters`.
+    unmatched_tau_a, min_retained, max_mapping_ratio
+        Parameters of :meth:`pairot.tl.DatasetMap.unmatched_clusters` (``tau_a`` of its
+        relaxed solve and its two thresholds).
     """
 
     query_cell_type: str
@@ -117,6 +121,9 @@ class RunParameters:
     embedding_layer: str | None = None
     threshold_mapping: float = 0.25
     threshold_distance: float = 1.0
+    unmatched_tau_a: float = 0.95
+    min_retained: float = 0.6
+    max_mapping_ratio: float = 0.7
 
 
 @dataclass
@@ -142,6 +149,9 @@ class RunResult:
         Seconds spent in each step, in the order the steps ran.
     summary
         Data summaries: cells and clusters per study, shared genes, HVGs, Sinkhorn result.
+    unmatched
+        Output of ``unmatched_clusters``: the query clusters flagged as having no match in
+        the reference, with score, reason and components (``None`` when not computed).
     """
 
     parameters: RunParameters
@@ -152,6 +162,7 @@ class RunResult:
     matches: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    unmatched: pd.DataFrame | None = None
 
     @property
     def mapping(self) -> pd.DataFrame:
@@ -226,8 +237,8 @@ def run_pipeline(
 
     Steps, each timed: :func:`pairot.pp.preprocess_adatas`, optional per-cluster
     downsampling of both studies, :class:`pairot.tl.DatasetMap` (``init_geom``,
-    ``init_problem``, ``solve``), the three mappings, the distance and
-    ``select_similar_clusters``.
+    ``init_problem``, ``solve``), the three mappings, the distance,
+    ``select_similar_clusters`` and ``unmatched_clusters`` (one extra, relaxed solve).
 
     Parameters
     ----------
@@ -309,6 +320,12 @@ def run_pipeline(
             threshold_mapping=p.threshold_mapping,
             threshold_distance=p.threshold_distance,
         )
+    with step("unmatched_clusters", "Query clusters without a match (a relaxed solve)"):
+        unmatched = dataset_map.unmatched_clusters(
+            tau_a=p.unmatched_tau_a,
+            min_retained=p.min_retained,
+            max_mapping_ratio=p.max_mapping_ratio,
+        )
 
     errors = np.asarray(solution.errors, dtype=np.float64)
     final_error = float(errors[-1]) if errors.size else float("nan")
@@ -330,6 +347,7 @@ def run_pipeline(
             "final_error": final_error if math.isfinite(final_error) else None,
         },
         "n_matches": int(len(matches)),
+        "unmatched_query_clusters": [str(q) for q in unmatched.index[unmatched["unmatched"]]],
     }
     return RunResult(
         parameters=p,
@@ -340,6 +358,7 @@ def run_pipeline(
         matches=matches,
         timings=timings,
         summary=summary,
+        unmatched=unmatched,
     )
 
 
@@ -353,6 +372,23 @@ def _deg_tables(result: RunResult, n_genes: int) -> dict[tuple[str, str], pd.Dat
         table = degs[query_cluster][reference_cluster]
         tables[(str(query_cluster), str(reference_cluster))] = table.head(n_genes)
     return tables
+
+
+def _top_markers(result: RunResult, n_genes: int) -> dict[str, list[str]]:
+    """The top query marker genes (``rank_query`` order) of each unmatched query cluster."""
+    if result.unmatched is None:
+        return {}
+    degs = result.dataset_map.DEGs_label_distance
+    reference = list(result.mapping.columns)
+    markers = {}
+    for query_cluster in result.unmatched.index[result.unmatched["unmatched"]]:
+        table = degs[query_cluster][reference[0]] if reference else None
+        if table is None or table.empty:
+            markers[str(query_cluster)] = []
+            continue
+        ordered = table.sort_values("rank_query", kind="stable")
+        markers[str(query_cluster)] = [str(g) for g in ordered.index[:n_genes]]
+    return markers
 
 
 def _save_figure(ax, path: Path) -> None:
@@ -402,6 +438,12 @@ def write_outputs(
         result.distance.to_parquet(folder / "distance.parquet")
         result.label_distance.to_parquet(folder / "label_distance.parquet")
         result.matches.to_csv(folder / "matches.csv", index=False)
+        if result.unmatched is not None:
+            result.unmatched.to_csv(folder / "unmatched.csv")
+        else:
+            pd.DataFrame(columns=["query", "unmatched", "score", "reason"]).to_csv(
+                folder / "unmatched.csv", index=False
+            )
     with step("figures", "Drawing mapping.png and distance.png"):
         # the two figures in one row and column order, the mapping's diagonal order
         mapping, distance, _ = common_order(result.mapping, result.distance, None)
@@ -420,6 +462,8 @@ def write_outputs(
             label_distance=result.label_distance,
             matches=result.matches,
             deg_tables=_deg_tables(result, n_report_genes),
+            unmatched=result.unmatched,
+            unmatched_markers=_top_markers(result, n_report_genes),
             summary=result.summary,
             parameters=parameters,
             versions=versions,

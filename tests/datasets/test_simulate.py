@@ -278,3 +278,50 @@ def test_search_right_matches_searchsorted():
         np.testing.assert_array_equal(
             _search_right(cum, target), np.searchsorted(cum, target, side="right")
         )
+
+
+def test_missing_type_similarity_zero_is_the_default_output():
+    kwargs = dict(scenario="missing_type", n_cell_types=6, random_state=5)
+    q0, r0 = simulate_pair(300, 300, 400, **kwargs)
+    q1, r1 = simulate_pair(300, 300, 400, missing_type_similarity=0.0, **kwargs)
+    for a, b in ((q0, q1), (r0, r1)):
+        assert (a.X != b.X).nnz == 0
+        pd.testing.assert_frame_equal(a.obs, b.obs)
+        assert a.uns["simulation"]["params"].keys() == b.uns["simulation"]["params"].keys()
+        assert "missing_type_similarity" not in a.uns["simulation"]["params"]
+
+
+def test_missing_type_similarity_moves_only_the_missing_type_toward_a_sibling():
+    kwargs = dict(scenario="missing_type", n_cell_types=6, random_state=5)
+    q0, r0 = simulate_pair(600, 600, 400, **kwargs)
+    q1, r1 = simulate_pair(600, 600, 400, missing_type_similarity=0.9, **kwargs)
+    params = q1.uns["simulation"]["params"]
+    missing, nearest = params["missing_type"], params["missing_type_nearest"]
+    assert params["missing_type_similarity"] == 0.9
+    lineage = q1.obs.groupby("cell_type", observed=True)["lineage"].first().astype(str)
+    assert lineage[missing] == lineage[nearest] and missing != nearest
+    # the reference (which lacks the missing type) is drawn from the same stream: unchanged
+    assert (r0.X != r1.X).nnz == 0
+    # in the query, the missing type's mean profile moves toward its nearest sibling's
+
+    def profile(adata, cluster):
+        x = adata[adata.obs["cell_type"] == cluster].X
+        x = np.asarray(x.sum(axis=0)).ravel()
+        return np.log1p(1e4 * x / x.sum())
+
+    gap0 = np.linalg.norm(profile(q0, missing) - profile(q0, nearest))
+    gap1 = np.linalg.norm(profile(q1, missing) - profile(q1, nearest))
+    assert gap1 < 0.6 * gap0, (gap0, gap1)
+    # labels and cell order are those of the default draw (only counts are redrawn)
+    pd.testing.assert_frame_equal(q0.obs, q1.obs)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, "0.5", True])
+def test_missing_type_similarity_rejects_bad_values(value):
+    with pytest.raises(ValueError, match="missing_type_similarity must be a number in"):
+        simulate_pair(300, 300, 400, scenario="missing_type", missing_type_similarity=value)
+
+
+def test_missing_type_similarity_needs_the_missing_type_scenario():
+    with pytest.raises(ValueError, match="applies to scenario='missing_type' only"):
+        simulate_pair(300, 300, 400, missing_type_similarity=0.5)

@@ -94,6 +94,7 @@ def simulate_pair(
     composition_log_sd: float = 0.3,
     min_cells_per_type: int | None = None,
     random_state: int | np.random.Generator = 0,
+    missing_type_similarity: float = 0.0,
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Simulate a query and a reference study with a known cluster correspondence.
 
@@ -150,6 +151,16 @@ def simulate_pair(
     random_state
         Seed (``int``) or :class:`numpy.random.Generator`; the same seed gives identical
         studies. Only local generators are used, never the global numpy state.
+    missing_type_similarity
+        ``"missing_type"`` only: how close the missing type is to its nearest type, a number
+        in ``[0, 1)``. Its log-expression profile becomes ``(1 - s) * own + s * nearest``,
+        where ``nearest`` is the sibling type (same lineage) whose profile is closest in
+        Euclidean distance (any type when it has no sibling). ``0`` (default) leaves it as
+        drawn, and draws nothing extra: the outputs are then exactly those of earlier
+        versions. Values towards 1 make the missing type ever harder to tell from a
+        reference type (at 1 it would be one). When ``s > 0``, ``params`` also records
+        ``missing_type_similarity`` and ``missing_type_nearest``; the ``markers`` table
+        lists the programs as drawn, before the blend.
 
     Returns
     -------
@@ -233,6 +244,23 @@ def simulate_pair(
         raise ValueError(msg)
     if min_cells_per_type is not None:
         _check_int("min_cells_per_type", min_cells_per_type, 1)
+    similarity = missing_type_similarity
+    if (
+        isinstance(similarity, bool)
+        or not isinstance(similarity, int | float | np.integer | np.floating)
+        or not 0 <= similarity < 1
+    ):
+        msg = (
+            f"missing_type_similarity must be a number in [0, 1), got {similarity!r}; pass "
+            "0 for the missing type as drawn, e.g. 0.5 for one halfway to its nearest type."
+        )
+        raise ValueError(msg)
+    if similarity and scenario != "missing_type":
+        msg = (
+            f"missing_type_similarity={similarity!r} applies to scenario='missing_type' only, "
+            f"got scenario={scenario!r}; pass 0 or use scenario='missing_type'."
+        )
+        raise ValueError(msg)
     n_uninformative = len(UNINFORMATIVE_GENES)
     n_program_genes = n_lineages * n_markers_lineage + n_cell_types * n_markers_type
     if n_genes < n_uninformative + n_program_genes:
@@ -334,6 +362,11 @@ def simulate_pair(
         t_missing = int(rng.choice(candidates))
         present_reference[t_missing] = False
         missing = type_names[t_missing]
+        if similarity:  # no random draws here: the stream stays that of similarity 0
+            nearest = _nearest_type(type_log, lineage_of_type, t_missing)
+            type_log[t_missing] = (1.0 - similarity) * type_log[t_missing] + (
+                similarity * type_log[nearest]
+            )
 
     studies = []
     expected_props = {}
@@ -408,6 +441,9 @@ def simulate_pair(
         "missing_type": missing,
         "random_state": -1 if isinstance(random_state, np.random.Generator) else int(random_state),
     }
+    if similarity:  # recorded only when set, so that default outputs stay as they were
+        params["missing_type_similarity"] = float(similarity)
+        params["missing_type_nearest"] = type_names[nearest]
 
     # --- counts and AnnData -------------------------------------------------------------------
     var = pd.DataFrame(index=pd.Index(gene_names, dtype=object))
@@ -589,6 +625,16 @@ def _search_right(cum: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _nearest_type(type_log: np.ndarray, lineage_of_type: np.ndarray, t: int) -> int:
+    """The type whose log-profile is closest (Euclidean) to type ``t``'s, among its siblings
+    (same lineage) if it has any, else among all other types; ties to the lowest index."""
+    others = np.flatnonzero(np.arange(lineage_of_type.size) != t)
+    siblings = others[lineage_of_type[others] == lineage_of_type[t]]
+    pool = siblings if siblings.size else others
+    gaps = np.linalg.norm(type_log[pool] - type_log[t], axis=1)
+    return int(pool[np.argmin(gaps)])
 
 
 def _allocate(n_cells: int, prop: np.ndarray, min_cells: int) -> np.ndarray:

@@ -939,6 +939,7 @@ class DatasetMap:
         n_top: int | None = None,
         *,
         output: str = "table",
+        unmatched: pd.DataFrame | None = None,
     ) -> pd.DataFrame | dict[str, list[str]]:
         """Suggested matches: for each query cluster, the reference clusters with mapping >=
         ``threshold_mapping`` and distance <= ``threshold_distance``, best mapping first (at
@@ -964,6 +965,13 @@ class DatasetMap:
             ``"table"`` (default): the long table below. ``"dict"``: upstream pairOT's form,
             ``{query cluster: [reference clusters, best first]}`` with every query cluster as
             a key, in the mapping's row order (an empty list when nothing passes).
+        unmatched
+            The output of :meth:`unmatched_clusters` (table output only). The table then gets
+            two more columns, ``unmatched`` (the flag of the row's query cluster) and
+            ``reason`` (its sentence for flagged clusters, ``""`` otherwise), and every
+            flagged query cluster without a passing match gets one row with ``reference``
+            ``None``, ``mapping`` and ``distance`` NaN and ``rank`` 0, so that it is listed.
+            ``None`` (default): the table as without it.
 
         Returns
         -------
@@ -1024,12 +1032,111 @@ class DatasetMap:
         if n_top is not None:
             long = long[long["rank"] <= n_top]
         long = long.drop(columns="query_order").reset_index(drop=True)
+        if unmatched is not None:
+            if output == "dict":
+                msg = (
+                    "unmatched applies to output='table' only, got output='dict'; drop "
+                    "unmatched or ask for the table."
+                )
+                raise ValueError(msg)
+            from ._novelty import mark_unmatched
+
+            long = mark_unmatched(long, unmatched, list(mapping.index))
         if output == "dict":
             chosen = {query: [] for query in mapping.index}
             for query, reference in zip(long["query"], long["reference"], strict=True):
                 chosen[query].append(reference)
             return chosen
         return long
+
+    def unmatched_clusters(
+        self,
+        *,
+        tau_a: float = 0.95,
+        min_retained: float = 0.6,
+        max_mapping_ratio: float = 0.7,
+    ) -> pd.DataFrame:
+        """Flag the query clusters whose cell type the reference lacks ("no match").
+
+        The balanced plan sends every query cluster somewhere, so a missing type still has a
+        best reference cluster. Two figures tell it apart
+        (docs/method.md#unmatched-query-clusters):
+
+        - ``retained``: the problem is solved again with the query marginal relaxed
+          (``tau_a``, unbalanced OT; ``tau_b`` and the marginals as set by
+          :meth:`init_problem`), and each query cluster's share of the transported mass is
+          divided by its share of the marginal ``a``. About 1 for a matched cluster (a bit
+          above when another cluster sheds mass); low when its cells find no partner worth
+          their cost.
+        - ``mapping_ratio``: its best ``"mean"`` mapping over the median best mapping of the
+          other query clusters. About 1 for the main source of a reference cluster; low when
+          it only takes what the main source leaves.
+
+        A cluster is flagged when ``retained < min_retained`` **and** ``mapping_ratio <
+        max_mapping_ratio``. Either alone misfires on a missing type close to a reference
+        type: its sibling query cluster then competes for the same reference cells and also
+        sheds mass when relaxed, but it stays that cluster's main source (calibration:
+        benchmarks/bench_novelty.py and benchmarks/README.md).
+
+        Parameters
+        ----------
+        tau_a
+            Relaxation of the query marginal in the extra solve, in (0, 1); 1 would enforce
+            it and tell nothing. The thresholds are calibrated at 0.95.
+        min_retained
+            Flag only clusters keeping less than this share (> 0) of their mass.
+        max_mapping_ratio
+            Flag only clusters whose best mapping is below this fraction (> 0) of the typical
+            best mapping.
+
+        Returns
+        -------
+        DataFrame indexed by query cluster (``query``), in the mapping's row order, with
+
+        - ``unmatched`` (bool): the flag;
+        - ``score``: ``max(retained / min_retained, mapping_ratio / max_mapping_ratio)``, the
+          number the rule thresholds: flagged exactly when ``score < 1``; lower = more novel;
+        - ``reason``: a plain-language sentence with the figures and thresholds;
+        - the components: ``retained``, ``mapping_ratio``, ``best_reference`` and
+          ``best_mapping`` (highest mapping), ``closest_reference`` and ``best_distance``
+          (lowest distance), ``distance_ratio`` (that distance over the median of the other
+          query clusters' lowest distances), ``feature_ratio`` (the expression part of that
+          distance over the mean expression cost between the cluster's own cells) and
+          ``label_distance`` (lowest label distance). The last three are shown to explain a
+          flag; the rule does not read them (they separated worse on the simulations).
+
+        Notes
+        -----
+        Cost: one extra Sinkhorn solve with ``tau_a`` relaxed, plus one aggregation pass over
+        its plan (the same work as :meth:`solve` and :meth:`compute_mapping`), and the
+        mapping and distance of the fitted plan (cached if already computed). The object's
+        own problem and solution are left as they are. Requires :meth:`solve`.
+
+        A flag says: on these data, the cluster's cells have no counterpart worth their
+        transport cost, and no reference cluster draws its mass mainly from it. It does not
+        prove a new cell type (a cluster split differently, a state or a batch artefact can
+        look the same), and an unflagged cluster may still be novel when it is very close to a
+        reference type (see the calibration figures).
+        """
+        from . import _novelty
+
+        for stage in ("geom", "problem", "solution"):
+            self._require(stage)
+        tau_a = _check_tau(tau_a, "tau_a")
+        if tau_a == 1:
+            msg = (
+                "tau_a must be below 1 for unmatched_clusters (1 enforces the query marginal, "
+                "so no cluster can shed mass); pass e.g. tau_a=0.95 (the calibrated value)."
+            )
+            raise ValueError(msg)
+        min_retained = _check_positive(min_retained, "min_retained")
+        max_mapping_ratio = _check_positive(max_mapping_ratio, "max_mapping_ratio")
+        mapping = self.compute_mapping("mean")
+        distance = self.compute_distance()
+        table = _novelty.components(self, mapping, distance, tau_a)
+        return _novelty.flag(
+            table, tau_a=tau_a, min_retained=min_retained, max_mapping_ratio=max_mapping_ratio
+        )
 
     # -------------------------------------------------------------- properties
     @property

@@ -58,6 +58,7 @@ OUTPUT_FILES = (
     "distance.parquet",
     "label_distance.parquet",
     "matches.csv",
+    "cells.parquet",
     "mapping.png",
     "distance.png",
     "report.html",
@@ -100,6 +101,9 @@ class RunParameters:
         ``obsm`` key of a shared embedding used as cell features instead of Spearman ranks.
     threshold_mapping, threshold_distance
         Thresholds of :meth:`pairot.tl.DatasetMap.select_similar_clusters`.
+    cells
+        Compute the per-cell mapping of the query cells
+        (:meth:`pairot.tl.DatasetMap.compute_cell_mapping`) and write ``cells.parquet``.
     """
 
     query_cell_type: str
@@ -117,6 +121,7 @@ class RunParameters:
     embedding_layer: str | None = None
     threshold_mapping: float = 0.25
     threshold_distance: float = 1.0
+    cells: bool = True
 
 
 @dataclass
@@ -142,6 +147,10 @@ class RunResult:
         Seconds spent in each step, in the order the steps ran.
     summary
         Data summaries: cells and clusters per study, shared genes, HVGs, Sinkhorn result.
+    cells
+        The per-cell mapping of the query cells, ``None`` with ``parameters.cells=False``.
+    cell_summary, cell_counts
+        ``cell_mapping_summary()`` and ``best_cluster_shares()`` of the query, or ``None``.
     """
 
     parameters: RunParameters
@@ -152,6 +161,9 @@ class RunResult:
     matches: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    cells: pd.DataFrame | None = None
+    cell_summary: pd.DataFrame | None = None
+    cell_counts: pd.DataFrame | None = None
 
     @property
     def mapping(self) -> pd.DataFrame:
@@ -309,6 +321,12 @@ def run_pipeline(
             threshold_mapping=p.threshold_mapping,
             threshold_distance=p.threshold_distance,
         )
+    cells = cell_summary = cell_counts = None
+    if p.cells:
+        with step("cell_mapping", "Per-cell mapping of the query cells"):
+            cells = dataset_map.compute_cell_mapping("query")
+            cell_summary = dataset_map.cell_mapping_summary("query")
+            cell_counts = dataset_map.best_cluster_shares("query")
 
     errors = np.asarray(solution.errors, dtype=np.float64)
     final_error = float(errors[-1]) if errors.size else float("nan")
@@ -340,7 +358,26 @@ def run_pipeline(
         matches=matches,
         timings=timings,
         summary=summary,
+        cells=cells,
+        cell_summary=cell_summary,
+        cell_counts=cell_counts,
     )
+
+
+#: ``obsm`` keys tried, in order, for the report's embedding of the query cells.
+EMBEDDING_KEYS = ("X_umap", "X_tsne", "X_pca")
+
+
+def _query_embedding(result: RunResult) -> tuple[str, np.ndarray] | None:
+    """The first of :data:`EMBEDDING_KEYS` in the fitted query's ``obsm`` (2 columns), or
+    ``None``."""
+    obsm = result.dataset_map.adata1.obsm
+    for key in EMBEDDING_KEYS:
+        if key in obsm:
+            values = np.asarray(obsm[key])
+            if values.ndim == 2 and values.shape[1] >= 2 and len(values) == len(result.cells):
+                return key, values[:, :2].astype(np.float64)
+    return None
 
 
 def _deg_tables(result: RunResult, n_genes: int) -> dict[tuple[str, str], pd.DataFrame]:
@@ -402,6 +439,8 @@ def write_outputs(
         result.distance.to_parquet(folder / "distance.parquet")
         result.label_distance.to_parquet(folder / "label_distance.parquet")
         result.matches.to_csv(folder / "matches.csv", index=False)
+        if result.cells is not None:
+            result.cells.to_parquet(folder / "cells.parquet")
     with step("figures", "Drawing mapping.png and distance.png"):
         _save_figure(pl.mapping(result.mapping, backend="matplotlib"), folder / "mapping.png")
         _save_figure(pl.distance(result.distance, backend="matplotlib"), folder / "distance.png")
@@ -420,6 +459,10 @@ def write_outputs(
             parameters=parameters,
             versions=versions,
             run_info=run_info,
+            cell_summary=result.cell_summary,
+            cell_counts=result.cell_counts,
+            cells=result.cells,
+            embedding=None if result.cells is None else _query_embedding(result),
         )
     timings_s = {k: round(v, 4) for k, v in timings.items() if k != "total"}
     timings_s["total"] = round(sum(v for k, v in timings.items() if k != "total"), 4)
@@ -429,7 +472,7 @@ def write_outputs(
         "versions": versions,
         "data": result.summary,
         "timings_s": timings_s,
-        "files": list(OUTPUT_FILES),
+        "files": [f for f in OUTPUT_FILES if f != "cells.parquet" or result.cells is not None],
     }
     (folder / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return info

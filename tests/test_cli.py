@@ -222,6 +222,34 @@ def test_demo_run_json(demo_run, python_run):
     assert sorted(info["files"]) == sorted(OUTPUT_FILES)
 
 
+def test_demo_cells_parquet_is_the_query_cell_mapping(demo_run, python_run):
+    _, out = demo_run
+    dataset_map = python_run[0]
+    cells = pd.read_parquet(out / "cells.parquet")
+    expected = dataset_map.compute_cell_mapping("query")
+    pd.testing.assert_frame_equal(cells, expected, check_exact=False, atol=1e-6, rtol=0)
+    assert list(cells.index) == list(pr.datasets.pbmc_demo()[0].obs_names)
+    assert isinstance(cells["best"].dtype, pd.CategoricalDtype)
+    info = json.loads((out / "run.json").read_text())
+    assert "cells.parquet" in info["files"]
+    assert "cell_mapping" in info["timings_s"]
+    assert info["parameters"]["cells"] is True
+
+
+def test_no_cells_skips_the_per_cell_outputs(demo_h5ad, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(_run_args(demo_h5ad, out, "--n-samples", "10", "--quiet", "--no-cells"))
+    assert code == 0, capsys.readouterr().err
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f for f in OUTPUT_FILES if f != "cells.parquet")
+    info = json.loads((out / "run.json").read_text())
+    assert sorted(info["files"]) == written
+    assert info["parameters"]["cells"] is False
+    assert "cell_mapping" not in info["timings_s"]
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Per-cell mapping</h2>" in report and "--no-cells" in report
+
+
 def test_demo_refuses_to_overwrite(demo_run):
     _, out = demo_run
     before = (out / "run.json").read_bytes()

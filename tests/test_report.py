@@ -42,9 +42,11 @@ def _plotlyjs_banner() -> str:
 def test_report_is_self_contained(report):
     text = report.read_text(encoding="utf-8")
     # nothing is loaded from elsewhere: in the markup (script bodies removed), no element
-    # has a src/href/data attribute and no attribute points to http(s)
     markup = re.sub(r"(<script\b[^>]*>).*?(</script>)", r"\1\2", text, flags=re.DOTALL)
-    assert re.findall(r"<[a-z]+\b[^>]*\b(?:src|href|data)\s*=", markup) == []
+    # has a src/href/data attribute (but the inline PNG images, data: URIs) and no attribute
+    # points to http(s)
+    inline = re.sub(r'\bsrc="data:image/png;base64,[A-Za-z0-9+/=]*"', "", markup)
+    assert re.findall(r"<[a-z]+\b[^>]*\b(?:src|href|data)\s*=", inline) == []
     assert re.findall(r"https?:", markup) == []
     assert "<link" not in markup
     assert "cdn.plot.ly" not in markup
@@ -301,3 +303,33 @@ def test_report_explains_unmatched_query_clusters():
         unmatched=unmatched.assign(unmatched=False),
     )
     assert "No query cluster is flagged" in empty
+
+
+def test_report_per_cell_section(report):
+    """Per query cluster, the distribution of its cells' best reference clusters, the split
+    flag, and the demo's UMAP coloured by transferred label and by confidence."""
+    text = report.read_text(encoding="utf-8")
+    section = text[text.index("<h2>Per-cell mapping</h2>") : text.index("<h2>Label distance</h2>")]
+    assert "<th>best reference cluster of its cells</th>" in section
+    assert "<td>CD19+ B</td>" in section and "CD19+ B 100%" in section
+    assert "not a classifier&#x27;s probability" in section or "not a classifier's" in section
+    assert "at least 25% of its cells" in section
+    assert section.count('src="data:image/png;base64,') == 1
+    assert "<code>X_umap</code>" in section and "all 340 cells" in section
+
+
+def test_report_scatter_subsamples_large_queries():
+    from pairot import _report
+
+    rng = np.random.default_rng(0)
+    n = _report.MAX_SCATTER_POINTS + 5_000
+    clusters = ["A", "B/1", "best"]
+    best = pd.Categorical.from_codes(rng.integers(-1, 3, n), categories=clusters)
+    cells = pd.DataFrame({"best": best, "probability": rng.uniform(size=n)})
+    counts = pd.DataFrame([[10, 3, 0], [0, 0, 7]], index=["q1", "q2"], columns=clusters)
+    summary = pd.DataFrame({"n_cells": [13, 7], "split": [True, False]}, index=["q1", "q2"])
+    html = _report._cell_section(summary, counts, cells, ("X_tsne", rng.normal(size=(n, 2))))
+    assert f"a random subsample of 50,000 of the {n:,} cells (seed 0)" in html
+    assert "A 77%, B/1 23%" in html
+    assert "whose cells split between reference clusters: q1." in html
+    assert _report._cell_section(None, None, None, None).count("--no-cells") == 1

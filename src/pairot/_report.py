@@ -105,7 +105,8 @@ it). The <code>score</code> is below 1 exactly for flagged clusters (lower = mor
 flag is a lead to check, not proof of a new cell type.</li>
 <li>The tables behind the figures are in this folder: <code>mapping.parquet</code>,
 <code>distance.parquet</code>, <code>label_distance.parquet</code>,
-<code>matches.csv</code>; parameters, versions and timings in <code>run.json</code>.</li>
+<code>matches.csv</code>, <code>cells.parquet</code> (the per-cell mapping of the query
+cells); parameters, versions and timings in <code>run.json</code>.</li>
 </ul>
 
 <h2>Suggested matches</h2>
@@ -120,6 +121,8 @@ $mapping_plot
 $distance_plot
 <h2>Sankey</h2>
 $sankey_plot
+<h2>Per-cell mapping</h2>
+$cells
 <h2>Label distance</h2>
 <p class="note">Normalized marker-rank distance between query and reference clusters (0 = the
 same marker genes in the same order, 1 = unrelated); it enters the transport cost.</p>
@@ -341,6 +344,161 @@ def _unmatched_section(
     return "\n".join(parts)
 
 
+#: At most this many cells are drawn in the report's embedding scatter plots.
+MAX_SCATTER_POINTS = 50_000
+#: Colours of the stacked bars (reference clusters by rank within a row, then "other").
+_BAR_COLOURS = ("#2da44e", "#0969da", "#bf8700", "#8250df", "#afb8c1")
+
+
+def _share_bar(shares: pd.Series, n_show: int = 4) -> str:
+    """An inline stacked bar of a row of shares (largest first), and its text."""
+    shares = shares[shares > 0].sort_values(ascending=False, kind="stable")
+    shown = shares.iloc[:n_show]
+    other = float(shares.iloc[n_show:].sum())
+    parts, text = [], []
+    for k, (name, share) in enumerate(list(shown.items()) + [("other", other)]):
+        if share <= 0:
+            continue
+        colour = _BAR_COLOURS[min(k, len(_BAR_COLOURS) - 1)]
+        label = f"{name} {100 * share:.0f}%"
+        parts.append(
+            f'<span title="{_e(label)}" style="display:inline-block;height:0.9em;'
+            f'width:{100 * share:.2f}%;background:{colour}"></span>'
+        )
+        text.append(_e(label))
+    bar = (
+        '<div style="width:16em;background:#f6f8fa;line-height:0;white-space:nowrap">'
+        + "".join(parts)
+        + "</div>"
+    )
+    return f"<td>{bar}{', '.join(text) or '&mdash;'}</td>"
+
+
+def _scatter_png(cells: pd.DataFrame, name: str, points: np.ndarray) -> tuple[str, int]:
+    """Two scatter plots of the query cells on an embedding, coloured by transferred label and
+    by confidence, as base64 PNG; and the number of cells drawn (a seeded subsample of at most
+    :data:`MAX_SCATTER_POINTS`)."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    n = len(points)
+    keep = np.arange(n)
+    if n > MAX_SCATTER_POINTS:
+        keep = np.sort(np.random.default_rng(0).choice(n, MAX_SCATTER_POINTS, replace=False))
+    xy = points[keep]
+    best = cells["best"].iloc[keep]
+    confidence = cells["probability"].to_numpy(dtype=np.float64)[keep]
+    clusters = list(cells["best"].cat.categories)
+    size = max(0.5, min(8.0, 3e4 / max(len(keep), 1)))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    try:
+        colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+        colours = np.concatenate([colours, plt.get_cmap("tab20b")(np.linspace(0, 1, 20))])
+        codes = best.cat.codes.to_numpy()
+        missing = codes < 0
+        if missing.any():
+            left.scatter(*xy[missing].T, s=size, c="#d0d7de", linewidths=0, label="no mass")
+        for k, cluster in enumerate(clusters):
+            chosen = codes == k
+            if chosen.any():
+                left.scatter(
+                    *xy[chosen].T,
+                    s=size,
+                    color=colours[k % len(colours)],
+                    linewidths=0,
+                    label=cluster,
+                )
+        left.set_title("transferred label (best reference cluster)")
+        left.legend(
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            fontsize=7,
+            markerscale=max(1.0, 6 / size),
+            frameon=False,
+        )
+        dots = right.scatter(
+            *xy.T, s=size, c=confidence, cmap="viridis", vmin=0, vmax=1, linewidths=0
+        )
+        figure.colorbar(dots, ax=right, label="confidence (probability of the best cluster)")
+        right.set_title("confidence")
+        for ax in (left, right):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"{name} 1")
+            ax.set_ylabel(f"{name} 2")
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90)
+    finally:
+        plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii"), len(keep)
+
+
+def _cell_section(
+    cell_summary: pd.DataFrame | None,
+    cell_counts: pd.DataFrame | None,
+    cells: pd.DataFrame | None,
+    embedding: tuple[str, np.ndarray] | None,
+) -> str:
+    """The per-cell mapping section: per query cluster, where its cells' best reference
+    clusters go, and the embedding scatter plots."""
+    if cell_summary is None or cell_counts is None:
+        return "<p>&mdash; (not computed: <code>--no-cells</code>)</p>"
+    parts = [
+        '<p class="note">Each query cell gets a distribution over the reference clusters: '
+        "the share of its transported mass landing on each (<code>cells.parquet</code>: one "
+        "row per query cell, one column per reference cluster, then <code>best</code>, "
+        "<code>probability</code>, <code>entropy</code> in nats and "
+        "<code>entropy_normalized</code> in [0, 1]). It is the transport plan's conditional, "
+        "shaped by epsilon and the balanced marginals, not a classifier's probability. Below, "
+        "for each query cluster, how its cells' best reference clusters are distributed. A "
+        "cluster is flagged <b>split</b> when the second most frequent best cluster holds at "
+        "least 25% of its cells (and at least 5 cells): its cells go to two different "
+        "reference clusters, which the cluster-level mapping averages away.</p>"
+    ]
+    rows = []
+    for cluster, row in cell_summary.iterrows():
+        counts = cell_counts.loc[cluster].astype(np.float64)
+        total = counts.sum()
+        shares = counts / total if total > 0 else counts * 0.0
+        rows.append(
+            [
+                _td(cluster),
+                _td(int(row["n_cells"]), numeric=True),
+                _share_bar(shares),
+                "<td><b>split</b></td>" if bool(row["split"]) else "<td></td>",
+            ]
+        )
+    header = ["query cluster", "cells", "best reference cluster of its cells", "split"]
+    parts.append(_table(header, rows))
+    splits = [str(c) for c in cell_summary.index[cell_summary["split"].to_numpy(dtype=bool)]]
+    if splits:
+        parts.append(
+            '<p class="warn">Query clusters whose cells split between reference clusters: '
+            + ", ".join(_e(c) for c in splits)
+            + ".</p>"
+        )
+    if cells is not None and embedding is not None:
+        name, points = embedding
+        png, drawn = _scatter_png(cells, name, points)
+        sampled = (
+            f"a random subsample of {drawn:,} of the {len(points):,} cells (seed 0)"
+            if drawn < len(points)
+            else f"all {drawn:,} cells"
+        )
+        parts.append(
+            f'<figure><img alt="query cells on {_e(name)}" style="max-width:100%" '
+            f'src="data:image/png;base64,{png}"><figcaption class="note">Query cells on '
+            f"<code>{_e(name)}</code> (its first two dimensions; {_e(sampled)}), coloured by "
+            "transferred label (the best reference cluster) and by confidence (the probability "
+            "of that cluster).</figcaption></figure>"
+>>>>>>> cells
+        )
+    return "\n".join(parts)
+
+
 def _data_section(summary: Mapping[str, Any]) -> str:
     studies = [s for s in ("query", "reference") if isinstance(summary.get(s), Mapping)]
     rows = []
@@ -439,6 +597,10 @@ def render_report(
     title: str = "pairot report",
     unmatched: pd.DataFrame | None = None,
     unmatched_markers: Mapping[str, list[str]] | None = None,
+    cell_summary: pd.DataFrame | None = None,
+    cell_counts: pd.DataFrame | None = None,
+    cells: pd.DataFrame | None = None,
+    embedding: tuple[str, np.ndarray] | None = None,
 ) -> str:
     """The report of one run as a self-contained HTML string.
 
@@ -474,6 +636,13 @@ def render_report(
         mapping and the threshold that rejects each; ``None``: the section says so.
     unmatched_markers
         For each flagged query cluster, its top marker genes, best first.
+    cell_summary, cell_counts
+        ``DatasetMap.cell_mapping_summary()`` and ``DatasetMap.best_cluster_shares()`` of
+        the query: the per-cell mapping section (a dash when ``None``).
+    cells, embedding
+        ``DatasetMap.compute_cell_mapping()`` of the query and ``(obsm key, cells x 2
+        coordinates)`` in the same cell order: the scatter plots by transferred label and by
+        confidence (at most :data:`MAX_SCATTER_POINTS` cells, a seeded subsample).
 
     Returns
     -------
@@ -529,6 +698,7 @@ def render_report(
             "pairot-sankey",
         ),
         label_distance_plot=label_plot,
+        cells=_cell_section(cell_summary, cell_counts, cells, embedding),
         data=_data_section(summary or {}),
         parameters=_key_values(parameters),
         versions=_key_values(versions),

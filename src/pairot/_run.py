@@ -59,6 +59,7 @@ OUTPUT_FILES = (
     "label_distance.parquet",
     "matches.csv",
     "unmatched.csv",
+    "cells.parquet",
     "mapping.png",
     "distance.png",
     "report.html",
@@ -104,6 +105,9 @@ class RunParameters:
     unmatched_tau_a, min_retained, max_mapping_ratio
         Parameters of :meth:`pairot.tl.DatasetMap.unmatched_clusters` (``tau_a`` of its
         relaxed solve and its two thresholds).
+    cells
+        Compute the per-cell mapping of the query cells
+        (:meth:`pairot.tl.DatasetMap.compute_cell_mapping`) and write ``cells.parquet``.
     """
 
     query_cell_type: str
@@ -124,6 +128,7 @@ class RunParameters:
     unmatched_tau_a: float = 0.95
     min_retained: float = 0.6
     max_mapping_ratio: float = 0.7
+    cells: bool = True
 
 
 @dataclass
@@ -152,6 +157,10 @@ class RunResult:
     unmatched
         Output of ``unmatched_clusters``: the query clusters flagged as having no match in
         the reference, with score, reason and components (``None`` when not computed).
+    cells
+        The per-cell mapping of the query cells, ``None`` with ``parameters.cells=False``.
+    cell_summary, cell_counts
+        ``cell_mapping_summary()`` and ``best_cluster_shares()`` of the query, or ``None``.
     """
 
     parameters: RunParameters
@@ -163,6 +172,9 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     unmatched: pd.DataFrame | None = None
+    cells: pd.DataFrame | None = None
+    cell_summary: pd.DataFrame | None = None
+    cell_counts: pd.DataFrame | None = None
 
     @property
     def mapping(self) -> pd.DataFrame:
@@ -326,6 +338,12 @@ def run_pipeline(
             min_retained=p.min_retained,
             max_mapping_ratio=p.max_mapping_ratio,
         )
+    cells = cell_summary = cell_counts = None
+    if p.cells:
+        with step("cell_mapping", "Per-cell mapping of the query cells"):
+            cells = dataset_map.compute_cell_mapping("query")
+            cell_summary = dataset_map.cell_mapping_summary("query")
+            cell_counts = dataset_map.best_cluster_shares("query")
 
     errors = np.asarray(solution.errors, dtype=np.float64)
     final_error = float(errors[-1]) if errors.size else float("nan")
@@ -359,7 +377,26 @@ def run_pipeline(
         timings=timings,
         summary=summary,
         unmatched=unmatched,
+        cells=cells,
+        cell_summary=cell_summary,
+        cell_counts=cell_counts,
     )
+
+
+#: ``obsm`` keys tried, in order, for the report's embedding of the query cells.
+EMBEDDING_KEYS = ("X_umap", "X_tsne", "X_pca")
+
+
+def _query_embedding(result: RunResult) -> tuple[str, np.ndarray] | None:
+    """The first of :data:`EMBEDDING_KEYS` in the fitted query's ``obsm`` (2 columns), or
+    ``None``."""
+    obsm = result.dataset_map.adata1.obsm
+    for key in EMBEDDING_KEYS:
+        if key in obsm:
+            values = np.asarray(obsm[key])
+            if values.ndim == 2 and values.shape[1] >= 2 and len(values) == len(result.cells):
+                return key, values[:, :2].astype(np.float64)
+    return None
 
 
 def _deg_tables(result: RunResult, n_genes: int) -> dict[tuple[str, str], pd.DataFrame]:
@@ -444,6 +481,8 @@ def write_outputs(
             pd.DataFrame(columns=["query", "unmatched", "score", "reason"]).to_csv(
                 folder / "unmatched.csv", index=False
             )
+        if result.cells is not None:
+            result.cells.to_parquet(folder / "cells.parquet")
     with step("figures", "Drawing mapping.png and distance.png"):
         # the two figures in one row and column order, the mapping's diagonal order
         mapping, distance, _ = common_order(result.mapping, result.distance, None)
@@ -468,6 +507,10 @@ def write_outputs(
             parameters=parameters,
             versions=versions,
             run_info=run_info,
+            cell_summary=result.cell_summary,
+            cell_counts=result.cell_counts,
+            cells=result.cells,
+            embedding=None if result.cells is None else _query_embedding(result),
         )
     timings_s = {k: round(v, 4) for k, v in timings.items() if k != "total"}
     timings_s["total"] = round(sum(v for k, v in timings.items() if k != "total"), 4)
@@ -477,7 +520,7 @@ def write_outputs(
         "versions": versions,
         "data": result.summary,
         "timings_s": timings_s,
-        "files": list(OUTPUT_FILES),
+        "files": [f for f in OUTPUT_FILES if f != "cells.parquet" or result.cells is not None],
     }
     (folder / "run.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return info

@@ -88,6 +88,11 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         help="replace DIR if it is a previous pairot output (holds run.json); the old folder "
         "is replaced only once every new file is written",
     )
+    parser.add_argument(
+        "--no-cells",
+        action="store_true",
+        help="skip the per-cell mapping of the query cells (cells.parquet and its report section)",
+    )
     method = parser.add_argument_group("method")
     method.add_argument(
         "--n-top-genes", type=_positive_int, default=500, help="highly variable genes (500)"
@@ -266,6 +271,7 @@ def _parameters(args: argparse.Namespace, columns: dict[str, str]):
         embedding_layer=args.embedding_layer,
         threshold_mapping=args.threshold_mapping,
         threshold_distance=args.threshold_distance,
+        cells=not args.no_cells,
     )
 
 

@@ -930,6 +930,171 @@ class DatasetMap:
         values = _aggregate.cluster_distance(agg["mass"], agg["cost_mass"], agg["cost_sum"], qc, rc)
         return self._frame(values)
 
+    # ------------------------------------------------------------ per-cell mapping
+    def _side(self, side: str) -> str:
+        if side not in ("query", "reference"):
+            msg = f"side must be 'query' or 'reference', got {side!r}."
+            raise ValueError(msg)
+        return side
+
+    def compute_cell_mapping(self, side: str = "query") -> pd.DataFrame:
+        """Each cell's distribution over the clusters of the other study, from the plan.
+
+        For a query cell ``i`` and a reference cluster ``c``: ``p_i(c) = sum_{j in c} P_ij /
+        sum_j P_ij``, the share of the cell's transported mass that lands on ``c``; for a
+        reference cell ``j`` and a query cluster ``k`` (``side="reference"``): ``q_j(k) =
+        sum_{i in k} P_ij / sum_i P_ij``. It is the conditional of the entropic plan, shaped
+        by ``epsilon`` and the (balanced) marginals, not a classifier's probability (see
+        docs/method.md#per-cell-mapping). The sums come from the same single pass over the
+        plan as :meth:`compute_mapping` and :meth:`compute_distance` and are cached with
+        them: after either, this costs no further pass.
+
+        Parameters
+        ----------
+        side
+            ``"query"`` (default): one row per query cell, one column per reference cluster;
+            ``"reference"``: one row per reference cell, one column per query cluster.
+
+        Returns
+        -------
+        DataFrame
+            Indexed by the cell names (``adata1.obs_names`` or ``adata2.obs_names``, in
+            order); columns (their name is the other side, ``"reference"`` or ``"query"``):
+            one per cluster of the other side, the distribution (rows sum to 1); then
+            ``best`` (Categorical over those clusters: the most probable one, the first in
+            cluster order on ties), ``probability`` (its probability), ``entropy``
+            (``-sum_c p(c) log p(c)``, natural log, in nats; 0 for a cell sent to one cluster)
+            and ``entropy_normalized`` (entropy divided by ``log(number of clusters)``, in
+            [0, 1]; 1 = spread evenly over all clusters).
+
+        Notes
+        -----
+        A cell whose plan row (column) carries no mass at all, possible only with relaxed
+        marginals (``tau < 1``) or float underflow, has NaN in every column and a missing
+        ``best`` (logged at INFO). If a cluster is named like a summary column (``"best"``,
+        ``"probability"``, ``"entropy"``, ``"entropy_normalized"``), every distribution
+        column is prefixed with ``"p_"`` (``"p_best"``, ...), so names never clash; the
+        clusters, in column order, are always ``frame["best"].cat.categories``.
+        """
+        from ._cell_mapping import cell_mapping_frame
+
+        side = self._side(side)
+        agg = self._aggregate()
+        if "row_cluster" not in agg:  # cached by a pass without per-cell sums: redo it
+            self._aggregates = None
+            agg = self._aggregate()
+        if side == "query":
+            return cell_mapping_frame(
+                agg["row_cluster"], self.adata1.obs_names, self.reference_clusters, "reference"
+            )
+        return cell_mapping_frame(
+            np.asarray(agg["tm"]).T, self.adata2.obs_names, self.query_clusters, "query"
+        )
+
+    def transfer_labels(
+        self,
+        adata: AnnData | None = None,
+        *,
+        side: str = "query",
+        key_added: str = "pairot",
+    ) -> AnnData:
+        """A copy of a study with each cell's best cluster of the other study, its confidence,
+        entropy and distribution (see :func:`pairot.tl.transfer_labels`).
+
+        Parameters
+        ----------
+        adata
+            The study to annotate (matched by cell name): by default the one given to this
+            ``DatasetMap`` (``adata1`` for ``side="query"``, ``adata2`` otherwise); also the
+            full study when the fit used a downsampled one (unfitted cells get NaN). Never
+            modified.
+        side
+            Whose cells to annotate: ``"query"`` (with reference clusters) or
+            ``"reference"`` (with query clusters).
+        key_added
+            Prefix of the ``obs`` / ``obsm`` / ``uns`` keys written.
+        """
+        from ._cell_mapping import transfer_labels
+
+        side = self._side(side)
+        if adata is None:
+            adata = self.adata1 if side == "query" else self.adata2
+        return transfer_labels(adata, self.compute_cell_mapping(side), key_added=key_added)
+
+    def best_cluster_shares(self, side: str = "query") -> pd.DataFrame:
+        """Cells of each cluster counted by their best cluster of the other study.
+
+        Returns a table with one row per cluster of ``side`` and one column per cluster of the
+        other study: the number of cells whose ``best`` (:meth:`compute_cell_mapping`) is that
+        cluster. Divide by the row sums for shares.
+        """
+        from ._cell_mapping import best_cluster_shares
+
+        side = self._side(side)
+        own = self.query_labels if side == "query" else self.reference_labels
+        other = "reference" if side == "query" else "query"
+        return best_cluster_shares(own, self.compute_cell_mapping(side), side, other)
+
+    def cell_mapping_summary(
+        self,
+        side: str = "query",
+        *,
+        split_share: float = 0.25,
+        min_cells: int = 5,
+    ) -> pd.DataFrame:
+        """Per cluster, how its cells' best clusters of the other study are distributed, and
+        whether the cluster splits.
+
+        A cluster whose cells go, cell by cell, to two different clusters of the other study
+        is a finding (a coarse annotation against a finer one, a mixed cluster): the cluster
+        mapping averages it away. The rule: a cluster is ``split`` when the second most
+        frequent best cluster among its cells holds at least ``split_share`` of them (default
+        25%) and at least ``min_cells`` cells.
+
+        Parameters
+        ----------
+        side
+            ``"query"`` (default; query clusters over reference clusters) or
+            ``"reference"``.
+        split_share
+            Share in (0, 1] of the second most frequent best cluster that flags a split.
+        min_cells
+            Minimum number of cells behind that second cluster (so that a handful of cells of
+            a small cluster is no split).
+
+        Returns
+        -------
+        DataFrame
+            Indexed by cluster; columns ``n_cells``, ``n_mapped`` (cells with a best cluster),
+            ``first``, ``first_share``, ``first_cells``, ``second``, ``second_share``,
+            ``second_cells`` (the two most frequent best clusters, their shares of
+            ``n_mapped`` and cell counts; missing when there is none) and ``split``. The full
+            counts are :meth:`best_cluster_shares`.
+        """
+        from ._cell_mapping import split_summary
+
+        if isinstance(split_share, bool | np.bool_) or not isinstance(
+            split_share, int | float | np.integer | np.floating
+        ):
+            msg = f"split_share must be a number in (0, 1], got {split_share!r}."
+            raise TypeError(msg)
+        if not 0 < split_share <= 1:
+            msg = f"split_share must lie in (0, 1], got {split_share!r}; e.g. 0.25."
+            raise ValueError(msg)
+        if isinstance(min_cells, bool | np.bool_) or not isinstance(min_cells, int | np.integer):
+            msg = f"min_cells must be an integer >= 0, got {min_cells!r}."
+            raise TypeError(msg)
+        if min_cells < 0:
+            msg = f"min_cells must be >= 0, got {min_cells}; e.g. 5."
+            raise ValueError(msg)
+        side = self._side(side)
+        counts = self.best_cluster_shares(side)
+        own = self.query_labels if side == "query" else self.reference_labels
+        n_cells = np.bincount(own.codes, minlength=len(own.categories))
+        return split_summary(
+            counts, n_cells, split_share=float(split_share), min_cells=int(min_cells)
+        )
+
     @staticmethod
     def select_similar_clusters(
         mapping: pd.DataFrame,

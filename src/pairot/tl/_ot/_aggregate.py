@@ -26,11 +26,25 @@ from ._kernel import Kernel
 logger = logging.getLogger("pairot")
 
 
-@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision"))
+@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision", "per_cell"))
 def _aggregate_block(
-    x, y, f, g, query_codes, ref_onehot, k, offset, eps, *, block, n_query_clusters, precision
+    x,
+    y,
+    f,
+    g,
+    query_codes,
+    ref_onehot,
+    k,
+    offset,
+    eps,
+    *,
+    block,
+    n_query_clusters,
+    precision,
+    per_cell=False,
 ):
-    """Per-cluster sums of the plan over the ``k``-th row block of query cells."""
+    """Per-cluster sums of the plan over the ``k``-th row block of query cells; with
+    ``per_cell`` also every row's sums per reference cluster (``plan @ ref_onehot``)."""
     n = x.shape[0]
     start = jnp.minimum(k * block, n - block)
     xb = lax.dynamic_slice_in_dim(x, start, block, axis=0)
@@ -47,7 +61,8 @@ def _aggregate_block(
     cost_tm = jnp.matmul(onehot, plan * cost, precision=precision)
     cost_mass = jnp.matmul(cost_tm, ref_onehot, precision=precision)
     row_mass = jnp.sum(plan, axis=1)
-    return tm, cost_mass, row_mass, start
+    row_cluster = jnp.matmul(plan, ref_onehot, precision=precision) if per_cell else None
+    return tm, cost_mass, row_mass, start, row_cluster
 
 
 #: Rows of the kernel per step of the kernel-mode aggregation: small enough for the
@@ -55,7 +70,7 @@ def _aggregate_block(
 _KERNEL_AGGREGATE_ROWS = 256
 
 
-@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision"))
+@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision", "per_cell"))
 def _aggregate_kernel(
     kernel,
     row_min,
@@ -68,6 +83,7 @@ def _aggregate_kernel(
     block,
     n_query_clusters,
     precision,
+    per_cell=False,
 ):
     """Per-cluster sums of the plan ``P_ij = row_scale_i K_ij col_scale_j``, in one call.
 
@@ -78,9 +94,11 @@ def _aggregate_kernel(
     n, m = kernel.shape
     n_blocks = -(-n // block)
     clusters = jnp.arange(n_query_clusters)
+    # per_cell: row i's sums per reference cluster, row_scale_i (K (col_scale * onehot))_i
+    scaled_onehot = col_scale[:, None] * ref_onehot
 
     def body(k, acc):
-        tm, cost_tm = acc
+        tm, cost_tm, row_cluster = acc
         start = jnp.minimum(k * block, n - block)
         kb = lax.dynamic_slice_in_dim(kernel, start, block, axis=0)
         rb = lax.dynamic_slice_in_dim(row_min, start, block, axis=0)
@@ -92,14 +110,21 @@ def _aggregate_kernel(
         tm = tm + jnp.matmul(weights, kb, precision=precision)
         cost = rb[:, None] - eps * jnp.log(kb)
         cost_tm = cost_tm + jnp.matmul(weights, kb * cost, precision=precision)
-        return tm, cost_tm
+        if per_cell:  # the shifted last block rewrites its overlap with the same values
+            rows = sb[:, None] * jnp.matmul(kb, scaled_onehot, precision=precision)
+            row_cluster = lax.dynamic_update_slice_in_dim(row_cluster, rows, start, axis=0)
+        return tm, cost_tm, row_cluster
 
     zeros = jnp.zeros((n_query_clusters, m), dtype=kernel.dtype)
-    tm, cost_tm = lax.fori_loop(0, n_blocks, body, (zeros, zeros))
+    row_cluster = jnp.zeros((n if per_cell else 0, ref_onehot.shape[1]), dtype=kernel.dtype)
+    tm, cost_tm, row_cluster = lax.fori_loop(0, n_blocks, body, (zeros, zeros, row_cluster))
     tm = tm * col_scale[None, :]
     cost_mass = jnp.matmul(cost_tm * col_scale[None, :], ref_onehot, precision=precision)
-    row_mass = row_scale * jnp.matmul(kernel, col_scale, precision=precision)
-    return tm, cost_mass, row_mass
+    if per_cell:  # the same sums, regrouped: no second pass over the kernel
+        row_mass = jnp.sum(row_cluster, axis=1)
+    else:
+        row_mass = row_scale * jnp.matmul(kernel, col_scale, precision=precision)
+    return tm, cost_mass, row_mass, row_cluster
 
 
 def aggregate(
@@ -121,6 +146,7 @@ def aggregate(
     kernel: Kernel | None = None,
     block_memory_budget: int | None = None,
     active=None,
+    per_cell: bool = True,
 ) -> dict[str, np.ndarray]:
     """Cluster-level sums of the plan ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, one pass.
 
@@ -165,6 +191,12 @@ def aggregate(
         (1 GiB): the rows per block are ``batch_size`` capped so that ``2 * rows * m *
         itemsize`` fits (a block holds about two ``rows x m`` arrays), at least 1, with an
         INFO line when the cap applies (see :func:`~._driver.sinkhorn`).
+    active
+        The active blocks of a sparse solve (``SinkhornOutput.blocks``), or a ``(Kq, Kr)``
+        boolean mask: only those blocks are summed (the others count as 0).
+    per_cell
+        Also return ``row_cluster`` (below), each query cell's plan mass per reference
+        cluster, for the per-cell mapping; ``n x Kr`` more floats, in the same pass.
 
     Returns
     -------
@@ -173,7 +205,9 @@ def aggregate(
         ``sum_{i in k, j in c} P_ij``; ``cost_mass`` ``(Kq, Kr)``: the same of ``P_ij C_ij``;
         ``cost_sum`` ``(Kq, Kr)``: ``sum_{i in k, j in c} C_ij`` (unweighted, computed exactly
         as ``n_k n_c offset + (sum_{i in k} x_i) . (sum_{j in c} y_j)`` in float64);
-        ``row_mass`` ``(n,)`` = ``P 1``; ``col_mass`` ``(m,)`` = ``P^T 1``.
+        ``row_mass`` ``(n,)`` = ``P 1``; ``col_mass`` ``(m,)`` = ``P^T 1``; with
+        ``per_cell``, ``row_cluster`` ``(n, Kr)``: ``sum_{j in c} P_ij`` (its rows sum to
+        ``row_mass``; the reference cells' sums per query cluster are ``tm`` itself).
     """
     x, y, offset, epsilon, batch_size, dtype, prec = _check_common(
         x_aug, y_aug, offset, epsilon, batch_size, dtype, precision
@@ -207,6 +241,7 @@ def aggregate(
                 dtype=dtype,
                 precision=prec,
                 progress=progress,
+                per_cell=per_cell,
             )
         out["cost_sum"] = _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters)
         return out
@@ -225,7 +260,7 @@ def aggregate(
         eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
         scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
         if scales is not None:
-            tm, cost_mass, row_mass = _aggregate_kernel_chunks(
+            tm, cost_mass, row_mass, row_cluster = _aggregate_kernel_chunks(
                 kernel,
                 *scales,
                 qj,
@@ -235,9 +270,10 @@ def aggregate(
                 n_query_clusters=n_query_clusters,
                 precision=prec,
                 progress=progress,
+                per_cell=per_cell,
             )
         else:
-            tm, cost_mass, row_mass = _aggregate_blocked(
+            tm, cost_mass, row_mass, row_cluster = _aggregate_blocked(
                 x,
                 y,
                 offset,
@@ -251,12 +287,13 @@ def aggregate(
                 dtype,
                 prec,
                 progress,
+                per_cell,
             )
 
     mass = cluster_sums(tm, rcodes, n_ref_clusters)
     col_mass = tm.sum(axis=0)
     cost_sum = _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters)
-    return {
+    out = {
         "tm": tm,
         "mass": mass,
         "cost_mass": cost_mass,
@@ -264,6 +301,9 @@ def aggregate(
         "row_mass": row_mass,
         "col_mass": col_mass,
     }
+    if per_cell:
+        out["row_cluster"] = row_cluster
+    return out
 
 
 def _aggregate_kernel_chunks(
@@ -278,6 +318,7 @@ def _aggregate_kernel_chunks(
     n_query_clusters,
     precision,
     progress,
+    per_cell=False,
 ):
     """:func:`_aggregate_kernel` over the whole kernel: one device call, or above
     :data:`~._chunks._CHUNK_PAIRS` entries one call per chunk of rows (interruptible between
@@ -289,6 +330,7 @@ def _aggregate_kernel_chunks(
     tm = np.zeros((n_query_clusters, m), dtype=np.float64)
     cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
     row_mass = np.zeros(n, dtype=np.float64)
+    row_cluster = np.zeros((n, ref_onehot.shape[1]), dtype=np.float64) if per_cell else None
     with tqdm(total=n, desc="Aggregating plan", disable=not progress, leave=False) as bar:
         for start in range(0, n, rows):
             stop = min(start + rows, n)
@@ -305,18 +347,34 @@ def _aggregate_kernel_chunks(
                 block=min(block, stop - start),
                 n_query_clusters=n_query_clusters,
                 precision=precision,
+                per_cell=per_cell,
             )
-            tm_c, cost_c, rows_c = (np.asarray(v, dtype=np.float64) for v in sums)
+            tm_c, cost_c, rows_c, cells_c = (np.asarray(v, dtype=np.float64) for v in sums)
             tm += tm_c
             cost_mass += cost_c
             row_mass[part] = rows_c
+            if per_cell:
+                row_cluster[part] = cells_c
             bar.update(stop - start)
             check_interrupt()
-    return tm, cost_mass, row_mass
+    return tm, cost_mass, row_mass, row_cluster
 
 
 def _aggregate_blocked(
-    x, y, offset, f, g, qj, ref_onehot, eps, block, n_query_clusters, dtype, prec, progress
+    x,
+    y,
+    offset,
+    f,
+    g,
+    qj,
+    ref_onehot,
+    eps,
+    block,
+    n_query_clusters,
+    dtype,
+    prec,
+    progress,
+    per_cell=False,
 ):
     """Blocked pass of :func:`aggregate` from the cost; float64 sums accumulated on the host."""
     n, m = x.shape[0], y.shape[0]
@@ -324,6 +382,7 @@ def _aggregate_blocked(
     tm = np.zeros((n_query_clusters, m), dtype=np.float64)
     cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
     row_mass = np.zeros(n, dtype=np.float64)
+    row_cluster = np.zeros((n, ref_onehot.shape[1]), dtype=np.float64) if per_cell else None
     xj = jnp.asarray(x.astype(dtype, copy=False))
     yj = jnp.asarray(y.astype(dtype, copy=False))
     fj = jnp.asarray(f.astype(dtype))
@@ -344,6 +403,7 @@ def _aggregate_blocked(
             block=block,
             n_query_clusters=n_query_clusters,
             precision=prec,
+            per_cell=per_cell,
         )
 
     pending = launch(0)
@@ -351,16 +411,18 @@ def _aggregate_blocked(
         for k in range(n_blocks):
             # dispatch the next block before reading this one back (asynchronous dispatch)
             following = launch(k + 1) if k + 1 < n_blocks else None
-            tm_b, cost_mass_b, row_mass_b, start = pending
+            tm_b, cost_mass_b, row_mass_b, start, row_cluster_b = pending
             tm += np.asarray(tm_b, dtype=np.float64)
             cost_mass += np.asarray(cost_mass_b, dtype=np.float64)
             first = k * block
             start = int(start)
             row_mass[first : start + block] = np.asarray(row_mass_b)[first - start :]
+            if per_cell:
+                row_cluster[first : start + block] = np.asarray(row_cluster_b)[first - start :]
             pending = following
             bar.update(1)
             check_interrupt()
-    return tm, cost_mass, row_mass
+    return tm, cost_mass, row_mass, row_cluster
 
 
 def _check_kernel(kernel, n: int, m: int, offset: float, epsilon: float, dtype) -> None:

@@ -732,11 +732,26 @@ def _update(log_marginal, lse, tau, eps):
 
 
 def aggregate_active(
-    blocks: ActiveBlocks, x, y, offset, f, g, *, epsilon, dtype, precision, progress
+    blocks: ActiveBlocks,
+    x,
+    y,
+    offset,
+    f,
+    g,
+    *,
+    epsilon,
+    dtype,
+    precision,
+    progress,
+    per_cell=False,
 ):
     """Cluster-level sums of the plan over the active tiles (see
     :func:`~pairot.tl._ot.aggregate`); skipped blocks contribute nothing. ``f`` and ``g`` are
-    the potentials in the original cell order. Reuses the stored tile kernels."""
+    the potentials in the original cell order. Reuses the stored tile kernels.
+
+    With ``per_cell``, also ``row_cluster``: every tile lies in one reference cluster, so a
+    query cell's sum per reference cluster is the sum of its tile row sums there (host side,
+    from the row sums the tiles return anyway)."""
     lx, ly = blocks.lx, blocks.ly
     tr, tc = blocks.tr, blocks.tc
     kq, kr = blocks.present.shape
@@ -752,6 +767,7 @@ def aggregate_active(
     tm = np.zeros(kq * ly.n_padded)
     cost_mass = np.zeros(kq * kr)
     row_mass = np.zeros(lx.n_padded)
+    row_cluster = np.zeros(lx.n_padded * kr) if per_cell else None
     total = sum(p.row_plan.n_tiles for p in blocks.parts)
     base = max(1, CALL_PAIRS // (tr * tc))
     with tqdm(total=total, desc="Aggregating plan", disable=not progress, leave=False) as bar:
@@ -796,12 +812,20 @@ def aggregate_active(
             )
             row_index = (rows_h[:, None] + np.arange(tr)).ravel()
             row_mass += np.bincount(row_index, weights=row_h.ravel(), minlength=lx.n_padded)
+            if per_cell:
+                cell_index = (row_index.reshape(n_t, tr) * kr + plan.col_cluster[:, None]).ravel()
+                row_cluster += np.bincount(
+                    cell_index, weights=row_h.ravel(), minlength=row_cluster.size
+                )
     tm = tm.reshape(kq, ly.n_padded)[:, ly.position]
     rcodes = ly.codes[ly.position]
-    return {
+    out = {
         "tm": tm,
         "mass": cluster_sums(tm, rcodes, kr),
         "cost_mass": cost_mass.reshape(kq, kr),
         "row_mass": row_mass[lx.position],
         "col_mass": tm.sum(axis=0),
     }
+    if per_cell:
+        out["row_cluster"] = row_cluster.reshape(lx.n_padded, kr)[lx.position]
+    return out

@@ -494,7 +494,6 @@ def _cell_section(
             f"<code>{_e(name)}</code> (its first two dimensions; {_e(sampled)}), coloured by "
             "transferred label (the best reference cluster) and by confidence (the probability "
             "of that cluster).</figcaption></figure>"
->>>>>>> cells
         )
     return "\n".join(parts)
 

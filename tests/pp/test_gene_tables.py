@@ -213,6 +213,12 @@ def test_gene_ids_skip_the_official_restriction(caplog):
     message = warnings[0].getMessage()
     assert "1% of the 201 genes" in message and "skipped" in message
     assert "gene_filtering=False" in message and "symbols" in message
+    # the same gene set again (the marker filter runs on four tables): INFO, not a warning
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pairot"):
+        np.testing.assert_array_equal(gene_filter_mask(ids), dropped)
+    levels = [r.levelno for r in caplog.records if "skipped" in r.getMessage()]
+    assert levels == [logging.INFO]
 
 
 def test_keep_and_drop_lists():

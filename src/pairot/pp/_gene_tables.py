@@ -121,6 +121,10 @@ def _lookup() -> _Lookup:
     )
 
 
+#: Gene sets already warned about (hashes), so a repeated filter logs at INFO only.
+_WARNED: set[int] = set()
+
+
 def _match_mode(names: pd.Series, lookup: _Lookup, what: str) -> str:
     """How to match ``names`` to the tables: ``"exact"``, ``"upper"`` or ``"none"``, logged."""
     distinct = pd.Series(names.unique(), dtype=object)
@@ -141,7 +145,11 @@ def _match_mode(names: pd.Series, lookup: _Lookup, what: str) -> str:
             100 * upper,
         )
         return "upper"
-    logger.warning(
+    # once per gene set and process: the marker filter runs on four tables per DatasetMap
+    key = hash(frozenset(distinct))
+    log = logger.info if key in _WARNED else logger.warning
+    _WARNED.add(key)
+    log(
         "Gene filter: only %.0f%% of the %d genes of %s are official human gene symbols "
         "(%.0f%% case-insensitively), so the restriction to OFFICIAL_GENES is skipped (it "
         "would drop nearly every gene); only the genes of FILTERED_GENES are dropped. If "

@@ -250,6 +250,30 @@ def test_no_cells_skips_the_per_cell_outputs(demo_h5ad, tmp_path, capsys):
     assert "<h2>Per-cell mapping</h2>" in report and "--no-cells" in report
 
 
+def test_small_clusters_are_listed_apart(demo_h5ad, tmp_path, capsys):
+    """--min-cells 12 puts the reference's 9-cell and the query's 10-cell memory T clusters
+    below the threshold: merged, they are listed in run.json and, apart, in the report."""
+    out = tmp_path / "out"
+    args = ["--quiet", "--no-cells", "--min-cells", "12", "--small-clusters", "merge"]
+    code = main(_run_args(demo_h5ad, out, *args))
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / "run.json").read_text())
+    small = {(r["side"], r["cluster"]): r for r in info["data"]["small_clusters"]}
+    assert set(small) == {
+        ("query", "CD4+/CD45RO+ Memory"),
+        ("reference", "CD4+/CD45RO+ Memory"),
+    }
+    assert {r["n_cells"] for r in small.values()} == {9, 10}
+    assert all(r["action"] == "merge" and r["merged_into"] for r in small.values())
+    assert info["parameters"]["min_cells"] == 12
+    mapping = pd.read_parquet(out / "mapping.parquet")
+    assert "CD4+/CD45RO+ Memory" not in mapping.index
+    assert "CD4+/CD45RO+ Memory" not in mapping.columns
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "Clusters too small to carry their share of the mass" in report
+    assert "merged into" in report
+
+
 def test_demo_refuses_to_overwrite(demo_run):
     _, out = demo_run
     before = (out / "run.json").read_bytes()

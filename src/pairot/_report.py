@@ -498,6 +498,32 @@ def _cell_section(
     return "\n".join(parts)
 
 
+def _small_clusters_note(records) -> str:
+    """The clusters below ``min_cells``, apart from the others, with what was done."""
+    if not records:
+        return ""
+    done = {
+        "drop": "left out of the transport",
+        "merge": "merged into {merged_into}",
+        "keep": "kept (its share of the mass shifts the other scores)",
+    }
+    rows = [
+        [
+            _td(r.get("side")),
+            _td(r.get("cluster")),
+            _td(r.get("n_cells"), numeric=True),
+            _td(done.get(r.get("action"), str(r.get("action"))).format(**r)),
+        ]
+        for r in records
+    ]
+    return (
+        '<p class="warn">Clusters too small to carry their share of the mass (balanced '
+        "marginals give every cluster the same share, 1/K, whatever its size; below "
+        "<code>--min-cells</code> a cluster has no marker genes to be matched by):</p>"
+        + _table(["study", "cluster", "cells", "what was done"], rows)
+    )
+
+
 def _data_section(summary: Mapping[str, Any]) -> str:
     studies = [s for s in ("query", "reference") if isinstance(summary.get(s), Mapping)]
     rows = []
@@ -534,6 +560,7 @@ def _data_section(summary: Mapping[str, Any]) -> str:
             )
     if extra:
         parts.append(_table(["", "value"], extra))
+    parts.append(_small_clusters_note(summary.get("small_clusters")))
     for s in studies:
         clusters = summary[s].get("cells_per_cluster_fit")
         if isinstance(clusters, Mapping) and clusters:

@@ -92,6 +92,9 @@ class RunParameters:
     n_samples
         If given, at most this many cells per cluster of each study enter the OT fit
         (:func:`pairot.pp.downsample_indices`); ``None`` keeps every cell.
+    min_cells, small_clusters
+        Clusters below ``min_cells`` cells and what happens to them (see
+        :class:`pairot.tl.DatasetMap`); listed apart in the report and ``run.json``.
     epsilon, tau_a, tau_b, batch_size
         Entropic regularization, marginal relaxations and block size of the OT fit.
     seed
@@ -116,6 +119,8 @@ class RunParameters:
     ref_sample: str
     n_top_genes: int = 500
     n_samples: int | None = None
+    min_cells: int | None = 5
+    small_clusters: str = "drop"
     epsilon: float = 0.05
     tau_a: float = 1.0
     tau_b: float = 1.0
@@ -311,7 +316,9 @@ def run_pipeline(
                 :,
             ]
     with step("init_geom", "Label distance between clusters and cell features"), study_names():
-        dataset_map = pr.tl.DatasetMap(query, ref)
+        dataset_map = pr.tl.DatasetMap(
+            query, ref, min_cells=p.min_cells, small_clusters=p.small_clusters
+        )
         dataset_map.init_geom(
             epsilon=p.epsilon, batch_size=p.batch_size, embedding_layer=p.embedding_layer
         )
@@ -348,8 +355,9 @@ def run_pipeline(
     errors = np.asarray(solution.errors, dtype=np.float64)
     final_error = float(errors[-1]) if errors.size else float("nan")
     summary = {
-        "query": _study_summary(adata_query, query, p.query_cell_type),
-        "reference": _study_summary(adata_ref, ref, p.ref_cell_type),
+        "query": _study_summary(adata_query, dataset_map.adata1, p.query_cell_type),
+        "reference": _study_summary(adata_ref, dataset_map.adata2, p.ref_cell_type),
+        "small_clusters": dataset_map.small_clusters.to_dict("records"),
         "n_shared_genes": int(query.uns["pairot"]["params"]["n_shared_genes"]),
         "n_hvgs": int(query.n_vars),
         "sinkhorn": {

@@ -47,6 +47,17 @@ def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"expected a non-negative integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -103,6 +114,20 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="fit the OT model on at most this many cells per cluster of each study "
         "(default: all cells)",
+    )
+    method.add_argument(
+        "--min-cells",
+        type=_non_negative_int,
+        default=5,
+        help="clusters with fewer cells are handled by --small-clusters, with a warning; 0 "
+        "keeps every cluster as it is (5)",
+    )
+    method.add_argument(
+        "--small-clusters",
+        choices=("drop", "merge", "keep"),
+        default="drop",
+        help="what happens to clusters below --min-cells: left out of the transport, merged "
+        "into their most similar cluster, or kept (drop)",
     )
     method.add_argument(
         "--epsilon", type=_positive_float, default=0.05, help="entropic regularization (0.05)"
@@ -262,6 +287,8 @@ def _parameters(args: argparse.Namespace, columns: dict[str, str]):
         **columns,
         n_top_genes=args.n_top_genes,
         n_samples=args.n_samples,
+        min_cells=args.min_cells or None,
+        small_clusters=args.small_clusters,
         epsilon=args.epsilon,
         tau_a=args.tau_a,
         tau_b=args.tau_b,

@@ -172,9 +172,9 @@ def _pairot_info(adata: AnnData, name: str) -> dict:
         return _upstream_info(adata, name)
     if not isinstance(info, Mapping):
         msg = (
-            f"{name} has no DE results: neither uns['pairot'] (pairot's preprocess_adatas) "
-            "nor uns['de_res_ova'] / uns['de_res_ava'] with obs['cell_type_author'] (upstream "
-            f"pairOT's preprocessing); {hint}"
+            f"{name}.uns['pairot'] is missing (pairot's preprocess_adatas writes it), and so "
+            "are upstream pairOT's uns['de_res_ova'] / uns['de_res_ava'] (read with the "
+            f"clusters in obs['cell_type_author']): {name} has no DE results; {hint}"
         )
         raise ValueError(msg)
     for key in ("cell_type_key", "de_ova", "de_ava"):

@@ -187,7 +187,9 @@ def test_slash_in_names_works_in_memory(processed):
 def test_missing_results_and_columns_are_clear_errors(upstream_files, processed):
     q, r = upstream_files
     bare = ad.AnnData(q.X, obs=q.obs.copy(), var=q.var.copy())
-    with pytest.raises(ValueError, match=r"uns\['pairot'\] is missing.*so are upstream.*uns\['de_res_ova'\]"):
+    with pytest.raises(
+        ValueError, match=r"uns\['pairot'\] is missing.*so are upstream.*uns\['de_res_ova'\]"
+    ):
         pr.tl.DatasetMap(bare, r)
     half = bare.copy()
     half.uns["de_res_ova"] = q.uns["de_res_ova"]

@@ -283,8 +283,8 @@ def test_anndata_views_work(pair, processed):
     pd.testing.assert_frame_equal(q.uns["pairot"]["de_ova"], processed[0].uns["pairot"]["de_ova"])
     pd.testing.assert_frame_equal(r.uns["pairot"]["de_ava"], processed[1].uns["pairot"]["de_ava"])
     half = pair[0][::2]
-    de_ova, _ = pr.pp.rank_genes_limma(half, CT, SAMPLE)
-    expected, _ = pr.pp.rank_genes_limma(half.copy(), CT, SAMPLE)
+    de_ova, _ = pr.pp.rank_genes_limma(half, CT, SAMPLE, result_format="long")
+    expected, _ = pr.pp.rank_genes_limma(half.copy(), CT, SAMPLE, result_format="long")
     pd.testing.assert_frame_equal(de_ova, expected)
 
 
@@ -633,8 +633,10 @@ def test_numeric_cluster_labels_become_strings_in_numeric_order(pair, categorica
     q = ad.read_h5ad(tmp_path / "q.h5ad")
     dm = fit(q, r)
     assert list(dm.compute_mapping().index) == ["1", "2", "10"]
-    de_ova, _ = pr.pp.rank_genes_limma(a1, CT, SAMPLE)
+    de_ova, _ = pr.pp.rank_genes_limma(a1, CT, SAMPLE, result_format="long")
     assert list(de_ova["cluster"].cat.categories) == ["1", "2", "10"]
+    de_res_ova, de_res_ava = pr.pp.rank_genes_limma(a1, CT, SAMPLE)  # upstream's dicts
+    assert list(de_res_ova) == list(de_res_ava) == ["1", "2", "10"]
 
 
 # ------------------------------------------------------------------ caller objects unchanged

@@ -54,7 +54,7 @@ def naive_overlap(top, a, b):
 
 
 def naive_select(ova_rows, ava_rows, categories, *, n_ova, n_ava, threshold, n_overlap):
-    """Marker lists as a list of (cluster, rank, gene, logFC, source) tuples."""
+    """Marker lists as a list of (cluster, rank, gene, logFC, reference) tuples."""
     ova = {c: [] for c in categories}
     for row in ova_rows:
         ova[row["cluster"]].append((row["gene"], row["logFC"]))
@@ -70,17 +70,17 @@ def naive_select(ova_rows, ava_rows, categories, *, n_ova, n_ava, threshold, n_o
     top = {c: {g for g, _ in cut(ova[c], n_overlap)} for c in categories}
     result = []
     for a in categories:
-        candidates = [(g, lfc, "ova") for g, lfc in cut(ova[a], n_ova)]
+        candidates = [(g, lfc, "all") for g, lfc in cut(ova[a], n_ova)]
         for b in categories:
             if b != a and naive_overlap(top, a, b) >= threshold:
                 candidates += [(g, lfc, str(b)) for g, lfc in cut(ava.get((a, b), []), n_ava)]
         candidates.sort(key=lambda m: -m[1])
         seen = set()
-        for g, lfc, source in candidates:
+        for g, lfc, reference in candidates:
             if g in seen:
                 continue
             seen.add(g)
-            result.append((a, len(seen) - 1, g, lfc, source))
+            result.append((a, len(seen) - 1, g, lfc, reference))
     return result
 
 
@@ -228,13 +228,13 @@ def test_select_genes_matches_naive(seed):
                     out["rank"],
                     out["gene"],
                     out["logFC"],
-                    out["source"],
+                    out["reference"],
                     strict=True,
                 )
             )
             assert got == expected, (n_ova, n_ava, n_overlap, threshold)
             assert list(out["cluster"].cat.categories) == categories
-            n_from_ava += int((out["source"] != "ova").sum())
+            n_from_ava += int((out["reference"] != "all").sum())
     assert n_from_ava > 0  # the AVA blocks were exercised
     pd.testing.assert_frame_equal(ova_f, before[0])
     pd.testing.assert_frame_equal(ava_f, before[1])
@@ -326,45 +326,45 @@ def test_select_genes_hand_computed():
             out["rank"],
             out["gene"],
             out["logFC"],
-            out["source"],
+            out["reference"],
             strict=True,
         )
     )
     assert got == [
         # A: similar to E (0.625 >= 0.3), not to B (0.25)
-        ("A", 0, "g1", 3.0, "ova"),
-        ("A", 1, "g2", 2.5, "ova"),
-        ("A", 2, "g3", 2.0, "ova"),
-        ("A", 3, "g4", 1.5, "ova"),
+        ("A", 0, "g1", 3.0, "all"),
+        ("A", 1, "g2", 2.5, "all"),
+        ("A", 2, "g3", 2.0, "all"),
+        ("A", 3, "g4", 1.5, "all"),
         ("A", 4, "gA1", 1.3, "E"),
         # B: similar to A (1.0) and E (1.0); the top 3 of B vs A are gB2, gB1, g1; g1 is
         # already in as an OVA marker with a higher logFC; the gB1 / g2 tie keeps OVA first
         ("B", 0, "gB2", 5.0, "A"),
-        ("B", 1, "g1", 2.8, "ova"),
-        ("B", 2, "g2", 2.2, "ova"),
+        ("B", 1, "g1", 2.8, "all"),
+        ("B", 2, "g2", 2.2, "all"),
         ("B", 3, "gB1", 2.2, "A"),
-        ("C", 0, "g5", 4.0, "ova"),
+        ("C", 0, "g5", 4.0, "all"),
         # D has no marker; E: similar to A (0.4), not to B (0.16)
         ("E", 0, "gE1", 3.5, "A"),
-        ("E", 1, "g1", 2.0, "ova"),
-        ("E", 2, "g2", 1.9, "ova"),
-        ("E", 3, "g3", 1.8, "ova"),
-        ("E", 4, "g6", 1.7, "ova"),
-        ("E", 5, "g7", 1.6, "ova"),
+        ("E", 1, "g1", 2.0, "all"),
+        ("E", 2, "g2", 1.9, "all"),
+        ("E", 3, "g3", 1.8, "all"),
+        ("E", 4, "g6", 1.7, "all"),
+        ("E", 5, "g7", 1.6, "all"),
     ]
-    assert list(out.columns) == ["cluster", "rank", "gene", "logFC", "source"]
+    assert list(out.columns) == ["cluster", "rank", "gene", "logFC", "reference"]
     assert list(out["cluster"].cat.categories) == ["A", "B", "C", "D", "E"]
 
     out = select_genes(OVA_HAND, AVA_HAND, n_genes_ova=1, n_genes_ava=1)
-    got = list(zip(out["cluster"].astype(str), out["gene"], out["source"], strict=True))
+    got = list(zip(out["cluster"].astype(str), out["gene"], out["reference"], strict=True))
     assert got == [
-        ("A", "g1", "ova"),
+        ("A", "g1", "all"),
         ("A", "gA1", "E"),
         ("B", "gB2", "A"),
-        ("B", "g1", "ova"),
-        ("C", "g5", "ova"),
+        ("B", "g1", "all"),
+        ("C", "g5", "all"),
         ("E", "gE1", "A"),
-        ("E", "g1", "ova"),
+        ("E", "g1", "all"),
     ]
 
 
@@ -376,7 +376,7 @@ def test_select_genes_blocks_in_category_order():
     out = select_genes(ova, ava)
     x = out[out["cluster"] == "X"]
     assert x["gene"].tolist() == ["h1", "h2", "gz", "gy"]
-    assert x["source"].tolist() == ["ova", "ova", "Z", "Y"]
+    assert x["reference"].tolist() == ["all", "all", "Z", "Y"]
     assert x["rank"].tolist() == [0, 1, 2, 3]
 
 
@@ -385,7 +385,7 @@ def test_select_genes_empty_and_no_similar():
     ava = _ava([], ["A", "B"])
     out = select_genes(ova, ava)
     assert len(out) == 0
-    assert list(out.columns) == ["cluster", "rank", "gene", "logFC", "source"]
+    assert list(out.columns) == ["cluster", "rank", "gene", "logFC", "reference"]
     assert list(out["cluster"].cat.categories) == ["A", "B"]
     assert len(similar_clusters(ova)) == 0
 
@@ -426,15 +426,17 @@ def test_filter_hand_example():
 # --------------------------------------------------------------------------------------------
 def test_missing_columns_are_named():
     ova, ava, _ = random_tables(0)
-    with pytest.raises(ValueError, match=r"de_ova is missing the column\(s\) \['auroc'\]"):
+    with pytest.raises(ValueError, match=r"de_res_ova is missing the column\(s\) \['auroc'\]"):
         filter_genes_ova(ova.drop(columns="auroc"))
     with pytest.raises(ValueError, match=r"\['versus'\].*it has the columns"):
         filter_genes_ava(ova)
-    with pytest.raises(ValueError, match=r"de_ava_filtered is missing.*\['versus'\]"):
+    with pytest.raises(ValueError, match=r"de_res_ava is missing.*\['versus'\]"):
         select_genes(ova, ova)
-    with pytest.raises(TypeError, match="de_ova must be a pandas DataFrame"):
+    with pytest.raises(TypeError, match=r"de_res_ova\['cluster'\] is a dict, not a DataFrame"):
         filter_genes_ova(ova.to_dict())
-    with pytest.raises(TypeError, match=r"de_ova\['logFC'\] must be numeric"):
+    with pytest.raises(TypeError, match="de_res_ova must be upstream pairOT's .* or pairot's long"):
+        filter_genes_ova(ova.to_numpy())
+    with pytest.raises(TypeError, match=r"de_res_ova\['logFC'\] must be numeric"):
         filter_genes_ova(ova.astype({"logFC": str}))
 
 
@@ -481,7 +483,7 @@ def test_select_rejects_inconsistent_tables():
         select_genes(OVA_HAND, duplicated)
     other = AVA_HAND.copy()
     other["versus"] = other["versus"].cat.rename_categories({"E": "Q"})
-    with pytest.raises(ValueError, match=r"clusters that de_ova_filtered does not have.*'Q'"):
+    with pytest.raises(ValueError, match=r"clusters that de_res_ova does not have.*'Q'"):
         select_genes(OVA_HAND, other)
     with_nan = OVA_HAND.copy()
     with_nan.loc[0, "logFC"] = np.nan
@@ -496,5 +498,5 @@ def test_missing_labels_in_passing_rows():
     ova["adj.P.Val"] = 0.0
     ova["auroc"] = 1.0
     ova.loc[3, "gene"] = None
-    with pytest.raises(ValueError, match=r"de_ova\['gene'\] has 1 missing value"):
+    with pytest.raises(ValueError, match=r"de_res_ova\['gene'\] has 1 missing value"):
         filter_genes_ova(ova)

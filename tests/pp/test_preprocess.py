@@ -173,7 +173,7 @@ def test_de_tables_match_independent_computation(pair, processed):
 def test_rank_genes_limma_equals_preprocess_tables(pair, processed):
     q, _ = processed
     genes = list(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
-    de_ova, de_ava = pr.pp.rank_genes_limma(pair[0][:, genes], "ct", "donor")
+    de_ova, de_ava = pr.pp.rank_genes_limma(pair[0][:, genes], "ct", "donor", result_format="long")
     pd.testing.assert_frame_equal(de_ova, q.uns["pairot"]["de_ova"])
     pd.testing.assert_frame_equal(de_ava, q.uns["pairot"]["de_ava"])
 
@@ -254,8 +254,10 @@ def test_filter_genes_and_user_lists(pair):
 
 
 def test_auroc_subsample_is_stratified(pair):
-    de_small, _ = pr.pp.rank_genes_limma(pair[0], "ct", "donor", n_samples_auroc=5, random_state=3)
-    de_full, _ = pr.pp.rank_genes_limma(pair[0], "ct", "donor")
+    de_small, _ = pr.pp.rank_genes_limma(
+        pair[0], "ct", "donor", n_samples_auroc=5, random_state=3, result_format="long"
+    )
+    de_full, _ = pr.pp.rank_genes_limma(pair[0], "ct", "donor", result_format="long")
     np.testing.assert_allclose(de_small["logFC"], de_full["logFC"])  # limma uses all cells
     assert not np.allclose(de_small["auroc"], de_full["auroc"])
 

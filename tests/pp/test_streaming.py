@@ -184,10 +184,11 @@ def test_views_of_backed_and_csc_files(pair, tmp_path):
 
 def test_rank_genes_limma_backed_and_lazy(pair):
     q, _, paths, _ = pair
-    expected = pr.pp.rank_genes_limma(q, "cell_type", "sample_id", n_samples_auroc=200)
+    long = {"n_samples_auroc": 200, "result_format": "long"}
+    expected = pr.pp.rank_genes_limma(q, "cell_type", "sample_id", **long)
     backed = ad.read_h5ad(paths[0], backed="r")
     for adata, kwargs in ((backed, {"chunk_size": 111}), (_lazy(paths[0]), {})):
-        got = pr.pp.rank_genes_limma(adata, "cell_type", "sample_id", n_samples_auroc=200, **kwargs)
+        got = pr.pp.rank_genes_limma(adata, "cell_type", "sample_id", **long, **kwargs)
         for e, g in zip(expected, got, strict=True):
             pd.testing.assert_frame_equal(e, g)
 

@@ -45,11 +45,11 @@ def naive_rank_distance(query: dict, reference: dict, missing=MISSING):
 def as_markers(lists: dict, logfc: dict | None = None, seed: int = 0) -> pd.DataFrame:
     """A marker_lists-like table from dict cluster -> genes, rows shuffled."""
     records = [
-        (c, rank, gene, (logfc or {}).get((c, gene), 10.0 - rank), "ova")
+        (c, rank, gene, (logfc or {}).get((c, gene), 10.0 - rank), "all")
         for c, genes in lists.items()
         for rank, gene in enumerate(genes)
     ]
-    table = pd.DataFrame(records, columns=["cluster", "rank", "gene", "logFC", "source"])
+    table = pd.DataFrame(records, columns=["cluster", "rank", "gene", "logFC", "reference"])
     table["cluster"] = pd.Categorical(table["cluster"], categories=list(lists))
     table["rank"] = table["rank"].astype(np.int64)
     return table.sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -276,7 +276,7 @@ def test_marker_lists_equals_pp_building_blocks(seed, n_ova, n_ava):
     )
     pd.testing.assert_frame_equal(got, expected)
     if n_ova is None:
-        assert (got["source"] != "ova").any()  # the all-vs-all markers took part
+        assert (got["reference"] != "all").any()  # the all-vs-all markers took part
 
     thresholds = {
         "logfc_threshold": 0.5,

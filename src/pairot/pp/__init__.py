@@ -5,10 +5,13 @@ from ._genes import flag_uninformative_genes
 from ._markers import filter_genes_ava, filter_genes_ova, select_genes, similar_clusters
 from ._preprocess import preprocess_adatas, rank_genes_limma
 from ._sampling import downsample_indices
+from ._upstream import de_tables_from_dicts, de_tables_to_dicts
 
 __all__ = [
     "FILTERED_GENES",
     "OFFICIAL_GENES",
+    "de_tables_from_dicts",
+    "de_tables_to_dicts",
     "downsample_indices",
     "filter_genes_ava",
     "filter_genes_ova",

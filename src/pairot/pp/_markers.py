@@ -1,6 +1,6 @@
-"""Marker genes of each cluster from the long differential-expression tables.
+"""Marker genes of each cluster from the differential-expression results.
 
-See docs/method.md#label-distance.
+See docs/method.md#label-distance and docs/method.md#de-table-forms.
 
 The building blocks of the label distance, steps 1-3:
 
@@ -12,18 +12,25 @@ The building blocks of the label distance, steps 1-3:
 3. :func:`select_genes` builds the ranked marker list of each cluster: its top one-vs-all
    markers plus its top all-vs-all markers against each similar cluster.
 
-All functions take and return tidy (long) DataFrames and never modify their inputs.
+Each function takes the DE results in either form, upstream pairOT's dicts of DataFrames
+(``{cluster: DataFrame}``, ``{c1: {c2: DataFrame}}``) or pairot's long tables, and returns the
+form it was given (``similar_clusters`` always returns its pair table). Upstream's argument
+names and positional order are kept; pairot's former keyword names stay accepted as aliases.
+The long path does the work: dicts are stacked into long tables (:mod:`._upstream`) and the
+results split back. Nothing modifies its inputs.
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
 from ._gene_tables import gene_filter_mask
+from ._upstream import GENE_INDEX_NAME, ROW_COLUMN, ava_from_dict, ova_from_dict
 
 __all__ = ["filter_genes_ava", "filter_genes_ova", "select_genes", "similar_clusters"]
 
@@ -31,6 +38,9 @@ _OVA_FILTER_COLUMNS = ("cluster", "gene", "logFC", "adj.P.Val", "auroc")
 _AVA_FILTER_COLUMNS = ("cluster", "versus", "gene", "logFC", "adj.P.Val", "auroc")
 _OVA_SELECT_COLUMNS = ("cluster", "gene", "logFC")
 _AVA_SELECT_COLUMNS = ("cluster", "versus", "gene", "logFC")
+_FILTER_VALUES = ("logFC", "adj.P.Val", "auroc")
+#: ``reference`` of the marker-list rows that come from the one-vs-all markers.
+ALL = "all"
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,100 +209,233 @@ def _filter(
     return out
 
 
+class _Default(float):
+    """A float default; its identity tells an argument the caller left out from one given."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+class _DefaultInt(int):
+    """An int default; its identity tells an argument the caller left out from one given."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+
+_LOGFC = _Default(1.0)
+_AUROC = _Default(0.6)
+_ADJ_PVAL = _Default(0.05)
+_OVERLAP_THRESHOLD = _Default(0.3)
+_OVERLAP_N_GENES = _DefaultInt(10)
+
+
+def _spelling(value, alias_value, default, name: str, alias: str):
+    """The value of an argument with two spellings, and the spelling the caller used."""
+    if alias_value is default:
+        return value, name
+    if value is not default:
+        msg = (
+            f"give {name} or its alias {alias}, not both (got {name}={value!r} and "
+            f"{alias}={alias_value!r})."
+        )
+        raise TypeError(msg)
+    return alias_value, alias
+
+
+def _thresholds(logfc, auroc, auroc_alias, adj_pval, adj_pval_alias, gene_filtering) -> dict:
+    """The checked marker-filter thresholds, errors naming the spelling the caller used."""
+    auroc, auroc_name = _spelling(auroc, auroc_alias, _AUROC, "aucroc_threshold", "auroc_threshold")
+    adj_pval, adj_name = _spelling(
+        adj_pval, adj_pval_alias, _ADJ_PVAL, "adj_pval_threshold", "adj_p_val_threshold"
+    )
+    return {
+        "logfc_threshold": _check_real(logfc, "logfc_threshold"),
+        "adj_p_val_threshold": _check_real(adj_pval, adj_name, 0.0, 1.0),
+        "auroc_threshold": _check_real(auroc, auroc_name, 0.0, 1.0),
+        "gene_filtering": _check_flag(gene_filtering, "gene_filtering"),
+    }
+
+
+def _form(value, argument: str, what: str) -> str:
+    """``"long"`` for a DataFrame, ``"dict"`` for a dict; ``TypeError`` otherwise."""
+    if isinstance(value, pd.DataFrame):
+        return "long"
+    if isinstance(value, Mapping):
+        return "dict"
+    msg = (
+        f"{argument} must be upstream pairOT's {what} dict or pairot's long DE table (a pandas "
+        f"DataFrame), got {type(value).__name__}; see docs/method.md#de-table-forms."
+    )
+    raise TypeError(msg)
+
+
+def _take_rows(filtered: pd.DataFrame, labels: tuple[str, ...], frames: dict) -> dict:
+    """For each block key, the rows of the original DataFrame that passed, in order."""
+    n_categories = [len(filtered[c].cat.categories) for c in labels]
+    block = np.zeros(len(filtered), dtype=np.int64)
+    for column, n in zip(labels, n_categories, strict=True):
+        block = block * n + filtered[column].cat.codes.to_numpy().astype(np.int64)
+    rows = filtered[ROW_COLUMN].to_numpy()
+    order = np.argsort(block, kind="stable")  # keeps the logFC order within a block
+    block, rows = block[order], rows[order]
+    categories = filtered[labels[0]].cat.categories
+    position = {c: i for i, c in enumerate(categories)}
+    out = {}
+    for key, frame in frames.items():
+        codes = (position[key],) if len(labels) == 1 else (position[key[0]], position[key[1]])
+        flat = 0
+        for code, n in zip(codes, n_categories, strict=True):
+            flat = flat * n + code
+        lo, hi = np.searchsorted(block, [flat, flat + 1])
+        out[key] = frame.iloc[rows[lo:hi]]
+    return out
+
+
 def filter_genes_ova(
-    de_ova: pd.DataFrame,
-    *,
-    logfc_threshold: float = 1.0,
-    adj_p_val_threshold: float = 0.05,
-    auroc_threshold: float = 0.6,
+    de_res_ova: dict[str, pd.DataFrame] | pd.DataFrame,
+    logfc_threshold: float = _LOGFC,
+    aucroc_threshold: float = _AUROC,
+    adj_pval_threshold: float = _ADJ_PVAL,
     gene_filtering: bool = True,
-) -> pd.DataFrame:
+    *,
+    auroc_threshold: float = _AUROC,
+    adj_p_val_threshold: float = _ADJ_PVAL,
+) -> dict[str, pd.DataFrame] | pd.DataFrame:
     """Keep the one-vs-all marker genes of each cluster and sort them by ``logFC``.
 
-    A row passes when ``logFC >= logfc_threshold``, ``adj.P.Val <= adj_p_val_threshold`` and
-    ``auroc >= auroc_threshold`` (a NaN in any of these fails), and, with ``gene_filtering``,
-    its gene is an official human gene symbol (:data:`~pairot.pp.OFFICIAL_GENES`) and not an
+    See docs/method.md#label-distance (step 1). Upstream pairOT's contract: the same argument
+    names, order and defaults, and the result in the form it was given (dict or long table).
+
+    A gene passes when ``logFC >= logfc_threshold``, ``adj.P.Val <= adj_pval_threshold`` and
+    ``auroc >= aucroc_threshold`` (a NaN in any of these fails), and, with ``gene_filtering``,
+    it is an official human gene symbol (:data:`~pairot.pp.OFFICIAL_GENES`) and not an
     uninformative gene (:data:`~pairot.pp.FILTERED_GENES`), as decided by
     :func:`~pairot.pp.gene_filter_mask` (which also handles mouse-style symbols and gene IDs;
     see docs/method.md#gene-filtering).
 
     Parameters
     ----------
-    de_ova
-        One-vs-all DE table, one row per (cluster, gene), with at least the columns
-        ``cluster, gene, logFC, adj.P.Val, auroc`` (``P.Value`` and any other column is carried
-        along). ``cluster`` and ``gene`` are best given as pandas Categoricals; a
-        non-categorical ``cluster`` becomes a Categorical with the sorted distinct names.
+    de_res_ova
+        One-vs-all DE results of one study, in either form (docs/method.md#de-table-forms):
+
+        - upstream's dict ``{cluster: DataFrame}``, each DataFrame indexed by gene with at
+          least the numeric columns ``logFC, adj.P.Val, auroc`` (as returned by
+          :func:`rank_genes_limma` or read back from h5ad);
+        - pairot's long table, one row per (cluster, gene), with at least the columns
+          ``cluster, gene, logFC, adj.P.Val, auroc`` (``adata.uns["pairot"]["de_ova"]``).
+          ``cluster`` and ``gene`` are best given as pandas Categoricals; a non-categorical
+          ``cluster`` becomes a Categorical with the sorted distinct names.
+
+        Any other column is carried along.
     logfc_threshold
         Minimum log fold change.
-    adj_p_val_threshold
+    aucroc_threshold
+        Minimum AUROC, in [0, 1] (upstream's spelling).
+    adj_pval_threshold
         Maximum Benjamini-Hochberg adjusted p-value, in [0, 1].
-    auroc_threshold
-        Minimum AUROC, in [0, 1].
     gene_filtering
         Keep only official human gene symbols and drop mitochondrial, ribosomal, lncRNA and
         immune-receptor segment genes.
+    auroc_threshold, adj_p_val_threshold
+        Keyword-only aliases of ``aucroc_threshold`` / ``adj_pval_threshold`` (pairot's
+        spelling, also that of :meth:`pairot.tl.DatasetMap.init_geom`); giving both spellings
+        of one threshold is a ``TypeError``.
 
     Returns
     -------
-    A new DataFrame with the passing rows and all columns of ``de_ova``, sorted by cluster (in
-    category order) and then by ``logFC`` descending (a stable sort: ties keep their input
-    order), with a fresh ``RangeIndex``. ``cluster`` is a Categorical with all the categories of
-    the input, also those of clusters left without markers.
+    The same form as ``de_res_ova``, a new object:
+
+    - dict: the same keys in the same order; each value the passing rows of that cluster's
+      DataFrame (same columns, dtypes and gene index), sorted by ``logFC`` descending (a
+      stable sort: ties keep their input order); an empty DataFrame when none passes.
+    - long table: the passing rows with all columns, sorted by cluster (in category order)
+      and then by ``logFC`` descending (stable), with a fresh ``RangeIndex``; ``cluster`` is a
+      Categorical with all the categories of the input, also those of clusters left without
+      markers.
     """
-    _check_table(de_ova, "de_ova", _OVA_FILTER_COLUMNS, "the one-vs-all DE table")
-    return _filter(
-        de_ova,
-        argument="de_ova",
-        labels=("cluster",),
-        logfc_threshold=logfc_threshold,
-        adj_p_val_threshold=adj_p_val_threshold,
-        auroc_threshold=auroc_threshold,
-        gene_filtering=gene_filtering,
+    thresholds = _thresholds(
+        logfc_threshold,
+        aucroc_threshold,
+        auroc_threshold,
+        adj_pval_threshold,
+        adj_p_val_threshold,
+        gene_filtering,
     )
+    if _form(de_res_ova, "de_res_ova", "one-vs-all {cluster: DataFrame}") == "long":
+        _check_table(de_res_ova, "de_res_ova", _OVA_FILTER_COLUMNS, "the one-vs-all DE table")
+        return _filter(de_res_ova, argument="de_res_ova", labels=("cluster",), **thresholds)
+    long = ova_from_dict(de_res_ova, required=_FILTER_VALUES, positions=True)
+    filtered = _filter(long, argument="de_res_ova", labels=("cluster",), **thresholds)
+    return _take_rows(filtered, ("cluster",), dict(de_res_ova))
 
 
 def filter_genes_ava(
-    de_ava: pd.DataFrame,
-    *,
-    logfc_threshold: float = 1.0,
-    adj_p_val_threshold: float = 0.05,
-    auroc_threshold: float = 0.6,
+    de_res_ava: dict[str, dict[str, pd.DataFrame]] | pd.DataFrame,
+    logfc_threshold: float = _LOGFC,
+    aucroc_threshold: float = _AUROC,
+    adj_pval_threshold: float = _ADJ_PVAL,
     gene_filtering: bool = True,
-) -> pd.DataFrame:
+    *,
+    auroc_threshold: float = _AUROC,
+    adj_p_val_threshold: float = _ADJ_PVAL,
+) -> dict[str, dict[str, pd.DataFrame]] | pd.DataFrame:
     """Keep the all-vs-all marker genes of each ordered cluster pair and sort them by ``logFC``.
 
-    The same filter as :func:`filter_genes_ova`, on the all-vs-all table: a row
-    ``(cluster, versus, gene)`` passes when ``logFC >= logfc_threshold``,
-    ``adj.P.Val <= adj_p_val_threshold``, ``auroc >= auroc_threshold`` (NaN fails) and, with
+    The same filter as :func:`filter_genes_ova`, on the all-vs-all results: a gene of the
+    comparison ``c1`` versus ``c2`` passes when ``logFC >= logfc_threshold``,
+    ``adj.P.Val <= adj_pval_threshold``, ``auroc >= aucroc_threshold`` (NaN fails) and, with
     ``gene_filtering``, the gene is not uninformative. The work is a few boolean masks and one
-    sort, so tables of tens of millions of rows are fine.
+    sort, so tens of millions of rows are fine.
 
     Parameters
     ----------
-    de_ava
-        All-vs-all DE table, one row per ordered pair ``(cluster, versus)`` and gene, with at
-        least the columns ``cluster, versus, gene, logFC, adj.P.Val, auroc``; ``logFC`` is that
-        of ``cluster`` over ``versus``.
-    logfc_threshold, adj_p_val_threshold, auroc_threshold, gene_filtering
+    de_res_ava
+        All-vs-all DE results of one study, in either form:
+
+        - upstream's dict ``{c1: {c2: DataFrame}}`` (``c1 != c2``), each DataFrame indexed by
+          gene with at least the numeric columns ``logFC, adj.P.Val, auroc``, ``logFC`` that
+          of ``c1`` over ``c2``;
+        - pairot's long table, one row per ordered pair ``(cluster, versus)`` and gene, with
+          at least the columns ``cluster, versus, gene, logFC, adj.P.Val, auroc``.
+    logfc_threshold, aucroc_threshold, adj_pval_threshold, gene_filtering
         As in :func:`filter_genes_ova`.
+    auroc_threshold, adj_p_val_threshold
+        Keyword-only aliases, as in :func:`filter_genes_ova`.
 
     Returns
     -------
-    A new DataFrame with the passing rows and all columns of ``de_ava``, sorted by ``cluster``,
-    then ``versus`` (both in category order), then ``logFC`` descending (stable), with a fresh
-    ``RangeIndex`` and the categories of ``cluster`` and ``versus`` preserved.
+    The same form as ``de_res_ava``, a new object:
+
+    - dict: the same keys (outer and inner) in the same order; each value the passing rows of
+      that pair's DataFrame (same columns, dtypes and gene index), sorted by ``logFC``
+      descending (stable); an empty DataFrame when none passes.
+    - long table: the passing rows with all columns, sorted by ``cluster``, then ``versus``
+      (both in category order), then ``logFC`` descending (stable), with a fresh
+      ``RangeIndex`` and the categories of ``cluster`` and ``versus`` preserved.
     """
-    _check_table(de_ava, "de_ava", _AVA_FILTER_COLUMNS, "the all-vs-all DE table")
-    return _filter(
-        de_ava,
-        argument="de_ava",
-        labels=("cluster", "versus"),
-        logfc_threshold=logfc_threshold,
-        adj_p_val_threshold=adj_p_val_threshold,
-        auroc_threshold=auroc_threshold,
-        gene_filtering=gene_filtering,
+    thresholds = _thresholds(
+        logfc_threshold,
+        aucroc_threshold,
+        auroc_threshold,
+        adj_pval_threshold,
+        adj_p_val_threshold,
+        gene_filtering,
     )
+    if _form(de_res_ava, "de_res_ava", "all-vs-all {c1: {c2: DataFrame}}") == "long":
+        _check_table(de_res_ava, "de_res_ava", _AVA_FILTER_COLUMNS, "the all-vs-all DE table")
+        return _filter(
+            de_res_ava, argument="de_res_ava", labels=("cluster", "versus"), **thresholds
+        )
+    long = ava_from_dict(de_res_ava, required=_FILTER_VALUES, positions=True)
+    filtered = _filter(long, argument="de_res_ava", labels=("cluster", "versus"), **thresholds)
+    frames = {(c1, c2): frame for c1, inner in de_res_ava.items() for c2, frame in inner.items()}
+    taken = _take_rows(filtered, ("cluster", "versus"), frames)
+    return {c1: {c2: taken[c1, c2] for c2 in inner} for c1, inner in de_res_ava.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,44 +504,71 @@ def _similar_mask(overlap: np.ndarray, threshold: float) -> np.ndarray:
     return similar
 
 
+def _ova_long(de_res_ova, argument: str) -> pd.DataFrame:
+    """The filtered one-vs-all markers as a long table (``cluster, gene, logFC``)."""
+    if _form(de_res_ova, argument, "one-vs-all {cluster: DataFrame}") == "long":
+        return de_res_ova
+    return ova_from_dict(de_res_ova, argument=argument, required=("logFC",))
+
+
 def similar_clusters(
-    de_ova_filtered: pd.DataFrame,
+    de_res_ova: dict[str, pd.DataFrame] | pd.DataFrame,
     *,
-    overlap_n_genes_ava: int | None = 10,
-    overlap_threshold_ava: float = 0.3,
+    overlap_n_genes: int | None = _OVERLAP_N_GENES,
+    overlap_threshold: float = _OVERLAP_THRESHOLD,
+    overlap_n_genes_ava: int | None = _OVERLAP_N_GENES,
+    overlap_threshold_ava: float = _OVERLAP_THRESHOLD,
 ) -> pd.DataFrame:
     """Pairs of clusters of one study whose top one-vs-all markers overlap.
 
-    With ``T(c)`` the top ``overlap_n_genes_ava`` markers of cluster ``c`` (by ``logFC``), the
+    With ``T(c)`` the top ``overlap_n_genes`` markers of cluster ``c`` (by ``logFC``), the
     scaled overlap is
 
     ``o(a, b) = |T(a) & T(b)| / |T(a) | T(b)| * |T(b)| / |T(a)|``
 
     (0 when ``T(a)`` is empty). It is not symmetric: a cluster ``a`` with few markers, all
     among those of ``b``, has a large ``o(a, b)``. Cluster ``b != a`` is similar to ``a`` when
-    ``o(a, b) >= overlap_threshold_ava``.
+    ``o(a, b) >= overlap_threshold``.
 
     Parameters
     ----------
-    de_ova_filtered
-        Output of :func:`filter_genes_ova` (columns ``cluster, gene, logFC`` at least; it is
-        stably re-sorted by ``logFC`` descending within each cluster).
-    overlap_n_genes_ava
+    de_res_ova
+        Output of :func:`filter_genes_ova`, either form: upstream's dict ``{cluster:
+        DataFrame indexed by gene}`` or the long table (columns ``cluster, gene, logFC`` at
+        least); markers are stably re-sorted by ``logFC`` descending within each cluster.
+    overlap_n_genes
         Number of top markers per cluster in ``T(c)``; ``None`` takes all of them.
-    overlap_threshold_ava
+    overlap_threshold
         Minimum scaled overlap for ``b`` to count as similar to ``a``.
+    overlap_n_genes_ava, overlap_threshold_ava
+        Aliases (the names of :meth:`pairot.tl.DatasetMap.init_geom`); giving both spellings
+        of one argument is a ``TypeError``.
 
     Returns
     -------
     DataFrame with columns ``cluster`` (``a``), ``similar`` (``b``), both Categoricals with the
-    clusters of ``de_ova_filtered``, and ``overlap`` (``o(a, b)``); only the pairs that pass
-    the threshold, sorted by ``cluster`` then ``similar`` (category order).
+    clusters of ``de_res_ova`` (dict: in key order), and ``overlap`` (``o(a, b)``); only the
+    pairs that pass the threshold, sorted by ``cluster`` then ``similar`` (category order).
     """
-    overlap_n_genes_ava = _check_n(overlap_n_genes_ava, "overlap_n_genes_ava")
-    overlap_threshold_ava = _check_real(overlap_threshold_ava, "overlap_threshold_ava")
-    ova = _OvaMarkers(de_ova_filtered, "de_ova_filtered")
-    overlap = ova.overlap(overlap_n_genes_ava)
-    a, b = np.nonzero(_similar_mask(overlap, overlap_threshold_ava))
+    overlap_n_genes, n_name = _spelling(
+        overlap_n_genes,
+        overlap_n_genes_ava,
+        _OVERLAP_N_GENES,
+        "overlap_n_genes",
+        "overlap_n_genes_ava",
+    )
+    overlap_threshold, t_name = _spelling(
+        overlap_threshold,
+        overlap_threshold_ava,
+        _OVERLAP_THRESHOLD,
+        "overlap_threshold",
+        "overlap_threshold_ava",
+    )
+    overlap_n_genes = _check_n(overlap_n_genes, n_name)
+    overlap_threshold = _check_real(overlap_threshold, t_name)
+    ova = _OvaMarkers(_ova_long(de_res_ova, "de_res_ova"), "de_res_ova")
+    overlap = ova.overlap(overlap_n_genes)
+    a, b = np.nonzero(_similar_mask(overlap, overlap_threshold))
     return pd.DataFrame(
         {
             "cluster": pd.Categorical.from_codes(a, categories=ova.categories),
@@ -409,80 +579,187 @@ def similar_clusters(
 
 
 def select_genes(
-    de_ova_filtered: pd.DataFrame,
-    de_ava_filtered: pd.DataFrame,
-    *,
+    de_res_ova: dict[str, pd.DataFrame] | pd.DataFrame,
+    de_res_ava: dict[str, dict[str, pd.DataFrame]] | pd.DataFrame,
     n_genes_ova: int | None = 10,
     n_genes_ava: int | None = 3,
-    overlap_threshold_ava: float = 0.3,
-    overlap_n_genes_ava: int | None = 10,
-) -> pd.DataFrame:
+    n_genes_max: int | None = None,
+    overlap_threshold: float = _OVERLAP_THRESHOLD,
+    overlap_n_genes: int | None = _OVERLAP_N_GENES,
+    remove_duplicated_genes: bool = True,
+    *,
+    overlap_threshold_ava: float = _OVERLAP_THRESHOLD,
+    overlap_n_genes_ava: int | None = _OVERLAP_N_GENES,
+) -> dict[str, pd.DataFrame] | pd.DataFrame:
     """The ranked marker list of each cluster of one study.
 
+    See docs/method.md#label-distance (steps 2-3). Upstream pairOT's argument names and order.
+
     The list of cluster ``a`` is its top ``n_genes_ova`` one-vs-all markers followed, for every
-    cluster ``b`` similar to ``a`` (:func:`similar_clusters`, in category order of ``b``), by
-    the top ``n_genes_ava`` all-vs-all markers of ``a`` versus ``b``; this concatenation is
-    sorted by ``logFC`` descending with a stable sort (ties keep the concatenation order) and
-    each gene is kept at its first occurrence.
+    cluster ``b`` similar to ``a`` (:func:`similar_clusters`; blocks in cluster order of
+    ``b``), by the top ``n_genes_ava`` all-vs-all markers of ``a`` versus ``b``; this
+    concatenation is sorted by ``logFC`` descending with a stable sort (ties keep the
+    concatenation order); with ``remove_duplicated_genes`` each gene is kept at its first
+    occurrence; finally the list is cut to its first ``n_genes_max`` genes.
 
     Parameters
     ----------
-    de_ova_filtered
-        Output of :func:`filter_genes_ova` (columns ``cluster, gene, logFC`` at least). Its
-        ``cluster`` categories are the clusters of the study.
-    de_ava_filtered
-        Output of :func:`filter_genes_ava` (columns ``cluster, versus, gene, logFC`` at
-        least), with cluster names from ``de_ova_filtered``.
+    de_res_ova
+        Output of :func:`filter_genes_ova`: upstream's dict ``{cluster: DataFrame indexed by
+        gene}`` (column ``logFC`` at least) or the long table (columns ``cluster, gene,
+        logFC`` at least). Its clusters (dict keys in order, or the ``cluster`` categories)
+        are the clusters of the study.
+    de_res_ava
+        Output of :func:`filter_genes_ava`, in the same form as ``de_res_ova``: the dict
+        ``{c1: {c2: DataFrame}}`` or the long table (columns ``cluster, versus, gene, logFC``
+        at least), with cluster names from ``de_res_ova``.
     n_genes_ova
         Number of top one-vs-all markers per cluster; ``None`` keeps all (the reference
         study's full ranked list).
     n_genes_ava
         Number of top all-vs-all markers per similar cluster; ``None`` keeps all.
-    overlap_threshold_ava, overlap_n_genes_ava
+    n_genes_max
+        Maximum length of each cluster's final list (after sorting and removing duplicates);
+        ``None``: no cap.
+    overlap_threshold, overlap_n_genes
         Define the similar clusters, see :func:`similar_clusters`.
+    remove_duplicated_genes
+        Keep each gene once per cluster, at its first (highest-``logFC``) occurrence. With
+        ``False`` a gene is kept once per comparison, so a gene that is a marker in several
+        comparisons (one-vs-all and against several similar clusters) appears several times.
+        The label distance needs ``True``.
+    overlap_threshold_ava, overlap_n_genes_ava
+        Keyword-only aliases of ``overlap_threshold`` / ``overlap_n_genes`` (the names of
+        :meth:`pairot.tl.DatasetMap.init_geom`); giving both spellings is a ``TypeError``.
 
     Returns
     -------
-    Long DataFrame with columns ``cluster`` (Categorical with all clusters of
-    ``de_ova_filtered``, also those without markers), ``rank`` (0-based position in the
-    cluster's list, the input of the label-distance formula; the tables users read count
-    ranks from 1, see docs/method.md#rank-convention), ``gene``, ``logFC`` and ``source``
-    (``"ova"``, or the name of the similar cluster, as a string, whose all-vs-all markers
-    brought the gene in), sorted by cluster then rank.
+    The marker lists, in the form of the inputs:
+
+    - dict: ``{cluster: DataFrame}`` for every cluster of ``de_res_ova`` in its key order
+      (empty DataFrame when a cluster has no marker), indexed by gene (index name
+      ``"gene"``) in list order, with the columns ``logFC`` and ``reference``: ``"all"`` for
+      a one-vs-all marker, else the name of the similar cluster whose all-vs-all markers
+      brought the gene in.
+    - long table: columns ``cluster`` (Categorical with all clusters of ``de_res_ova``, also
+      those without markers), ``rank`` (0-based position in the cluster's list, the input of
+      the label-distance formula; the tables users read count ranks from 1, see
+      docs/method.md#rank-convention), ``gene``, ``logFC`` and ``reference`` (as above, a
+      string), sorted by cluster then rank.
+
+    A cluster literally named ``"all"`` makes ``reference`` ambiguous; rename it.
     """
+    overlap_threshold, t_name = _spelling(
+        overlap_threshold,
+        overlap_threshold_ava,
+        _OVERLAP_THRESHOLD,
+        "overlap_threshold",
+        "overlap_threshold_ava",
+    )
+    overlap_n_genes, n_name = _spelling(
+        overlap_n_genes,
+        overlap_n_genes_ava,
+        _OVERLAP_N_GENES,
+        "overlap_n_genes",
+        "overlap_n_genes_ava",
+    )
     n_genes_ova = _check_n(n_genes_ova, "n_genes_ova")
     n_genes_ava = _check_n(n_genes_ava, "n_genes_ava")
-    overlap_n_genes_ava = _check_n(overlap_n_genes_ava, "overlap_n_genes_ava")
-    overlap_threshold_ava = _check_real(overlap_threshold_ava, "overlap_threshold_ava")
-    _check_table(
-        de_ava_filtered, "de_ava_filtered", _AVA_SELECT_COLUMNS, "the output of filter_genes_ava"
+    n_genes_max = _check_n(n_genes_max, "n_genes_max")
+    overlap_n_genes = _check_n(overlap_n_genes, n_name)
+    overlap_threshold = _check_real(overlap_threshold, t_name)
+    remove_duplicated_genes = _check_flag(remove_duplicated_genes, "remove_duplicated_genes")
+    forms = (
+        _form(de_res_ova, "de_res_ova", "one-vs-all {cluster: DataFrame}"),
+        _form(de_res_ava, "de_res_ava", "all-vs-all {c1: {c2: DataFrame}}"),
     )
-    ova = _OvaMarkers(de_ova_filtered, "de_ova_filtered")
-    n_clusters = len(ova.categories)
-    similar = _similar_mask(ova.overlap(overlap_n_genes_ava), overlap_threshold_ava)
+    if forms[0] != forms[1]:
+        msg = (
+            f"de_res_ova and de_res_ava must be in the same form, got a {forms[0]} one-vs-all "
+            f"and a {forms[1]} all-vs-all result; pass both dicts (upstream's form) or both "
+            "long tables (convert with pairot.pp.de_tables_to_dicts / de_tables_from_dicts)."
+        )
+        raise TypeError(msg)
+    if forms[0] == "long":
+        ova_table, ava_table = de_res_ova, de_res_ava
+    else:
+        ova_table = ova_from_dict(de_res_ova, required=("logFC",))
+        clusters = list(ova_table["cluster"].cat.categories)
+        ava_table = ava_from_dict(de_res_ava, clusters=clusters, required=("logFC",))
+    markers = _select(
+        ova_table,
+        ava_table,
+        n_genes_ova=n_genes_ova,
+        n_genes_ava=n_genes_ava,
+        n_genes_max=n_genes_max,
+        overlap_threshold=overlap_threshold,
+        overlap_n_genes=overlap_n_genes,
+        remove_duplicated_genes=remove_duplicated_genes,
+    )
+    if forms[0] == "long":
+        return markers
+    return _markers_dict(markers)
 
-    # all-vs-all rows, with cluster / versus coded in de_ova_filtered's categories
+
+def _markers_dict(markers: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The long marker lists as ``{cluster: DataFrame indexed by gene (logFC, reference)}``."""
+    codes = markers["cluster"].cat.codes.to_numpy()
+    categories = markers["cluster"].cat.categories
+    bounds = np.searchsorted(codes, np.arange(len(categories) + 1))
+    genes = markers["gene"].to_numpy(dtype=object)
+    logfc = markers["logFC"].to_numpy(dtype=np.float64)
+    reference = markers["reference"].to_numpy(dtype=object)
+    out = {}
+    for i, cluster in enumerate(categories):
+        lo, hi = bounds[i], bounds[i + 1]
+        out[cluster] = pd.DataFrame(
+            {"logFC": logfc[lo:hi], "reference": reference[lo:hi]},
+            index=pd.Index(genes[lo:hi], dtype=object, name=GENE_INDEX_NAME),
+        )
+    return out
+
+
+def _select(
+    de_ova_filtered: pd.DataFrame,
+    de_ava_filtered: pd.DataFrame,
+    *,
+    n_genes_ova: int | None,
+    n_genes_ava: int | None,
+    n_genes_max: int | None,
+    overlap_threshold: float,
+    overlap_n_genes: int | None,
+    remove_duplicated_genes: bool,
+) -> pd.DataFrame:
+    """:func:`select_genes` on the long tables, arguments checked."""
+    _check_table(
+        de_ava_filtered, "de_res_ava", _AVA_SELECT_COLUMNS, "the output of filter_genes_ava"
+    )
+    ova = _OvaMarkers(de_ova_filtered, "de_res_ova")
+    n_clusters = len(ova.categories)
+    similar = _similar_mask(ova.overlap(overlap_n_genes), overlap_threshold)
+
+    # all-vs-all rows, with cluster / versus coded in de_res_ova's categories
     ava_codes = []
     for column in ("cluster", "versus"):
         codes, categories = _label_codes(de_ava_filtered, column)
-        _check_no_missing(codes, "de_ava_filtered", column)
+        _check_no_missing(codes, "de_res_ava", column)
         lookup = ova.categories.get_indexer(categories)
         unknown = np.unique(codes[lookup[codes] < 0])
         if unknown.size:
             names = [categories[c] for c in unknown[:5]]
             msg = (
-                f"de_ava_filtered[{column!r}] has clusters that de_ova_filtered does not have, "
-                f"e.g. {names}; pass the two tables of the same study (de_ova_filtered has "
+                f"de_res_ava[{column!r}] has clusters that de_res_ova does not have, "
+                f"e.g. {names}; pass the two results of the same study (de_res_ova has "
                 f"{list(ova.categories[:10])})."
             )
             raise ValueError(msg)
         ava_codes.append(lookup[codes].astype(np.int64))
     cl, vs = ava_codes
-    genes = _object_values(de_ava_filtered, "gene", "de_ava_filtered")
+    genes = _object_values(de_ava_filtered, "gene", "de_res_ava")
     logfc = _float_column(de_ava_filtered, "logFC")
     if np.isnan(logfc).any():
         msg = (
-            "de_ava_filtered['logFC'] has NaN values; pass the output of filter_genes_ava, "
+            "de_res_ava['logFC'] has NaN values; pass the output of filter_genes_ava, "
             "which keeps finite log fold changes only."
         )
         raise ValueError(msg)
@@ -493,7 +770,7 @@ def select_genes(
     if np.unique(triples).size < triples.size:
         first = order[int(np.flatnonzero(pd.Series(triples).duplicated().to_numpy())[0])]
         msg = (
-            f"de_ava_filtered has several rows for cluster {ova.categories[cl[first]]!r}, "
+            f"de_res_ava has several rows for cluster {ova.categories[cl[first]]!r}, "
             f"versus {ova.categories[vs[first]]!r} and gene {genes[first]!r}; an all-vs-all "
             "table has one row per (cluster, versus, gene)."
         )
@@ -516,32 +793,26 @@ def select_genes(
     c_gene = np.concatenate([ova.genes[ova_rows], genes[ava_rows]])
     c_logfc = np.concatenate([ova.logfc[ova_rows], logfc[ava_rows]])
     order = np.lexsort((c_position, c_block, -c_logfc, c_cluster))
-    c_cluster, c_block, c_gene, c_logfc = (
-        c_cluster[order],
-        c_block[order],
-        c_gene[order],
-        c_logfc[order],
-    )
-    # each gene once per cluster, at its first occurrence
-    gene_codes, gene_names = pd.factorize(c_gene)
-    keys = c_cluster * max(len(gene_names), 1) + gene_codes
-    _, first = np.unique(keys, return_index=True)
-    keep = np.zeros(keys.size, dtype=bool)
-    keep[first] = True
-    c_cluster, c_block, c_gene, c_logfc = (
-        c_cluster[keep],
-        c_block[keep],
-        c_gene[keep],
-        c_logfc[keep],
-    )
+    keep = np.ones(order.size, dtype=bool)
+    if remove_duplicated_genes:
+        # each gene once per cluster, at its first occurrence
+        gene_codes, gene_names = pd.factorize(c_gene[order])
+        keys = c_cluster[order] * max(len(gene_names), 1) + gene_codes
+        _, first = np.unique(keys, return_index=True)
+        keep[:] = False
+        keep[first] = True
+    order = order[keep]
+    rank = _group_positions(c_cluster[order], n_clusters).astype(np.int64)
+    if n_genes_max is not None:
+        order, rank = order[rank < n_genes_max], rank[rank < n_genes_max]
 
-    source_names = np.asarray(["ova"] + [str(c) for c in ova.categories], dtype=object)
+    reference_names = np.asarray([ALL] + [str(c) for c in ova.categories], dtype=object)
     return pd.DataFrame(
         {
-            "cluster": pd.Categorical.from_codes(c_cluster, categories=ova.categories),
-            "rank": _group_positions(c_cluster, n_clusters).astype(np.int64),
-            "gene": c_gene,
-            "logFC": c_logfc,
-            "source": source_names[c_block],
+            "cluster": pd.Categorical.from_codes(c_cluster[order], categories=ova.categories),
+            "rank": rank,
+            "gene": c_gene[order],
+            "logFC": c_logfc[order],
+            "reference": reference_names[c_block[order]],
         }
     )

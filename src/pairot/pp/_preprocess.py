@@ -22,6 +22,7 @@ from ._pseudobulk import LogExpression, Profiles, profiles_of
 from ._reader import CountReader, _is_dask, x_of
 from ._sampling import downsample_indices
 from ._stream import CscBuilder, PassSpec, run_pass, stack_rows
+from ._upstream import ava_to_dict, ova_to_dict
 from ._validate import argument_text, check_adata, check_count_matrix, get_labels, study
 
 #: Minimum total count over all cells for a gene to count as expressed in a study.
@@ -30,6 +31,8 @@ MIN_TOTAL_COUNT = 10
 MIN_CELLS_PER_PROFILE = 2
 #: Each pseudobulk profile is scaled to this many counts before ``log1p``.
 PSEUDOBULK_TARGET_SUM = 1e5
+#: The result forms of :func:`rank_genes_limma`: upstream's dicts or pairot's long tables.
+RESULT_FORMATS = ("dict", "long")
 
 OVA_COLUMNS = ["cluster", "gene", "logFC", "P.Value", "adj.P.Val", "auroc"]
 AVA_COLUMNS = ["cluster", "versus", "gene", "logFC", "P.Value", "adj.P.Val", "auroc"]
@@ -314,7 +317,8 @@ def rank_genes_limma(
     *,
     random_state: int = 0,
     chunk_size: int | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    result_format: str = "dict",
+) -> tuple[dict, dict] | tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudobulk limma and AUROC for every cluster (one-vs-all) and cluster pair (all-vs-all).
 
     See docs/method.md#pseudobulk-differential-expression.
@@ -339,9 +343,28 @@ def rank_genes_limma(
         Seed of the AUROC subsample.
     chunk_size
         Cells read at once from ``X`` (see :func:`preprocess_adatas`).
+    result_format
+        ``"dict"`` (default): upstream pairOT's form, the tuple ``(de_res_ova, de_res_ava)``
+        of dicts of DataFrames; ``"long"``: pairot's long tables ``(de_ova, de_ava)``, the
+        form :func:`preprocess_adatas` stores in ``uns["pairot"]``. See
+        docs/method.md#de-table-forms; :func:`de_tables_to_dicts` /
+        :func:`de_tables_from_dicts` convert between them.
 
     Returns
     -------
+    With ``result_format="dict"``:
+
+    de_res_ova
+        ``{cluster: DataFrame}``, one per cluster in category order, indexed by gene (index
+        name ``"gene"``, genes in ``adata``'s order), columns ``logFC, P.Value, adj.P.Val,
+        auroc``.
+    de_res_ava
+        ``{c1: {c2: DataFrame}}`` for every ordered pair ``c1 != c2``: ``c1`` versus ``c2``,
+        the same columns; ``logFC`` is ``c1 - c2`` and ``auroc`` has ``c1`` as the positive
+        class.
+
+    With ``result_format="long"``:
+
     de_ova
         One row per (cluster, gene): ``cluster, gene, logFC, P.Value, adj.P.Val, auroc``.
     de_ava
@@ -378,6 +401,12 @@ def rank_genes_limma(
     check_adata(adata, "adata")
     n_samples_auroc = _check_max_cells(n_samples_auroc, "n_samples_auroc")
     chunk_size = _check_chunk_size(chunk_size)
+    if not isinstance(result_format, str) or result_format not in RESULT_FORMATS:
+        msg = (
+            f"result_format must be one of {list(RESULT_FORMATS)}, got {result_format!r}; "
+            "'dict' gives upstream pairOT's dicts of DataFrames, 'long' pairot's long tables."
+        )
+        raise ValueError(msg)
     _check_distinct_columns(cluster_label, sample_label, "cluster_label", "sample_label")
     study_ = _open_study(adata, "adata", chunk_size)
     study_.clusters = get_labels(study_, cluster_label, "adata", "cluster_label")
@@ -414,7 +443,10 @@ def rank_genes_limma(
     run_pass(study_.reader, PassSpec(auroc=True), take_auroc=take_auroc, auroc_into=normalized)
     aurocs = [_auroc(normalized.result(), adata.n_vars, auroc_codes, n_clusters, "adata")]
     del normalized
-    return _tables(limma_results, aurocs.pop(), genes, clusters)
+    de_ova, de_ava = _tables(limma_results, aurocs.pop(), genes, clusters)
+    if result_format == "long":
+        return de_ova, de_ava
+    return ova_to_dict(de_ova, argument="de_ova"), ava_to_dict(de_ava, argument="de_ava")
 
 
 def _as_gene_list(genes, argument: str) -> list[str] | None:

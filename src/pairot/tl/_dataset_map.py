@@ -133,7 +133,78 @@ def _deg_frame(rows: pd.DataFrame) -> pd.DataFrame:
     return table[DEG_COLUMNS]
 
 
+#: The obs column where upstream pairOT's ``preprocess_adatas`` writes the cluster labels.
+UPSTREAM_CLUSTER_COLUMN = "cell_type_author"
+#: The ``uns`` keys of upstream pairOT's DE results.
+UPSTREAM_DE_KEYS = ("de_res_ova", "de_res_ava")
+
+
+def _cluster_order(adata: AnnData, column: str, keys: list[str]) -> list[str]:
+    """The DE clusters in the order of ``obs[column]`` (h5ad returns dict keys sorted), then
+    those the column does not have, in dict order."""
+    values = adata.obs[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        in_obs = [str(c) for c in values.cat.categories]
+    else:
+        in_obs = sorted({str(v) for v in values.dropna().unique()})
+    present = set(keys)
+    ordered = [c for c in dict.fromkeys(in_obs) if c in present]
+    seen = set(ordered)
+    return ordered + [k for k in keys if k not in seen]
+
+
+def _upstream_info(adata: AnnData, name: str) -> dict:
+    """``uns["pairot"]``'s content built from upstream pairOT's ``uns["de_res_ova"]`` /
+    ``uns["de_res_ava"]`` and ``obs["cell_type_author"]``; ``adata`` is not modified."""
+    # imported here: this upstream adapter is the only user in this module
+    from .._logging import logger
+    from ..pp._upstream import ava_from_dict, ova_from_dict
+
+    for key in UPSTREAM_DE_KEYS:
+        if key not in adata.uns:
+            other = next(k for k in UPSTREAM_DE_KEYS if k != key)
+            msg = (
+                f"{name}.uns has {other!r} but not {key!r}: upstream pairOT's DE results need "
+                f"both; preprocess the study again (pairot.pp.preprocess_adatas writes "
+                f"{name}.uns['pairot'])."
+            )
+            raise ValueError(msg)
+    column = UPSTREAM_CLUSTER_COLUMN
+    if column not in adata.obs.columns:
+        available = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
+        msg = (
+            f"{name} carries upstream pairOT's DE results (uns['de_res_ova'] / "
+            f"uns['de_res_ava']) but {name}.obs has no column {column!r} with the clusters "
+            f"they were computed for; obs has: {available}. Copy the cluster labels there, "
+            f"e.g. {name}.obs[{column!r}] = {name}.obs['<your cluster column>']."
+        )
+        raise KeyError(msg)
+    ova_dict = adata.uns["de_res_ova"]
+    if not isinstance(ova_dict, Mapping):
+        msg = (
+            f"{name}.uns['de_res_ova'] must be a dict of DataFrames (upstream pairOT's "
+            f"one-vs-all DE results), got {type(ova_dict).__name__}."
+        )
+        raise TypeError(msg)
+    clusters = _cluster_order(adata, column, [k for k in ova_dict if isinstance(k, str)])
+    de_ova = ova_from_dict(ova_dict, argument=f"{name}.uns['de_res_ova']", clusters=clusters)
+    de_ava = ava_from_dict(
+        adata.uns["de_res_ava"], argument=f"{name}.uns['de_res_ava']", clusters=clusters
+    )
+    logger.info(
+        "%s: converted upstream pairOT DE results (uns['de_res_ova'] / uns['de_res_ava'], "
+        "%d clusters, clusters in obs[%r]) to pairot's long tables.",
+        name,
+        len(clusters),
+        column,
+    )
+    return {"cell_type_key": column, "de_ova": de_ova, "de_ava": de_ava}
+
+
 def _pairot_info(adata: AnnData, name: str) -> dict:
+    """The cluster column and the long DE tables of a study: ``uns["pairot"]`` (pairot's
+    preprocessing) or, without it, upstream pairOT's ``uns["de_res_ova"]`` /
+    ``uns["de_res_ava"]`` with the clusters in ``obs["cell_type_author"]``, converted."""
     if not isinstance(adata, AnnData):
         msg = f"{name} must be an anndata.AnnData, got {type(adata).__name__}."
         raise TypeError(msg)
@@ -142,8 +213,14 @@ def _pairot_info(adata: AnnData, name: str) -> dict:
         "run pairot.pp.preprocess_adatas(adata1, adata2, ...) first and pass its outputs "
         "(also fine after write_h5ad / read_h5ad or as views)."
     )
+    if info is None and any(key in adata.uns for key in UPSTREAM_DE_KEYS):
+        return _upstream_info(adata, name)
     if not isinstance(info, Mapping):
-        msg = f"{name}.uns['pairot'] is missing; {hint}"
+        msg = (
+            f"{name}.uns['pairot'] is missing (pairot's preprocess_adatas writes it), and so "
+            "are upstream pairOT's uns['de_res_ova'] / uns['de_res_ava'] (read with the "
+            f"clusters in obs['cell_type_author']): {name} has no DE results; {hint}"
+        )
         raise ValueError(msg)
     for key in ("cell_type_key", "de_ova", "de_ava"):
         if key not in info:

@@ -74,12 +74,13 @@ def marker_lists(
     Long DataFrame with columns ``cluster`` (Categorical with every cluster of ``de_ova``,
     also those without markers), ``rank`` (0-based position in the list; see
     docs/method.md#rank-convention), ``gene``, ``logFC``
-    and ``source``, sorted by cluster then rank: the output of :func:`~pairot.pp.select_genes`.
+    and ``reference`` (``"all"`` or the similar cluster behind an all-vs-all marker), sorted
+    by cluster then rank: the long output of :func:`~pairot.pp.select_genes`.
     """
     thresholds = {
         "logfc_threshold": logfc_threshold,
-        "adj_p_val_threshold": adj_p_val_threshold,
-        "auroc_threshold": auroc_threshold,
+        "adj_pval_threshold": adj_p_val_threshold,
+        "aucroc_threshold": auroc_threshold,
         "gene_filtering": gene_filtering,
     }
     ova = filter_genes_ova(de_ova, **thresholds)
@@ -89,8 +90,8 @@ def marker_lists(
         ava,
         n_genes_ova=n_genes_ova,
         n_genes_ava=n_genes_ava,
-        overlap_threshold_ava=overlap_threshold_ava,
-        overlap_n_genes_ava=overlap_n_genes_ava,
+        overlap_threshold=overlap_threshold_ava,
+        overlap_n_genes=overlap_n_genes_ava,
     )
 
 

@@ -100,6 +100,10 @@ class RunParameters:
         ``obsm`` key of a shared embedding used as cell features instead of Spearman ranks.
     threshold_mapping, threshold_distance
         Thresholds of :meth:`pairot.tl.DatasetMap.select_similar_clusters`.
+    n_bootstrap
+        Resamples of :meth:`pairot.tl.DatasetMap.bootstrap` (cells and samples, seeded with
+        ``seed``); 0 (default) skips it. With resamples, ``matches.csv`` and the report get
+        the intervals of the mapping and the distance and the top-match share.
     """
 
     query_cell_type: str
@@ -117,6 +121,7 @@ class RunParameters:
     embedding_layer: str | None = None
     threshold_mapping: float = 0.25
     threshold_distance: float = 1.0
+    n_bootstrap: int = 0
 
 
 @dataclass
@@ -142,6 +147,8 @@ class RunResult:
         Seconds spent in each step, in the order the steps ran.
     summary
         Data summaries: cells and clusters per study, shared genes, HVGs, Sinkhorn result.
+    bootstrap
+        The table of :meth:`pairot.tl.DatasetMap.bootstrap`, or ``None`` without resamples.
     """
 
     parameters: RunParameters
@@ -152,6 +159,7 @@ class RunResult:
     matches: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    bootstrap: pd.DataFrame | None = None
 
     @property
     def mapping(self) -> pd.DataFrame:
@@ -302,12 +310,20 @@ def run_pipeline(
         mappings = dataset_map.compute_mapping(None)
     with step("distance", "Distances between clusters"):
         distance = dataset_map.compute_distance()
+    intervals = None
+    if p.n_bootstrap:
+        with step(
+            "bootstrap",
+            f"Confidence of each match: {p.n_bootstrap} resamples of the cells and samples",
+        ):
+            intervals = dataset_map.bootstrap(p.n_bootstrap, random_state=p.seed, progress=progress)
     with step("select_similar_clusters", "Suggested matches"):
         matches = dataset_map.select_similar_clusters(
             mappings["mean"],
             distance,
             threshold_mapping=p.threshold_mapping,
             threshold_distance=p.threshold_distance,
+            intervals=intervals,
         )
 
     errors = np.asarray(solution.errors, dtype=np.float64)
@@ -331,6 +347,14 @@ def run_pipeline(
         },
         "n_matches": int(len(matches)),
     }
+    if intervals is not None:
+        summary["bootstrap"] = {
+            key: intervals.attrs[key]
+            for key in ("n_bootstrap", "random_state", "confidence", "resample")
+            if key in intervals.attrs
+        }
+        summary["bootstrap"]["samples_resampled"] = list(intervals.attrs["samples_resampled"])
+        summary["bootstrap"]["n_not_converged"] = intervals.attrs["n_not_converged"]
     return RunResult(
         parameters=p,
         dataset_map=dataset_map,
@@ -340,6 +364,7 @@ def run_pipeline(
         matches=matches,
         timings=timings,
         summary=summary,
+        bootstrap=intervals,
     )
 
 

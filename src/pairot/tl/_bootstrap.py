@@ -558,6 +558,8 @@ def bootstrap(dm, n_bootstrap, *, resample, confidence, random_state, progress) 
     n_bootstrap, kinds, confidence, random_state, progress = check_arguments(
         n_bootstrap, resample, confidence, random_state, progress
     )
+    dm._require("geom")
+    dm._require("problem")
     solution = dm._require("solution")
     point_mapping = dm.compute_mapping("mean").to_numpy(dtype=np.float64)
     point_distance = dm.compute_distance().to_numpy(dtype=np.float64)

@@ -229,6 +229,47 @@ def _shared_genes(genes: pd.DataFrame, n: int = 5) -> str:
     return ", ".join(_e(g) for g in shared) if len(shared) else "<i>none of the top markers</i>"
 
 
+_INTERVAL_COLUMNS = (
+    "mapping_low",
+    "mapping_high",
+    "distance_low",
+    "distance_high",
+    "top_share",
+)
+
+
+def _interval(match, column: str) -> str:
+    """``value [low, high]`` in one numeric cell."""
+    low, high = match[f"{column}_low"], match[f"{column}_high"]
+    return f'<td class="num">{_number(match[column])} [{_number(low)}, {_number(high)}]</td>'
+
+
+def _interval_note(matches: pd.DataFrame) -> str:
+    """What the intervals of the match table are, and what they are not."""
+    attrs = matches.attrs if isinstance(matches.attrs, Mapping) else {}
+    n = attrs.get("n_bootstrap")
+    level = attrs.get("confidence")
+    what = attrs.get("resample")
+    detail = []
+    if n:
+        detail.append(f"{int(n)} resamples")
+    if what:
+        detail.append("of the " + " and the ".join(str(w) for w in what))
+    if level:
+        detail.append(f"{100 * float(level):g}% percentile intervals")
+    detail = f" ({', '.join(detail)})" if detail else ""
+    return (
+        '<p class="note">Brackets: the range of the mapping and the distance when the cells '
+        "of every cluster and the samples (donors) behind the marker genes are resampled and "
+        f"the transport solved again{_e(detail)}; top-match share: the share of resamples in "
+        "which this reference cluster is the query cluster's best match. They show how much "
+        "the estimates move under resampling, given the annotations and the method; they are "
+        "not p-values, their coverage is not calibrated, and they include neither annotation "
+        "errors nor the choice of epsilon, genes or thresholds "
+        "(docs/method.md, Confidence of each match).</p>"
+    )
+
+
 def _matches_section(
     matches: pd.DataFrame,
     mapping: pd.DataFrame,
@@ -236,6 +277,7 @@ def _matches_section(
     deg_tables: Mapping[tuple[str, str], pd.DataFrame],
 ) -> str:
     rows = []
+    intervals = all(column in matches.columns for column in _INTERVAL_COLUMNS)
     for _, match in matches.iterrows():
         q, r = str(match["query"]), str(match["reference"])
         genes = deg_tables.get((q, r))
@@ -253,25 +295,28 @@ def _matches_section(
             and r in label_distance.columns
             else None
         )
-        rows.append(
-            [
-                _td(q),
-                _td(r),
-                _td(match["mapping"], numeric=True),
-                _td(match["distance"], numeric=True),
-                _td(label, numeric=True),
-                gene_cell,
+        if intervals:
+            values = [
+                _interval(match, "mapping"),
+                _interval(match, "distance"),
+                _td(match["top_share"], numeric=True, digits=2),
             ]
-        )
+        else:
+            values = [_td(match["mapping"], numeric=True), _td(match["distance"], numeric=True)]
+        rows.append([_td(q), _td(r), *values, _td(label, numeric=True), gene_cell])
     header = [
         "query cluster",
         "reference cluster",
-        "mapping",
-        "distance",
+        *(
+            ["mapping [interval]", "distance [interval]", "top-match share"]
+            if intervals
+            else ["mapping", "distance"]
+        ),
         "label distance",
         "shared top markers (query markers ranked in the reference)",
     ]
-    parts = [_table(header, rows) if rows else "<p>No pair passes both thresholds.</p>"]
+    parts = [_interval_note(matches)] if intervals else []
+    parts.append(_table(header, rows) if rows else "<p>No pair passes both thresholds.</p>")
     matched = set(matches["query"].astype(str)) if len(matches) else set()
     unmatched = [str(q) for q in mapping.index if str(q) not in matched]
     if unmatched:

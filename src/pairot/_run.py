@@ -111,6 +111,10 @@ class RunParameters:
     cells
         Compute the per-cell mapping of the query cells
         (:meth:`pairot.tl.DatasetMap.compute_cell_mapping`) and write ``cells.parquet``.
+    n_bootstrap
+        Resamples of :meth:`pairot.tl.DatasetMap.bootstrap` (cells and samples, seeded with
+        ``seed``); 0 (default) skips it. With resamples, ``matches.csv`` and the report get
+        the intervals of the mapping and the distance and the top-match share.
     """
 
     query_cell_type: str
@@ -134,6 +138,7 @@ class RunParameters:
     min_retained: float = 0.6
     max_mapping_ratio: float = 0.7
     cells: bool = True
+    n_bootstrap: int = 0
 
 
 @dataclass
@@ -166,6 +171,8 @@ class RunResult:
         The per-cell mapping of the query cells, ``None`` with ``parameters.cells=False``.
     cell_summary, cell_counts
         ``cell_mapping_summary()`` and ``best_cluster_shares()`` of the query, or ``None``.
+    bootstrap
+        The table of :meth:`pairot.tl.DatasetMap.bootstrap`, or ``None`` without resamples.
     """
 
     parameters: RunParameters
@@ -180,6 +187,7 @@ class RunResult:
     cells: pd.DataFrame | None = None
     cell_summary: pd.DataFrame | None = None
     cell_counts: pd.DataFrame | None = None
+    bootstrap: pd.DataFrame | None = None
 
     @property
     def mapping(self) -> pd.DataFrame:
@@ -332,12 +340,20 @@ def run_pipeline(
         mappings = dataset_map.compute_mapping(None)
     with step("distance", "Distances between clusters"):
         distance = dataset_map.compute_distance()
+    intervals = None
+    if p.n_bootstrap:
+        with step(
+            "bootstrap",
+            f"Confidence of each match: {p.n_bootstrap} resamples of the cells and samples",
+        ):
+            intervals = dataset_map.bootstrap(p.n_bootstrap, random_state=p.seed, progress=progress)
     with step("select_similar_clusters", "Suggested matches"):
         matches = dataset_map.select_similar_clusters(
             mappings["mean"],
             distance,
             threshold_mapping=p.threshold_mapping,
             threshold_distance=p.threshold_distance,
+            intervals=intervals,
         )
     with step("unmatched_clusters", "Query clusters without a match (a relaxed solve)"):
         unmatched = dataset_map.unmatched_clusters(
@@ -375,6 +391,14 @@ def run_pipeline(
         "n_matches": int(len(matches)),
         "unmatched_query_clusters": [str(q) for q in unmatched.index[unmatched["unmatched"]]],
     }
+    if intervals is not None:
+        summary["bootstrap"] = {
+            key: intervals.attrs[key]
+            for key in ("n_bootstrap", "random_state", "confidence", "resample")
+            if key in intervals.attrs
+        }
+        summary["bootstrap"]["samples_resampled"] = list(intervals.attrs["samples_resampled"])
+        summary["bootstrap"]["n_not_converged"] = intervals.attrs["n_not_converged"]
     return RunResult(
         parameters=p,
         dataset_map=dataset_map,
@@ -388,6 +412,7 @@ def run_pipeline(
         cells=cells,
         cell_summary=cell_summary,
         cell_counts=cell_counts,
+        bootstrap=intervals,
     )
 
 

@@ -69,6 +69,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bootstrap_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or value == 1:
+        msg = f"expected 0 (off) or an integer >= 2, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -168,6 +179,15 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         type=_float,
         default=0.25,
         help="minimum mapping score of a suggested match (0.25)",
+    )
+    method.add_argument(
+        "--bootstrap",
+        type=_bootstrap_count,
+        default=0,
+        metavar="N",
+        help="confidence of each match: N resamples of the cells and samples (donors), "
+        "seeded with --seed; adds mapping_low/high, distance_low/high and top_share to "
+        "matches.csv and the intervals to the report (default 0: off)",
     )
     method.add_argument(
         "--threshold-distance",
@@ -299,6 +319,7 @@ def _parameters(args: argparse.Namespace, columns: dict[str, str]):
         threshold_mapping=args.threshold_mapping,
         threshold_distance=args.threshold_distance,
         cells=not args.no_cells,
+        n_bootstrap=args.bootstrap,
     )
 
 

@@ -18,7 +18,7 @@ from ._auroc import auroc_ova_ava
 from ._gene_tables import gene_filter_mask
 from ._hvg import combine_statistics, hvg_rows, study_statistics
 from ._limma import group_statistics, limma_ava, limma_ova
-from ._pseudobulk import LogExpression, Profiles, profiles_of
+from ._pseudobulk import LogExpression, Profiles, profiles_of, stored_pseudobulk
 from ._reader import CountReader, _is_dask, x_of
 from ._sampling import downsample_indices
 from ._stream import CscBuilder, PassSpec, run_pass, stack_rows
@@ -527,8 +527,12 @@ def preprocess_adatas(
     ``obs["cell_type_author"]`` and ``obs["sample_id"]`` (where upstream pairOT's outputs
     have them; a different input column of that name is replaced in the output, with a
     warning), and
-    ``uns["pairot"] = {"cell_type_key", "sample_key", "de_ova", "de_ava", "params"}`` where
-    ``de_ova`` / ``de_ava`` are the tables of :func:`rank_genes_limma` over all shared genes.
+    ``uns["pairot"] = {"cell_type_key", "sample_key", "de_ova", "de_ava", "params",
+    "pseudobulk"}`` where ``de_ova`` / ``de_ava`` are the tables of :func:`rank_genes_limma`
+    over all shared genes and ``pseudobulk`` the summed counts behind their limma columns
+    (:func:`pairot.pp._pseudobulk.stored_pseudobulk`: profiles x shared genes in float32,
+    ``4 * profiles * genes`` bytes), which :meth:`pairot.tl.DatasetMap.bootstrap` resamples
+    by sample (donor).
 
     Notes
     -----
@@ -647,6 +651,7 @@ def preprocess_adatas(
         )
     rng = np.random.default_rng([random_state, 1])
     hvg_tables, limma_results, take_auroc, auroc_counts = [], {}, {}, {}
+    stored_profiles = {}
     for name, study_ in studies.items():
         n_cells = study_.reader.shape[0]
         take_hvg = None
@@ -684,6 +689,10 @@ def preprocess_adatas(
             profiles.n_profiles,
             "" if all_hvgs else " and the HVG subsample",
             time.perf_counter() - start,
+        )
+        # kept (float32) for DatasetMap.bootstrap's resampling of the samples (donors)
+        stored_profiles[name] = stored_pseudobulk(
+            result.profile_sums, profiles, study_.clusters, study_.samples, genes
         )
         # limma first: it frees the summed counts before scanpy copies the HVG subsample
         expr = LogExpression(result.profile_sums, PSEUDOBULK_TARGET_SUM)
@@ -771,6 +780,7 @@ def preprocess_adatas(
                     "de_ova": de_ova,
                     "de_ava": de_ava,
                     "params": dict(params),
+                    "pseudobulk": stored_profiles.pop(name),
                 }
             },
         )

@@ -162,3 +162,40 @@ def log_normalize(counts: np.ndarray, target_sum: float = 1e5) -> np.ndarray:
     totals = counts.sum(axis=1, keepdims=True)
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
     return np.log1p(counts * scale)
+
+
+def stored_pseudobulk(
+    counts: np.ndarray,
+    profiles: Profiles,
+    clusters,
+    samples,
+    genes,
+) -> dict[str, np.ndarray]:
+    """The summed counts of a study's pseudobulk profiles, as ``uns["pairot"]["pseudobulk"]``.
+
+    h5ad-safe (fixed keys, arrays only; cluster and sample names are values, never keys):
+    ``counts`` (profiles x genes, float32: ``4 * profiles * genes`` bytes; exact for sums
+    below 2**24), ``cluster`` and ``sample`` (int32 codes of each profile into
+    ``clusters`` and ``samples``, the study's cluster and sample names), ``n_cells`` (cells
+    summed into each profile) and ``genes`` (the columns: the genes of the DE tables).
+
+    Parameters
+    ----------
+    counts
+        Summed counts, profiles x genes (the ``profile_sums`` of the pseudobulk pass).
+    profiles
+        The profiles' cluster and sample codes.
+    clusters, samples
+        The study's cluster and sample labels (Categoricals) the codes refer to.
+    genes
+        The gene of each column of ``counts``.
+    """
+    return {
+        "counts": np.asarray(counts, dtype=np.float32),
+        "cluster": np.asarray(profiles.cluster, dtype=np.int32),
+        "sample": np.asarray(profiles.sample, dtype=np.int32),
+        "n_cells": np.asarray(profiles.n_cells, dtype=np.int64),
+        "clusters": np.asarray(clusters.categories.astype(str), dtype=str),
+        "samples": np.asarray(samples.categories.astype(str), dtype=str),
+        "genes": np.asarray(genes, dtype=str),
+    }

@@ -576,6 +576,13 @@ class DatasetMap:
             "gene_filtering": gene_filtering,
         }
         info1, info2 = self._info
+        # kept for bootstrap(), which rebuilds the label distance from resampled DE tables
+        self._label_params = {
+            "n_genes_ova": n_genes_ova,
+            "n_genes_ava": n_genes_ava,
+            "q_norm": q_norm,
+            **common,
+        }
         query_markers = marker_lists(
             info1["de_ova"],
             info1["de_ava"],
@@ -849,6 +856,18 @@ class DatasetMap:
             msg = f"cluster_correction must be True or False, got {cluster_correction!r}."
             raise TypeError(msg)
         self._progress = bool(progress)
+        # the options bootstrap() solves its resamples with
+        self._solve_options = {
+            "threshold": threshold,
+            "max_iterations": max_iterations,
+            "inner_iterations": inner_iterations,
+            "kernel_memory_budget": kernel_memory_budget,
+            "cluster_correction": bool(cluster_correction),
+            "block_memory_budget": block_memory_budget,
+            "sparse": sparse,
+            "sparse_tolerance": sparse_tolerance,
+            "kernel_dtype": kernel_dtype,
+        }
         with interruptible():
             solution = sinkhorn(
                 geom.x_aug,
@@ -1172,6 +1191,92 @@ class DatasetMap:
             counts, n_cells, split_share=float(split_share), min_cells=int(min_cells)
         )
 
+    def bootstrap(
+        self,
+        n_bootstrap: int = 20,
+        *,
+        resample: tuple[str, ...] | str = ("cells", "samples"),
+        confidence: float = 0.9,
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Confidence of each match: the mapping and the distance under resampling.
+
+        See docs/method.md#confidence-of-each-match. Each of the ``n_bootstrap`` resamples
+        draws, from its own seed ``[random_state, resample index]``:
+
+        - ``"cells"``: within every cluster of both studies, as many cells as the cluster
+          has, with replacement; the drawn cells enter the marginals with their
+          multiplicities (the same problem as on the duplicated cells; the cell features are
+          not recomputed);
+        - ``"samples"``: within each study, its samples (donors) with replacement (a donor
+          drawn twice contributes its pseudobulk profiles twice; a draw of one distinct
+          donor is drawn again); limma is re-run on the drawn profiles, the AUROC columns of
+          the original DE tables are kept, and the marker lists, the label distance and the
+          label part of the cost are rebuilt with the parameters of :meth:`init_geom`.
+
+        Each resample is solved again with the options of :meth:`solve` (from zero
+        potentials) and aggregated into the ``"mean"`` mapping and the distance.
+
+        Parameters
+        ----------
+        n_bootstrap
+            Number of resamples, >= 2. Each costs about one solve plus one aggregation,
+            plus limma and the label distance when samples are resampled.
+        resample
+            ``"cells"``, ``"samples"`` or both (default). A study's samples are resampled
+            only when its ``uns["pairot"]`` holds the pseudobulk profiles (stored by
+            :func:`pairot.pp.preprocess_adatas`) and it has at least 3 donors with
+            profiles; otherwise a WARNING says why and its DE stays as it is (when neither
+            study qualifies and only ``"samples"`` was asked for, the cells are resampled).
+        confidence
+            Share of the resampled values inside each interval, in (0, 1): the interval is
+            from the ``(1 - confidence) / 2`` to the ``(1 + confidence) / 2`` quantile of
+            the resampled values (percentile intervals).
+        random_state
+            Seed, an integer >= 0; the same seed gives the same table.
+        progress
+            Show a tqdm progress bar over the resamples (Ctrl-C stops between two).
+
+        Returns
+        -------
+        A long DataFrame, one row per (query cluster, reference cluster), in the order of
+        the mapping's rows, then columns: ``query, reference, mapping, mapping_low,
+        mapping_high, distance, distance_low, distance_high, top_share``. ``mapping`` and
+        ``distance`` are the point estimates of the full solve (``compute_mapping()``,
+        ``compute_distance()``); ``*_low`` / ``*_high`` the interval bounds; ``top_share``
+        the share of resamples in which this reference cluster has the query cluster's
+        highest mapping. ``attrs`` records ``n_bootstrap``, ``confidence``,
+        ``random_state``, ``resample`` (what was resampled), ``samples_resampled`` (whose
+        donors) and ``n_not_converged``. The table is also kept as
+        :attr:`bootstrap_results` (for ``select_similar_clusters(..., intervals=...)``).
+
+        The intervals describe the variability of the estimates when the cells and the
+        donors are resampled, given the annotations and the method. They are not p-values,
+        their coverage is not calibrated, and they contain neither annotation errors nor the
+        effect of choosing ``epsilon``, the HVGs or the thresholds.
+        """
+        from ._bootstrap import bootstrap
+
+        return bootstrap(
+            self,
+            n_bootstrap,
+            resample=resample,
+            confidence=confidence,
+            random_state=random_state,
+            progress=progress,
+        )
+
+    @property
+    def bootstrap_results(self) -> pd.DataFrame:
+        """The table of the last :meth:`bootstrap` of the current solution;
+        :class:`StageError` before it (or after a new ``solve``)."""
+        state = getattr(self, "_bootstrap_state", None)
+        if state is None or self.ot_solution is None or state[0] is not self.ot_solution:
+            msg = "DatasetMap has no bootstrap yet: call bootstrap() first (after solve())."
+            raise StageError(msg)
+        return state[1]
+
     @staticmethod
     def select_similar_clusters(
         mapping: pd.DataFrame,
@@ -1182,6 +1287,7 @@ class DatasetMap:
         *,
         output: str = "table",
         unmatched: pd.DataFrame | None = None,
+        intervals: pd.DataFrame | None = None,
     ) -> pd.DataFrame | dict[str, list[str]]:
         """Suggested matches: for each query cluster, the reference clusters with mapping >=
         ``threshold_mapping`` and distance <= ``threshold_distance``, best mapping first (at
@@ -1214,6 +1320,10 @@ class DatasetMap:
             flagged query cluster without a passing match gets one row with ``reference``
             ``None``, ``mapping`` and ``distance`` NaN and ``rank`` 0, so that it is listed.
             ``None`` (default): the table as without it.
+        intervals
+            The table of :meth:`bootstrap` (e.g. ``dataset_map.bootstrap_results``): adds its
+            columns ``mapping_low, mapping_high, distance_low, distance_high, top_share`` to
+            the table, matched by (query, reference).
 
         Returns
         -------
@@ -1284,6 +1394,10 @@ class DatasetMap:
             from ._novelty import mark_unmatched
 
             long = mark_unmatched(long, unmatched, list(mapping.index))
+        if intervals is not None:
+            from ._bootstrap import add_intervals
+
+            long = add_intervals(long, intervals)
         if output == "dict":
             chosen = {query: [] for query in mapping.index}
             for query, reference in zip(long["query"], long["reference"], strict=True):

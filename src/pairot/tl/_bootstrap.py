@@ -1,0 +1,675 @@
+"""Confidence of each match: the mapping and the distance under resampling
+(``DatasetMap.bootstrap``, docs/method.md#confidence-of-each-match).
+
+Every resample draws, independently and from its own seed:
+
+- **cells**: a stratified bootstrap within every cluster of both studies. Cluster ``k``'s
+  ``n_k`` cells are drawn ``n_k`` times with replacement; the drawn cells enter with their
+  multiplicity ``w_i`` as a weight in the marginals (``a_i`` proportional to ``w_i`` times the
+  cell's weight in the full problem: with balanced marginals every cluster still carries
+  ``1 / K``), which is the same transport problem as the one on the explicitly duplicated
+  cells (duplicated rows get equal potentials and split their mass evenly). The geometry is
+  not rebuilt: the rows of the drawn cells are taken from ``geom.x_aug`` / ``geom.y_aug``.
+- **samples** (donors): within each study, the donors with pseudobulk profiles are drawn
+  with replacement (a donor drawn twice contributes its profiles twice), limma is re-run on
+  the drawn profiles (all genes of the DE tables), the AUROC columns of the original tables
+  are kept, and the marker lists, the label distance ``L`` and the label columns of
+  ``x_aug`` (``lambda_label * L[query code]``) are rebuilt; the cell features stay. This needs
+  the per-(sample, cluster) count sums that :func:`pairot.pp.preprocess_adatas` stores in
+  ``uns["pairot"]["pseudobulk"]``.
+
+Each resample is solved again with the engine and the options of the full solve
+(:func:`~._ot.sinkhorn` has no warm start, so each starts from zero potentials; the
+cluster-level correction makes that cheap) and aggregated in one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from tqdm.auto import tqdm
+
+from .._interrupt import check as check_interrupt
+from .._interrupt import interruptible
+from ..pp._limma import group_statistics, limma_ava, limma_ova
+from ..pp._pseudobulk import LogExpression
+from ..pp._validate import study
+from ._aggregate import MASS_FLOOR, cluster_sums
+from ._label_distance import label_distance, marker_lists
+
+logger = logging.getLogger("pairot")
+
+#: What ``DatasetMap.bootstrap(resample=...)`` can resample.
+RESAMPLE_KINDS = ("cells", "samples")
+#: A study's donors are resampled only when it has at least this many donors with profiles.
+MIN_DONORS = 3
+#: The columns of the table ``DatasetMap.bootstrap`` returns.
+BOOTSTRAP_COLUMNS = (
+    "query",
+    "reference",
+    "mapping",
+    "mapping_low",
+    "mapping_high",
+    "distance",
+    "distance_low",
+    "distance_high",
+    "top_share",
+)
+#: The columns added to the suggested matches (``matches.csv``).
+CONFIDENCE_COLUMNS = BOOTSTRAP_COLUMNS[3:5] + BOOTSTRAP_COLUMNS[6:]
+#: Donor draws with a single distinct donor (no replicate at all) are drawn again, at most
+#: this many times in a row.
+_MAX_REDRAWS = 100
+#: How a cell resample enters the solve: ``"duplicated"`` (default) repeats a drawn cell's
+#: row once per draw, so every resample has the shapes of the full problem (cluster sizes
+#: included) and reuses its compiled JAX code; ``"weighted"`` keeps each drawn cell once with
+#: its multiplicity as a weight (the same problem on about 63% of the cells per side, but new
+#: shapes, hence a new compilation, at every resample). See benchmarks/bench_bootstrap.py.
+CELL_LAYOUT = "duplicated"
+_LABEL_COLUMNS = {"ova": ("cluster",), "ava": ("cluster", "versus")}
+_LIMMA_COLUMNS = ("logFC", "P.Value", "adj.P.Val")
+
+
+# --------------------------------------------------------------------------- argument checks
+def check_arguments(n_bootstrap, resample, confidence, random_state, progress):
+    """The validated arguments of ``DatasetMap.bootstrap``; errors name the argument."""
+    if isinstance(n_bootstrap, bool | np.bool_) or not isinstance(n_bootstrap, int | np.integer):
+        msg = (
+            f"n_bootstrap must be an integer >= 2 (the number of resamples), got "
+            f"{n_bootstrap!r}; pass e.g. n_bootstrap=20."
+        )
+        raise TypeError(msg)
+    if n_bootstrap < 2:
+        msg = (
+            f"n_bootstrap must be >= 2 (an interval needs several resamples), got "
+            f"{n_bootstrap}; pass e.g. n_bootstrap=20."
+        )
+        raise ValueError(msg)
+    if isinstance(resample, str):
+        resample = (resample,)
+    try:
+        kinds = list(resample)
+    except TypeError:
+        kinds = None
+    if not kinds or not all(isinstance(k, str) for k in kinds):
+        msg = (
+            f"resample must be 'cells', 'samples' or both, e.g. ('cells', 'samples'), got "
+            f"{resample!r}."
+        )
+        raise TypeError(msg) if kinds is None else ValueError(msg)
+    unknown = [k for k in kinds if k not in RESAMPLE_KINDS]
+    if unknown:
+        msg = (
+            f"resample has unknown value(s) {unknown}; choose from {list(RESAMPLE_KINDS)}, "
+            "e.g. resample=('cells', 'samples')."
+        )
+        raise ValueError(msg)
+    kinds = tuple(k for k in RESAMPLE_KINDS if k in kinds)
+    if isinstance(confidence, bool | np.bool_) or not isinstance(
+        confidence, int | float | np.integer | np.floating
+    ):
+        msg = f"confidence must be a number in (0, 1), got {confidence!r}; pass e.g. 0.9."
+        raise TypeError(msg)
+    if not 0 < confidence < 1:  # also catches NaN
+        msg = (
+            f"confidence must lie in (0, 1) (the share of resamples inside the interval), got "
+            f"{confidence!r}; pass e.g. confidence=0.9."
+        )
+        raise ValueError(msg)
+    if isinstance(random_state, bool | np.bool_) or not isinstance(random_state, int | np.integer):
+        msg = f"random_state must be an integer seed >= 0, got {random_state!r}."
+        raise TypeError(msg)
+    if random_state < 0:
+        msg = f"random_state must be >= 0, got {random_state}; pass e.g. random_state=0."
+        raise ValueError(msg)
+    if not isinstance(progress, bool | np.bool_):
+        msg = f"progress must be True or False, got {progress!r}."
+        raise TypeError(msg)
+    return int(n_bootstrap), kinds, float(confidence), int(random_state), bool(progress)
+
+
+# ------------------------------------------------------------------------------ cell draws
+def draw_cells(
+    codes: np.ndarray, rng: np.random.Generator, layout: str = "weighted"
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified bootstrap of cells: each cluster's ``n_k`` cells drawn ``n_k`` times.
+
+    Returns ``(rows, weights)``. ``layout="weighted"``: the drawn cells (sorted indices, each
+    once) and their multiplicities (>= 1; those of a cluster sum to its size).
+    ``"duplicated"``: every drawn cell repeated once per draw (sorted indices, as many as
+    ``codes``, so each cluster keeps its size) with weights 1.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    sizes = np.bincount(codes)
+    order = np.argsort(codes, kind="stable")
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    drawn = order[start[codes] + rng.integers(0, sizes[codes])]
+    counts = np.bincount(drawn, minlength=codes.size)
+    rows = np.flatnonzero(counts)
+    if layout == "duplicated":
+        rows = np.repeat(rows, counts[rows])
+        return rows, np.ones(rows.size)
+    return rows, counts[rows].astype(np.float64)
+
+
+# ---------------------------------------------------------------------------- donor draws
+def _codes_in(values: pd.Series, index: pd.Index) -> np.ndarray:
+    """Position of every value of a label column in ``index`` (-1 when absent)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        lookup = index.get_indexer(values.cat.categories.astype(str))
+        codes = values.cat.codes.to_numpy()
+        return np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
+    return index.get_indexer(values.astype(str).to_numpy())
+
+
+@dataclass
+class _Rows:
+    """The rows of one DE table that can pass the marker filter whatever limma says (their
+    AUROC, which resampling keeps, passes), with the cluster(s) and gene of each row."""
+
+    base: pd.DataFrame
+    clusters: tuple[np.ndarray, ...]
+    genes: np.ndarray
+
+
+class StudyDE:
+    """The DE of one study, rebuilt from its stored pseudobulk profiles for a donor draw.
+
+    Parameters
+    ----------
+    counts
+        Summed counts, profiles x genes.
+    cluster, sample
+        Cluster and sample code of each profile.
+    n_clusters
+        Number of clusters (rows of limma's outputs).
+    tables
+        ``{"ova": de_ova, "ava": de_ava}`` of the study.
+    clusters, genes
+        The names behind the cluster codes and the columns of ``counts``.
+    auroc_threshold
+        The marker filter's AUROC threshold: rows below it never pass, so only the others
+        are rebuilt.
+    target_sum
+        Each profile is scaled to this total before ``log1p`` (as in preprocessing).
+    """
+
+    def __init__(
+        self,
+        counts,
+        cluster,
+        sample,
+        n_clusters: int,
+        tables: Mapping[str, pd.DataFrame],
+        clusters: pd.Index,
+        genes: pd.Index,
+        auroc_threshold: float,
+        target_sum: float,
+    ):
+        self.counts = counts
+        self.cluster = np.asarray(cluster, dtype=np.int64)
+        sample = np.asarray(sample, dtype=np.int64)
+        self.donors = np.unique(sample)
+        self.rows_of = {int(d): np.flatnonzero(sample == d) for d in self.donors}
+        self.n_clusters = int(n_clusters)
+        self.target_sum = float(target_sum)
+        self.rows = {}
+        for kind, table in tables.items():
+            self.rows[kind] = _table_rows(table, kind, clusters, genes, auroc_threshold)
+
+    @property
+    def n_donors(self) -> int:
+        return int(self.donors.size)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """Donors drawn with replacement, as many as there are (at least two distinct)."""
+        for _ in range(_MAX_REDRAWS):
+            drawn = self.donors[rng.integers(0, self.n_donors, self.n_donors)]
+            if np.unique(drawn).size >= 2:
+                return drawn
+        msg = "could not draw two distinct donors"  # pragma: no cover - p <= (1/3)**200
+        raise RuntimeError(msg)  # pragma: no cover
+
+    def tables(self, donors) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The DE tables (the rows that can pass the marker filter) with limma's columns
+        recomputed on the profiles of ``donors`` (sample codes, repeats allowed)."""
+        rows = np.concatenate([self.rows_of[int(d)] for d in donors])
+        labels = self.cluster[rows]
+        expr = LogExpression(np.asarray(self.counts[rows], dtype=np.float64), self.target_sum)
+        statistics = group_statistics(expr, labels, self.n_clusters)
+        expr.release()
+        ova = limma_ova(expr, labels, self.n_clusters, statistics=statistics)
+        ava = limma_ava(expr, labels, self.n_clusters, statistics=statistics)
+        out = []
+        for kind, results in (("ova", ova), ("ava", ava)):
+            part = self.rows[kind]
+            index = (*part.clusters, part.genes)
+            columns = {name: values[index] for name, values in zip(_LIMMA_COLUMNS, results)}
+            out.append(part.base.assign(**columns))
+        return out[0], out[1]
+
+
+def _table_rows(table, kind, clusters, genes, auroc_threshold) -> _Rows:
+    auroc = table["auroc"].to_numpy(dtype=np.float64, na_value=np.nan)
+    keep = np.flatnonzero(auroc >= auroc_threshold)
+    base = table.take(keep).reset_index(drop=True)
+    codes = []
+    for column in _LABEL_COLUMNS[kind]:
+        if not isinstance(table[column].dtype, pd.CategoricalDtype):
+            # every cluster stays a category, also one without rows left
+            base[column] = pd.Categorical(table[column])[keep]
+        code = _codes_in(base[column], clusters)
+        if (code < 0).any():
+            missing = base[column][code < 0].astype(str).iloc[0]
+            msg = f"its DE tables name cluster {missing!r}, which its stored profiles lack"
+            raise LookupError(msg)
+        codes.append(code)
+    gene = _codes_in(base["gene"], genes)
+    if (gene < 0).any():
+        missing = base["gene"][gene < 0].astype(str).iloc[0]
+        msg = f"its DE tables hold gene {missing!r}, which its stored profiles lack"
+        raise LookupError(msg)
+    return _Rows(base=base, clusters=tuple(codes), genes=gene)
+
+
+def study_de(info: Mapping, name: str, auroc_threshold: float) -> tuple[StudyDE | None, str]:
+    """The resamplable DE of one study from its ``uns["pairot"]``, or ``None`` and why not."""
+    stored = info.get("pseudobulk")
+    if not isinstance(stored, Mapping) or "counts" not in stored:
+        return None, (
+            "its uns['pairot'] holds no pseudobulk profiles (it was preprocessed by an "
+            "earlier pairot or by upstream pairOT); preprocess it again with "
+            "pairot.pp.preprocess_adatas to resample its donors"
+        )
+    try:
+        counts = np.asarray(stored["counts"])
+        cluster = np.asarray(stored["cluster"], dtype=np.int64)
+        sample = np.asarray(stored["sample"], dtype=np.int64)
+        clusters = pd.Index(np.asarray(stored["clusters"]).astype(str))
+        genes = pd.Index(np.asarray(stored["genes"]).astype(str))
+    except (KeyError, TypeError, ValueError) as error:
+        return None, f"its stored pseudobulk profiles are incomplete ({error!r})"
+    shape_ok = counts.ndim == 2 and counts.shape == (cluster.size, genes.size)
+    if not shape_ok or sample.size != cluster.size:
+        return None, (
+            f"its stored pseudobulk profiles are inconsistent (counts {counts.shape}, "
+            f"{cluster.size} cluster codes, {sample.size} sample codes, {genes.size} genes)"
+        )
+    n_donors = np.unique(sample).size
+    if n_donors < MIN_DONORS:
+        return None, (
+            f"it has only {n_donors} sample(s) (donors) with pseudobulk profiles, and "
+            f"resampling donors needs at least {MIN_DONORS} (limma needs replicates)"
+        )
+    params = info.get("params", {})
+    target_sum = float(params.get("pseudobulk_target_sum", 1e5)) if params else 1e5
+    try:
+        de = StudyDE(
+            counts,
+            cluster,
+            sample,
+            len(clusters),
+            {"ova": info["de_ova"], "ava": info["de_ava"]},
+            clusters,
+            genes,
+            auroc_threshold,
+            target_sum,
+        )
+    except LookupError as error:
+        return None, str(error)
+    return de, ""
+
+
+# -------------------------------------------------------------------------- label distance
+def label_params(dm) -> dict:
+    """The marker and label-distance parameters of ``dm.init_geom`` (its defaults when an
+    older object lacks them)."""
+    defaults = {
+        "n_genes_ova": 10,
+        "n_genes_ava": 3,
+        "overlap_threshold_ava": 0.3,
+        "overlap_n_genes_ava": 10,
+        "adj_p_val_threshold": 0.05,
+        "auroc_threshold": 0.6,
+        "logfc_threshold": 1.0,
+        "gene_filtering": True,
+        "q_norm": 0.33,
+    }
+    return {**defaults, **(getattr(dm, "_label_params", None) or {})}
+
+
+class LabelDistance:
+    """``L`` (query x reference clusters) from DE tables, as ``DatasetMap.init_geom`` builds
+    it; the marker lists of a study whose donors are not resampled are built once."""
+
+    def __init__(self, dm):
+        self.dm = dm
+        p = label_params(dm)
+        self.q_norm = p["q_norm"]
+        self.sides = {
+            "adata1": {"n_genes_ova": p["n_genes_ova"], "n_genes_ava": p["n_genes_ava"]},
+            "adata2": {"n_genes_ova": None, "n_genes_ava": None},
+        }
+        self.common = {
+            k: p[k]
+            for k in (
+                "overlap_threshold_ava",
+                "overlap_n_genes_ava",
+                "adj_p_val_threshold",
+                "auroc_threshold",
+                "logfc_threshold",
+                "gene_filtering",
+            )
+        }
+        self.clusters = {"adata1": dm.query_clusters, "adata2": dm.reference_clusters}
+        self._fixed = {}
+
+    def markers(self, name: str, de_ova: pd.DataFrame, de_ava: pd.DataFrame) -> pd.DataFrame:
+        table = marker_lists(de_ova, de_ava, **self.sides[name], **self.common)
+        return self.dm._restrict(table, self.clusters[name], name)
+
+    def fixed(self, name: str) -> pd.DataFrame:
+        """The marker lists of the study's stored DE tables (computed once)."""
+        if name not in self._fixed:
+            info = self.dm._info[0 if name == "adata1" else 1]
+            self._fixed[name] = self.markers(name, info["de_ova"], info["de_ava"])
+        return self._fixed[name]
+
+    def __call__(self, query_markers: pd.DataFrame, reference_markers: pd.DataFrame):
+        _, L, _ = label_distance(query_markers, reference_markers, q_norm=self.q_norm)
+        L = L.loc[self.clusters["adata1"], self.clusters["adata2"]]
+        return L.to_numpy(dtype=np.float64)
+
+
+# ------------------------------------------------------------------------ solve and outputs
+def _cluster_sums(points: np.ndarray, codes: np.ndarray, weights: np.ndarray, k: int):
+    """``sum_{i in cluster} w_i points_i`` for every cluster, float64 (k x d)."""
+    onehot = sparse.csr_matrix(
+        (weights, (codes, np.arange(codes.size))), shape=(k, codes.size), dtype=np.float64
+    )
+    return np.asarray(onehot @ np.asarray(points, dtype=np.float64))
+
+
+def weighted_outputs(agg, b, x, y, offset, qc, rc, wq, wr, n_query: int, n_ref: int):
+    """The ``"mean"`` mapping and the distance of a plan over weighted cells.
+
+    A cell of multiplicity ``w`` stands for ``w`` identical copies: the mapping averages
+    ``tm_k(j) / b_j`` over the reference cells of a cluster with weights ``w_j``; the
+    distance is ``sum P C / sum P`` (a merged cell carries its copies' mass), and where the
+    plan carries no mass the unweighted mean cost over the copies,
+    ``offset + (sum_k w x) . (sum_c w y) / (W_k W_c)``. With all ``w = 1`` these are
+    :func:`~._aggregate.mapping_mean` and :func:`~._aggregate.cluster_distance`.
+    """
+    tm = agg["tm"]
+    ratio = np.divide(tm, b[None, :], out=np.zeros_like(tm, dtype=np.float64), where=b > 0)
+    w_ref = np.bincount(rc, weights=wr, minlength=n_ref)
+    sums = cluster_sums(ratio * wr[None, :], rc, n_ref)
+    mapping = np.divide(sums, w_ref[None, :], out=np.full_like(sums, np.nan), where=w_ref > 0)
+    w_query = np.bincount(qc, weights=wq, minlength=n_query)
+    pairs = np.outer(w_query, w_ref)
+    cost_sum = (
+        offset * pairs + _cluster_sums(x, qc, wq, n_query) @ _cluster_sums(y, rc, wr, n_ref).T
+    )
+    unweighted = np.divide(cost_sum, pairs, out=np.full_like(cost_sum, np.nan), where=pairs > 0)
+    mass, cost_mass = agg["mass"], agg["cost_mass"]
+    weighted = np.divide(cost_mass, mass, out=np.zeros_like(cost_mass), where=mass > MASS_FLOOR)
+    return mapping, np.where(mass > MASS_FLOOR, weighted, unweighted)
+
+
+def solve_weighted(dm, x_aug, y_aug, rows, cols, wq, wr):
+    """Solve the problem of ``dm`` on the given cells (rows of ``x_aug`` / ``y_aug`` already
+    taken) with multiplicities ``wq`` / ``wr``; returns (mapping, distance, converged)."""
+    from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, aggregate, sinkhorn
+
+    geom, problem = dm.geom, dm.ot_prob
+    n_query, n_ref = len(dm.query_clusters), len(dm.reference_clusters)
+    options = dict(getattr(dm, "_solve_options", None) or {})
+    if options.get("kernel_memory_budget") is None:
+        options["kernel_memory_budget"] = DEFAULT_KERNEL_MEMORY_BUDGET
+    block_memory_budget = options.get("block_memory_budget")
+    a = wq * problem.a[rows]
+    b = wr * problem.b[cols]
+    a, b = a / a.sum(), b / b.sum()
+    qc, rc = geom.query_codes[rows], geom.ref_codes[cols]
+    solution = sinkhorn(
+        x_aug,
+        y_aug,
+        geom.offset,
+        a,
+        b,
+        epsilon=geom.epsilon,
+        tau_a=problem.tau_a,
+        tau_b=problem.tau_b,
+        batch_size=geom.batch_size,
+        progress=False,
+        query_codes=qc,
+        ref_codes=rc,
+        **options,
+    )
+    agg = aggregate(
+        x_aug,
+        y_aug,
+        geom.offset,
+        np.asarray(solution.f),
+        np.asarray(solution.g),
+        epsilon=geom.epsilon,
+        query_codes=qc,
+        ref_codes=rc,
+        n_query_clusters=n_query,
+        n_ref_clusters=n_ref,
+        batch_size=geom.batch_size,
+        kernel=solution.kernel,
+        progress=False,
+        block_memory_budget=block_memory_budget,
+        active=solution.blocks,
+    )
+    solution.kernel = None
+    if solution.blocks is not None:
+        solution.blocks.release()
+    mapping, distance = weighted_outputs(
+        agg, b, x_aug, y_aug, geom.offset, qc, rc, wq, wr, n_query, n_ref
+    )
+    return mapping, distance, bool(solution.converged)
+
+
+# ---------------------------------------------------------------------------- the resamples
+class Resampler:
+    """The resamples of one solved ``DatasetMap``: what is drawn and how each is solved."""
+
+    def __init__(self, dm, kinds: tuple[str, ...], random_state: int):
+        self.dm = dm
+        self.random_state = random_state
+        geom = dm.geom
+        self.n_ref = len(dm.reference_clusters)
+        self.features = geom.x_aug[:, : geom.x_aug.shape[1] - self.n_ref]
+        self.studies: dict[str, StudyDE] = {}
+        self.cells = "cells" in kinds
+        if "samples" in kinds:
+            threshold = label_params(dm)["auroc_threshold"]
+            for name, info in zip(("adata1", "adata2"), dm._info, strict=True):
+                de, reason = study_de(info, name, threshold)
+                if de is None:
+                    logger.warning(
+                        "DatasetMap.bootstrap: the samples (donors) of %s are not resampled: %s.",
+                        study(name),
+                        reason,
+                    )
+                else:
+                    self.studies[name] = de
+            if not self.studies and not self.cells:
+                logger.warning(
+                    "DatasetMap.bootstrap: no study's samples (donors) can be resampled; "
+                    "resampling the cells instead."
+                )
+                self.cells = True
+        self.labels = LabelDistance(dm) if self.studies else None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (("cells",) if self.cells else ()) + (("samples",) if self.studies else ())
+
+    def label_distance(self, donors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``L`` with the DE of the studies in ``donors`` rebuilt from those donors."""
+        markers = {}
+        for name in ("adata1", "adata2"):
+            if name in donors:
+                markers[name] = self.labels.markers(name, *self.studies[name].tables(donors[name]))
+            else:
+                markers[name] = self.labels.fixed(name)
+        return self.labels(markers["adata1"], markers["adata2"])
+
+    def x_aug(self, rows: np.ndarray, L: np.ndarray | None) -> np.ndarray:
+        """The query's augmented vectors of ``rows``, with label columns from ``L``."""
+        geom = self.dm.geom
+        if L is None:
+            return geom.x_aug[rows]
+        label = (geom.lambda_label * L.astype(np.float32))[geom.query_codes[rows]]
+        return np.concatenate([self.features[rows], label], axis=1).astype(np.float32)
+
+    def one(self, index: int):
+        """Resample ``index``: (mapping, distance, L or None, converged)."""
+        geom = self.dm.geom
+        n, m = geom.query_codes.size, geom.ref_codes.size
+        if self.cells:
+            rng = np.random.default_rng([self.random_state, index, 0])
+            rows, wq = draw_cells(geom.query_codes, rng, CELL_LAYOUT)
+            cols, wr = draw_cells(geom.ref_codes, rng, CELL_LAYOUT)
+        else:
+            rows, wq, cols, wr = np.arange(n), np.ones(n), np.arange(m), np.ones(m)
+        L = None
+        if self.studies:
+            rng = np.random.default_rng([self.random_state, index, 1])
+            donors = {name: de.draw(rng) for name, de in self.studies.items()}
+            L = self.label_distance(donors)
+        mapping, distance, converged = solve_weighted(
+            self.dm, self.x_aug(rows, L), geom.y_aug[cols], rows, cols, wq, wr
+        )
+        return mapping, distance, L, converged
+
+
+def bootstrap(dm, n_bootstrap, *, resample, confidence, random_state, progress) -> pd.DataFrame:
+    """``DatasetMap.bootstrap`` (see there)."""
+    n_bootstrap, kinds, confidence, random_state, progress = check_arguments(
+        n_bootstrap, resample, confidence, random_state, progress
+    )
+    dm._require("geom")
+    dm._require("problem")
+    solution = dm._require("solution")
+    point_mapping = dm.compute_mapping("mean").to_numpy(dtype=np.float64)
+    point_distance = dm.compute_distance().to_numpy(dtype=np.float64)
+    resampler = Resampler(dm, kinds, random_state)
+    n_query, n_ref = point_mapping.shape
+    draws = {
+        "mapping": np.empty((n_bootstrap, n_query, n_ref)),
+        "distance": np.empty((n_bootstrap, n_query, n_ref)),
+    }
+    if resampler.studies:
+        draws["label_distance"] = np.empty((n_bootstrap, n_query, n_ref))
+    not_converged = 0
+    start = time.perf_counter()
+    with (
+        interruptible(),
+        tqdm(total=n_bootstrap, desc="Bootstrap", disable=not progress, leave=False) as bar,
+    ):
+        for index in range(n_bootstrap):
+            check_interrupt()
+            mapping, distance, L, converged = resampler.one(index)
+            draws["mapping"][index] = mapping
+            draws["distance"][index] = distance
+            if L is not None:
+                draws["label_distance"][index] = L
+            not_converged += not converged
+            bar.update()
+    elapsed = time.perf_counter() - start
+    logger.info(
+        "DatasetMap.bootstrap: %d resamples of the %s in %.1f s (%.2f s each).",
+        n_bootstrap,
+        " and the ".join(resampler.kinds),
+        elapsed,
+        elapsed / n_bootstrap,
+    )
+    if not_converged:
+        logger.warning(
+            "DatasetMap.bootstrap: Sinkhorn did not converge in %d of %d resamples; their "
+            "values enter the intervals as they are.",
+            not_converged,
+            n_bootstrap,
+        )
+    table = interval_table(
+        dm, point_mapping, point_distance, draws["mapping"], draws["distance"], confidence
+    )
+    table.attrs.update(
+        {
+            "n_bootstrap": n_bootstrap,
+            "confidence": confidence,
+            "random_state": random_state,
+            "resample": list(resampler.kinds),
+            "samples_resampled": [
+                "query" if name == "adata1" else "reference" for name in resampler.studies
+            ],
+            "n_not_converged": int(not_converged),
+            "seconds": round(elapsed, 3),
+        }
+    )
+    dm._bootstrap_state = (solution, table, draws)
+    return table
+
+
+def interval_table(dm, mapping, distance, mapping_draws, distance_draws, confidence):
+    """The long table of ``DatasetMap.bootstrap`` from the point estimates and the draws."""
+    levels = [(1 - confidence) / 2, (1 + confidence) / 2]
+    m_low, m_high = np.quantile(mapping_draws, levels, axis=0)
+    d_low, d_high = np.quantile(distance_draws, levels, axis=0)
+    n_bootstrap, n_query, n_ref = mapping_draws.shape
+    top = np.argmax(mapping_draws, axis=2)  # (resample, query cluster)
+    share = np.zeros((n_query, n_ref))
+    for k in range(n_query):
+        share[k] = np.bincount(top[:, k], minlength=n_ref) / n_bootstrap
+    columns = {
+        "query": np.repeat(np.asarray(dm.query_clusters, dtype=object), n_ref),
+        "reference": np.tile(np.asarray(dm.reference_clusters, dtype=object), n_query),
+        "mapping": mapping,
+        "mapping_low": m_low,
+        "mapping_high": m_high,
+        "distance": distance,
+        "distance_low": d_low,
+        "distance_high": d_high,
+        "top_share": share,
+    }
+    return pd.DataFrame({k: np.ravel(v) for k, v in columns.items()})
+
+
+def add_intervals(matches: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+    """The suggested matches with the interval columns of a ``bootstrap`` table, matched by
+    ``(query, reference)`` (NaN for a pair the table lacks)."""
+    if not isinstance(intervals, pd.DataFrame):
+        msg = (
+            "intervals must be the DataFrame that DatasetMap.bootstrap returns, got "
+            f"{type(intervals).__name__}."
+        )
+        raise TypeError(msg)
+    missing = [c for c in ("query", "reference", *CONFIDENCE_COLUMNS) if c not in intervals]
+    if missing:
+        msg = (
+            f"intervals lacks the column(s) {missing}; pass the table of "
+            "DatasetMap.bootstrap (or dataset_map.bootstrap_results)."
+        )
+        raise ValueError(msg)
+    keys = pd.MultiIndex.from_arrays(
+        [intervals["query"].astype(str), intervals["reference"].astype(str)]
+    )
+    where = keys.get_indexer(
+        pd.MultiIndex.from_arrays([matches["query"].astype(str), matches["reference"].astype(str)])
+    )
+    out = matches.copy()
+    out.attrs.update(intervals.attrs)  # n_bootstrap, confidence, what was resampled
+    for column in CONFIDENCE_COLUMNS:
+        values = intervals[column].to_numpy(dtype=np.float64)
+        out[column] = np.where(where >= 0, values[np.maximum(where, 0)], np.nan)
+    return out

@@ -211,7 +211,9 @@ def test_donor_draw_equals_limma_on_the_rebuilt_study(raw, preprocessed, fitted,
         cells.obs_names = [f"{n}_copy{copy}" for n in cells.obs_names]
         parts.append(cells)
     rebuilt_study = ad.concat(parts)
-    de_ova, de_ava = pr.pp.rank_genes_limma(rebuilt_study, "cell_type", "sample_id")
+    de_ova, de_ava = pr.pp.rank_genes_limma(
+        rebuilt_study, "cell_type", "sample_id", result_format="long"
+    )
     ova, ava = de.tables(drawn)
     for mine, theirs, keys in (
         (ova, de_ova, ["cluster", "gene"]),

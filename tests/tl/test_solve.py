@@ -311,6 +311,8 @@ def dense_aggregate(cost, p, qcodes, rcodes, kq, kr):
         "cost_sum": cost_sum,
         "row_mass": p.sum(1),
         "col_mass": p.sum(0),
+        # each query cell's mass per reference cluster (the per-cell mapping's sums)
+        "row_cluster": np.stack([p[:, rcodes == c].sum(1) for c in range(kr)], axis=1),
     }
 
 

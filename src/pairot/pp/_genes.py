@@ -95,6 +95,32 @@ def _flag(symbols: pd.Series) -> np.ndarray:
     return flagged
 
 
+def _check_lists(genes, keep, drop):
+    """``genes``, ``keep`` and ``drop`` checked as gene-name arrays (``None`` stays ``None``);
+    ``ValueError`` when a gene is in both ``keep`` and ``drop``."""
+    names = _check_gene_names(genes, "genes")
+    keep_names = None if keep is None else _check_gene_names(keep, "keep")
+    drop_names = None if drop is None else _check_gene_names(drop, "drop")
+    if keep_names is not None and drop_names is not None:
+        both = sorted(set(keep_names) & set(drop_names))
+        if both:
+            msg = (
+                f"{len(both)} gene(s) are in both keep and drop, e.g. {both[:5]}; a gene is "
+                "either always kept or always dropped: remove it from one of the lists."
+            )
+            raise ValueError(msg)
+    return names, keep_names, drop_names
+
+
+def _with_lists(symbols: pd.Series, dropped: np.ndarray, keep_names, drop_names) -> np.ndarray:
+    """``dropped`` with the ``keep`` genes rescued and the ``drop`` genes added (exact names)."""
+    if keep_names is not None and keep_names.size:
+        dropped &= ~symbols.isin(set(keep_names)).to_numpy()
+    if drop_names is not None and drop_names.size:
+        dropped |= symbols.isin(set(drop_names)).to_numpy()
+    return dropped
+
+
 def flag_uninformative_genes(
     genes,
     *,
@@ -159,23 +185,9 @@ def flag_uninformative_genes(
     >>> flag_uninformative_genes(["CD3E", "MT-CO1", "RPL10A", "RPS6KA1", "IGHM", "IGKC"])
     array([False,  True,  True, False, False,  True])
     """
-    names = _check_gene_names(genes, "genes")
-    keep_names = None if keep is None else _check_gene_names(keep, "keep")
-    drop_names = None if drop is None else _check_gene_names(drop, "drop")
-    if keep_names is not None and drop_names is not None:
-        both = sorted(set(keep_names) & set(drop_names))
-        if both:
-            msg = (
-                f"{len(both)} gene(s) are in both keep and drop, e.g. {both[:5]}; a gene is "
-                "either always kept or always dropped: remove it from one of the lists."
-            )
-            raise ValueError(msg)
+    names, keep_names, drop_names = _check_lists(genes, keep, drop)
     if names.size == 0:
         return np.zeros(0, dtype=bool)
     symbols = pd.Series(names, dtype=object)
-    flagged = _flag(symbols)
-    if keep_names is not None and keep_names.size:
-        flagged &= ~symbols.isin(set(keep_names)).to_numpy()
-    if drop_names is not None and drop_names.size:
-        flagged |= symbols.isin(set(drop_names)).to_numpy()
+    flagged = _with_lists(symbols, _flag(symbols), keep_names, drop_names)
     return flagged

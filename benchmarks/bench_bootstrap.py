@@ -12,7 +12,11 @@ the outputs is timed (cold: compilation included, then warm), then ``bootstrap``
 ``resample="cells"``, ``"samples"`` and both, and, for the cells, both layouts of a resample
 (``_bootstrap.CELL_LAYOUT``: duplicated rows, the default, and unique cells with weights).
 Peak memory is the resident set above the level before the call, sampled every 20 ms.
-Printed as JSON lines.
+``--donor-schemes corrected duplicated bayesian`` compares the ways a donor draw enters
+limma (``_bootstrap.DONOR_SCHEME``) on ``resample="samples"``: the mean number of markers per
+study over the resamples against the full fit's, the share of pairs whose point estimate lies
+inside its interval and the mean shift of the resampled median distance from the point
+estimate. Printed as JSON lines.
 """
 
 from __future__ import annotations
@@ -85,6 +89,12 @@ def main() -> None:
         nargs="+",
         default=["cells", "cells-weighted", "samples", "both"],
         help="cells (duplicated rows), cells-weighted, samples, both",
+    )
+    parser.add_argument(
+        "--donor-schemes",
+        nargs="*",
+        default=[],
+        help="compare donor schemes (corrected, duplicated, bayesian) on resample='samples'",
     )
     args = parser.parse_args()
 
@@ -182,6 +192,47 @@ def main() -> None:
             flush=True,
         )
     _bootstrap.CELL_LAYOUT = "duplicated"
+    for scheme in args.donor_schemes:
+        _donor_scheme(dm, scheme, args.n_bootstrap)
+    _bootstrap.DONOR_SCHEME = "corrected"
+
+
+def _donor_scheme(dm, scheme: str, n_bootstrap: int) -> None:
+    from pairot.tl import _bootstrap
+
+    _bootstrap.DONOR_SCHEME = scheme
+    resampler = _bootstrap.Resampler(dm, ("samples",), 0)
+    markers = {}
+    for name, de in resampler.studies.items():
+        counts = []
+        for index in range(n_bootstrap):
+            rng = np.random.default_rng([0, index, 1])
+            tables = de.tables(de.draw(rng))
+            counts.append(len(resampler.labels.markers(name, *tables)))
+        full = len(resampler.labels.fixed(name))
+        markers[name] = {"full": full, "mean": round(float(np.mean(counts)), 2)}
+    t0 = time.perf_counter()
+    table = dm.bootstrap(n_bootstrap, resample="samples", progress=False)
+    elapsed = time.perf_counter() - t0
+    draws = dm._bootstrap_state[2]["distance"]
+    shift = np.abs(np.median(draws, axis=0) - dm.compute_distance().to_numpy())
+    inside = (table["distance_low"] <= table["distance"]) & (
+        table["distance"] <= table["distance_high"]
+    )
+    print(
+        json.dumps(
+            {
+                "step": f"donor scheme {scheme}",
+                "n_bootstrap": n_bootstrap,
+                "seconds": round(elapsed, 2),
+                "markers": markers,
+                "point_inside_distance": round(float(np.mean(inside)), 3),
+                "mean_distance_shift": round(float(np.mean(shift)), 4),
+                "max_distance_shift": round(float(np.max(shift)), 4),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

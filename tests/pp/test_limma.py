@@ -15,6 +15,7 @@ from pairot.pp._limma import (
     contrasts_fit,
     ebayes,
     fit_f_dist,
+    group_statistics,
     limma_ava,
     limma_ova,
     lm_fit,
@@ -85,6 +86,87 @@ def _ava_contrasts(n: int) -> np.ndarray:
     cm[i1, np.arange(i1.size)] = 1.0
     cm[i2, np.arange(i1.size)] = -1.0
     return cm
+
+
+# --------------------------------------------------------------------------------------------
+# array weights (DatasetMap.bootstrap's donor resampling), against R's lmFit(weights = w)
+# --------------------------------------------------------------------------------------------
+WEIGHTED = ["a_balanced", "c_unbalanced"]
+
+
+@cache
+def _load_weighted(name: str) -> dict:
+    fx = _load(name)
+    n_genes = fx["expr"].shape[0]
+    k = fx["n_clusters"]
+    weights = pd.read_csv(DATA / f"{name}_weights.csv")["weight"].to_numpy(dtype=np.float64)
+    ova = pd.read_csv(DATA / f"{name}_r_ova_weighted.csv")
+    ava = pd.read_csv(DATA / f"{name}_r_ava_weighted.csv")
+    return {
+        "weights": weights,
+        "ova": {col: ova[col].to_numpy().reshape(k, n_genes) for col in ova.columns[2:]},
+        "ava": {col: ava[col].to_numpy().reshape(-1, n_genes) for col in ava.columns[3:]},
+        "ava_pairs": ava[["group1", "group2"]].to_numpy()[::n_genes],
+    }
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weighted_ova_matches_r(name: str) -> None:
+    fx, wx = _load(name), _load_weighted(name)
+    w = wx["weights"]
+    assert np.ptp(w) > 1  # the weights differ enough to change every statistic
+    logfc, p, adj = limma_ova(fx["expr"], fx["labels"], fx["n_clusters"], weights=w)
+    _assert_r(logfc, wx["ova"]["logFC"])
+    _assert_r(p, wx["ova"]["P.Value"])
+    _assert_r(adj, wx["ova"]["adj.P.Val"])
+    for c in range(fx["n_clusters"]):
+        eb = ebayes(lm_fit(fx["expr"], _ova_design(fx["labels"], c), weights=w))
+        _assert_r(eb.t[:, 1], wx["ova"]["t"][c])
+    # and the weights matter: the unweighted fit differs from R's weighted one
+    plain = limma_ova(fx["expr"], fx["labels"], fx["n_clusters"])[1]
+    assert np.max(np.abs(plain / wx["ova"]["P.Value"] - 1)) > 1e-2
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weighted_ava_matches_r(name: str) -> None:
+    fx, wx = _load(name), _load_weighted(name)
+    k, w = fx["n_clusters"], wx["weights"]
+    statistics = group_statistics(fx["expr"], fx["labels"], k, weights=w)
+    logfc, p, adj = limma_ava(fx["expr"], fx["labels"], k, weights=w, statistics=statistics)
+    g1, g2 = wx["ava_pairs"].T
+    _assert_r(logfc[g1, g2], wx["ava"]["logFC"])
+    _assert_r(p[g1, g2], wx["ava"]["P.Value"])
+    _assert_r(adj[g1, g2], wx["ava"]["adj.P.Val"])
+    eb = ebayes(
+        contrasts_fit(lm_fit(fx["expr"], np.eye(k)[fx["labels"]], weights=w), _ava_contrasts(k))
+    )
+    _assert_r(eb.t.T, wx["ava"]["t"])
+
+
+def test_unit_weights_are_the_unweighted_fit() -> None:
+    fx = _load("c_unbalanced")
+    ones = np.ones(fx["labels"].size)
+    for test in (limma_ova, limma_ava):
+        plain = test(fx["expr"], fx["labels"], fx["n_clusters"])
+        weighted = test(fx["expr"], fx["labels"], fx["n_clusters"], weights=ones)
+        for a, b in zip(plain, weighted):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("weights", "fragment"),
+    [
+        (np.ones(3), "one precision weight per profile"),
+        (np.zeros(12), "positive and finite"),
+        (np.full(12, np.nan), "positive and finite"),
+    ],
+)
+def test_bad_weights(weights, fragment) -> None:
+    fx = _load("a_balanced")
+    with pytest.raises(ValueError, match=fragment):
+        limma_ova(fx["expr"], fx["labels"], fx["n_clusters"], weights=weights)
+    with pytest.raises(ValueError, match=fragment):
+        lm_fit(fx["expr"], np.eye(fx["n_clusters"])[fx["labels"]], weights=weights)
 
 
 # --------------------------------------------------------------------------------------------

@@ -171,37 +171,41 @@ def _study(dm, name):
 def test_identity_donor_draw_reproduces_the_stored_de(fitted, name):
     """Every donor once: limma on the stored profiles gives the DE tables' limma columns."""
     info, de = _study(fitted, name)
-    ova, ava = de.tables(de.donors)
-    for kind, rebuilt in (("ova", ova), ("ava", ava)):
-        stored = info[f"de_{kind}"]
-        rows = np.flatnonzero(stored["auroc"].to_numpy() >= 0.6)
-        assert len(rebuilt) == rows.size > 0
-        for column in ("logFC", "P.Value", "adj.P.Val", "auroc"):
-            np.testing.assert_allclose(
-                rebuilt[column].to_numpy(),
-                stored[column].to_numpy()[rows],
-                rtol=1e-12,
-                atol=1e-300,
-                equal_nan=True,
-            )
+    ones = np.ones(de.n_donors)
+    for scheme in ("duplicated", "bayesian"):
+        ova, ava = de.tables(ones, scheme)
+        for kind, rebuilt in (("ova", ova), ("ava", ava)):
+            stored = info[f"de_{kind}"]
+            rows = np.flatnonzero(stored["auroc"].to_numpy() >= 0.6)
+            assert len(rebuilt) == rows.size > 0
+            for column in ("logFC", "P.Value", "adj.P.Val", "auroc"):
+                np.testing.assert_allclose(
+                    rebuilt[column].to_numpy(),
+                    stored[column].to_numpy()[rows],
+                    rtol=1e-12,
+                    atol=1e-300,
+                    equal_nan=True,
+                )
 
 
-def test_identity_donor_draw_reproduces_the_label_distance(fitted):
+def test_identity_donor_draw_reproduces_the_label_distance(fitted, monkeypatch):
+    monkeypatch.setattr(_bootstrap, "DONOR_SCHEME", "duplicated")
     resampler = _bootstrap.Resampler(fitted, ("samples",), 0)
-    donors = {name: de.donors for name, de in resampler.studies.items()}
+    donors = {name: np.ones(de.n_donors) for name, de in resampler.studies.items()}
     np.testing.assert_array_equal(
         resampler.label_distance(donors), fitted.label_distance.to_numpy()
     )
 
 
 @pytest.mark.parametrize("name", ["adata1", "adata2"])
-def test_donor_draw_equals_limma_on_the_rebuilt_study(raw, preprocessed, fitted, name):
-    """A draw with a donor twice equals rank_genes_limma on the raw cells of the drawn
-    donors, the repeated donor's cells copied under a new sample name."""
+def test_classic_donor_draw_equals_limma_on_the_rebuilt_study(raw, preprocessed, fitted, name):
+    """A classic draw with a donor twice equals rank_genes_limma on the raw cells of the
+    drawn donors, the repeated donor's cells copied under a new sample name."""
     info, de = _study(fitted, name)
     stored = info["pseudobulk"]
     samples = list(stored["samples"])
     drawn = np.array([0, 0, 2, 3])
+    np.testing.assert_array_equal(de.donors, np.arange(4))
     raw_study = raw[0 if name == "adata1" else 1]
     genes = list(stored["genes"])
     parts = []
@@ -214,7 +218,7 @@ def test_donor_draw_equals_limma_on_the_rebuilt_study(raw, preprocessed, fitted,
     de_ova, de_ava = pr.pp.rank_genes_limma(
         rebuilt_study, "cell_type", "sample_id", result_format="long"
     )
-    ova, ava = de.tables(drawn)
+    ova, ava = de.tables(np.bincount(drawn, minlength=4), "duplicated")
     for mine, theirs, keys in (
         (ova, de_ova, ["cluster", "gene"]),
         (ava, de_ava, ["cluster", "versus", "gene"]),
@@ -228,6 +232,171 @@ def test_donor_draw_equals_limma_on_the_rebuilt_study(raw, preprocessed, fitted,
             np.testing.assert_allclose(
                 merged[column], merged[f"{column}_ref"], rtol=1e-7, atol=1e-12, equal_nan=True
             )
+
+
+@pytest.mark.parametrize("name", ["adata1", "adata2"])
+def test_bayesian_donor_draw_equals_weighted_limma_by_qr(fitted, name):
+    """Donor weights: the DE tables equal limma's general weighted least-squares fits
+    (``lm_fit(weights=)``, pinned to R's ``lmFit(weights = w)``), one per cluster and one
+    with contrasts, on the stored profiles normalized by hand."""
+    from pairot.pp._limma import contrasts_fit, ebayes, lm_fit, p_adjust_bh
+
+    info, de = _study(fitted, name)
+    weights = de.draw(np.random.default_rng(5), "bayesian")
+    assert weights.shape == (4,) and np.all(weights > 0)
+    np.testing.assert_allclose(weights.mean(), 1.0, rtol=1e-12)
+    ova, ava = de.tables(weights, "bayesian")
+
+    stored = info["pseudobulk"]
+    counts = np.asarray(stored["counts"], dtype=np.float64)
+    expr = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e5).T
+    labels = np.asarray(stored["cluster"])
+    w = weights[np.asarray(stored["sample"])]
+    clusters = list(np.asarray(stored["clusters"]).astype(str))
+    genes = list(np.asarray(stored["genes"]).astype(str))
+    k = len(clusters)
+    expected_ova = {}
+    for c in range(k):
+        design = np.column_stack([np.ones(labels.size), labels == c])
+        fit = lm_fit(expr, design, weights=w)
+        p = ebayes(fit).p_value[:, 1]
+        expected_ova[c] = (fit.coefficients[:, 1], p, p_adjust_bh(p))
+    fit = lm_fit(expr, np.eye(k)[labels], weights=w)
+    i1, i2 = np.triu_indices(k, 1)
+    cm = np.zeros((k, i1.size))
+    cm[i1, np.arange(i1.size)], cm[i2, np.arange(i1.size)] = 1.0, -1.0
+    fit2 = contrasts_fit(fit, cm)
+    p2 = ebayes(fit2).p_value
+    adj2 = p_adjust_bh(p2, axis=0)
+    pair = {(int(a), int(b)): j for j, (a, b) in enumerate(zip(i1, i2))}
+
+    gene_index = {g: i for i, g in enumerate(genes)}
+    names = {"P.Value": "p", "adj.P.Val": "adj"}
+    for row in ova.rename(columns=names).sample(200, random_state=0).itertuples():
+        c, g = clusters.index(str(row.cluster)), gene_index[str(row.gene)]
+        logfc, p, adj = (values[g] for values in expected_ova[c])
+        np.testing.assert_allclose([row.logFC, row.p, row.adj], [logfc, p, adj], rtol=1e-8)
+    for row in ava.rename(columns=names).sample(200, random_state=0).itertuples():
+        a, b = clusters.index(str(row.cluster)), clusters.index(str(row.versus))
+        g = gene_index[str(row.gene)]
+        j = pair[(min(a, b), max(a, b))]
+        sign = 1.0 if a < b else -1.0
+        expected = [sign * fit2.coefficients[g, j], p2[g, j], adj2[g, j]]
+        np.testing.assert_allclose([row.logFC, row.p, row.adj], expected, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["adata1", "adata2"])
+def test_corrected_donor_draw_against_a_naive_fit(fitted, name):
+    """The default donor draw: the drawn profiles (a donor drawn twice, twice; a cluster's
+    only profile once), each cluster's squared deviations from its mean summed by a loop and
+    scaled by k_c / (k_c - 1), the rest from lm_fit's QR fit of the same profiles."""
+    from pairot.pp._limma import LinearModelFit, contrasts_fit, ebayes, lm_fit, p_adjust_bh
+
+    info, de = _study(fitted, name)
+    stored = info["pseudobulk"]
+    cluster = np.asarray(stored["cluster"]).copy()
+    sample = np.asarray(stored["sample"])
+    # give cluster 0 a single profile (donor 1's), so the rule for such clusters is exercised
+    only = np.flatnonzero((cluster == 0) & (sample != 1))
+    keep = np.setdiff1d(np.arange(cluster.size), only)
+    counts = np.asarray(stored["counts"], dtype=np.float64)[keep]
+    cluster, sample = cluster[keep], sample[keep]
+    de = _bootstrap.StudyDE(
+        counts,
+        cluster,
+        sample,
+        de.n_clusters,
+        {"ova": info["de_ova"], "ava": info["de_ava"]},
+        pd.Index(np.asarray(stored["clusters"]).astype(str)),
+        pd.Index(np.asarray(stored["genes"]).astype(str)),
+        0.6,
+        1e5,
+    )
+    draw = np.array([0.0, 2.0, 1.0, 1.0])  # donor 1 twice, donor 0 left out
+    ova, ava = de.tables(draw)
+
+    rows = []
+    for donor, times in enumerate(draw.astype(int)):
+        for row in np.flatnonzero(sample == donor):
+            rows += [row] * (1 if cluster[row] == 0 else times)
+    rows = np.array(rows)
+    assert (cluster[rows] == 0).sum() == 1
+    expr = np.log1p(counts[rows] / counts[rows].sum(axis=1, keepdims=True) * 1e5).T
+    labels = cluster[rows]
+    k = de.n_clusters
+    k_c = np.bincount(cluster, minlength=k)
+    within = np.zeros(expr.shape[0])
+    for c in range(k):
+        block = expr[:, labels == c]
+        sq = ((block - block.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+        within += sq * (k_c[c] / (k_c[c] - 1) if k_c[c] > 1 else 1.0)
+    n = labels.size
+
+    def corrected(fit, rss, df):
+        return LinearModelFit(
+            fit.coefficients,
+            fit.stdev_unscaled,
+            np.sqrt(rss / df),
+            np.full(expr.shape[0], float(df)),
+            fit.cov_coefficients,
+        )
+
+    gene_index = {g: i for i, g in enumerate(np.asarray(stored["genes"]).astype(str))}
+    names = list(np.asarray(stored["clusters"]).astype(str))
+    rename = {"P.Value": "p", "adj.P.Val": "adj"}
+    for c in range(k):
+        design = np.column_stack([np.ones(n), labels == c])
+        fit = lm_fit(expr, design)
+        rest = expr[:, labels != c]
+        # the rest's spread: within its clusters (corrected) plus between them
+        between = np.zeros(expr.shape[0])
+        for other in set(range(k)) - {c}:
+            size = (labels == other).sum()
+            means = expr[:, labels == other].mean(axis=1)
+            between += size * (means - rest.mean(axis=1)) ** 2
+        own = expr[:, labels == c]
+        within_c = ((own - own.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+        factor_c = k_c[c] / (k_c[c] - 1) if k_c[c] > 1 else 1.0
+        rss = within + between
+        assert np.all(rss >= within_c * factor_c - 1e-9)
+        p = ebayes(corrected(fit, rss, n - 2)).p_value[:, 1]
+        adj = p_adjust_bh(p)
+        mine = ova[ova["cluster"].astype(str) == names[c]].rename(columns=rename)
+        g = mine["gene"].astype(str).map(gene_index).to_numpy()
+        np.testing.assert_allclose(mine["logFC"], fit.coefficients[g, 1], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(mine["p"], p[g], rtol=1e-8)
+        np.testing.assert_allclose(mine["adj"], adj[g], rtol=1e-8)
+    fit = lm_fit(expr, np.eye(k)[labels])
+    i1, i2 = np.triu_indices(k, 1)
+    cm = np.zeros((k, i1.size))
+    cm[i1, np.arange(i1.size)], cm[i2, np.arange(i1.size)] = 1.0, -1.0
+    eb = ebayes(contrasts_fit(corrected(fit, within, n - k), cm))
+    adj2 = p_adjust_bh(eb.p_value, axis=0)
+    pair = {(int(a), int(b)): j for j, (a, b) in enumerate(zip(i1, i2))}
+    for row in ava.rename(columns=rename).sample(300, random_state=0).itertuples():
+        a, b = names.index(str(row.cluster)), names.index(str(row.versus))
+        j, g = pair[(min(a, b), max(a, b))], gene_index[str(row.gene)]
+        np.testing.assert_allclose([row.p, row.adj], [eb.p_value[g, j], adj2[g, j]], rtol=1e-8)
+
+
+def test_corrected_draws_keep_the_marker_lists_near_the_full_fit(fitted):
+    """Fitting a donor drawn twice as two replicates lets more genes pass the adj.P.Val
+    filter than the full fit; the corrected draw keeps the mean marker count near it."""
+    resampler = _bootstrap.Resampler(fitted, ("samples",), 0)
+    labels = resampler.labels
+    full = sum(len(labels.fixed(name)) for name in resampler.studies)
+    totals = {scheme: [] for scheme in ("corrected", "duplicated")}
+    for index in range(12):
+        for scheme in totals:
+            rng = np.random.default_rng([0, index, 1])
+            count = 0
+            for name, de in resampler.studies.items():
+                tables = de.tables(de.draw(rng, scheme), scheme)
+                count += len(labels.markers(name, *tables))
+            totals[scheme].append(count)
+    corrected, duplicated = np.mean(totals["corrected"]), np.mean(totals["duplicated"])
+    assert duplicated > 1.15 * full
+    assert abs(corrected - full) < 0.1 * full
 
 
 def test_resampled_donors_change_the_label_distance(fitted):

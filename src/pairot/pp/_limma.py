@@ -1,7 +1,8 @@
 """limma (Smyth 2004) for pseudobulk profiles, in numpy/scipy.
 
 This module reimplements the parts of the R/Bioconductor package ``limma`` that pairOT needs:
-``lmFit`` (ordinary least squares, no weights, no missing values), ``contrasts.fit``,
+``lmFit`` (least squares, with optional array weights: one precision weight per profile;
+no missing values), ``contrasts.fit``,
 ``eBayes`` with its defaults (no intensity trend, not robust; ``squeezeVar``, ``fitFDist``,
 ``trigammaInverse``) and ``p.adjust(method = "BH")``. Every step follows the code of limma
 3.54.1 so that the results agree with R to about 1e-12 relative (the tests ask for 1e-6).
@@ -102,8 +103,27 @@ class EBayesResult:
 # --------------------------------------------------------------------------------------------
 
 
-def lm_fit(expr: np.ndarray, design: np.ndarray) -> LinearModelFit:
-    """Fit a linear model to every gene by ordinary least squares (limma's ``lmFit``).
+def _check_weights(weights, n_profiles: int) -> np.ndarray:
+    """``weights`` as a float64 ``(P,)`` array of positive finite precision weights."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 1 or weights.size != n_profiles:
+        raise ValueError(
+            f"weights must hold one precision weight per profile: a 1-d array of "
+            f"{n_profiles} values, got shape {weights.shape}."
+        )
+    bad = ~(np.isfinite(weights) & (weights > 0))
+    if bad.any():
+        raise ValueError(
+            "weights must be positive and finite (leave a profile of weight 0 out instead); "
+            f"got {weights[bad][0]} for profile {int(np.flatnonzero(bad)[0])}."
+        )
+    return weights
+
+
+def lm_fit(
+    expr: np.ndarray, design: np.ndarray, weights: np.ndarray | None = None
+) -> LinearModelFit:
+    """Fit a linear model to every gene by least squares (limma's ``lmFit``).
 
     Parameters
     ----------
@@ -111,12 +131,18 @@ def lm_fit(expr: np.ndarray, design: np.ndarray) -> LinearModelFit:
         ``(G, P)`` log-expression, genes x profiles. Must be finite.
     design
         ``(P, C)`` design matrix of full column rank.
+    weights
+        ``(P,)`` positive precision weights of the profiles (limma's array weights,
+        ``lmFit(expr, design, weights = w)``), or ``None`` for ordinary least squares. The
+        fit is weighted least squares: ``sigma^2 = sum_p w_p r_p^2 / (P - C)`` and the
+        unscaled covariance ``(X^T W X)^-1``; the residual degrees of freedom stay ``P - C``.
 
     Returns
     -------
     LinearModelFit
         Coefficients, unscaled standard deviations, residual standard deviations
-        ``sigma = sqrt(RSS / (P - C))`` and the unscaled coefficient covariance.
+        ``sigma = sqrt(RSS / (P - C))`` (weighted RSS with weights) and the unscaled
+        coefficient covariance.
 
     Raises
     ------
@@ -148,6 +174,12 @@ def lm_fit(expr: np.ndarray, design: np.ndarray) -> LinearModelFit:
     n_coef = design.shape[1]
     if n_coef == 0:
         raise ValueError("design has no columns.")
+    if weights is not None:
+        root = np.sqrt(_check_weights(weights, n_profiles))
+        # weighted least squares = ordinary least squares on sqrt(w)-scaled rows
+        fit = lm_fit(expr * root[None, :], design * root[:, None])
+        fit.coefficients = np.ascontiguousarray(fit.coefficients)
+        return fit
     rank = np.linalg.matrix_rank(design)
     if rank < n_coef:
         raise ValueError(
@@ -542,8 +574,9 @@ def _gene_blocks(expr, n_values: int | None = None):
             yield g0, g1, expr[g0:g1]
 
 
-def _group_statistics(expr, labels: np.ndarray, present: np.ndarray):
-    """Per gene and cluster with profiles: the mean and the sum of squared deviations from it.
+def _group_statistics(expr, labels: np.ndarray, present: np.ndarray, weights=None):
+    """Per gene and cluster with profiles: the mean and the sum of squared deviations from it
+    (with precision ``weights``: the weighted mean and the weighted sum of squares).
 
     ``(means, within)``, each ``(G, len(present))``, computed in gene blocks (one matrix
     product for the sums, one for the squared deviations, so no cancellation). Both limma
@@ -556,7 +589,7 @@ def _group_statistics(expr, labels: np.ndarray, present: np.ndarray):
     n_genes = expr.shape[0]
     column = np.searchsorted(present, labels)
     indicator = np.zeros((labels.size, present.size))
-    indicator[np.arange(labels.size), column] = 1.0
+    indicator[np.arange(labels.size), column] = 1.0 if weights is None else weights
     sizes = indicator.sum(axis=0)
     means = np.empty((n_genes, present.size))
     within = np.empty((n_genes, present.size))
@@ -574,11 +607,25 @@ def _group_statistics(expr, labels: np.ndarray, present: np.ndarray):
     return means, within
 
 
-def group_statistics(expr, labels: np.ndarray, n_clusters: int):
+def group_statistics(expr, labels: np.ndarray, n_clusters: int, *, weights=None):
     """The per-cluster means and squared deviations that :func:`limma_ova` and
-    :func:`limma_ava` fit, computed once for both (pass them as ``statistics=``)."""
+    :func:`limma_ava` fit, computed once for both (pass them as ``statistics=``, with the
+    same ``weights``)."""
     expr, labels, present = _check_labels(expr, labels, n_clusters, "One-vs-all")
-    return _group_statistics(expr, labels, present)
+    if weights is not None:
+        weights = _check_weights(weights, labels.size)
+    return _group_statistics(expr, labels, present, weights)
+
+
+def _cluster_weights(labels: np.ndarray, n_clusters: int, weights) -> tuple[np.ndarray, float]:
+    """The total weight of every cluster's profiles and of all profiles (counts without
+    weights)."""
+    if weights is None:
+        sizes = np.bincount(labels, minlength=int(n_clusters)).astype(np.float64)
+    else:
+        weights = _check_weights(weights, labels.size)
+        sizes = np.bincount(labels, weights=weights, minlength=int(n_clusters))
+    return sizes, float(sizes.sum())
 
 
 def _check_labels(
@@ -619,14 +666,15 @@ def _check_labels(
 
 
 def limma_ova(
-    expr: np.ndarray, labels: np.ndarray, n_clusters: int, *, statistics=None
+    expr: np.ndarray, labels: np.ndarray, n_clusters: int, *, statistics=None, weights=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-vs-all limma: each cluster against all other profiles.
 
     For every cluster ``c`` with profiles: design ``~ is_c`` (intercept and indicator of
     ``c``), :func:`lm_fit`, :func:`ebayes`; the indicator's coefficient gives the log fold
     change, its moderated-t p-value, and Benjamini-Hochberg adjusted p-values over genes (as
-    ``topTable(fit, coef = 2)``).
+    ``topTable(fit, coef = 2)``). With ``weights`` the fits are weighted
+    (``lmFit(..., weights = w)``).
 
     Parameters
     ----------
@@ -637,8 +685,13 @@ def limma_ova(
     n_clusters
         Number of clusters ``K`` (rows of the outputs).
     statistics
-        The result of :func:`group_statistics` for these ``expr`` and ``labels``, when it is
-        computed once for both tests (then ``expr`` is only used for its shape).
+        The result of :func:`group_statistics` for these ``expr``, ``labels`` and
+        ``weights``, when it is computed once for both tests (then ``expr`` is only used for
+        its shape).
+    weights
+        ``(P,)`` positive precision weights of the profiles (limma's array weights), or
+        ``None``: each profile weighs 1. The residual degrees of freedom count profiles, not
+        weights.
 
     Returns
     -------
@@ -663,15 +716,19 @@ def limma_ova(
     logfc = np.full(shape, np.nan)
     p_value = np.full(shape, np.nan)
     adj = np.full(shape, np.nan)
-    means, within = _group_statistics(expr, labels, present) if statistics is None else statistics
-    sizes = np.bincount(labels, minlength=int(n_clusters))[present].astype(np.float64)
+    weight, total = _cluster_weights(labels, n_clusters, weights)
+    if statistics is None:
+        means, within = _group_statistics(expr, labels, present, weights)
+    else:
+        means, within = statistics
+    sizes = weight[present]
     df = float(n_profiles - 2)
     for i, c in enumerate(present):
         # ~ is_c by least squares, in closed form: the intercept is the mean of the other
         # profiles, the coefficient of is_c the difference of the two means; the residuals are
         # the deviations from those two means
         n_c = sizes[i]
-        n_rest = n_profiles - n_c
+        n_rest = total - n_c
         others = np.ones(present.size, dtype=bool)
         others[i] = False
         mean_rest = (means[:, others] @ sizes[others]) / n_rest
@@ -693,7 +750,7 @@ def limma_ova(
 
 
 def limma_ava(
-    expr: np.ndarray, labels: np.ndarray, n_clusters: int, *, statistics=None
+    expr: np.ndarray, labels: np.ndarray, n_clusters: int, *, statistics=None, weights=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All-vs-all limma: every pair of clusters, from one fit.
 
@@ -709,7 +766,7 @@ def limma_ava(
         ``(P,)`` integer cluster codes ``0..n_clusters-1`` of the profiles.
     n_clusters
         Number of clusters ``K``.
-    statistics
+    statistics, weights
         As in :func:`limma_ova`.
 
     Returns
@@ -738,8 +795,12 @@ def limma_ava(
     design[np.arange(n_profiles), column] = 1.0
     # ~ 0 + cluster by least squares, in closed form: the coefficients are the cluster means
     # and the residuals the deviations from them
-    means, within = _group_statistics(expr, labels, present) if statistics is None else statistics
-    sizes = np.bincount(labels, minlength=int(n_clusters))[present].astype(np.float64)
+    weight, _ = _cluster_weights(labels, n_clusters, weights)
+    if statistics is None:
+        means, within = _group_statistics(expr, labels, present, weights)
+    else:
+        means, within = statistics
+    sizes = weight[present]
     df = float(n_profiles - n_present)
     cov = np.diag(1.0 / sizes)
     fit = LinearModelFit(

@@ -308,6 +308,8 @@ def run_pipeline(
             n_top_genes=p.n_top_genes,
             filter_genes=p.filter_genes,
             random_state=p.seed,
+            # the summed profiles are kept only for the donor resampling of --bootstrap
+            store_pseudobulk=bool(p.n_bootstrap),
         )
     if p.n_samples is not None:
         with step("downsample", f"Downsampling to at most {p.n_samples:,} cells per cluster"):

@@ -439,6 +439,33 @@ def test_files_without_profiles_resample_cells_with_a_warning(preprocessed, capl
     assert out.attrs["resample"] == ["cells"]
 
 
+def test_store_pseudobulk_false_leaves_the_profiles_out(raw, preprocessed, caplog):
+    query, reference = pr.pp.preprocess_adatas(
+        *raw,
+        n_top_genes=200,
+        cell_type_column_adata1="cell_type",
+        cell_type_column_adata2="cell_type",
+        sample_column_adata1="sample_id",
+        sample_column_adata2="sample_id",
+        store_pseudobulk=False,
+    )
+    for new, old in zip((query, reference), preprocessed):
+        info = new.uns["pairot"]
+        assert "pseudobulk" not in info and info["params"]["store_pseudobulk"] is False
+        # everything else is what the default gives
+        pd.testing.assert_frame_equal(info["de_ova"], old.uns["pairot"]["de_ova"])
+        np.testing.assert_array_equal(new.X.toarray(), old.X.toarray())
+    dm = _fit(query, preprocessed[1])
+    with caplog.at_level(logging.WARNING, logger="pairot"):
+        out = dm.bootstrap(2, progress=False)
+    assert "store_pseudobulk=False" in caplog.text and "store_pseudobulk=True" in caplog.text
+    assert out.attrs["samples_resampled"] == ["reference"]
+    with pytest.raises(TypeError, match="store_pseudobulk must be True or False, got 'no'"):
+        pr.pp.preprocess_adatas(
+            *raw, "cell_type", "cell_type", "sample_id", "sample_id", store_pseudobulk="no"
+        )
+
+
 def test_too_few_donors_are_not_resampled(preprocessed, caplog):
     query, reference = preprocessed
     few = query.copy()

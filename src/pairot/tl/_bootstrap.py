@@ -341,6 +341,12 @@ def study_de(info: Mapping, name: str, auroc_threshold: float) -> tuple[StudyDE 
     """The resamplable DE of one study from its ``uns["pairot"]``, or ``None`` and why not."""
     stored = info.get("pseudobulk")
     if not isinstance(stored, Mapping) or "counts" not in stored:
+        if info.get("params", {}).get("store_pseudobulk") is False:
+            return None, (
+                "it was preprocessed with store_pseudobulk=False, so its uns['pairot'] holds "
+                "no pseudobulk profiles; preprocess it again with store_pseudobulk=True (the "
+                "default) to resample its donors"
+            )
         return None, (
             "its uns['pairot'] holds no pseudobulk profiles (it was preprocessed by an "
             "earlier pairot or by upstream pairOT); preprocess it again with "

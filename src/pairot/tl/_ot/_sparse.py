@@ -387,7 +387,9 @@ class SparsePasses:
         dtype,
         kernel_memory_budget: int,
         kernel_dtype=None,
+        devices=None,
     ):
+        self.devices = devices
         self.blocks = blocks
         lx, ly = blocks.lx, blocks.ly
         self.x = jnp.asarray(lx.pad(np.asarray(x, dtype=dtype), 0))
@@ -639,6 +641,12 @@ class SparsePasses:
             lse = _tiles.combine(partials, segments, n_segments=n_segments).reshape(-1)
             out = lse if out is None else jnp.logaddexp(out, lse)
         return out
+
+    def potentials(self, state) -> tuple[np.ndarray, np.ndarray]:
+        """``(f, g)`` of ``state`` on the host (padded layout)."""
+        if self.devices is None:
+            return np.asarray(state[0]), np.asarray(state[1])
+        return self.devices.to_host(state[0]), self.devices.to_host(state[1])
 
     def initial_state(self, f0, g0):
         f = jnp.asarray(np.asarray(f0, dtype=self.dtype))

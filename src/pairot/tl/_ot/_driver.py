@@ -372,7 +372,7 @@ def sinkhorn(
                     dtype,
                     kernel_memory_budget,
                     kernel_dtype,
-                    devices=devs if sharded else None,
+                    devices=devs,
                 )
                 if codes is not None:
                     codes = (blocks.lx.codes, blocks.ly.codes, codes[2], codes[3])

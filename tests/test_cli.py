@@ -217,6 +217,7 @@ def test_demo_run_json(demo_run, python_run):
     assert data["sinkhorn"]["sparse"] is solution.sparse is False
     assert data["sinkhorn"]["active_share"] == 1.0
     assert data["sinkhorn"]["skipped_mass_bound"] == 0.0
+    assert data["sinkhorn"]["n_devices"] == solution.n_devices == 1
     assert data["sinkhorn"]["final_error"] < 1e-3
     assert data["n_matches"] == len(pd.read_csv(out / "matches.csv"))
     assert sorted(info["files"]) == sorted(OUTPUT_FILES)

@@ -388,6 +388,7 @@ def run_pipeline(
             "skipped_mass_bound": float(solution.skipped_mass_bound),
             "n_active_blocks": solution.n_active_blocks,
             "n_blocks": solution.n_blocks,
+            "n_devices": int(solution.n_devices),
             "final_error": final_error if math.isfinite(final_error) else None,
         },
         "n_matches": int(len(matches)),

@@ -359,6 +359,18 @@ def test_select_similar_clusters():
     assert list(top1["rank"]) == [1, 1]
 
 
+def test_solve_devices_argument(fitted):
+    """One CPU device here: the solve ran on it; a bad ``devices`` is refused before any work,
+    leaving the solution as it was."""
+    solution = fitted.ot_solution
+    assert solution.n_devices == 1
+    with pytest.raises(TypeError, match=r"devices must be None or a list of jax devices"):
+        fitted.solve(devices="gpu", progress=False)
+    with pytest.raises(ValueError, match=r"devices must not be empty"):
+        fitted.solve(devices=[], progress=False)
+    assert fitted.ot_solution is solution
+
+
 def test_stage_errors_and_bad_arguments(preprocessed):
     dm = pr.tl.DatasetMap(*preprocessed)
     with pytest.raises(RuntimeError, match="init_geom"):

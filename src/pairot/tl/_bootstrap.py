@@ -533,6 +533,7 @@ def solve_weighted(dm, x_aug, y_aug, rows, cols, wq, wr):
         progress=False,
         block_memory_budget=block_memory_budget,
         active=solution.blocks,
+        devices=list(solution.devices),
     )
     solution.kernel = None
     if solution.blocks is not None:

@@ -443,6 +443,7 @@ class DatasetMap:
         self._rank_distance = None
         self._progress = True  # solve(progress=...) also governs the aggregation's bar
         self._block_memory_budget = None  # and solve(block_memory_budget=...) its blocks
+        self._devices = None  # and solve(devices=...) its devices
 
     # ------------------------------------------------------------------ stages
     def _require(self, stage: str):
@@ -762,6 +763,7 @@ class DatasetMap:
         sparse: bool = True,
         sparse_tolerance: float = 1e-3,
         kernel_dtype=None,
+        devices=None,
         **kwargs,
     ):
         """Run Sinkhorn; the result is in ``ot_solution`` (``f, g, errors, converged``, ...).
@@ -826,6 +828,16 @@ class DatasetMap:
         kernel_dtype
             Storage of the active blocks' tile kernels: ``None`` (float32) or ``"bfloat16"``
             (half the memory; opt-in, see docs/method.md for its accuracy and speed).
+        devices
+            The JAX devices to run on: ``None`` (default) for all of them (``jax.devices()``:
+            every GPU of the machine, and in a multi-process run started with
+            ``jax.distributed.initialize`` the devices of every process), or a list such as
+            ``jax.devices()[:2]``. With several devices every pass over the cost (the
+            iterations, the cluster-level correction, the outputs' aggregation) is split by
+            rows of cells over them, and kernel mode keeps each device's rows of the kernel
+            on that device (``kernel_memory_budget`` is per device); results equal those of
+            one device up to float round-off. ``ot_solution.n_devices`` says how many ran
+            (docs/method.md#several-devices-and-hosts).
         **kwargs
             Upstream pairOT forwarded extra arguments to OTT-JAX's ``Sinkhorn``. pairot maps
             ``lse_mode=True`` to ``kernel_memory_budget=0`` (log-domain updates only; the same
@@ -835,6 +847,7 @@ class DatasetMap:
             (docs/method.md#switching-from-upstream-pairot).
         """
         from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
+        from ._ot._shard import resolve_devices
 
         mapped = translate("solve", kwargs, _own_arguments(self.solve))
         if "kernel_memory_budget" in mapped:
@@ -855,6 +868,7 @@ class DatasetMap:
         if not isinstance(cluster_correction, bool | np.bool_):
             msg = f"cluster_correction must be True or False, got {cluster_correction!r}."
             raise TypeError(msg)
+        resolve_devices(devices)  # checked here, before any work
         self._progress = bool(progress)
         # the options bootstrap() solves its resamples with
         self._solve_options = {
@@ -867,6 +881,7 @@ class DatasetMap:
             "sparse": sparse,
             "sparse_tolerance": sparse_tolerance,
             "kernel_dtype": kernel_dtype,
+            "devices": devices,
         }
         with interruptible():
             solution = sinkhorn(
@@ -895,9 +910,11 @@ class DatasetMap:
                 sparse=sparse,
                 sparse_tolerance=sparse_tolerance,
                 kernel_dtype=kernel_dtype,
+                devices=devices,
             )
         self.ot_solution = solution
         self._block_memory_budget = block_memory_budget
+        self._devices = devices
         self._aggregates = None
         return self.ot_solution
 
@@ -934,6 +951,7 @@ class DatasetMap:
                 progress=self._progress,
                 block_memory_budget=self._block_memory_budget,
                 active=_active_of(solution, full),
+                devices=list(getattr(solution, "devices", ())) or None,
             )
         if full:
             self._aggregates = out

@@ -74,7 +74,9 @@ def relaxed_retained(dataset_map, tau_a: float) -> np.ndarray:
     relaxed.init_problem(tau_a=tau_a, tau_b=problem.tau_b, a=problem.a.copy(), b=problem.b.copy())
     logger.info("Solving again with tau_a=%g to find query clusters without a match.", tau_a)
     relaxed.solve(
-        progress=dataset_map._progress, block_memory_budget=dataset_map._block_memory_budget
+        progress=dataset_map._progress,
+        block_memory_budget=dataset_map._block_memory_budget,
+        devices=dataset_map._devices,
     )
     if not bool(relaxed.ot_solution.converged):
         logger.warning(

@@ -2,7 +2,12 @@
 in JAX.
 
 Every JAX-specific line of pairot lives in this package, so that a JAX version change touches
-it alone. Only stable public JAX API is used (``jax.numpy``, ``jax.lax``, ``jax.jit``).
+it alone. Only stable public JAX API is used (``jax.numpy``, ``jax.lax``, ``jax.jit``, and for
+several devices ``jax.sharding`` and ``jax.shard_map``).
+
+**Several devices.** ``sinkhorn(devices=...)`` and ``aggregate(devices=...)`` (default: all
+of ``jax.devices()``) split every pass by rows of cells over a 1-D mesh of the devices; with
+one device the code below runs unchanged on it (see :mod:`._shard`).
 
 The transport cost between query cell ``i`` and reference cell ``j`` is affine in the inner
 product of their augmented vectors::
@@ -44,7 +49,12 @@ Modules, one concept each:
 - ``_kernel``: kernel mode (the precomputed Gibbs kernel and its iterations);
 - ``_correction`` (with ``_cluster_scaling``): the cluster-level correction;
 - ``_driver``: :func:`sinkhorn` and its iteration loop;
-- ``_aggregate``: :func:`aggregate`, the cluster-level sums of the plan.
+- ``_aggregate``: :func:`aggregate`, the cluster-level sums of the plan;
+- ``_shard``: device sharding: the devices' mesh, padded row placement, the cross-device
+  log-sum-exp;
+- ``_sharded``: the dense passes (log and kernel mode, the correction) split over devices;
+- ``_sharded_tiles``: the active-block tile passes split over devices;
+- ``_sharded_aggregate``: the outputs' aggregation split over devices.
 """
 
 from __future__ import annotations

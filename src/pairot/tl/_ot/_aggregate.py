@@ -147,6 +147,7 @@ def aggregate(
     block_memory_budget: int | None = None,
     active=None,
     per_cell: bool = True,
+    devices=None,
 ) -> dict[str, np.ndarray]:
     """Cluster-level sums of the plan ``P_ij = exp((f_i + g_j - C_ij) / epsilon)``, one pass.
 
@@ -197,6 +198,11 @@ def aggregate(
     per_cell
         Also return ``row_cluster`` (below), each query cell's plan mass per reference
         cluster, for the per-cell mapping; ``n x Kr`` more floats, in the same pass.
+    devices
+        The devices to split the pass over by rows of query cells (see
+        :func:`~._driver.sinkhorn`): ``None`` for all of them, or a list. With a ``kernel``
+        or the ``active`` blocks of a solve, the devices of that solve (``None`` or the same
+        list).
 
     Returns
     -------
@@ -225,11 +231,12 @@ def aggregate(
     rcodes = _check_codes(ref_codes, m, n_ref_clusters, "ref_codes", "reference cell")
     if kernel is not None:
         _check_kernel(kernel, n, m, offset, epsilon, dtype)
+    devs = _solve_devices(devices, kernel, active)
     if active is not None:
         from ._sparse import aggregate_active, blocks_for
 
         blocks = blocks_for(active, qcodes, rcodes, n_query_clusters, n_ref_clusters, epsilon)
-        with _dtype_context(dtype):
+        with _dtype_context(dtype), devs.placed():
             out = aggregate_active(
                 blocks,
                 x,
@@ -242,6 +249,7 @@ def aggregate(
                 precision=prec,
                 progress=progress,
                 per_cell=per_cell,
+                devices=devs if devs.n > 1 else None,
             )
         out["cost_sum"] = _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters)
         return out
@@ -254,42 +262,50 @@ def aggregate(
         factor=_AGGREGATE_FACTOR,
         budget=budget,
     )
-    with _dtype_context(dtype):
-        qj = jnp.asarray(qcodes.astype(np.int32))
-        ref_onehot = _onehot(rcodes, n_ref_clusters, dtype)
-        eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
-        scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
-        if scales is not None:
-            tm, cost_mass, row_mass, row_cluster = _aggregate_kernel_chunks(
-                kernel,
-                *scales,
-                qj,
-                ref_onehot,
-                eps,
-                block=min(block, _KERNEL_AGGREGATE_ROWS),
-                n_query_clusters=n_query_clusters,
-                precision=prec,
-                progress=progress,
-                per_cell=per_cell,
-            )
-        else:
-            tm, cost_mass, row_mass, row_cluster = _aggregate_blocked(
+    if devs.n > 1:
+        from ._sharded_aggregate import aggregate_sharded
+
+        with _dtype_context(dtype):
+            tm, cost_mass, row_mass, row_cluster = aggregate_sharded(
+                devs,
                 x,
                 y,
                 offset,
                 f,
                 g,
-                qj,
-                ref_onehot,
-                eps,
-                block,
+                qcodes,
+                rcodes,
+                epsilon=epsilon,
+                n_query_clusters=n_query_clusters,
+                n_ref_clusters=n_ref_clusters,
+                block=block,
+                kernel_block=min(block, _KERNEL_AGGREGATE_ROWS),
+                dtype=dtype,
+                precision=prec,
+                progress=progress,
+                per_cell=per_cell,
+                kernel=kernel,
+            )
+    else:
+        with _dtype_context(dtype), devs.placed():
+            tm, cost_mass, row_mass, row_cluster = _aggregate_one_device(
+                x,
+                y,
+                offset,
+                f,
+                g,
+                qcodes,
+                rcodes,
                 n_query_clusters,
+                n_ref_clusters,
+                kernel,
+                epsilon,
+                block,
                 dtype,
                 prec,
                 progress,
                 per_cell,
             )
-
     mass = cluster_sums(tm, rcodes, n_ref_clusters)
     col_mass = tm.sum(axis=0)
     cost_sum = _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters)
@@ -304,6 +320,84 @@ def aggregate(
     if per_cell:
         out["row_cluster"] = row_cluster
     return out
+
+
+def _aggregate_one_device(
+    x,
+    y,
+    offset,
+    f,
+    g,
+    qcodes,
+    rcodes,
+    n_query_clusters,
+    n_ref_clusters,
+    kernel,
+    epsilon,
+    block,
+    dtype,
+    prec,
+    progress,
+    per_cell,
+):
+    """``(tm, cost_mass, row_mass, row_cluster)`` of :func:`aggregate` on one device."""
+    qj = jnp.asarray(qcodes.astype(np.int32))
+    ref_onehot = _onehot(rcodes, n_ref_clusters, dtype)
+    eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
+    scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
+    if scales is not None:
+        tm, cost_mass, row_mass, row_cluster = _aggregate_kernel_chunks(
+            kernel,
+            *scales,
+            qj,
+            ref_onehot,
+            eps,
+            block=min(block, _KERNEL_AGGREGATE_ROWS),
+            n_query_clusters=n_query_clusters,
+            precision=prec,
+            progress=progress,
+            per_cell=per_cell,
+        )
+    else:
+        tm, cost_mass, row_mass, row_cluster = _aggregate_blocked(
+            x,
+            y,
+            offset,
+            f,
+            g,
+            qj,
+            ref_onehot,
+            eps,
+            block,
+            n_query_clusters,
+            dtype,
+            prec,
+            progress,
+            per_cell,
+        )
+    return tm, cost_mass, row_mass, row_cluster
+
+
+def _solve_devices(devices, kernel, active):
+    """The devices of :func:`aggregate`: those of the solve whose kernel or blocks it reuses
+    (``devices`` must then be ``None`` or the same), else ``devices`` checked."""
+    from ._shard import Devices, resolve_devices
+
+    held = None
+    if kernel is not None:
+        held = kernel.devices or Devices(tuple(kernel.K.devices()))
+    elif getattr(active, "devices", None) is not None:
+        held = active.devices
+    if held is None:
+        return resolve_devices(devices)
+    if devices is not None and tuple(resolve_devices(devices).devices) != held.devices:
+        msg = (
+            f"devices must be those of the solve whose kernel or blocks aggregate reuses "
+            f"({held.n} device(s)), got {len(devices)}; pass devices=None (or "
+            "SinkhornOutput.devices)."
+        )
+        raise ValueError(msg)
+    return held
 
 
 def _aggregate_kernel_chunks(

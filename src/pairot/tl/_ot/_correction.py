@@ -109,37 +109,68 @@ class _Correction:
 
     def __init__(self, passes: _LogPasses, codes, tau_a, tau_b, tol, dtype):
         self.passes = passes
-        self.qj, self.rj = (jnp.asarray(c.astype(np.int32)) for c in codes[:2])
-        self.segments = _onehot(codes[1], codes[3], dtype)
         self.n_query_clusters, self.n_ref_clusters = codes[2], codes[3]
         self.tau_a, self.tau_b, self.tol, self.dtype = tau_a, tau_b, tol, dtype
+        self._place(codes, dtype)
+
+    # the device side, one step each (:class:`~._sharded.ShardedCorrection` splits them)
+    def _place(self, codes, dtype):
+        """The codes and the reference clusters' one-hot matrix on the device."""
+        self.qj, self.rj = (jnp.asarray(c.astype(np.int32)) for c in codes[:2])
+        self.segments = _onehot(codes[1], codes[3], dtype)
+
+    def _to_host(self, value):
+        return np.asarray(value)
+
+    def _row_c(self, g, kernel: Kernel | None):
+        """``LSE_{j in c}((g_j - C_ij) / eps)`` per query cell and reference cluster."""
+        passes = self.passes
+        if kernel is not None:
+            return _kernel_initial_row_lse(
+                kernel.K,
+                kernel.row_min,
+                g,
+                passes.s["eps"],
+                self.segments,
+                precision=passes.precision,
+            )
+        return passes.row_lse(g, self.segments)
+
+    def _problem(self, row_c, f, g):
+        passes, s = self.passes, self.passes.s
+        return _cluster_problem(
+            row_c,
+            f,
+            g,
+            passes.log_a,
+            passes.log_b,
+            self.qj,
+            self.rj,
+            s["eps"],
+            s["tau_a"],
+            s["tau_b"],
+            n_query_clusters=self.n_query_clusters,
+            n_ref_clusters=self.n_ref_clusters,
+        )
+
+    def _shift(self, f, g, row_c, x_shift, y_shift):
+        return _shift_potentials(
+            f,
+            g,
+            row_c,
+            jnp.asarray(x_shift.astype(self.dtype)),
+            jnp.asarray(y_shift.astype(self.dtype)),
+            self.qj,
+            self.rj,
+            self.passes.s["eps"],
+        )
 
     def __call__(self, state, kernel: Kernel | None):
         """The corrected ``state``, or ``None`` if the correction changes nothing."""
-        passes, s = self.passes, self.passes.s
         f, g = state[0], state[1]
-        if kernel is not None:
-            row_c = _kernel_initial_row_lse(
-                kernel.K, kernel.row_min, g, s["eps"], self.segments, precision=passes.precision
-            )
-        else:
-            row_c = passes.row_lse(g, self.segments)
+        row_c = self._row_c(g, kernel)
         log_mass, log_ta, log_tb = (
-            np.asarray(v, dtype=np.float64)
-            for v in _cluster_problem(
-                row_c,
-                f,
-                g,
-                passes.log_a,
-                passes.log_b,
-                self.qj,
-                self.rj,
-                s["eps"],
-                s["tau_a"],
-                s["tau_b"],
-                n_query_clusters=self.n_query_clusters,
-                n_ref_clusters=self.n_ref_clusters,
-            )
+            np.asarray(self._to_host(v), dtype=np.float64) for v in self._problem(row_c, f, g)
         )
         x_shift, y_shift, solved = cluster_scaling(
             log_mass, log_ta, log_tb, tau_a=self.tau_a, tau_b=self.tau_b, tol=self.tol
@@ -151,14 +182,5 @@ class _Correction:
             max(np.abs(x_shift).max(), np.abs(y_shift).max()),
             "solved" if solved else "partial",
         )
-        new = _shift_potentials(
-            f,
-            g,
-            row_c,
-            jnp.asarray(x_shift.astype(self.dtype)),
-            jnp.asarray(y_shift.astype(self.dtype)),
-            self.qj,
-            self.rj,
-            s["eps"],
-        )
+        new = self._shift(f, g, row_c, x_shift, y_shift)
         return (*new, state[3])

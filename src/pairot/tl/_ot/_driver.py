@@ -28,15 +28,11 @@ from ._checks import (
     _dtype_context,
 )
 from ._correction import _Correction, _correction_codes
-from ._kernel import (
-    DEFAULT_KERNEL_MEMORY_BUDGET,
-    Kernel,
-    _kernel_initial_row_lse,
-    _kernel_steps_call,
-    _make_kernel,
-)
+from ._kernel import DEFAULT_KERNEL_MEMORY_BUDGET, Kernel
 from ._passes import _LogPasses
 from ._progress import _ConvergenceBar
+from ._shard import resolve_devices
+from ._sharded import ShardedCorrection, ShardedPasses
 from ._sparse import DEFAULT_SPARSE_TOLERANCE, ActiveBlocks, SparsePasses
 
 logger = logging.getLogger("pairot")
@@ -80,6 +76,11 @@ class SinkhornOutput:
     blocks
         The active-block state (:class:`~._sparse.ActiveBlocks`, with any stored tile kernels)
         for :func:`aggregate`, or ``None`` for dense passes.
+    n_devices
+        Number of devices the solve ran on (its passes split by rows over them when more
+        than one).
+    devices
+        Those devices (pass them to :func:`aggregate` with the kernel or blocks).
     """
 
     f: np.ndarray
@@ -96,16 +97,19 @@ class SinkhornOutput:
     n_active_blocks: int | None = None
     n_blocks: int | None = None
     blocks: ActiveBlocks | None = field(default=None, repr=False, compare=False)
+    n_devices: int = 1
+    devices: tuple = field(default=(), repr=False, compare=False)
 
     def __repr__(self) -> str:
         """One line: what a notebook shows for ``dataset_map.solve()``, never the arrays."""
         error = float(self.errors[-1]) if len(self.errors) else float("nan")
         state = "converged" if self.converged else "NOT converged"
         passes = f"sparse, {self.active_share:.1%} of pairs active" if self.sparse else "dense"
+        on = "" if self.n_devices == 1 else f", on {self.n_devices} devices"
         return (
             f"SinkhornOutput({state} in {self.n_iterations} iterations, marginal error "
             f"{error:.2e}, {np.size(self.f):,} x {np.size(self.g):,} cells, {self.mode} mode, "
-            f"{passes})"
+            f"{passes}{on})"
         )
 
 
@@ -134,6 +138,7 @@ def sinkhorn(
     sparse: bool = True,
     sparse_tolerance: float = DEFAULT_SPARSE_TOLERANCE,
     kernel_dtype=None,
+    devices=None,
 ) -> SinkhornOutput:
     """Log-domain Sinkhorn on the cost ``C_ij = offset + x_aug[i] . y_aug[j]``.
 
@@ -319,14 +324,13 @@ def sinkhorn(
         factor=_SOLVE_FACTOR,
         budget=budget,
     )
-    kernel_bytes = n * m * dtype.itemsize
-    with _dtype_context(dtype):
-        xj = jnp.asarray(x.astype(dtype, copy=False))
-        yj = jnp.asarray(y.astype(dtype, copy=False))
-        aj = jnp.asarray(a.astype(dtype))
-        bj = jnp.asarray(b.astype(dtype))
+    devs = resolve_devices(devices)
+    sharded = devs.n > 1
+    # kernel mode's budget is per device: each device holds its rows of the kernel
+    kernel_bytes = (devs.padded(n) // devs.n) * (devs.padded(m) if sharded else m) * dtype.itemsize
+    with _dtype_context(dtype), devs.placed():
         scalars = {
-            name: jnp.asarray(np.asarray(value, dtype=dtype))
+            name: np.asarray(value, dtype=dtype)
             for name, value in (
                 ("offset", offset),
                 ("eps", epsilon),
@@ -334,7 +338,11 @@ def sinkhorn(
                 ("tau_b", tau_b),
             )
         }
-        bar = _ConvergenceBar(threshold, progress, f"{n:,} x {m:,} cells")
+        bar = _ConvergenceBar(
+            threshold,
+            progress,
+            f"{n:,} x {m:,} cells" + (f" on {devs.n} devices" if sharded else ""),
+        )
         try:
             blocks = start = None
             if clusters is not None:
@@ -358,19 +366,44 @@ def sinkhorn(
                     y,
                     a,
                     b,
-                    scalars,
+                    {k: jnp.asarray(v) for k, v in scalars.items()},
                     prec,
                     bar,
                     dtype,
                     kernel_memory_budget,
                     kernel_dtype,
+                    devices=devs,
                 )
                 if codes is not None:
                     codes = (blocks.lx.codes, blocks.ly.codes, codes[2], codes[3])
             else:
-                passes = _LogPasses(xj, yj, aj, bj, scalars, block_x, block_y, prec, bar)
+                if sharded:
+                    passes = ShardedPasses(
+                        devs,
+                        x.astype(dtype, copy=False),
+                        y.astype(dtype, copy=False),
+                        a,
+                        b,
+                        scalars,
+                        block_x,
+                        block_y,
+                        prec,
+                        bar,
+                    )
+                else:
+                    passes = _LogPasses(
+                        jnp.asarray(x.astype(dtype, copy=False)),
+                        jnp.asarray(y.astype(dtype, copy=False)),
+                        jnp.asarray(a.astype(dtype)),
+                        jnp.asarray(b.astype(dtype)),
+                        {k: jnp.asarray(v) for k, v in scalars.items()},
+                        block_x,
+                        block_y,
+                        prec,
+                        bar,
+                    )
                 if 0 < kernel_bytes <= kernel_memory_budget:
-                    kernel = _make_kernel(passes, offset, epsilon, dtype)
+                    kernel = passes.make_kernel(offset, epsilon, dtype)
                 else:
                     logger.debug(
                         "Sinkhorn: log-domain updates (kernel of %d bytes > "
@@ -380,7 +413,8 @@ def sinkhorn(
                     )
             correct = None
             if codes is not None:
-                correct = _Correction(passes, codes, tau_a, tau_b, 1e-2 * threshold, dtype)
+                correction = ShardedCorrection if isinstance(passes, ShardedPasses) else _Correction
+                correct = correction(passes, codes, tau_a, tau_b, 1e-2 * threshold, dtype)
             result = _run_iterations(
                 passes,
                 kernel,
@@ -390,7 +424,7 @@ def sinkhorn(
                 inner_iterations=inner_iterations,
                 start=start,
             )
-            f, g = np.asarray(result.state[0]), np.asarray(result.state[1])
+            f, g = passes.potentials(result.state)
             if blocks is not None:
                 f, g = blocks.lx.unpad(f), blocks.ly.unpad(g)
         finally:
@@ -443,6 +477,8 @@ def sinkhorn(
         n_active_blocks=None if blocks is None else int(blocks.active.sum()),
         n_blocks=None if blocks is None else int(blocks.present.sum()),
         blocks=blocks,
+        n_devices=devs.n,
+        devices=devs.devices,
     )
 
 
@@ -595,18 +631,9 @@ class _Iterations:
     def _initial_state(self) -> tuple:
         """``f = g = 0`` and the row log-sum-exps of ``g`` (the active-block mode: its start
         potentials and both log-sum-exps)."""
-        passes = self.passes
         if self.start is not None:
-            return passes.initial_state(*self.start)
-        g = jnp.zeros(passes.m, dtype=passes.x.dtype)
-        f = jnp.zeros(passes.n, dtype=passes.x.dtype)
-        if self.kernel is not None:
-            lse_row = _kernel_initial_row_lse(
-                self.kernel.K, self.kernel.row_min, g, passes.s["eps"], precision=passes.precision
-            )
-        else:
-            lse_row = passes.row_lse(g)
-        return (f, g, lse_row, g)
+            return self.passes.initial_state(*self.start)
+        return self.passes.zero_state(self.kernel)
 
     def _next_stop(self) -> tuple[bool, int]:
         """``(look, stop)``: the iteration count of the next stop, and whether it is the early
@@ -635,7 +662,7 @@ class _Iterations:
         steps = self._steps(stop - self.done)
         began = time.perf_counter()
         if self.kernel is not None:
-            *new_state, err = _kernel_steps_call(self.kernel, self.passes, self.state, steps)
+            *new_state, err = self.passes.kernel_steps(self.kernel, self.state, steps)
         else:
             *new_state, err = self.passes.steps(self.state, steps, self.done)
         err = float(err)

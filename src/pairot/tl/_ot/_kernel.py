@@ -22,6 +22,7 @@ from ._logdomain import _iterate
 
 if TYPE_CHECKING:
     from ._passes import _LogPasses
+    from ._shard import Devices
 
 logger = logging.getLogger("pairot")
 
@@ -48,6 +49,12 @@ class Kernel:
         The regularization and the cost offset it was computed with.
     dtype
         The floating-point type of ``K``.
+    devices
+        For a kernel split over several devices (:mod:`._sharded`), their
+        :class:`~._shard.Devices`: ``K`` and ``row_min`` then hold the padded cells too, each
+        device its rows; ``None`` on one device.
+    cells
+        ``(n, m)`` without the padding of a split kernel, else ``None``.
     """
 
     K: jax.Array
@@ -55,11 +62,13 @@ class Kernel:
     epsilon: float
     offset: float
     dtype: np.dtype
+    devices: Devices | None = None
+    cells: tuple[int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
-        """``(n, m)``."""
-        return tuple(self.K.shape)
+        """``(n, m)``, the cells the kernel is of."""
+        return tuple(self.K.shape) if self.cells is None else tuple(self.cells)
 
 
 #: Kernel mode needs ``max_i (max_j C_ij - min_j C_ij) / epsilon`` below

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._chunks import _chunked, _RowChunks
+from ._kernel import _kernel_initial_row_lse, _kernel_steps_call, _make_kernel
 from ._logdomain import _initial_row_lse, _lse_rows, _marginal_error_jit, _sinkhorn_steps
 
 
@@ -29,6 +30,30 @@ class _LogPasses:
         self.chunked = _chunked(n, m)
         self.rows_x = _RowChunks(n, block_x, m)
         self.rows_y = _RowChunks(m, block_y, n)
+
+    def potentials(self, state) -> tuple[np.ndarray, np.ndarray]:
+        """``(f, g)`` of ``state`` on the host."""
+        return np.asarray(state[0]), np.asarray(state[1])
+
+    def zero_state(self, kernel):
+        """``f = g = 0`` and the row log-sum-exps of ``g`` (from the kernel, if any)."""
+        g = jnp.zeros(self.m, dtype=self.x.dtype)
+        f = jnp.zeros(self.n, dtype=self.x.dtype)
+        if kernel is not None:
+            lse_row = _kernel_initial_row_lse(
+                kernel.K, kernel.row_min, g, self.s["eps"], precision=self.precision
+            )
+        else:
+            lse_row = self.row_lse(g)
+        return (f, g, lse_row, g)
+
+    def make_kernel(self, offset: float, epsilon: float, dtype):
+        """The kernel of kernel mode (:func:`~._kernel._make_kernel`), or ``None``."""
+        return _make_kernel(self, offset, epsilon, dtype)
+
+    def kernel_steps(self, kernel, state, n_steps: int):
+        """``n_steps`` iterations on the kernel, then the marginal error."""
+        return _kernel_steps_call(kernel, self, state, n_steps)
 
     def _lse(self, u, v, h, chunks, block, segments, label):
         inv_eps = 1.0 / self.s["eps"]

@@ -52,6 +52,7 @@ from ._aggregate import _cost_sums
 from ._cluster_scaling import cluster_scaling
 from ._kernel import _kernel_exponent_limit
 from ._logdomain import _marginal_error_jit
+from ._sharded_tiles import ShardedTiles
 
 logger = logging.getLogger("pairot")
 
@@ -166,6 +167,25 @@ class TilePlan:
         """Segment ``row_tile * n_clusters + col_cluster`` of every slot."""
         return _device_codes(self.row_tile * n_clusters + self.col_cluster, self.capacity)
 
+    # what the passes read (a :class:`~._sharded_tiles.ShardedPlan` has them too)
+    @property
+    def walk(self) -> int:
+        """Slots a pass walks."""
+        return self.n_tiles
+
+    @property
+    def kernel_slots(self) -> int:
+        """Slots of the stored tile kernels."""
+        return self.n_tiles
+
+    def slot_codes(self, values: np.ndarray) -> jax.Array:
+        """One code per tile in every slot (0 in the unused ones, which hold ``-inf``)."""
+        return _device_codes(values, self.capacity)
+
+    def host(self, values) -> np.ndarray:
+        """The per-slot ``values`` of a pass (first axis: slots) of the tiles."""
+        return np.asarray(values[: self.n_tiles])
+
 
 @dataclass
 class Part:
@@ -200,6 +220,8 @@ class ActiveBlocks:
     log_tolerance: float
     skipped_log_bound: float = -math.inf
     parts: list[Part] = field(default_factory=list, repr=False)
+    #: the :class:`~._shard.Devices` of the solve whose parts these are (``None`` before one)
+    devices: object = field(default=None, repr=False)
 
     def pairs(self, mask: np.ndarray) -> int:
         """Cell pairs in the blocks of ``mask``."""
@@ -387,13 +409,21 @@ class SparsePasses:
         dtype,
         kernel_memory_budget: int,
         kernel_dtype=None,
+        devices=None,
     ):
+        # several devices: every tile list cut into one run per device (_sharded_tiles)
+        blocks.devices = devices
+        devices = devices if devices is not None and devices.n > 1 else None
+        self.devices = devices
+        self.tiles = _tiles if devices is None else ShardedTiles(devices)
         self.blocks = blocks
         lx, ly = blocks.lx, blocks.ly
-        self.x = jnp.asarray(lx.pad(np.asarray(x, dtype=dtype), 0))
-        self.y = jnp.asarray(ly.pad(np.asarray(y, dtype=dtype), 0))
-        self.a = jnp.asarray(lx.pad(np.asarray(a, dtype=dtype), 0))
-        self.b = jnp.asarray(ly.pad(np.asarray(b, dtype=dtype), 0))
+        put = jnp.asarray if devices is None else devices.put
+        self.put = put
+        self.x = put(lx.pad(np.asarray(x, dtype=dtype), 0))
+        self.y = put(ly.pad(np.asarray(y, dtype=dtype), 0))
+        self.a = put(lx.pad(np.asarray(a, dtype=dtype), 0))
+        self.b = put(ly.pad(np.asarray(b, dtype=dtype), 0))
         self.log_a, self.log_b = jnp.log(self.a), jnp.log(self.b)
         self.s = scalars
         self.inv_eps = 1.0 / scalars["eps"]
@@ -416,7 +446,9 @@ class SparsePasses:
         chosen = np.zeros_like(blocks.active)
         if tile_bytes > self.kernel_memory_budget:
             return chosen
-        room = self.kernel_memory_budget // tile_bytes
+        # the budget is per device: each holds the tile kernels of its run of tiles
+        n_devices = 1 if self.devices is None else self.devices.n
+        room = self.kernel_memory_budget * n_devices // tile_bytes
         tiles = blocks.tiles_per_block()
         order = np.argsort(-self._last_bounds, axis=None, kind="stable")
         for flat in order:
@@ -443,8 +475,8 @@ class SparsePasses:
             blocks.parts.append(
                 Part(
                     blocks=rest,
-                    row_plan=TilePlan.of(blocks.lx, blocks.ly, rest, blocks.tr, blocks.tc),
-                    col_plan=TilePlan.of(blocks.ly, blocks.lx, rest.T, blocks.tr, blocks.tc),
+                    row_plan=self._plan(blocks.lx, blocks.ly, rest),
+                    col_plan=self._plan(blocks.ly, blocks.lx, rest.T),
                 )
             )
         if kernel_part is not None:
@@ -452,7 +484,7 @@ class SparsePasses:
         for part in blocks.parts:
             plan = part.row_plan
             part.row_cluster_segments = plan.segments_by_cluster(self.n_ref_clusters)
-            part.col_segments = _device_codes(plan.col_tile, plan.capacity)
+            part.col_segments = plan.slot_codes(plan.col_tile)
         logger.debug(
             "Sinkhorn: %d active blocks of %d (%.1f%% of the cell pairs; %.1f%% of them from "
             "stored tile kernels), tiles of %d x %d.",
@@ -469,15 +501,15 @@ class SparsePasses:
         spread would make them underflow."""
         blocks = self.blocks
         tr, tc = blocks.tr, blocks.tc
-        plan = TilePlan.of(blocks.lx, blocks.ly, mask, tr, tc)
+        plan = self._plan(blocks.lx, blocks.ly, mask)
         init = (
-            jnp.zeros((plan.n_tiles, tr, tc), dtype=self.kernel_dtype),
-            jnp.zeros((plan.n_tiles, tr), dtype=self.dtype),
-            jnp.zeros((), dtype=self.dtype),
+            self.tiles.full((plan.kernel_slots, tr, tc), 0, self.kernel_dtype),
+            self.tiles.full((plan.kernel_slots, tr), 0, self.dtype),
+            self.put(np.zeros((), dtype=self.dtype)),
         )
 
         def launch(out, t0, t1):
-            return _tiles.build_tile_kernels(
+            return self.tiles.build_tile_kernels(
                 *out,
                 self.x,
                 self.y,
@@ -492,7 +524,7 @@ class SparsePasses:
                 precision=self.precision,
             )
 
-        kernel, row_min, spread = self._walk(launch, init, plan.n_tiles, self._per_call, "kernel")
+        kernel, row_min, spread = self._walk(launch, init, plan.walk, self._per_call, "kernel")
         exponent = float(spread) / blocks.epsilon
         # bfloat16 has float32's exponent range
         limit = _kernel_exponent_limit(
@@ -534,10 +566,10 @@ class SparsePasses:
         tr, tc = self.blocks.tr, self.blocks.tc
         plan = part.row_plan
         if part.kernel is not None:
-            out = jnp.full((plan.capacity, tr), -jnp.inf, dtype=self.dtype)
+            out = self.tiles.full((plan.capacity, tr), -np.inf, self.dtype)
 
             def launch(out, t0, t1):
-                return _tiles.kernel_row_partials(
+                return self.tiles.kernel_row_partials(
                     out,
                     part.kernel,
                     part.row_min,
@@ -551,7 +583,7 @@ class SparsePasses:
                 )
 
             return self._walk(
-                launch, out, plan.n_tiles, 16 * self._per_call, "query cells, active tiles"
+                launch, out, plan.walk, 16 * self._per_call, "query cells, active tiles"
             )
         return self._cost_partials(self.x, self.y, g, plan, "query cells, active tiles")
 
@@ -559,10 +591,10 @@ class SparsePasses:
         """Per-tile log-sum-exps from the cost: ``u`` rows against ``v`` columns, whose
         potential is ``potential``."""
         h = potential * self.inv_eps
-        out = jnp.full((plan.capacity, self.blocks.tr), -jnp.inf, dtype=self.dtype)
+        out = self.tiles.full((plan.capacity, self.blocks.tr), -np.inf, self.dtype)
 
         def launch(out, t0, t1):
-            return _tiles.tile_lse_partials(
+            return self.tiles.tile_lse_partials(
                 out,
                 u,
                 v,
@@ -578,7 +610,7 @@ class SparsePasses:
                 precision=self.precision,
             )
 
-        return self._walk(launch, out, plan.n_tiles, self._per_call, label)
+        return self._walk(launch, out, plan.walk, self._per_call, label)
 
     def row_lse(self, g, segments=None):
         """``LSE_j((g_j - C_ij) / eps)`` per padded query cell over its active blocks; with
@@ -591,10 +623,12 @@ class SparsePasses:
         for part in self.blocks.parts:
             parts = self._row_partials(part, g)
             if segments is None:
-                lse = _tiles.combine(parts, part.row_plan.segments, n_segments=n_row_tiles)
+                lse = self.tiles.combine(parts, part.row_plan.segments, n_segments=n_row_tiles)
                 lse = lse.reshape(-1)
             else:
-                lse = _tiles.combine(parts, part.row_cluster_segments, n_segments=n_row_tiles * kr)
+                lse = self.tiles.combine(
+                    parts, part.row_cluster_segments, n_segments=n_row_tiles * kr
+                )
                 lse = lse.reshape(n_row_tiles, kr, tr).transpose(0, 2, 1).reshape(self.n, kr)
             out = lse if out is None else jnp.logaddexp(out, lse)
         return out
@@ -606,10 +640,10 @@ class SparsePasses:
         for part in self.blocks.parts:
             if part.kernel is not None:
                 plan = part.row_plan
-                buffer = jnp.full((plan.capacity, tc), -jnp.inf, dtype=self.dtype)
+                buffer = self.tiles.full((plan.capacity, tc), -np.inf, self.dtype)
 
                 def launch(out, t0, t1, part=part, plan=plan):
-                    return _tiles.kernel_col_partials(
+                    return self.tiles.kernel_col_partials(
                         out,
                         part.kernel,
                         part.row_min,
@@ -636,13 +670,25 @@ class SparsePasses:
                     self.y, self.x, f, plan, "reference cells, active tiles"
                 )
                 segments, n_segments = plan.segments, self.m // tr
-            lse = _tiles.combine(partials, segments, n_segments=n_segments).reshape(-1)
+            lse = self.tiles.combine(partials, segments, n_segments=n_segments).reshape(-1)
             out = lse if out is None else jnp.logaddexp(out, lse)
         return out
 
+    def _plan(self, lu: Layout, lv: Layout, mask: np.ndarray):
+        """The tiles of the blocks of ``mask`` (cut into one run per device on several)."""
+        plan = TilePlan.of(lu, lv, mask, self.blocks.tr, self.blocks.tc)
+        return plan if self.devices is None else self.tiles.plan(plan)
+
+    def _host(self, values) -> np.ndarray:
+        return np.asarray(values) if self.devices is None else self.devices.to_host(values)
+
+    def potentials(self, state) -> tuple[np.ndarray, np.ndarray]:
+        """``(f, g)`` of ``state`` on the host (padded layout)."""
+        return self._host(state[0]), self._host(state[1])
+
     def initial_state(self, f0, g0):
-        f = jnp.asarray(np.asarray(f0, dtype=self.dtype))
-        g = jnp.asarray(np.asarray(g0, dtype=self.dtype))
+        f = self.put(np.asarray(f0, dtype=self.dtype))
+        g = self.put(np.asarray(g0, dtype=self.dtype))
         return (f, g, self.row_lse(g), self.col_lse(f))
 
     def steps(self, state, n_steps: int, first_iteration: int):
@@ -671,7 +717,7 @@ class SparsePasses:
         blocks = self.blocks
         state = self.recenter(state)
         f, g = state[0], state[1]
-        log_bounds = blocks.bounds(f, g)
+        log_bounds = blocks.bounds(self._host(f), self._host(g))
         blocks.skipped_log_bound = skipped_log_mass(log_bounds, blocks.active)
         need = choose_active(log_bounds, blocks.log_tolerance, blocks.present)
         want = choose_active(log_bounds, blocks.log_tolerance - math.log(_MARGIN), blocks.present)
@@ -709,7 +755,8 @@ class SparsePasses:
         rows, cols = np.nonzero(blocks.active)
         graph = coo_matrix((np.ones(len(rows)), (rows, kq + cols)), shape=(kq + kr, kq + kr))
         _, group = connected_components(graph, directed=False)
-        fh, gh = np.asarray(f, dtype=np.float64), np.asarray(g, dtype=np.float64)
+        fh = self._host(f).astype(np.float64)
+        gh = self._host(g).astype(np.float64)
         f_ok, g_ok = np.isfinite(fh), np.isfinite(gh)
         fq, gr = group[blocks.lx.codes], group[kq + blocks.ly.codes]
         n = int(group.max()) + 1
@@ -720,8 +767,8 @@ class SparsePasses:
         t = 0.5 * (f_mean - g_mean)
         if np.abs(t).max(initial=0.0) < 1e-3 * self.blocks.epsilon:
             return state
-        tf = jnp.asarray(t[fq].astype(self.dtype))
-        tg = jnp.asarray(t[gr].astype(self.dtype))
+        tf = self.put(t[fq].astype(self.dtype))
+        tg = self.put(t[gr].astype(self.dtype))
         inv_eps = 1.0 / self.blocks.epsilon
         return (f - tf, g + tg, lse_row + tf * inv_eps, lse_col - tg * inv_eps)
 
@@ -744,6 +791,7 @@ def aggregate_active(
     precision,
     progress,
     per_cell=False,
+    devices=None,
 ):
     """Cluster-level sums of the plan over the active tiles (see
     :func:`~pairot.tl._ot.aggregate`); skipped blocks contribute nothing. ``f`` and ``g`` are
@@ -751,19 +799,27 @@ def aggregate_active(
 
     With ``per_cell``, also ``row_cluster``: every tile lies in one reference cluster, so a
     query cell's sum per reference cluster is the sum of its tile row sums there (host side,
-    from the row sums the tiles return anyway)."""
+    from the row sums the tiles return anyway).
+
+    With ``devices`` (several), every tile list is cut into one run per device
+    (:mod:`._sharded_tiles`); the blocks' parts must then be those of a solve on the same
+    devices, or none."""
     lx, ly = blocks.lx, blocks.ly
     tr, tc = blocks.tr, blocks.tc
     kq, kr = blocks.present.shape
+    tiles = _tiles if devices is None else ShardedTiles(devices)
+    put = jnp.asarray if devices is None else devices.put
     if not blocks.parts:
         plan = TilePlan.of(lx, ly, blocks.active, tr, tc)
+        if devices is not None:
+            plan = tiles.plan(plan)
         blocks.parts = [Part(blocks=blocks.active, row_plan=plan, col_plan=None)]
-    fj = jnp.asarray(lx.pad(np.asarray(f, dtype=dtype), -np.inf))
-    gj = jnp.asarray(ly.pad(np.asarray(g, dtype=dtype), -np.inf))
-    xj = jnp.asarray(lx.pad(np.asarray(x, dtype=dtype), 0))
-    yj = jnp.asarray(ly.pad(np.asarray(y, dtype=dtype), 0))
-    off = jnp.asarray(np.asarray(offset, dtype=dtype))
-    eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
+    fj = put(lx.pad(np.asarray(f, dtype=dtype), -np.inf))
+    gj = put(ly.pad(np.asarray(g, dtype=dtype), -np.inf))
+    xj = put(lx.pad(np.asarray(x, dtype=dtype), 0))
+    yj = put(ly.pad(np.asarray(y, dtype=dtype), 0))
+    off = put(np.asarray(offset, dtype=dtype))
+    eps = put(np.asarray(epsilon, dtype=dtype))
     tm = np.zeros(kq * ly.n_padded)
     cost_mass = np.zeros(kq * kr)
     row_mass = np.zeros(lx.n_padded)
@@ -774,14 +830,14 @@ def aggregate_active(
         for part in blocks.parts:
             plan = part.row_plan
             out = (
-                jnp.zeros((plan.capacity, tc), dtype=dtype),
-                jnp.zeros((plan.capacity,), dtype=dtype),
-                jnp.zeros((plan.capacity, tr), dtype=dtype),
+                tiles.full((plan.capacity, tc), 0, dtype),
+                tiles.full((plan.capacity,), 0, dtype),
+                tiles.full((plan.capacity, tr), 0, dtype),
             )
             per_call = base * (8 if part.kernel is not None else 1)
-            for t0 in range(0, plan.n_tiles, per_call):
-                t1 = min(plan.n_tiles, t0 + per_call)
-                out = _tiles.aggregate_tiles(
+            for t0 in range(0, plan.walk, per_call):
+                t1 = min(plan.walk, t0 + per_call)
+                out = tiles.aggregate_tiles(
                     *out,
                     xj,
                     yj,
@@ -800,10 +856,10 @@ def aggregate_active(
                     precision=precision,
                 )
                 jax.block_until_ready(out)
-                bar.update(t1 - t0)
+                bar.update(round((t1 - t0) * plan.n_tiles / max(plan.walk, 1)))
                 check_interrupt()
             n_t = plan.n_tiles
-            col_h, cost_h, row_h = (np.asarray(v[:n_t], dtype=np.float64) for v in out)
+            col_h, cost_h, row_h = (plan.host(v).astype(np.float64) for v in out)
             cols_h, rows_h = plan.col_tile * tc, plan.row_tile * tr
             index = plan.row_cluster[:, None] * ly.n_padded + cols_h[:, None] + np.arange(tc)
             tm += np.bincount(index.ravel(), weights=col_h.ravel(), minlength=tm.size)

@@ -26,6 +26,12 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def full(shape, value, dtype):
+    """A buffer of per-slot values (the interface :class:`~._sharded_tiles.ShardedTiles`
+    shares)."""
+    return jnp.full(shape, value, dtype=dtype)
+
+
 def _slice(a, start, size):
     return lax.dynamic_slice_in_dim(a, start, size, axis=0)
 

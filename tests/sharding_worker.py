@@ -1,0 +1,151 @@
+"""Solves small problems on several JAX devices and saves what the sharding tests compare.
+
+Run by tests/tl/test_sharding.py in a subprocess (the device count of a CPU JAX is fixed at
+start-up: ``XLA_FLAGS=--xla_force_host_platform_device_count=N``), alone or as one of several
+processes of a ``jax.distributed`` run::
+
+    python sharding_worker.py OUT.npz --runs 1:log,kernel 3:all [--coordinator HOST:PORT
+        --processes P --process-id I]
+
+For every device count and configuration of :data:`CONFIGS` it names (``all``: every one)
+it saves the potentials, the solve's figures and the outputs' sums of
+:func:`~pairot.tl._ot.aggregate` (keys ``"{config}/{count}/{name}"``); with several processes
+every one writes its own file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: name -> (sinkhorn options, engine settings changed for it)
+CONFIGS = {
+    "log": ({"kernel_memory_budget": 0, "sparse": False}, {}),
+    # plain Sinkhorn, stopped before it converges: the same iterates all the same
+    "log_plain": (
+        {
+            "kernel_memory_budget": 0,
+            "sparse": False,
+            "cluster_correction": False,
+            "max_iterations": 50,
+        },
+        {},
+    ),
+    "log_chunked": ({"kernel_memory_budget": 0, "sparse": False}, {"chunk_pairs": 1500}),
+    "kernel": ({"sparse": False}, {}),
+    "kernel_chunked": ({"sparse": False}, {"chunk_pairs": 1500}),
+    "kernel_relaxed": ({"sparse": False, "tau_a": 0.9}, {}),
+    # active blocks, some from stored tile kernels and some from the cost ("kernel+log")
+    "sparse": ({"kernel_memory_budget": 20_000}, {"sparse_everywhere": True}),
+}
+#: The problem: 4 x 4 clusters, 101 x 87 cells (neither a multiple of 3 or 4: padding).
+N, M, D = 101, 87, 6
+LABELS = np.array(
+    [[0.1, 0.3, 0.5, 1.0], [0.3, 0.1, 0.4, 0.6], [0.5, 0.4, 0.1, 0.5], [1.0, 0.6, 0.5, 0.2]]
+)
+EPS = 0.05
+
+
+def problem():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import ot_problems
+
+    return ot_problems.clustered_problem(3, LABELS, N, M, D)
+
+
+def run(config: str, devices, prob):
+    """The solve and outputs of one configuration on ``devices``, as a dict of arrays."""
+    from pairot.tl._ot import _chunks, _sparse, aggregate, sinkhorn
+
+    options, settings = CONFIGS[config]
+    saved = (_chunks._CHUNK_PAIRS, _sparse.MIN_SPARSE_PAIRS, _sparse.MAX_ACTIVE_SHARE)
+    try:
+        if "chunk_pairs" in settings:
+            _chunks._CHUNK_PAIRS = settings["chunk_pairs"]
+        if settings.get("sparse_everywhere"):
+            _sparse.MIN_SPARSE_PAIRS, _sparse.MAX_ACTIVE_SHARE = 0, 1.0
+        x, y, offset, a, b, qc, rc = prob[:7]
+        solution = sinkhorn(
+            x,
+            y,
+            offset,
+            a,
+            b,
+            epsilon=EPS,
+            dtype=np.float64,
+            batch_size=16,
+            progress=False,
+            threshold=1e-5,
+            query_codes=qc,
+            ref_codes=rc,
+            devices=devices,
+            **options,
+        )
+        sums = aggregate(
+            x,
+            y,
+            offset,
+            solution.f,
+            solution.g,
+            epsilon=EPS,
+            query_codes=qc,
+            ref_codes=rc,
+            n_query_clusters=LABELS.shape[0],
+            n_ref_clusters=LABELS.shape[1],
+            batch_size=16,
+            dtype=np.float64,
+            kernel=solution.kernel,
+            active=solution.blocks,
+            devices=devices,
+        )
+    finally:
+        _chunks._CHUNK_PAIRS, _sparse.MIN_SPARSE_PAIRS, _sparse.MAX_ACTIVE_SHARE = saved
+    out = {f"sums_{k}": v for k, v in sums.items()}
+    out.update(
+        f=solution.f,
+        g=solution.g,
+        n_iterations=solution.n_iterations,
+        converged=solution.converged,
+        n_devices=solution.n_devices,
+        mode=solution.mode,
+        sparse=solution.sparse,
+        n_corrections=solution.n_corrections,
+    )
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--runs", nargs="+", default=["1:all"])
+    parser.add_argument("--coordinator")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--process-id", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import jax
+
+    if args.coordinator:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.processes,
+            process_id=args.process_id,
+        )
+    prob = problem()
+    devices = jax.devices()
+    saved = {"device_count": len(devices), "process_count": jax.process_count()}
+    for spec in args.runs:
+        count, configs = spec.split(":")
+        configs = list(CONFIGS) if configs == "all" else configs.split(",")
+        for config in configs:
+            for name, value in run(config, devices[: int(count)], prob).items():
+                saved[f"{config}/{count}/{name}"] = np.asarray(value)
+    np.savez(args.out, **saved)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,13 +4,14 @@ Run by tests/tl/test_sharding.py in a subprocess (the device count of a CPU JAX 
 start-up: ``XLA_FLAGS=--xla_force_host_platform_device_count=N``), alone or as one of several
 processes of a ``jax.distributed`` run::
 
-    python sharding_worker.py OUT.npz --runs 1:log,kernel 3:all [--coordinator HOST:PORT
-        --processes P --process-id I]
+    python sharding_worker.py OUT.npz --runs 1:log,kernel 3:all [--dataset-map 1 4]
+        [--coordinator HOST:PORT --processes P --process-id I]
 
 For every device count and configuration of :data:`CONFIGS` it names (``all``: every one)
 it saves the potentials, the solve's figures and the outputs' sums of
 :func:`~pairot.tl._ot.aggregate` (keys ``"{config}/{count}/{name}"``); with several processes
-every one writes its own file.
+every one writes its own file. ``--dataset-map`` adds ``DatasetMap.solve(devices=...)`` on
+the first ``COUNT`` devices (keys ``"dataset_map/{count}/{name}"``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,33 @@ def run(config: str, devices, prob):
     return out
 
 
+def run_dataset_map(devices):
+    """``DatasetMap.solve(devices=...)`` on a small simulated pair (203 x 181 cells, 4 types):
+    the potentials, the three mappings and the distance, as a dict of arrays."""
+    import pairot as pr
+
+    query, reference = pr.datasets.simulate_pair(
+        203, 181, 400, n_cell_types=4, n_lineages=2, random_state=3
+    )
+    query, reference = pr.pp.preprocess_adatas(
+        query, reference, "cell_type", "cell_type", "sample_id", "sample_id", n_top_genes=120
+    )
+    dm = pr.tl.DatasetMap(query, reference)
+    dm.init_geom(batch_size=32)
+    dm.init_problem()
+    solution = dm.solve(devices=devices, progress=False, threshold=1e-5)
+    out = {
+        "f": solution.f,
+        "g": solution.g,
+        "n_devices": solution.n_devices,
+        "n_iterations": solution.n_iterations,
+        "distance": dm.compute_distance().to_numpy(),
+    }
+    for method in ("mean", "jensen_shannon", "transported_mass"):
+        out[f"mapping_{method}"] = dm.compute_mapping(method).to_numpy()
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -124,6 +152,7 @@ def main(argv=None) -> None:
     parser.add_argument("--coordinator")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--process-id", type=int, default=0)
+    parser.add_argument("--dataset-map", nargs="*", type=int, default=[])
     args = parser.parse_args(argv)
 
     import jax
@@ -144,6 +173,9 @@ def main(argv=None) -> None:
         for config in configs:
             for name, value in run(config, devices[: int(count)], prob).items():
                 saved[f"{config}/{count}/{name}"] = np.asarray(value)
+    for count in args.dataset_map:
+        for name, value in run_dataset_map(devices[:count]).items():
+            saved[f"dataset_map/{count}/{name}"] = np.asarray(value)
     np.savez(args.out, **saved)
 
 

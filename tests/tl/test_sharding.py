@@ -64,7 +64,7 @@ def four_devices(tmp_path_factory):
     """Every configuration on 3 of 4 CPU devices, and the one-device references."""
     out = tmp_path_factory.mktemp("sharding") / "four.npz"
     ones = ",".join(c for c in worker.CONFIGS if c not in REFERENCE)
-    done = _run([str(out), "--runs", f"1:{ones}", "3:all"], 4)
+    done = _run([str(out), "--runs", f"1:{ones}", "3:all", "--dataset-map", "1", "4"], 4)
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(np.load(out))
 
@@ -139,6 +139,24 @@ def _free_port() -> int:
     not hasattr(jax.config, "jax_cpu_collectives_implementation"),
     reason="this JAX build has no CPU collectives for jax.distributed",
 )
+def test_dataset_map_on_four_devices_equals_one(four_devices):
+    """``DatasetMap.solve(devices=jax.devices()[:4])`` (float32, kernel mode, 203 x 181
+    cells: padded on 4 devices): the potentials, mappings and distance of one device, to
+    float32 round-off (1e-6)."""
+    one, four = "dataset_map/1/", "dataset_map/4/"
+    assert int(four_devices[one + "n_devices"]) == 1
+    assert int(four_devices[four + "n_devices"]) == 4
+    assert four_devices[one + "n_iterations"] == four_devices[four + "n_iterations"]
+    names = ["f", "g", "distance"] + [
+        f"mapping_{m}" for m in ("mean", "jensen_shannon", "transported_mass")
+    ]
+    for name in names:
+        np.testing.assert_allclose(
+            four_devices[four + name], four_devices[one + name], rtol=0, atol=1e-6, err_msg=name
+        )
+    assert np.ptp(four_devices[one + "mapping_mean"]) > 0.1  # a mapping with contrast
+
+
 def test_two_processes_equal_one_device(four_devices, tmp_path):
     """Two processes of one CPU device each, one mesh over both (the multi-host recipe of
     docs/method.md on one machine), give the one-device results."""

@@ -3,9 +3,10 @@
 
 For every cluster ``k`` of a study, its one-vs-all AUROC over all genes ``g`` of the DE table
 gives an up-regulation profile ``u[k, g] = max(auroc[k, g] - 0.5, 0)`` (0 where the AUROC is
-missing, and for the genes the gene filter drops). A query cluster ``q`` and a reference
-cluster ``r`` are compared by the Pearson correlation of their profiles over the genes both
-studies tested, ``S[q, r] = corr_g(u_q, u_r)`` (0 when a profile is constant), and
+missing). A query cluster ``q`` and a reference cluster ``r`` are compared by the Pearson
+correlation of their profiles over the genes both studies tested (less those the gene filter
+drops, with ``gene_filtering``), ``S[q, r] = corr_g(u_q, u_r)`` (0 when a profile is
+constant), and
 
 ``D = 1 - S`` (in [0, 2]),  ``L = min(D / quantile(D, q_norm), 1)``,
 
@@ -60,7 +61,6 @@ def up_profiles(
     clusters: list[str],
     genes: pd.Index,
     *,
-    gene_filtering: bool = True,
     argument: str = "de_ova",
 ) -> np.ndarray:
     """The up-regulation profiles ``max(auroc - 0.5, 0)``, clusters x genes (float64).
@@ -75,9 +75,6 @@ def up_profiles(
     genes
         The genes, in the order of the columns of the result. A gene without a row for a
         cluster, or with a NaN AUROC, gets 0 there.
-    gene_filtering
-        Set the genes that :func:`pairot.pp.gene_filter_mask` drops to 0 (as the marker
-        filter of the published method drops them).
     argument
         The name of ``de_ova`` in messages.
 
@@ -114,9 +111,6 @@ def up_profiles(
     keep = (row >= 0) & (col >= 0) & np.isfinite(auroc)
     profiles = np.zeros((len(clusters), len(genes)))
     profiles[row[keep], col[keep]] = np.maximum(auroc[keep] - 0.5, 0.0)
-    if gene_filtering and len(genes):
-        dropped = gene_filter_mask(np.asarray(genes, dtype=object), what=f"{argument}['gene']")
-        profiles[:, dropped] = 0.0
     return profiles
 
 
@@ -155,7 +149,8 @@ def robust_label_distance(
     q_norm
         Quantile of ``D`` that maps to 1, in (0, 1].
     gene_filtering
-        Leave out the genes :func:`pairot.pp.gene_filter_mask` drops.
+        Leave out the genes :func:`pairot.pp.gene_filter_mask` drops (as the published
+        marker filter does).
 
     Returns
     -------
@@ -169,16 +164,11 @@ def robust_label_distance(
     query_genes = pd.Index(query_ova["gene"].astype(str).unique())
     reference_genes = set(reference_ova["gene"].astype(str).unique())
     genes = pd.Index([g for g in query_genes if g in reference_genes], dtype=object)
-    u_query = up_profiles(
-        query_ova, query_clusters, genes, gene_filtering=gene_filtering, argument="query_ova"
-    )
-    u_reference = up_profiles(
-        reference_ova,
-        reference_clusters,
-        genes,
-        gene_filtering=gene_filtering,
-        argument="reference_ova",
-    )
+    if gene_filtering and len(genes):
+        dropped = gene_filter_mask(np.asarray(genes, dtype=object), what="the DE tables' genes")
+        genes = genes[~dropped]
+    u_query = up_profiles(query_ova, query_clusters, genes, argument="query_ova")
+    u_reference = up_profiles(reference_ova, reference_clusters, genes, argument="reference_ova")
     D = 1.0 - _correlation(u_query, u_reference)
     L = normalize_label_distance(D, q_norm)
     index = pd.Index(list(query_clusters), name="query_cluster")

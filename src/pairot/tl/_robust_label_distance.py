@@ -95,12 +95,9 @@ def up_profiles(
             "Pass the one-vs-all table of preprocess_adatas (uns['pairot']['de_ova'])."
         )
         raise ValueError(msg)
-    cluster_names = de_ova["cluster"].astype(str).to_numpy(dtype=object)
-    gene_names = de_ova["gene"].astype(str).to_numpy(dtype=object)
-    row = pd.Index(clusters, dtype=object).get_indexer(cluster_names)
-    col = pd.Index(genes, dtype=object).get_indexer(gene_names)
-    known = set(cluster_names)
-    absent = [c for c in clusters if c not in known]
+    row, present = _positions(de_ova["cluster"], pd.Index(clusters, dtype=object))
+    col, _ = _positions(de_ova["gene"], pd.Index(genes, dtype=object))
+    absent = [c for c, seen in zip(clusters, present, strict=True) if not seen]
     if absent:
         msg = (
             f"{argument} has no rows for the cluster(s) {absent}; were the labels changed "
@@ -112,6 +109,32 @@ def up_profiles(
     profiles = np.zeros((len(clusters), len(genes)))
     profiles[row[keep], col[keep]] = np.maximum(auroc[keep] - 0.5, 0.0)
     return profiles
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes (-1 for missing) and the names behind them, without converting every
+    row to a string (the long tables hold clusters x genes rows)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy().astype(np.int64), column.cat.categories.astype(str)
+    codes, names = pd.factorize(column.to_numpy(dtype=object))
+    return codes.astype(np.int64), pd.Index(names).astype(str)
+
+
+def _positions(column: pd.Series, index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """The position of every row's value in ``index`` (-1 when absent) and, for every entry
+    of ``index``, whether some row holds it."""
+    codes, names = _codes(column)
+    lookup = np.append(index.get_indexer(names), -1)  # code -1 (missing) -> -1
+    positions = lookup[codes]
+    seen = np.bincount(positions[positions >= 0], minlength=len(index)) > 0
+    return positions, seen
+
+
+def _genes(column: pd.Series) -> pd.Index:
+    """The distinct names of a gene column that some row holds, in order of first code."""
+    codes, names = _codes(column)
+    used = np.bincount(codes[codes >= 0], minlength=len(names)) > 0
+    return names[used]
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -161,9 +184,8 @@ def robust_label_distance(
         ``min(D / quantile(D, q_norm), 1)``, same axes, values in [0, 1].
     """
     q_norm = _check_q_norm(q_norm)
-    query_genes = pd.Index(query_ova["gene"].astype(str).unique())
-    reference_genes = set(reference_ova["gene"].astype(str).unique())
-    genes = pd.Index([g for g in query_genes if g in reference_genes], dtype=object)
+    query_genes = _genes(query_ova["gene"])
+    genes = pd.Index(query_genes[query_genes.isin(_genes(reference_ova["gene"]))], dtype=object)
     if gene_filtering and len(genes):
         dropped = gene_filter_mask(np.asarray(genes, dtype=object), what="the DE tables' genes")
         genes = genes[~dropped]

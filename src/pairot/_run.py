@@ -103,6 +103,9 @@ class RunParameters:
         Drop uninformative genes (mitochondrial, ribosomal, ...) before DE.
     embedding_layer
         ``obsm`` key of a shared embedding used as cell features instead of Spearman ranks.
+    label_distance_mode
+        ``"pairot"`` (the published method) or ``"robust"``, see
+        :meth:`pairot.tl.DatasetMap.init_geom`.
     threshold_mapping, threshold_distance
         Thresholds of :meth:`pairot.tl.DatasetMap.select_similar_clusters`.
     unmatched_tau_a, min_retained, max_mapping_ratio
@@ -132,6 +135,7 @@ class RunParameters:
     seed: int = 0
     filter_genes: bool = False
     embedding_layer: str | None = None
+    label_distance_mode: str = "pairot"
     threshold_mapping: float = 0.25
     threshold_distance: float = 1.0
     unmatched_tau_a: float = 0.95
@@ -330,7 +334,10 @@ def run_pipeline(
             query, ref, min_cells=p.min_cells, small_clusters=p.small_clusters
         )
         dataset_map.init_geom(
-            epsilon=p.epsilon, batch_size=p.batch_size, embedding_layer=p.embedding_layer
+            epsilon=p.epsilon,
+            batch_size=p.batch_size,
+            embedding_layer=p.embedding_layer,
+            label_distance_mode=p.label_distance_mode,
         )
     with step("init_problem", "Marginals of the transport problem"):
         dataset_map.init_problem(tau_a=p.tau_a, tau_b=p.tau_b)

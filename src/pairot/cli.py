@@ -175,6 +175,15 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         "instead of Spearman ranks of the HVGs",
     )
     method.add_argument(
+        "--label-distance-mode",
+        choices=("pairot", "robust"),
+        default="pairot",
+        help="label distance between clusters: 'pairot', the published method's ranked "
+        "marker lists, or 'robust', the correlation of the clusters' AUROC profiles over all "
+        "genes, for studies whose clusters have few markers (few samples, small clusters) "
+        "(pairot)",
+    )
+    method.add_argument(
         "--threshold-mapping",
         type=_float,
         default=0.25,
@@ -316,6 +325,7 @@ def _parameters(args: argparse.Namespace, columns: dict[str, str]):
         seed=args.seed,
         filter_genes=args.filter_genes,
         embedding_layer=args.embedding_layer,
+        label_distance_mode=args.label_distance_mode,
         threshold_mapping=args.threshold_mapping,
         threshold_distance=args.threshold_distance,
         cells=not args.no_cells,

@@ -17,7 +17,10 @@ Every resample draws, independently and from its own seed:
   lists, the label distance ``L`` and the label columns of ``x_aug``
   (``lambda_label * L[query code]``) are rebuilt; the cell features stay. This needs the
   per-(sample, cluster) count sums that :func:`pairot.pp.preprocess_adatas` stores in
-  ``uns["pairot"]["pseudobulk"]``.
+  ``uns["pairot"]["pseudobulk"]``. With ``init_geom(label_distance_mode="robust")`` the
+  donors are not resampled (an INFO log, a WARNING when only ``"samples"`` was asked for, and
+  then the cells are resampled): that label distance rests on the one-vs-all AUROC alone,
+  which a donor resample keeps, so every resample would rebuild the same ``L``.
 
 Each resample is solved again with the engine and the options of the full solve
 (:func:`~._ot.sinkhorn` has no warm start, so each starts from zero potentials; the
@@ -405,13 +408,16 @@ def label_params(dm) -> dict:
         "logfc_threshold": 1.0,
         "gene_filtering": True,
         "q_norm": 0.33,
+        "label_distance_mode": "pairot",
     }
     return {**defaults, **(getattr(dm, "_label_params", None) or {})}
 
 
 class LabelDistance:
     """``L`` (query x reference clusters) from DE tables, as ``DatasetMap.init_geom`` builds
-    it; the marker lists of a study whose donors are not resampled are built once."""
+    it with ``label_distance_mode="pairot"``; the marker lists of a study whose donors are not
+    resampled are built once. (In ``"robust"`` mode donors are not resampled, see the module
+    docstring.)"""
 
     def __init__(self, dm):
         self.dm = dm
@@ -556,8 +562,17 @@ class Resampler:
         self.features = geom.x_aug[:, : geom.x_aug.shape[1] - self.n_ref]
         self.studies: dict[str, StudyDE] = {}
         self.cells = "cells" in kinds
-        if "samples" in kinds:
-            threshold = label_params(dm)["auroc_threshold"]
+        params = label_params(dm)
+        if "samples" in kinds and params["label_distance_mode"] == "robust":
+            log = logger.info if self.cells else logger.warning
+            log(
+                "DatasetMap.bootstrap: the samples (donors) are not resampled: the robust label "
+                "distance (label_distance_mode='robust') rests on the one-vs-all AUROC of the "
+                "cells, which a donor resample keeps, so it would not change "
+                "(docs/method.md#robust-label-distance)."
+            )
+        elif "samples" in kinds:
+            threshold = params["auroc_threshold"]
             for name, info in zip(("adata1", "adata2"), dm._info, strict=True):
                 de, reason = study_de(info, name, threshold)
                 if de is None:
@@ -568,12 +583,12 @@ class Resampler:
                     )
                 else:
                     self.studies[name] = de
-            if not self.studies and not self.cells:
-                logger.warning(
-                    "DatasetMap.bootstrap: no study's samples (donors) can be resampled; "
-                    "resampling the cells instead."
-                )
-                self.cells = True
+        if "samples" in kinds and not self.studies and not self.cells:
+            logger.warning(
+                "DatasetMap.bootstrap: no study's samples (donors) can be resampled; "
+                "resampling the cells instead."
+            )
+            self.cells = True
         self.labels = LabelDistance(dm) if self.studies else None
 
     @property
@@ -682,6 +697,7 @@ def bootstrap(dm, n_bootstrap, *, resample, confidence, random_state, progress) 
             ],
             "n_not_converged": int(not_converged),
             "seconds": round(elapsed, 3),
+            "label_distance_mode": label_params(dm)["label_distance_mode"],
         }
     )
     dm._bootstrap_state = (solution, table, draws)

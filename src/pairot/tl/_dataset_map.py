@@ -19,6 +19,7 @@ from . import _aggregate, _small_clusters
 from ._features import cosine_features, spearman_features
 from ._label_distance import label_distance, marker_lists
 from ._ott_arguments import translate
+from ._robust_label_distance import check_mode, robust_label_distance
 from ._small_clusters import DEFAULT_MIN_CELLS
 
 AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
@@ -526,6 +527,8 @@ class DatasetMap:
         gene_filtering: bool = True,
         q_norm: float = 0.33,
         embedding_layer: str | None = None,
+        *,
+        label_distance_mode: str = "pairot",
         **kwargs,
     ) -> None:
         """Build the label distance, the cell features and the cost geometry.
@@ -551,6 +554,14 @@ class DatasetMap:
         embedding_layer
             Key of ``obsm`` present in both studies to use instead of Spearman features of
             ``X``; ``KeyError`` listing the available keys when missing.
+        label_distance_mode
+            ``"pairot"`` (default): the published method's label distance from ranked marker
+            lists (docs/method.md#label-distance). ``"robust"``: the correlation of the
+            clusters' one-vs-all AUROC up-regulation profiles over all genes, for studies
+            whose clusters have few or no markers passing the filters (few samples, small
+            clusters, subtle subtypes); it uses ``gene_filtering`` and ``q_norm``, not the
+            marker thresholds (docs/method.md#robust-label-distance).
+            ``DEGs_label_distance`` lists the marker genes in both modes.
         **kwargs
             Upstream pairOT forwarded extra arguments to OTT-JAX's ``PointCloud``; pairot
             accepts ``relative_epsilon=None/False`` and ``scale_cost=1`` (what it computes)
@@ -560,6 +571,7 @@ class DatasetMap:
         Calling ``init_geom`` again discards the problem and the solution.
         """
         translate("init_geom", kwargs, _own_arguments(self.init_geom))
+        label_distance_mode = check_mode(label_distance_mode)
         epsilon = _check_positive(epsilon, "epsilon")
         batch_size = _check_positive(batch_size, "batch_size", integer=True)
         lambda_feature = float(lambda_feature)
@@ -583,6 +595,7 @@ class DatasetMap:
             "n_genes_ava": n_genes_ava,
             "q_norm": q_norm,
             **common,
+            "label_distance_mode": label_distance_mode,
         }
         query_markers = marker_lists(
             info1["de_ova"],
@@ -597,6 +610,15 @@ class DatasetMap:
         query_markers = self._restrict(query_markers, self.query_clusters, "adata1")
         reference_markers = self._restrict(reference_markers, self.reference_clusters, "adata2")
         D, L, details = label_distance(query_markers, reference_markers, q_norm=q_norm)
+        if label_distance_mode == "robust":
+            D, L = robust_label_distance(
+                info1["de_ova"],
+                info2["de_ova"],
+                self.query_clusters,
+                self.reference_clusters,
+                q_norm=q_norm,
+                gene_filtering=gene_filtering,
+            )
         L = L.loc[self.query_clusters, self.reference_clusters]
         self._rank_distance = D.loc[self.query_clusters, self.reference_clusters]
         self._label_distance = L
@@ -1232,6 +1254,10 @@ class DatasetMap:
           donor is drawn again); limma is re-run on the drawn profiles, the AUROC columns of
           the original DE tables are kept, and the marker lists, the label distance and the
           label part of the cost are rebuilt with the parameters of :meth:`init_geom`.
+          After ``init_geom(label_distance_mode="robust")`` the samples are not resampled
+          (that label distance rests on the AUROC alone, which a donor resample keeps; an
+          INFO log says so, and with ``resample="samples"`` alone the cells are resampled
+          instead, with a warning).
 
         Each resample is solved again with the options of :meth:`solve` (from zero
         potentials) and aggregated into the ``"mean"`` mapping and the distance.
@@ -1513,6 +1539,20 @@ class DatasetMap:
         )
 
     # -------------------------------------------------------------- properties
+    @property
+    def label_distance_mode(self) -> str:
+        """The label distance ``init_geom`` built: ``"pairot"`` or ``"robust"``
+        (:class:`StageError` before ``init_geom``)."""
+        self._require("geom")
+        return self._label_params["label_distance_mode"]
+
+    @property
+    def label_distance_params(self) -> dict:
+        """The marker and label-distance parameters ``init_geom`` used (a copy), with
+        ``label_distance_mode``; :meth:`bootstrap` rebuilds the label distance with them."""
+        self._require("geom")
+        return dict(self._label_params)
+
     @property
     def label_distance(self) -> pd.DataFrame:
         """The normalized label distance L, query x reference clusters."""

@@ -1,0 +1,359 @@
+"""Top-1 accuracy of the label distances: the published one, the robust one, and none.
+
+For every regime and seed: draw a study pair (``pairot.datasets.simulate_pair``, or split the
+bundled PBMC data with ``pairot.datasets.pbmc_demo``), run ``preprocess_adatas`` (300 HVGs),
+then fit the map three times:
+
+- ``default``: ``init_geom()`` (``label_distance_mode="pairot"``, the published method);
+- ``robust``: ``init_geom(label_distance_mode="robust")``;
+- ``spearman``: ``init_geom(lambda_label=0)``, the Spearman cell term alone;
+
+and count the query clusters whose best ``"mean"`` mapping score is their true reference
+cluster (top-1 correct). Truth: the simulator's truth table (``uns["simulation"]["truth"]``):
+the same fine type, or, in ``coarse_reference``, the parent lineage the reference is labelled
+with. In ``missing_type`` the query type without a counterpart is left out of the score (its
+best match is always wrong by construction; whether it is flagged unmatched is
+``bench_novelty.py``'s question). For the PBMC pairs the truth is the same ``bulk_labels``
+name in both halves.
+
+``--variants`` also scores the other label distances that were measured on the way to the
+robust mode (built here from the same DE tables and put into the same geometry).
+
+    python benchmarks/bench_accuracy.py [--regimes plentiful,few_samples,...] [--seeds 10]
+        [--variants]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+import pairot as pr
+from pairot.tl._label_distance import marker_lists, normalize_label_distance
+from pairot.tl._robust_label_distance import robust_label_distance
+
+N_TOP_GENES = 300
+
+#: Noisy studies: low library sizes, weak type programs, study and donor effects, high
+#: dispersion. The stressed regimes start from here.
+NOISY = {
+    "n_cells_query": 600,
+    "n_cells_reference": 800,
+    "n_genes": 1500,
+    "n_cell_types": 10,
+    "mean_library_size": 800.0,
+    "marker_log_fold_change": (0.5, 1.2),
+    "n_markers_type": 8,
+    "n_markers_lineage": 15,
+    "study_effect_sd": 0.4,
+    "donor_effect_sd": 0.2,
+    "dispersion": 0.4,
+}
+
+#: name -> (description, simulate_pair arguments, or ("pbmc", pseudo-donors per study))
+REGIMES = {
+    "plentiful": (
+        "simulator defaults (8 types, 20 markers per type, 4 donors), 800 + 800 cells",
+        {"n_cells_query": 800, "n_cells_reference": 800, "n_genes": 1000},
+    ),
+    "fine_powered": (
+        "8 subtypes in 2 lineages (60 lineage genes), 3 type genes each (log-FC 0.6-1.2), "
+        "8 donors, 2000 + 2000 cells",
+        {
+            "n_cells_query": 2000,
+            "n_cells_reference": 2000,
+            "n_genes": 1500,
+            "n_cell_types": 8,
+            "n_lineages": 2,
+            "n_markers_lineage": 60,
+            "n_markers_type": 3,
+            "marker_log_fold_change": (0.6, 1.2),
+            "mean_library_size": 800.0,
+            "n_samples_query": 8,
+            "n_samples_reference": 8,
+            "study_effect_sd": 0.4,
+            "dispersion": 0.4,
+        },
+    ),
+    "noisy": ("noisy studies, 10 types, 8 markers per type, 4 donors, 600 + 800 cells", NOISY),
+    "few_samples": (
+        "noisy, 2 donors per study",
+        {**NOISY, "n_samples_query": 2, "n_samples_reference": 2},
+    ),
+    "small_clusters": (
+        "noisy, 12 types in 250 + 300 cells (10-30 cells per cluster)",
+        {
+            **NOISY,
+            "n_cells_query": 250,
+            "n_cells_reference": 300,
+            "n_cell_types": 12,
+            "min_cells_per_type": 10,
+            "type_imbalance": 3.0,
+        },
+    ),
+    "few_markers": ("noisy, 3 markers per type", {**NOISY, "n_markers_type": 3}),
+    "fine_subtypes": (
+        "noisy, 10 subtypes in 2 lineages (30 lineage genes), 3 type genes each",
+        {**NOISY, "n_lineages": 2, "n_markers_lineage": 30, "n_markers_type": 3},
+    ),
+    "coarse_reference": (
+        "noisy, 9 fine query types, reference labelled by its 3 lineages (truth: the parent)",
+        {**NOISY, "scenario": "coarse_reference", "n_cell_types": 9, "n_lineages": 3},
+    ),
+    "missing_type": (
+        "noisy, one query type absent from the reference (similarity 0.5 to its nearest "
+        "type; left out of the score)",
+        {**NOISY, "scenario": "missing_type", "missing_type_similarity": 0.5},
+    ),
+    "tiny": (
+        "noisy, 6 types, 3 markers per type, 2 donors, 240 + 240 cells (the CI test's regime)",
+        {
+            **NOISY,
+            "n_cells_query": 240,
+            "n_cells_reference": 240,
+            "n_genes": 800,
+            "n_cell_types": 6,
+            "n_markers_type": 3,
+            "n_samples_query": 2,
+            "n_samples_reference": 2,
+        },
+    ),
+    "pbmc": ("pbmc68k_reduced split in two, 4 pseudo-donors per study (8 types)", ("pbmc", 4)),
+    "pbmc_2donors": (
+        "pbmc68k_reduced split in two, 2 pseudo-donors per study (10 types)",
+        ("pbmc", 2),
+    ),
+}
+DEFAULT_REGIMES = [name for name in REGIMES if name != "tiny"]
+
+
+# ------------------------------------------------------------------------------- the data
+def study_pair(regime: str, seed: int):
+    """``(query, reference, truth)``: the raw pair and a Series query -> true reference
+    cluster (``""`` for none)."""
+    _, spec = REGIMES[regime]
+    if isinstance(spec, tuple):
+        query, reference = pr.datasets.pbmc_demo(seed, n_samples=spec[1])
+        clusters = [str(c) for c in query.obs["cell_type"].cat.categories]
+        return query, reference, pd.Series(clusters, index=clusters, dtype=object)
+    kwargs = dict(spec)
+    n_query, n_ref = kwargs.pop("n_cells_query"), kwargs.pop("n_cells_reference")
+    n_genes = kwargs.pop("n_genes")
+    query, reference = pr.datasets.simulate_pair(
+        n_query, n_ref, n_genes, random_state=seed, **kwargs
+    )
+    truth = query.uns["simulation"]["truth"]
+    return (
+        query,
+        reference,
+        pd.Series(
+            truth["reference_cluster"].to_numpy(dtype=object),
+            index=truth["query_cluster"].to_numpy(dtype=object),
+        ),
+    )
+
+
+def preprocess(query, reference):
+    return pr.pp.preprocess_adatas(
+        query,
+        reference,
+        "cell_type",
+        "cell_type",
+        "sample_id",
+        "sample_id",
+        n_top_genes=N_TOP_GENES,
+        random_state=0,
+    )
+
+
+def top1(mapping: pd.DataFrame, truth: pd.Series) -> tuple[int, int]:
+    """(correct, scored): query clusters with a counterpart whose best match is it."""
+    scored = truth[truth != ""]
+    best = mapping.idxmax(axis=1).reindex(scored.index)
+    return int((best == scored).sum()), int(scored.size)
+
+
+def solve(dm) -> pd.DataFrame:
+    dm.init_problem()
+    solution = dm.solve(progress=False)
+    if not bool(solution.converged):
+        print("  (Sinkhorn did not converge)")
+    return dm.compute_mapping()
+
+
+# ------------------------------------------------------------------ variants (--variants)
+def _ova(info, clusters, genes, column):
+    table = info["de_ova"]
+    wide = table.pivot_table(
+        index="cluster", columns="gene", values=column, observed=True, aggfunc="first"
+    )
+    wide.index = wide.index.astype(str)
+    wide.columns = wide.columns.astype(str)
+    return wide.reindex(index=clusters, columns=genes).to_numpy(dtype=np.float64)
+
+
+def _corr(a, b):
+    a = np.nan_to_num(a)
+    b = np.nan_to_num(b)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    a /= np.linalg.norm(a, axis=1, keepdims=True) + 1e-12
+    b /= np.linalg.norm(b, axis=1, keepdims=True) + 1e-12
+    return a @ b.T
+
+
+def _ranks(values):
+    """0-based rank of every gene within each row, largest first."""
+    order = np.argsort(-np.nan_to_num(values, nan=-np.inf), axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    ranks[np.arange(values.shape[0])[:, None], order] = np.arange(values.shape[1])[None, :]
+    return ranks
+
+
+def variant_distances(dm) -> dict[str, np.ndarray]:
+    """The other label distances measured, each query x reference in ``dm``'s order."""
+    info1, info2 = dm._info
+    qc, rc = dm.query_clusters, dm.reference_clusters
+    genes = sorted(
+        set(info1["de_ova"]["gene"].astype(str)) & set(info2["de_ova"]["gene"].astype(str))
+    )
+    lfc = [_ova(info1, qc, genes, "logFC"), _ova(info2, rc, genes, "logFC")]
+    signed_z = []
+    for info, clusters, fold in ((info1, qc, lfc[0]), (info2, rc, lfc[1])):
+        p = np.clip(_ova(info, clusters, genes, "P.Value"), 1e-300, 1.0)
+        signed_z.append(np.sign(fold) * stats.norm.isf(p / 2))
+    auroc = [_ova(info1, qc, genes, "auroc") - 0.5, _ova(info2, rc, genes, "auroc") - 0.5]
+    out = {}
+    # the published L, each row shrunk toward its mean by the query cluster's marker count
+    markers = marker_lists(info1["de_ova"], info1["de_ava"], n_genes_ova=10, n_genes_ava=3)
+    counts = markers.groupby("cluster", observed=False).size()
+    counts.index = counts.index.astype(str)
+    weight = np.minimum(counts.reindex(qc).fillna(0).to_numpy() / 10.0, 1.0)[:, None]
+    L = dm.label_distance.to_numpy()
+    out["shrink_by_markers"] = L.mean(1, keepdims=True) + weight * (L - L.mean(1, keepdims=True))
+    out["corr_logFC"] = normalize_label_distance(1 - _corr(*lfc))
+    out["corr_signed_z"] = normalize_label_distance(1 - _corr(*signed_z))
+    out["corr_auroc_signed"] = normalize_label_distance(1 - _corr(*auroc))
+    # the published rank distance on unthresholded lists: the query's top 10 genes by
+    # signed z, ranked in the reference's full z ranking (capped at 250, as absent genes)
+    rank_q = _ranks(signed_z[0])
+    rank_r = np.minimum(_ranks(signed_z[1]), 250).astype(np.float64)
+    D = np.zeros((len(qc), len(rc)))
+    for i in range(len(qc)):
+        top = np.argsort(rank_q[i])[:10]
+        D[i] = np.abs(np.log1p(np.arange(10.0))[None, :] - np.log1p(rank_r[:, top])).mean(1)
+    out["top10_rank_z"] = normalize_label_distance(D)
+    # the robust mode without its gene filter and with signed profiles is corr_auroc_signed;
+    # the library's robust mode, recomputed here as a check of the injection
+    _, robust = robust_label_distance(info1["de_ova"], info2["de_ova"], qc, rc)
+    out["robust_injected"] = robust.to_numpy()
+    return out
+
+
+def with_label_distance(dm, L: np.ndarray):
+    """``dm`` with the label columns of its geometry rebuilt from ``L`` (lambda kept)."""
+    geom = dm.geom
+    x_aug = geom.x_aug.copy()
+    x_aug[:, -L.shape[1] :] = (geom.lambda_label * L.astype(np.float32))[geom.query_codes]
+    dm.geom = dataclasses.replace(geom, x_aug=x_aug, label_distance=L)
+    return dm
+
+
+# ----------------------------------------------------------------------------- the run
+def run_seed(regime: str, seed: int, variants: bool) -> list[dict]:
+    query, reference, truth = study_pair(regime, seed)
+    q, r = preprocess(query, reference)
+    rows = []
+    fits = {
+        "default": {},
+        "robust": {"label_distance_mode": "robust"},
+        "spearman": {"lambda_label": 0.0},
+    }
+    n_markers = None
+    for method, kwargs in fits.items():
+        dm = pr.tl.DatasetMap(q, r)
+        dm.init_geom(**kwargs)
+        if n_markers is None:
+            degs = dm.DEGs_label_distance
+            first = dm.reference_clusters[0]
+            n_markers = float(np.median([len(degs[c][first]) for c in dm.query_clusters]))
+        correct, scored = top1(solve(dm), truth)
+        rows.append({"method": method, "correct": correct, "scored": scored})
+    if variants:
+        dm = pr.tl.DatasetMap(q, r)
+        dm.init_geom()
+        base = dm.geom
+        for method, L in variant_distances(dm).items():
+            dm.geom = base
+            correct, scored = top1(solve(with_label_distance(dm, L)), truth)
+            rows.append({"method": method, "correct": correct, "scored": scored})
+    for row in rows:
+        row.update(regime=regime, seed=seed, markers=n_markers)
+    return rows
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per regime and method: the mean correct clusters per seed (of the scored ones), the
+    total, and the seeds on which the method is worse / better than the default."""
+    out = []
+    for (regime, method), part in frame.groupby(["regime", "method"], sort=False):
+        default = frame[(frame.regime == regime) & (frame.method == "default")].set_index("seed")
+        gap = part.set_index("seed")["correct"] - default["correct"]
+        out.append(
+            {
+                "regime": regime,
+                "method": method,
+                "seeds": part["seed"].nunique(),
+                "scored per seed": part["scored"].mean(),
+                "median markers": part["markers"].mean(),
+                "correct per seed": part["correct"].mean(),
+                "total": f"{part['correct'].sum()}/{part['scored'].sum()}",
+                "vs default": gap.mean(),
+                "seeds worse": int((gap < 0).sum()),
+                "seeds better": int((gap > 0).sum()),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--regimes",
+        default=",".join(DEFAULT_REGIMES),
+        help=f"comma-separated, from {list(REGIMES)}",
+    )
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1 (10)")
+    parser.add_argument("--variants", action="store_true", help="also score the variants")
+    parser.add_argument("--csv", default=None, help="write the per-seed rows to this file")
+    args = parser.parse_args()
+    logging.getLogger("pairot").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    regimes = args.regimes.split(",")
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown:
+        parser.error(f"unknown regime(s) {unknown}; choose from {list(REGIMES)}")
+    rows = []
+    start = time.perf_counter()
+    for regime in regimes:
+        t0 = time.perf_counter()
+        for seed in range(args.seeds):
+            rows += run_seed(regime, seed, args.variants)
+        print(f"{regime}: {REGIMES[regime][0]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    frame = pd.DataFrame(rows)
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summarize(frame).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

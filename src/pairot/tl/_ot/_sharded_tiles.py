@@ -192,13 +192,16 @@ class ShardedTiles:
         )
         return fn(kernel, row_min, spread, x, y, offset, eps, rows, cols, t0, t1)
 
-    def kernel_row_partials(self, out, kernel, row_min, g, inv_eps, cols, t0, t1, **static):
-        key = ("kernel_row_partials", *sorted(static.items()))
+    def _kernel_partials(
+        self, name, out, kernel, row_min, potential, inv_eps, index, t0, t1, **static
+    ):
+        """The tile function ``_tiles.<name>`` (the row or the column partials of the
+        stored tile kernels) on every device's run of tiles."""
+        tile_function = getattr(_tiles, name)
+        key = (name, *sorted(static.items()))
 
-        def local(out, kernel, row_min, g, inv_eps, cols, t0, t1):
-            return _tiles.kernel_row_partials(
-                out, kernel, row_min, g, inv_eps, cols, t0, t1, **static
-            )
+        def local(out, kernel, row_min, potential, inv_eps, index, t0, t1):
+            return tile_function(out, kernel, row_min, potential, inv_eps, index, t0, t1, **static)
 
         fn = sharded(
             self.devices,
@@ -208,25 +211,17 @@ class ShardedTiles:
             _R,
             donate_argnums=(0,),
         )
-        return fn(out, kernel, row_min, g, inv_eps, cols, t0, t1)
+        return fn(out, kernel, row_min, potential, inv_eps, index, t0, t1)
+
+    def kernel_row_partials(self, out, kernel, row_min, g, inv_eps, cols, t0, t1, **static):
+        return self._kernel_partials(
+            "kernel_row_partials", out, kernel, row_min, g, inv_eps, cols, t0, t1, **static
+        )
 
     def kernel_col_partials(self, out, kernel, row_min, f, inv_eps, rows, t0, t1, **static):
-        key = ("kernel_col_partials", *sorted(static.items()))
-
-        def local(out, kernel, row_min, f, inv_eps, rows, t0, t1):
-            return _tiles.kernel_col_partials(
-                out, kernel, row_min, f, inv_eps, rows, t0, t1, **static
-            )
-
-        fn = sharded(
-            self.devices,
-            key,
-            local,
-            (_R, _R, _R, _W, _W, _R, _W, _W),
-            _R,
-            donate_argnums=(0,),
+        return self._kernel_partials(
+            "kernel_col_partials", out, kernel, row_min, f, inv_eps, rows, t0, t1, **static
         )
-        return fn(out, kernel, row_min, f, inv_eps, rows, t0, t1)
 
     def aggregate_tiles(
         self,

@@ -177,9 +177,7 @@ def lm_fit(
     if weights is not None:
         root = np.sqrt(_check_weights(weights, n_profiles))
         # weighted least squares = ordinary least squares on sqrt(w)-scaled rows
-        fit = lm_fit(expr * root[None, :], design * root[:, None])
-        fit.coefficients = np.ascontiguousarray(fit.coefficients)
-        return fit
+        return lm_fit(expr * root[None, :], design * root[:, None])
     rank = np.linalg.matrix_rank(design)
     if rank < n_coef:
         raise ValueError(

@@ -8,6 +8,7 @@ import io
 import logging
 import pickle
 import warnings
+from pathlib import Path
 
 import matplotlib
 
@@ -29,8 +30,11 @@ PAIROT_MESSAGE = "No installed font can draw the characters"
 
 
 @pytest.fixture(autouse=True)
-def _close_figures():
-    yield
+def _default_font_and_close_figures():
+    """matplotlib's default font (DejaVu Sans, shipped with matplotlib) whatever a
+    matplotlibrc on this machine says; figures closed afterwards."""
+    with matplotlib.rc_context({"font.family": ["sans-serif"], "font.sans-serif": ["DejaVu Sans"]}):
+        yield
     plt.close("all")
 
 
@@ -116,13 +120,16 @@ def test_no_font_stays_quiet_after_pickling_and_through_the_cli_writer(
     assert (tmp_path / "d.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_an_installed_font_has_the_glyphs(caplog):
-    """A real case on any matplotlib install: DejaVu Sans lacks the hiragana 'の', matplotlib's
-    bundled STIXGeneral has it. pairot picks STIXGeneral for the figure, after the default
-    font: no warning of either kind, and the user's rcParams unchanged."""
-    name = "CD4のT"
-    assert not default_covers("の")
-    assert _fonts.choose_fonts(["の"]) == (["STIXGeneral"], [])
+def _bundled_candidates() -> list[tuple[str, str]]:
+    """pairot's candidate fonts restricted to the files matplotlib ships itself: the same on
+    every machine, whatever else is installed."""
+    bundled = str(Path(matplotlib.get_data_path(), "fonts"))
+    return [(name, path) for name, path in _fonts.font_candidates() if path.startswith(bundled)]
+
+
+def _check_figures_use(name, families, caplog):
+    """Every figure kind draws ``name`` with the default fonts followed by ``families``: no
+    glyph warning, no pairot message, the user's rcParams unchanged."""
     before = matplotlib.rcParams["font.family"]
     for kind, make in FIGURES.items():
         caplog.clear()
@@ -133,8 +140,32 @@ def test_an_installed_font_has_the_glyphs(caplog):
         texts = [t for t in ax.figure.findobj(Text) if name in t.get_text()]
         assert texts, kind
         for text in texts:
-            assert text.get_fontfamily() == [*before, "STIXGeneral"], kind
+            assert text.get_fontfamily() == [*before, *families], kind
     assert matplotlib.rcParams["font.family"] == before
+
+
+def test_an_installed_font_has_the_glyphs(caplog):
+    """Whatever fonts this machine has: DejaVu Sans lacks the hiragana 'の' and matplotlib
+    ships STIXGeneral, which has it, so some installed font covers it. The fonts pairot
+    chooses do cover it (which ones depends on the machine: a CJK font where one is
+    installed), and every figure kind uses them after the default font."""
+    name = "CD4のT"
+    assert not default_covers("の")
+    families, uncovered = _fonts.choose_fonts(["の"])
+    assert uncovered == []
+    paths = dict(_fonts.font_candidates())
+    assert families and ord("の") in _fonts._coverage(paths[families[-1]])
+    _check_figures_use(name, families, caplog)
+
+
+def test_the_bundled_font_is_chosen_among_matplotlibs_own(monkeypatch, caplog):
+    """With the candidates restricted to the fonts matplotlib ships (the same everywhere),
+    pairot picks STIXGeneral for 'の'."""
+    candidates = _bundled_candidates()
+    assert "STIXGeneral" in dict(candidates)
+    monkeypatch.setattr(_fonts, "font_candidates", lambda: candidates)
+    assert _fonts.choose_fonts(["の"]) == (["STIXGeneral"], [])
+    _check_figures_use("CD4のT", ["STIXGeneral"], caplog)
 
 
 def test_a_font_found_for_cjk_is_used(monkeypatch, caplog):

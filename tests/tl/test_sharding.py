@@ -203,13 +203,18 @@ def test_two_processes_equal_one_device(four_devices, tmp_path):
 def test_one_device_is_the_single_device_code():
     """A list of one device runs the code of ``devices=None`` on a one-device machine: the
     same numbers to the last bit, and ``n_devices`` 1."""
+    if len(jax.devices()) != 1:
+        pytest.skip(
+            f"this machine has {len(jax.devices())} jax devices, so devices=None runs the "
+            "sharded code (compared with one device in the subprocess tests above)"
+        )
     problem = worker.problem()
     x, y, offset, a, b, qc, rc = problem[:7]
     options = {"epsilon": worker.EPS, "dtype": np.float64, "progress": False}
     options |= {"query_codes": qc, "ref_codes": rc, "batch_size": 16}
     default = sinkhorn(x, y, offset, a, b, **options)
     listed = sinkhorn(x, y, offset, a, b, devices=jax.devices()[:1], **options)
-    assert default.n_devices == listed.n_devices == len(jax.devices()) == 1
+    assert default.n_devices == listed.n_devices == 1
     np.testing.assert_array_equal(default.f, listed.f)
     np.testing.assert_array_equal(default.g, listed.g)
     assert "devices" not in repr(listed)

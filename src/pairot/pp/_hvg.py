@@ -20,9 +20,12 @@ def hvg_rows(n: int, n_max: int, rng: np.random.Generator) -> np.ndarray:
 
 def study_statistics(sub, genes: pd.Index, n_top_genes: int) -> pd.DataFrame:
     """scanpy's per-batch HVG statistics of one study's subsample ``sub`` (cells x ``genes``
-    counts, CSR), as in ``highly_variable_genes(batch_key=)``."""
+    counts, CSR), as in ``highly_variable_genes(batch_key=)``.
+
+    A float32 ``sub`` is normalized and log-transformed in place (the caller hands it over):
+    no second copy of the subsample is made, also not of its expressed genes.
+    """
     expressed = np.asarray(sub.getnnz(axis=0) > 0)
-    sub = sub[:, np.flatnonzero(expressed)]
     if sub.dtype != np.float32:
         sub = sparse.csr_matrix(
             (sub.data.astype(np.float32), sub.indices, sub.indptr), shape=sub.shape
@@ -39,9 +42,10 @@ _HVG_BLOCK_VALUES = 1 << 24
 _N_BINS = 20
 
 
-def _seurat_statistics(X, n_top_genes: int) -> pd.DataFrame:
+def _seurat_statistics(X, n_top_genes: int, columns: np.ndarray | None = None) -> pd.DataFrame:
     """scanpy's ``highly_variable_genes(flavor="seurat", n_top_genes=...)`` of ``X``
-    (normalized, ``log1p``-transformed cells x genes, CSR), in bounded memory.
+    (normalized, ``log1p``-transformed cells x genes, CSR), in bounded memory; with
+    ``columns``, of ``X[:, columns]`` without building it.
 
     Each gene's mean and dispersion depend on that gene alone, so scanpy computes them on
     blocks of genes (it copies what it is given twice: on a whole 100,000-cell subsample that
@@ -51,12 +55,13 @@ def _seurat_statistics(X, n_top_genes: int) -> pd.DataFrame:
     gene gives it a normalized dispersion of 1), and the genes whose normalized dispersion
     reaches the ``n_top_genes``-th highest are selected (NaN never).
     """
-    n_cells, n_genes = X.shape
-    nnz_per_gene = max(1.0, X.nnz / max(1, n_genes))
+    columns = np.arange(X.shape[1]) if columns is None else np.asarray(columns)
+    n_genes = columns.size
+    nnz_per_gene = max(1.0, X.nnz / max(1, X.shape[1]))
     step = max(1, int(_HVG_BLOCK_VALUES // nnz_per_gene))
     parts = []
     for g0 in range(0, n_genes, step):
-        block = AnnData(X=X[:, g0 : g0 + step])
+        block = AnnData(X=X[:, columns[g0 : g0 + step]])
         part = sc.pp.highly_variable_genes(
             block, n_top_genes=min(n_top_genes, block.n_vars), flavor="seurat", inplace=False
         )
@@ -84,15 +89,16 @@ def _batch_statistics(
 ) -> pd.DataFrame:
     """scanpy's per-batch statistics of one study, as in ``highly_variable_genes(batch_key=)``.
 
-    ``sub`` holds only the ``expressed`` genes (those with a count in this batch): like
-    scanpy's batched mode, genes without a count are left out of the statistics and reported
-    with zeros.
+    ``sub`` holds all ``genes``; like scanpy's batched mode, the genes without a count in this
+    batch (not ``expressed``) are left out of the statistics and reported with zeros. They are
+    left out when the statistics are computed, not by copying ``sub``: they hold no stored
+    values, so each cell's total, and so its normalization, is the same with or without them.
     """
-    adata = AnnData(X=sub, var=pd.DataFrame(index=genes[expressed]))
+    adata = AnnData(X=sub, var=pd.DataFrame(index=genes))
     del sub
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
-    table = _seurat_statistics(adata.X, n_top_genes)
+    table = _seurat_statistics(adata.X, n_top_genes, np.flatnonzero(expressed))
     del adata
     table.index = genes[expressed]
     missing = pd.DataFrame(

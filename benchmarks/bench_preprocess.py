@@ -156,6 +156,20 @@ def auroc(folder: Path) -> None:
     )
 
 
+def _versions() -> str:
+    """The versions of the libraries the figures depend on (allocation patterns differ)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ("pairot", "anndata", "scanpy", "numpy", "scipy", "h5py", "pandas", "numba", "jax")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return f"python {sys.version.split()[0]}, " + ", ".join(found)
+
+
 def _child(*args: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     # the child's log (one line per step, with its peak memory) goes to this stderr
@@ -184,6 +198,7 @@ def main() -> None:
         auroc(folder) if mode == "auroc" else preprocess(folder, mode)
         return
     print(f"# {os.cpu_count()} CPU cores; parameters {KW}", flush=True)
+    print(f"# versions: {_versions()}", flush=True)
     if args.slope:
         points = []
         for scale in SLOPE_SCALES:

@@ -208,3 +208,41 @@ def test_property_naive_pairs(xl, fmt):
     assert_same((ova, ava), naive_pairs(X, labels, k), atol=1e-12)
     both = ~np.isnan(ava) & ~np.isnan(ava.transpose(1, 0, 2))
     np.testing.assert_allclose((ava + ava.transpose(1, 0, 2))[both], 1.0, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [5, 300])
+def test_labelled_columns_match_sklearn(k):
+    """The AUROC subsample as preprocessing keeps it (each gene's stored values with their
+    cells' cluster codes, no rows; codes in uint8, or uint16 above 256 clusters) gives the
+    AUROCs of the matrix it came from, against scikit-learn; clusters without cells are NaN."""
+    from pairot.pp._auroc import LabelledColumns, auroc_columns, code_dtype_for
+
+    rng = np.random.default_rng(5)
+    n_cells = 2 * k + 60
+    labels = rng.integers(0, k, size=n_cells)
+    labels[:k] = np.arange(k)  # every cluster has a cell ...
+    labels[labels == k - 1] = 0  # ... but the last one
+    scale = rng.choice([0.5, 1.0], n_cells)[:, None]  # ties within and across cells
+    X = (rng.poisson(0.7, size=(n_cells, 6)) * scale).astype(np.float32)
+    csc = sp.csc_matrix(X)
+    dtype = code_dtype_for(k)
+    assert dtype == (np.uint8 if k <= 256 else np.uint16)
+    columns = LabelledColumns(
+        csc.data,
+        labels[csc.indices].astype(dtype),
+        csc.indptr.astype(np.int64),
+        np.bincount(labels, minlength=k).astype(np.int64),
+    )
+    assert columns.shape == X.shape
+    ova, ava = auroc_columns(columns)
+    assert np.isnan(ova[k - 1]).all() and np.isnan(ava[k - 1]).all()
+    if k <= 5:
+        assert_same((ova, ava), sklearn_reference(X, labels, k))
+    else:  # sklearn for every entry is slow at 300 clusters: the kernel on the matrix, and a
+        # few entries against sklearn
+        assert_same((ova, ava), auroc_ova_ava(X, labels, k))
+        for c1, c2, g in [(0, 1, 0), (2, 299 - 1, 3), (150, 7, 5)]:
+            m = (labels == c1) | (labels == c2)
+            assert ava[c1, c2, g] == pytest.approx(roc_auc_score(labels[m] == c1, X[m, g]))
+        y = labels == 3
+        assert ova[3, 2] == pytest.approx(roc_auc_score(y, X[:, 2]))

@@ -335,15 +335,18 @@ def test_hvgs_on_subsamples_match_scanpy_batched(n_cells, n_top):
 @pytest.mark.parametrize("fmt", ["csr", "csc", "dense"])
 def test_auroc_subsample_rows_match_dense(fmt):
     """The streamed AUROC subsample (sampled rows, tested genes, each row scaled to 1e4 over
-    those genes, float32 CSC) equals a dense computation, whatever the chunk size."""
+    those genes, float32, by gene with each cell's cluster code) equals a dense computation,
+    whatever the chunk size, and gives the AUROCs of that dense matrix."""
+    from pairot.pp._auroc import auroc_columns, auroc_pairwise_loop
     from pairot.pp._reader import CountReader
-    from pairot.pp._stream import CscBuilder, PassSpec, run_pass
+    from pairot.pp._stream import AurocBuilder, PassSpec, run_pass
 
     rng = np.random.default_rng(2)
     dense = rng.poisson(0.8, size=(40, 12)).astype(np.float32)
     dense[5] = 0  # a cell without counts stays zero
     X = dense if fmt == "dense" else sparse.csr_matrix(dense).asformat(fmt)
     rows = np.array([0, 3, 5, 6, 7, 19, 20, 21, 33, 39])
+    codes = np.array([2, 0, 1, 2, 2, 0, 1, 1, 0, 2])
     genes = np.array([1, 2, 4, 7, 8, 11])
     take = np.zeros(40, dtype=bool)
     take[rows] = True
@@ -351,14 +354,23 @@ def test_auroc_subsample_rows_match_dense(fmt):
     assert reader.n_chunks > 3
     spec = PassSpec(gene_index=genes, auroc_counts=True)
     counts = run_pass(reader, spec, take_auroc=take).auroc_counts
-    builder = CscBuilder(counts, rows.size)
+    builder = AurocBuilder(counts, codes, 3)
     run_pass(reader, PassSpec(gene_index=genes, auroc=True), take_auroc=take, auroc_into=builder)
     got = builder.result()
     sub = dense[rows][:, genes].astype(np.float64)
     totals = sub.sum(axis=1, keepdims=True)
     expected = np.divide(sub * 1e4, totals, out=np.zeros_like(sub), where=totals > 0)
-    assert sparse.isspmatrix_csc(got) and got.has_sorted_indices
-    np.testing.assert_allclose(got.toarray(), expected, rtol=1e-6)
+    assert got.codes.dtype == np.uint8 and got.data.dtype == np.float32
+    np.testing.assert_array_equal(got.sizes, np.bincount(codes, minlength=3))
+    for g in range(genes.size):
+        stored = np.flatnonzero(expected[:, g])  # in row order, as the chunks arrive
+        lo, hi = got.indptr[g], got.indptr[g + 1]
+        np.testing.assert_allclose(got.data[lo:hi], expected[stored, g], rtol=1e-6)
+        np.testing.assert_array_equal(got.codes[lo:hi], codes[stored])
+    ova, ava = auroc_columns(got)
+    ova_loop, ava_loop = auroc_pairwise_loop(expected.astype(np.float32), codes, 3)
+    np.testing.assert_allclose(ova, ova_loop, rtol=1e-12)
+    np.testing.assert_allclose(ava, ava_loop, rtol=1e-12)
 
 
 def test_seurat_statistics_in_gene_blocks_equal_scanpy(monkeypatch):
@@ -382,19 +394,21 @@ def test_seurat_statistics_in_gene_blocks_equal_scanpy(monkeypatch):
     np.testing.assert_array_equal(got["highly_variable"], expected["highly_variable"])
 
 
-def test_csc_builder_refuses_counts_that_changed_between_passes():
-    """Column counts from an earlier pass size the AUROC matrix; rows that do not fit them
+def test_auroc_builder_refuses_counts_that_changed_between_passes():
+    """Column counts from an earlier pass size the AUROC subsample; rows that do not fit them
     (the data changed between the passes) are an error, never a write out of bounds."""
-    from pairot.pp._stream import CscBuilder
+    from pairot.pp._stream import AurocBuilder
 
     part = sparse.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]], dtype=np.float32))
-    builder = CscBuilder(np.array([1, 1, 1]), 2)
+    builder = AurocBuilder(np.array([1, 1, 1]), np.array([1, 0]), 2)
     builder.add(part)
-    np.testing.assert_array_equal(builder.result().toarray(), part.toarray())
-    short = CscBuilder(np.array([1, 0, 1]), 2)
+    columns = builder.result()
+    np.testing.assert_array_equal(columns.data, [1.0, 3.0, 2.0])
+    np.testing.assert_array_equal(columns.codes, [1, 0, 1])
+    short = AurocBuilder(np.array([1, 0, 1]), np.array([0, 0]), 1)
     with pytest.raises(RuntimeError, match="changed between two passes"):
         short.add(part)
-    unfinished = CscBuilder(np.array([1, 1, 2]), 3)
+    unfinished = AurocBuilder(np.array([1, 1, 2]), np.array([0, 0, 0]), 1)
     unfinished.add(part)
     with pytest.raises(RuntimeError, match="changed between two passes"):
         unfinished.result()

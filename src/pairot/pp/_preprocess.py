@@ -14,14 +14,14 @@ from scipy import sparse
 from .._interrupt import check as check_interrupt
 from .._interrupt import interruptible_call
 from .._logging import logger, progress_logger
-from ._auroc import auroc_ova_ava
+from ._auroc import LabelledColumns, auroc_columns
 from ._gene_tables import gene_filter_mask
 from ._hvg import combine_statistics, hvg_rows, study_statistics
 from ._limma import group_statistics, limma_ava, limma_ova
 from ._pseudobulk import LogExpression, Profiles, profiles_of, stored_pseudobulk
 from ._reader import CountReader, _is_dask, x_of
 from ._sampling import downsample_indices
-from ._stream import CscBuilder, PassSpec, run_pass, stack_rows
+from ._stream import AurocBuilder, PassSpec, run_pass, stack_rows
 from ._upstream import ava_to_dict, ova_to_dict
 from ._validate import argument_text, check_adata, check_count_matrix, get_labels, study
 
@@ -225,11 +225,11 @@ def _limma(expr: LogExpression, profiles: Profiles, n_clusters: int, name: str):
     return ova, ava
 
 
-def _auroc(normalized, n_genes: int, codes: np.ndarray, n_clusters: int, name: str):
-    """AUROCs of the normalized subsample (cells x genes, CSC)."""
+def _auroc(normalized: LabelledColumns, name: str):
+    """AUROCs of the normalized subsample (each gene's values with their cells' clusters)."""
     start = time.perf_counter()
-    n_rows = normalized.shape[0]
-    ova_auc, ava_auc = auroc_ova_ava(normalized, codes, n_clusters)
+    n_rows, n_genes = normalized.shape
+    ova_auc, ava_auc = auroc_columns(normalized)
     del normalized
     logger.info(
         "%s: AUROC on %d cells x %d genes in %.1f s",
@@ -255,12 +255,12 @@ def _tables(
     n_clusters = len(clusters.categories)
     n_genes = len(genes)
     categories = clusters.categories
-    gene_codes = np.arange(n_genes, dtype=np.int32)
+    # codes in the smallest signed dtype of each: pandas keeps them as they are (no copy)
+    gene_codes = np.arange(n_genes, dtype=_code_dtype(n_genes))
+    cluster_codes = np.arange(n_clusters, dtype=_code_dtype(n_clusters))
     ova = pd.DataFrame(
         {
-            "cluster": pd.Categorical.from_codes(
-                np.repeat(np.arange(n_clusters), n_genes), categories
-            ),
+            "cluster": pd.Categorical.from_codes(np.repeat(cluster_codes, n_genes), categories),
             "gene": pd.Categorical.from_codes(np.tile(gene_codes, n_clusters), genes),
             "logFC": ova_fc.ravel(),
             "P.Value": ova_p.ravel(),
@@ -271,8 +271,12 @@ def _tables(
     )
     first, second = np.nonzero(~np.eye(n_clusters, dtype=bool))
     columns = {
-        "cluster": pd.Categorical.from_codes(np.repeat(first, n_genes), categories),
-        "versus": pd.Categorical.from_codes(np.repeat(second, n_genes), categories),
+        "cluster": pd.Categorical.from_codes(
+            np.repeat(cluster_codes[first], n_genes), categories
+        ),
+        "versus": pd.Categorical.from_codes(
+            np.repeat(cluster_codes[second], n_genes), categories
+        ),
         "gene": pd.Categorical.from_codes(np.tile(gene_codes, first.size), genes),
     }
     arrays = [*ava_limma, ava_auc]
@@ -280,6 +284,15 @@ def _tables(
     for key in ("logFC", "P.Value", "adj.P.Val", "auroc"):
         columns[key] = arrays.pop(0)[first, second].ravel()
     return ova, pd.DataFrame(columns, copy=False)
+
+
+def _code_dtype(n_categories: int) -> np.dtype:
+    """The integer dtype pandas stores the codes of ``n_categories`` categories in (code -1
+    means missing, so int8 holds up to 126 categories)."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if n_categories < np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
 
 
 def _auroc_rows(clusters: pd.Categorical, n_samples_auroc: int | None, random_state: int):
@@ -439,9 +452,9 @@ def rank_genes_limma(
     limma_results = _limma(expr, profiles, n_clusters, "adata")
     del expr
     genes = pd.Index(np.asarray(study_.var.index.astype(str)))
-    normalized = CscBuilder(counts, auroc_codes.size)
+    normalized = AurocBuilder(counts, auroc_codes, n_clusters)
     run_pass(study_.reader, PassSpec(auroc=True), take_auroc=take_auroc, auroc_into=normalized)
-    aurocs = [_auroc(normalized.result(), adata.n_vars, auroc_codes, n_clusters, "adata")]
+    aurocs = [_auroc(normalized.result(), "adata")]
     del normalized
     de_ova, de_ava = _tables(limma_results, aurocs.pop(), genes, clusters)
     if result_format == "long":
@@ -742,37 +755,44 @@ def preprocess_adatas(
     if drop:
         params["genes_to_drop"] = np.asarray(drop, dtype=str)
 
-    # pass 3: the AUROC subsample (then the DE tables) and the output counts
+    # pass 3: the AUROC subsample, then the DE tables
+    tables = {}
+    for name, study_ in studies.items():
+        clusters = study_.clusters
+        take, auroc_codes = take_auroc.pop(name)
+        counts = auroc_counts.pop(name)
+        normalized = AurocBuilder(
+            np.zeros(len(genes), dtype=np.int64) if counts is None else counts,
+            auroc_codes,
+            len(clusters.categories),
+        )
+        spec = PassSpec(gene_index=gene_index[name], auroc=True)
+        check_interrupt()
+        start = time.perf_counter()
+        run_pass(study_.reader, spec, take_auroc=take, auroc_into=normalized)
+        logger.info(
+            "%s: AUROC subsample read in %.1f s", study(name), time.perf_counter() - start
+        )
+        aurocs = [_auroc(normalized.result(), name)]
+        del normalized  # the subsample's values, before the tables are built
+        tables[name] = _tables(limma_results.pop(name), aurocs.pop(), genes, clusters)
+
+    # pass 4: the output counts, read once every subsample is gone (never held beside one)
     outputs = []
     for name, study_ in studies.items():
         ct_col, sample_col = columns[name]
-        clusters = study_.clusters
-        n_clusters = len(clusters.categories)
-        take, auroc_codes = take_auroc.pop(name)
-        counts = auroc_counts.pop(name)
-        normalized = CscBuilder(
-            np.zeros(len(genes), dtype=np.int64) if counts is None else counts, auroc_codes.size
-        )
         out_columns = gene_index[name][hvg]
         dense = study_.reader.dense
-        spec = PassSpec(
-            gene_index=gene_index[name], auroc=True, output_index=out_columns, output_dense=dense
-        )
         check_interrupt()
         start = time.perf_counter()
-        result = run_pass(study_.reader, spec, take_auroc=take, auroc_into=normalized)
-        logger.info(
-            "%s: AUROC subsample and output counts read in %.1f s",
-            study(name),
-            time.perf_counter() - start,
-        )
+        spec = PassSpec(output_index=out_columns, output_dense=dense)
+        result = run_pass(study_.reader, spec)
         X_out = stack_rows(result.output, out_columns.size, study_.reader.dtype, dense=dense)
-        aurocs = [_auroc(normalized.result(), len(genes), auroc_codes, n_clusters, name)]
-        del normalized  # the subsample's CSC matrix, before the tables are built
-        de_ova, de_ava = _tables(limma_results.pop(name), aurocs.pop(), genes, clusters)
         del result
+        logger.info("%s: output counts read in %.1f s", study(name), time.perf_counter() - start)
+        de_ova, de_ava = tables.pop(name)
         obs = study_.obs.copy()
-        obs[ct_col] = clusters
+        obs[ct_col] = study_.clusters
         obs[sample_col] = study_.samples
         _upstream_columns(obs, ct_col, sample_col, name)
         var = study_.var.iloc[out_columns].copy()

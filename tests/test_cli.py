@@ -87,7 +87,7 @@ def python_run():
     dataset_map.solve(progress=False)
     mappings = dataset_map.compute_mapping(None)
     distance = dataset_map.compute_distance()
-    matches = dataset_map.select_similar_clusters(mappings["mean"], distance)
+    matches = dataset_map.select_similar_clusters(mappings["mean"], distance, output="table")
     return dataset_map, mappings, distance, matches
 
 

@@ -163,7 +163,8 @@ class RunResult:
     label_distance
         The normalized label distance L (query x reference).
     matches
-        Output of ``select_similar_clusters`` on the ``"mean"`` mapping and the distance.
+        Output of ``select_similar_clusters(..., output="table")`` on the ``"mean"``
+        mapping and the distance (the long table, with the ranks).
     timings
         Seconds spent in each step, in the order the steps ran.
     summary
@@ -362,6 +363,7 @@ def run_pipeline(
             distance,
             threshold_mapping=p.threshold_mapping,
             threshold_distance=p.threshold_distance,
+            output="table",
             intervals=intervals,
         )
     with step("unmatched_clusters", "Query clusters without a match (a relaxed solve)"):

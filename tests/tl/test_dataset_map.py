@@ -350,11 +350,11 @@ def test_select_similar_clusters():
     distance = pd.DataFrame(
         [[0.2, 1.5, 0.3], [0.9, 0.4, 0.5]], index=mapping.index, columns=mapping.columns
     )
-    got = pr.tl.DatasetMap.select_similar_clusters(mapping, distance)
+    got = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, output="table")
     assert list(zip(got["query"], got["reference"])) == [("q1", "r1"), ("q2", "r3"), ("q2", "r2")]
     # ranks count each query cluster's matches from 1 (1 = best match)
     assert list(got["rank"]) == [1, 1, 2]
-    top1 = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, n_top=1)
+    top1 = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, n_top=1, output="table")
     assert list(top1["reference"]) == ["r1", "r3"]
     assert list(top1["rank"]) == [1, 1]
 

@@ -1,5 +1,7 @@
 """DatasetMap against a dense float64 implementation of the whole model written from METHOD.md."""
 
+import re
+
 import anndata as ad
 import numpy as np
 import ot
@@ -341,6 +343,58 @@ def test_embedding_features(preprocessed):
     np.testing.assert_allclose(dm.geom.x @ dm.geom.y.T, cos, atol=1e-5)
     with pytest.raises(KeyError, match="X_missing"):
         dm.init_geom(embedding_layer="X_missing")
+
+
+def _feature_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "cell features of" in r.getMessage()]
+
+
+def test_uninformative_cell_features_are_warned(preprocessed, caplog):
+    """Too few HVGs: most cells have no rank vector; the warning says the cell term carries
+    no information and the mapping rests on the label term alone."""
+    query, reference = pr.datasets.pbmc_demo()
+    few = pr.pp.preprocess_adatas(
+        query,
+        reference,
+        "cell_type",
+        "cell_type",
+        "sample_id",
+        "sample_id",
+        10,
+        min_shared_genes=10,
+    )
+    # independent count of the cells whose 10 HVG values are all equal
+    X1 = few[0].X.toarray() if sparse.issparse(few[0].X) else np.asarray(few[0].X)
+    share = np.mean(np.ptp(X1, axis=1) == 0)
+    assert share > 0.5
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.tl.DatasetMap(*few).init_geom()
+    (message,) = _feature_warnings(caplog)
+    assert message == (
+        f"The cell features of adata1 carry no information: {share:.0%} of its cells have all "
+        "their 10 highly variable gene values equal (e.g. all zero), so they have no rank "
+        "vector. The cell term of the cost (lambda_feature) then cannot tell cells apart, and "
+        "the mapping rests on the label term (the marker genes) alone; use more highly "
+        "variable genes (preprocess_adatas(n_top_genes=...), at least 50) or a shared "
+        "embedding (init_geom(embedding_layer='X_pca'))."
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.tl.DatasetMap(*few).init_geom(lambda_feature=0.0)  # no cell term: nothing to say
+        pr.tl.DatasetMap(*preprocessed).init_geom()  # 200 HVGs: informative
+    assert _feature_warnings(caplog) == []
+    # an embedding that is the same for every reference cell
+    q, r = (a.copy() for a in preprocessed)
+    r.obsm["X_pca"] = np.tile(r.obsm["X_pca"][:1], (r.n_obs, 1))
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.tl.DatasetMap(q, r).init_geom(embedding_layer="X_pca")
+    (message,) = _feature_warnings(caplog)
+    assert re.match(
+        r"The cell features of adata2 carry no information: its cells' feature vectors are "
+        r"\(nearly\) all the same \(total variance [0-9.e+-]+ across cells, below 0\.01\)\. ",
+        message,
+    ), message
+    assert message.endswith("use a shared embedding that separates the cells.")
 
 
 def test_select_similar_clusters():

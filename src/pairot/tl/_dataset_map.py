@@ -12,11 +12,11 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._interrupt import interruptible
-from .._logging import progress_logger
+from .._logging import logger, progress_logger
 from ..pp._sampling import downsample_indices
 from ..pp._validate import argument_text, get_labels, part, study
 from . import _aggregate, _small_clusters
-from ._features import cosine_features, spearman_features
+from ._features import cosine_features, spearman_features, uninformative_features
 from ._label_distance import label_distance, marker_lists
 from ._ott_arguments import translate
 from ._robust_label_distance import check_mode, robust_label_distance
@@ -328,6 +328,29 @@ def _features(function, matrix, where: str) -> np.ndarray:
         raise type(error)(msg) from error
 
 
+def _warn_uninformative(x: np.ndarray, y: np.ndarray, embedding_layer: str | None) -> None:
+    """Warn when the cell features of either study carry no information
+    (docs/method.md#cell-features-and-cost)."""
+    for features, name in ((x, "adata1"), (y, "adata2")):
+        reason = uninformative_features(features, embedding=embedding_layer is not None)
+        if reason is None:
+            continue
+        fix = (
+            "use a shared embedding that separates the cells"
+            if embedding_layer is not None
+            else "use more highly variable genes (preprocess_adatas(n_top_genes=...), at "
+            "least 50) or a shared embedding (init_geom(embedding_layer='X_pca'))"
+        )
+        logger.warning(
+            "The cell features of %s carry no information: %s. The cell term of the cost "
+            "(lambda_feature) then cannot tell cells apart, and the mapping rests on the "
+            "label term (the marker genes) alone; %s.",
+            study(name),
+            reason,
+            fix,
+        )
+
+
 def _own_arguments(method) -> list[str]:
     """The named parameters of a ``DatasetMap`` method, for messages."""
     return [
@@ -477,7 +500,8 @@ class DatasetMap:
         ``"cell_type_author"`` and ``"sample_id"`` (upstream also offers it here).
 
         All arguments, and the keyword-only ones passed through ``kwargs``
-        (``random_state``, ``genes_to_keep``, ``genes_to_drop``, ``chunk_size``), are those
+        (``random_state``, ``genes_to_keep``, ``genes_to_drop``, ``chunk_size``,
+        ``store_pseudobulk``, ``min_shared_genes``), are those
         of :func:`pairot.pp.preprocess_adatas`.
         """
         from ..pp import preprocess_adatas
@@ -660,6 +684,8 @@ class DatasetMap:
             where = f"obsm[{embedding_layer!r}]"
             x = _features(cosine_features, e1, part("adata1", where))
             y = _features(cosine_features, e2, part("adata2", where))
+        if lambda_feature > 0:
+            _warn_uninformative(x, y, embedding_layer)
         qc = self.query_labels.codes.astype(np.int64)
         rc = self.reference_labels.codes.astype(np.int64)
         Lv = L.to_numpy(dtype=np.float32)

@@ -174,9 +174,12 @@ def test_log_normalized_x_is_rejected(pair):
         preprocess(lognorm, pair[1])
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32, np.int64, np.uint16])
+@pytest.mark.parametrize(
+    "dtype", [np.float64, np.float32, np.float16, np.int32, np.int64, np.uint16]
+)
 def test_float_or_int_dtype_holding_integers_works(pair, processed, dtype):
-    """Counts in any numeric dtype give the same result as the float32 original."""
+    """Counts in any numeric dtype give the same result as the float32 original (float16 is
+    read as float32, exactly; scipy.sparse has no float16, so here it is dense)."""
     a1 = pair[0].copy()
     a1.X = dense(a1.X).astype(dtype)
     q, _ = preprocess(a1, pair[1])

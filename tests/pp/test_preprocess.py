@@ -516,3 +516,95 @@ def test_default_minimum_is_documented_and_shared():
     assert CLI_DEFAULT == RunParameters("a", "b", "c", "d").min_shared_genes == MIN_SHARED_GENES
     default = pr.pp.preprocess_adatas.__wrapped__.__kwdefaults__["min_shared_genes"]
     assert default == MIN_SHARED_GENES
+
+
+# ----------------------------------------------------------------------------- float16 X
+def _float16_pair(pair):
+    """The pair with the query's counts in float16 (dense: scipy.sparse has no float16)."""
+    a1 = pair[0].copy()
+    a1.X = _dense(a1.X).astype(np.float16)
+    return a1, pair[1]
+
+
+def _assert_same_outputs(got, expected):
+    for g, e in zip(got, expected, strict=True):
+        assert list(g.var_names) == list(e.var_names)
+        assert g.X.dtype == np.float32
+        np.testing.assert_array_equal(_dense(g.X), _dense(e.X))
+        for key in ("de_ova", "de_ava"):
+            pd.testing.assert_frame_equal(g.uns["pairot"][key], e.uns["pairot"][key])
+
+
+def test_float16_counts_are_read_exactly_as_float32(pair, caplog):
+    """float16 holds every count up to 2048 exactly and float32 holds every float16: the
+    counts are read chunk by chunk as float32 and give the float32 study's result."""
+    a1, a2 = _float16_pair(pair)
+    before = a1.X.copy()
+    as32 = a1.copy()
+    as32.X = a1.X.astype(np.float32)
+    args = ("ct", "ct", "donor", "donor")
+    expected = pr.pp.preprocess_adatas(as32, a2, *args, n_top_genes=20, **SMALL)
+    with caplog.at_level("INFO", logger="pairot"):
+        got = pr.pp.preprocess_adatas(a1, a2, *args, n_top_genes=20, chunk_size=37, **SMALL)
+    _assert_same_outputs(got, expected)
+    assert "adata1.X holds float16 values; they are read as float32." in caplog.messages
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "float16" in r.msg]
+    assert a1.X.dtype == np.float16 and np.array_equal(a1.X, before)  # the caller's X
+    # a DatasetMap on float16 counts builds the same Spearman features
+    features = pr.tl._features.spearman_features
+    np.testing.assert_array_equal(features(a1.X), features(as32.X))
+
+
+def test_float16_backed_and_lazy(pair, tmp_path):
+    import dask.array as da
+
+    a1, a2 = _float16_pair(pair)
+    args = ("ct", "ct", "donor", "donor")
+    expected = pr.pp.preprocess_adatas(a1, a2, *args, n_top_genes=20, **SMALL)
+    path = tmp_path / "q16.h5ad"
+    a1.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    assert backed.X.dtype == np.float16  # an h5py dataset of float16
+    got = pr.pp.preprocess_adatas(backed, a2, *args, n_top_genes=20, chunk_size=50, **SMALL)
+    _assert_same_outputs(got, expected)
+    lazy = a1.copy()
+    lazy.X = da.from_array(a1.X, chunks=(41, -1))
+    _assert_same_outputs(
+        pr.pp.preprocess_adatas(lazy, a2, *args, n_top_genes=20, **SMALL), expected
+    )
+
+
+def test_float16_sparse_on_disk_is_a_clear_error(pair, tmp_path):
+    """scipy.sparse (so also anndata) cannot hold float16: a sparse float16 X can only come
+    from a file written by hand. pairot names the study, the dtype and the fix."""
+    import h5py
+
+    path = tmp_path / "sparse16.h5ad"
+    pair[0].write_h5ad(path)  # CSR float32
+    with h5py.File(path, "r+") as handle:
+        data = handle["X/data"][:]
+        del handle["X/data"]
+        handle["X"].create_dataset("data", data=data.astype(np.float16))
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(TypeError) as info:
+        pr.pp.preprocess_adatas(backed, pair[1], "ct", "ct", "donor", "donor", **SMALL)
+    message = str(info.value)
+    assert message.startswith("adata1.X is a sparse matrix of float16 values on disk")
+    assert "data.astype('float32')" in message and "scipy.sparse has" not in message
+
+
+def test_float16_overflow_and_rounding_are_explained(pair, caplog):
+    a1, a2 = _float16_pair(pair)
+    big = a1.copy()
+    big.X = big.X.copy()
+    big.X[0, 0] = 3001  # float16 keeps 3000: every 2nd integer above 2048
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.pp.preprocess_adatas(big, a2, "ct", "ct", "donor", "donor", n_top_genes=20, **SMALL)
+    (warning,) = [m for m in caplog.messages if "float16" in m]
+    assert warning.startswith("adata1.X holds float16 values up to 3000; float16 holds every")
+    assert "may have been rounded" in warning
+    inf = a1.copy()
+    inf.X = inf.X.copy()
+    inf.X[0, 0] = np.inf  # what a count above 65504 becomes in float16
+    with pytest.raises(ValueError, match=r"NaN or infinite .* float16 holds at most 65504"):
+        pr.pp.preprocess_adatas(inf, a2, "ct", "ct", "donor", "donor", n_top_genes=20, **SMALL)

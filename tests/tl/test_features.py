@@ -270,3 +270,8 @@ def test_uninformative_features_thresholds():
         "75% of its cells have an all-zero embedding vector"
     )
     assert uninformative_features(np.ones((1, 3)) / np.sqrt(3)) is None  # one cell: no spread
+
+
+def test_spearman_features_of_float16_equal_float32():
+    X = count_matrix(4).astype(np.float16)
+    np.testing.assert_array_equal(spearman_features(X), spearman_features(X.astype(np.float32)))

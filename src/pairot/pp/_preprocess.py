@@ -620,11 +620,15 @@ def preprocess_adatas(
     Input checks and messy data, case by case:
 
     - ``X`` must hold raw counts: any numeric dtype (float holding whole numbers is fine),
-      dense or sparse; negative or NaN / infinite values are a ``ValueError`` pointing to the
-      raw counts. Fractional values are a ``ValueError`` when the study's largest value is
-      below 30 (log-transformed) or every cell has the same total (normalized); otherwise
-      they are read as counts on a count scale (ambient-RNA-corrected counts, counts rebuilt
-      from normalized data) with a warning saying what was seen (docs/method.md#inputs).
+      dense or sparse; float16 is read chunk by chunk as float32 (exactly; the outputs hold
+      float32), with a warning when its values exceed 2048 (float16 then skips integers, so
+      the counts may have been rounded), and a sparse float16 matrix on disk (scipy.sparse
+      cannot hold one) is a ``TypeError`` saying how to rewrite it as float32; negative or
+      NaN / infinite values are a ``ValueError`` pointing to the raw counts. Fractional
+      values are a ``ValueError`` when the study's largest value is below 30
+      (log-transformed) or every cell has the same total (normalized); otherwise they are
+      read as counts on a count scale (ambient-RNA-corrected counts, counts rebuilt from
+      normalized data) with a warning saying what was seen (docs/method.md#inputs).
     - Views (``adata[cells, genes]``) are accepted and give the result of their copies.
     - Large studies: the counts are read in chunks of ``chunk_size`` cells, three times per
       study (checks and gene totals; pseudobulk sums and the HVG subsample; the AUROC

@@ -236,7 +236,10 @@ def spearman_features(X, *, dtype=np.float32, chunk_size: int | None = None) -> 
                 chunk = chunk.copy()
                 chunk.sum_duplicates()
         else:
-            chunk = sparse.csr_matrix(X[start:stop])
+            block = X[start:stop]
+            if block.dtype == np.float16:  # scipy.sparse has no float16; float32 is exact
+                block = block.astype(np.float32)
+            chunk = sparse.csr_matrix(block)
         _spearman_rows(
             chunk.indptr.astype(np.int64, copy=False),
             chunk.indices.astype(np.int64, copy=False),

@@ -87,7 +87,7 @@ def python_run():
     dataset_map.solve(progress=False)
     mappings = dataset_map.compute_mapping(None)
     distance = dataset_map.compute_distance()
-    matches = dataset_map.select_similar_clusters(mappings["mean"], distance)
+    matches = dataset_map.select_similar_clusters(mappings["mean"], distance, output="table")
     return dataset_map, mappings, distance, matches
 
 
@@ -185,6 +185,7 @@ def test_demo_run_json(demo_run, python_run):
     assert info["command"] == "demo"
     params = info["parameters"]
     assert params["n_top_genes"] == 500
+    assert params["min_shared_genes"] == 50
     assert params["epsilon"] == 0.05
     assert params["tau_a"] == params["tau_b"] == 1.0
     assert params["batch_size"] == 1024
@@ -401,6 +402,52 @@ def test_wrong_column_name(demo_h5ad, tmp_path, capsys, option, message):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture(scope="module")
+def few_shared_h5ad(tmp_path_factory):
+    """The demo pair as h5ad files, the reference sharing only its first 30 gene names."""
+    folder = tmp_path_factory.mktemp("few")
+    query, reference = pr.datasets.pbmc_demo()
+    query.obs = query.obs.rename(columns={"cell_type": "celltype", "sample_id": "donor"})
+    reference.obs = reference.obs.rename(columns={"cell_type": "label", "sample_id": "sample"})
+    reference.var_names = [g if i < 30 else f"OTHER{i}" for i, g in enumerate(query.var_names)]
+    query.write_h5ad(folder / "query.h5ad")
+    reference.write_h5ad(folder / "reference.h5ad")
+    # the genes expressed (total count > 10) in both, counted by hand
+    totals_q = dict(zip(query.var_names, query.X.sum(0).A1, strict=True))
+    totals_r = dict(zip(reference.var_names, reference.X.sum(0).A1, strict=True))
+    shared = [g for g in query.var_names if totals_q[g] > 10 and totals_r.get(g, 0) > 10]
+    return folder, len(shared)
+
+
+def test_too_few_shared_genes_is_a_one_line_error(few_shared_h5ad, tmp_path, capsys):
+    folder, n_shared = few_shared_h5ad
+    assert 0 < n_shared < 50
+    assert main(_run_args(folder, tmp_path / "out", "--quiet")) == 2
+    line = _assert_one_line_error(
+        capsys.readouterr().err,
+        f"The query study and the reference study share only {n_shared} genes expressed "
+        "(total count > 10) in both, fewer than --min-shared-genes 50:",
+        "carries no information",
+        f"to run anyway, pass --min-shared-genes {n_shared}.",
+    )
+    assert re.search(r"adata[12]|min_shared_genes", line) is None, line
+    assert list(tmp_path.iterdir()) == []
+    # --n-top-genes below the minimum: refused, in the command line's words
+    assert main(_run_args(folder, tmp_path / "out", "--quiet", "--n-top-genes", "20")) == 2
+    _assert_one_line_error(
+        capsys.readouterr().err,
+        "--n-top-genes 20 is below --min-shared-genes 50:",
+        "or pass --min-shared-genes 20 to run with 20 highly variable genes anyway.",
+    )
+    # lowered, it runs on the shared genes and records the option
+    out = tmp_path / "lowered"
+    lowered = ("--min-shared-genes", str(n_shared), "--no-cells", "--quiet")
+    assert main(_run_args(folder, out, *lowered)) == 0, capsys.readouterr().err
+    info = json.loads((out / "run.json").read_text())
+    assert info["parameters"]["min_shared_genes"] == n_shared
+    assert info["data"]["n_hvgs"] == info["data"]["n_shared_genes"] == n_shared
+
+
 def test_output_under_a_regular_file(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("I am a file\n")
@@ -479,6 +526,7 @@ def test_help(capsys):
         "--query-sample",
         "--ref-sample",
         "--n-top-genes",
+        "--min-shared-genes",
         "--n-samples",
         "--epsilon",
         "--tau-a",

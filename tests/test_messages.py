@@ -160,3 +160,24 @@ def test_embedding_errors_in_the_pipeline_say_query_and_reference(demo):
     q.obsm["X_emb"] = rng.normal(size=(q.n_obs, 3))
     with pytest.raises(ValueError, match=r"embedding_layer='X_emb' has 3 dimensions in adata1"):
         pr.tl.DatasetMap(q, r).init_geom(embedding_layer="X_emb")
+
+
+def test_too_few_genes_in_the_pipeline_say_the_options(demo):
+    """The minimum of genes for the cell term, reached from the command line's pipeline, names
+    --min-shared-genes and --n-top-genes; the Python API names its arguments."""
+    query, reference = (adata.copy() for adata in demo)
+    reference.var_names = [g if i < 30 else f"X{i}" for i, g in enumerate(reference.var_names)]
+    message = pipeline_error(query, reference)
+    assert re.match(
+        r"The query study and the reference study share only (\d+) genes expressed \(total "
+        r"count > 10\) in both, fewer than --min-shared-genes 50: the cell term of the cost",
+        message,
+    ), message
+    n_shared = int(re.match(r".* share only (\d+) genes", message).group(1))
+    assert message.endswith(f"to run anyway, pass --min-shared-genes {n_shared}.")
+    assert PYTHON_WORDS.search(message) is None and "min_shared_genes" not in message
+    message = pipeline_error(*demo, n_top_genes=30)
+    assert message.startswith("--n-top-genes 30 is below --min-shared-genes 50: the cell term")
+    assert "n_top_genes" not in message and "min_shared_genes" not in message
+    with pytest.raises(ValueError, match=r"^adata1 and adata2 share only .*min_shared_genes=50"):
+        pr.pp.preprocess_adatas(query, reference, **PYTHON_ARGS)

@@ -70,6 +70,9 @@ def make_pair(**kwargs) -> tuple[ad.AnnData, ad.AnnData]:
 
 def preprocess(a1, a2, **kwargs):
     kwargs.setdefault("n_top_genes", 20)
+    # the small studies here (40-48 genes, 20-30 HVGs) are below the default minimum of 50
+    # genes for the cell term on purpose; test_too_few_shared_genes tests the minimum itself
+    kwargs.setdefault("min_shared_genes", 10)
     return pr.pp.preprocess_adatas(a1, a2, *PP_ARGS, **kwargs)
 
 
@@ -171,9 +174,12 @@ def test_log_normalized_x_is_rejected(pair):
         preprocess(lognorm, pair[1])
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32, np.int64, np.uint16])
+@pytest.mark.parametrize(
+    "dtype", [np.float64, np.float32, np.float16, np.int32, np.int64, np.uint16]
+)
 def test_float_or_int_dtype_holding_integers_works(pair, processed, dtype):
-    """Counts in any numeric dtype give the same result as the float32 original."""
+    """Counts in any numeric dtype give the same result as the float32 original (float16 is
+    read as float32, exactly; scipy.sparse has no float16, so here it is dense)."""
     a1 = pair[0].copy()
     a1.X = dense(a1.X).astype(dtype)
     q, _ = preprocess(a1, pair[1])
@@ -430,8 +436,19 @@ def test_no_shared_genes(pair):
         preprocess(pair[0], other)
 
 
+def test_too_few_shared_genes(pair):
+    """Below min_shared_genes (default 50) a ValueError with the numbers and the way out: the
+    cell term would carry no information (the pair shares its 40 genes)."""
+    with pytest.raises(
+        ValueError,
+        match=r"^adata1 and adata2 share only 40 genes .* fewer than min_shared_genes=50: .*"
+        r"carries no information.* pass min_shared_genes=40\.$",
+    ):
+        pr.pp.preprocess_adatas(*pair, *PP_ARGS)
+
+
 def test_fewer_shared_genes_than_n_top_genes(pair, caplog):
-    """Warning, and all shared genes are used."""
+    """Warning, and all shared genes are used (at or above min_shared_genes, here lowered)."""
     with caplog.at_level(logging.WARNING, logger="pairot"):
         q, r = preprocess(*pair, n_top_genes=500)
     assert "n_top_genes=500 is not smaller than the 40 shared genes" in caplog.text

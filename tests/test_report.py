@@ -232,7 +232,7 @@ def test_heatmaps_share_one_order_and_the_page_width():
     mapping.loc["q0", "r2"], mapping.loc["q3", "r0"] = 6.0, 5.0  # far from the diagonal
     distance = pd.DataFrame(rng.uniform(0, 2, (4, 3)), index=queries, columns=references)
     label = pd.DataFrame(rng.uniform(size=(4, 3)), index=queries, columns=references)
-    matches = pr.tl.DatasetMap.select_similar_clusters(mapping, distance)
+    matches = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, output="table")
     html_text = render_report(
         mapping=mapping, distance=distance, matches=matches, label_distance=label
     )

@@ -98,9 +98,9 @@ def test_upstream_tutorial_cells(tmp_path):
     assert fig.layout.title is not None
     plt.close("all")
 
-    # Suggested matches with no threshold, in upstream's dict form.
+    # Suggested matches with no threshold, in upstream's dict form (the default).
     matches = dataset_map.select_similar_clusters(
-        mapping, distance, threshold_mapping=None, threshold_distance=None, output="dict"
+        mapping, distance, threshold_mapping=None, threshold_distance=None
     )
     for q, refs in matches.items():
         assert refs == list(mapping.loc[q].sort_values(ascending=False, kind="stable").index)

@@ -681,8 +681,8 @@ def render_report(
         Query x reference tables of ``compute_mapping()`` (``"mean"``) and
         ``compute_distance()``.
     matches
-        Output of ``select_similar_clusters`` (columns ``query, reference, mapping,
-        distance``).
+        Output of ``select_similar_clusters(..., output="table")`` (columns ``query,
+        reference, mapping, distance``).
     deg_tables
         For each ``(query, reference)`` match, the genes behind it: a slice of
         ``DatasetMap.DEGs_label_distance[query][reference]`` (indexed by gene, columns

@@ -89,6 +89,9 @@ class RunParameters:
         ``obs`` columns with the sample (donor) of each cell, for pseudobulk DE.
     n_top_genes
         Highly variable genes kept by :func:`pairot.pp.preprocess_adatas`.
+    min_shared_genes
+        The fewest shared genes (and ``n_top_genes``) that
+        :func:`pairot.pp.preprocess_adatas` accepts (``min_shared_genes``; 50).
     n_samples
         If given, at most this many cells per cluster of each study enter the OT fit
         (:func:`pairot.pp.downsample_indices`); ``None`` keeps every cell.
@@ -125,6 +128,7 @@ class RunParameters:
     query_sample: str
     ref_sample: str
     n_top_genes: int = 500
+    min_shared_genes: int = 50  # pairot.pp._preprocess.MIN_SHARED_GENES (a test checks)
     n_samples: int | None = None
     min_cells: int | None = 5
     small_clusters: str = "drop"
@@ -163,7 +167,8 @@ class RunResult:
     label_distance
         The normalized label distance L (query x reference).
     matches
-        Output of ``select_similar_clusters`` on the ``"mean"`` mapping and the distance.
+        Output of ``select_similar_clusters(..., output="table")`` on the ``"mean"``
+        mapping and the distance (the long table, with the ranks).
     timings
         Seconds spent in each step, in the order the steps ran.
     summary
@@ -310,6 +315,7 @@ def run_pipeline(
             sample_column_adata1=p.query_sample,
             sample_column_adata2=p.ref_sample,
             n_top_genes=p.n_top_genes,
+            min_shared_genes=p.min_shared_genes,
             filter_genes=p.filter_genes,
             random_state=p.seed,
             # the summed profiles are kept only for the donor resampling of --bootstrap
@@ -362,6 +368,7 @@ def run_pipeline(
             distance,
             threshold_mapping=p.threshold_mapping,
             threshold_distance=p.threshold_distance,
+            output="table",
             intervals=intervals,
         )
     with step("unmatched_clusters", "Query clusters without a match (a relaxed solve)"):

@@ -26,6 +26,10 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
+#: Default of --min-shared-genes: ``pairot.pp._preprocess.MIN_SHARED_GENES`` (written out
+#: here so that ``pairot --help`` does not import the preprocessing; a test keeps them equal).
+MIN_SHARED_GENES = 50
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
@@ -118,6 +122,14 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     method = parser.add_argument_group("method")
     method.add_argument(
         "--n-top-genes", type=_positive_int, default=500, help="highly variable genes (500)"
+    )
+    method.add_argument(
+        "--min-shared-genes",
+        type=_positive_int,
+        default=MIN_SHARED_GENES,
+        help="refuse studies that share fewer expressed genes, or fewer --n-top-genes, than "
+        "this: with so few genes the cells' Spearman correlation carries no information; "
+        f"lower it (e.g. to 1) to run anyway ({MIN_SHARED_GENES})",
     )
     method.add_argument(
         "--n-samples",
@@ -315,6 +327,7 @@ def _parameters(args: argparse.Namespace, columns: dict[str, str]):
     return RunParameters(
         **columns,
         n_top_genes=args.n_top_genes,
+        min_shared_genes=args.min_shared_genes,
         n_samples=args.n_samples,
         min_cells=args.min_cells or None,
         small_clusters=args.small_clusters,

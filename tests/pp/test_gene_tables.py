@@ -282,14 +282,15 @@ def test_preprocess_filter_genes_uses_the_tables():
     genes += ["NOTAGENE1", "RPL10", "MT-CO1", "IGKV1-5"]
     a1, a2 = _study(1, genes), _study(2, genes)
     args = (a1, a2, "ct", "ct", "donor", "donor")
-    q, _ = pr.pp.preprocess_adatas(*args, n_top_genes=5, filter_genes=True)
+    small = {"min_shared_genes": 5}  # 9 to 13 genes: this tests the filter, not the mapping
+    q, _ = pr.pp.preprocess_adatas(*args, n_top_genes=5, filter_genes=True, **small)
     kept = set(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
     assert kept == set(genes[:9])
     q, _ = pr.pp.preprocess_adatas(
-        *args, n_top_genes=5, filter_genes=True, genes_to_keep=["NOTAGENE1", "RPL10"]
+        *args, n_top_genes=5, filter_genes=True, genes_to_keep=["NOTAGENE1", "RPL10"], **small
     )
     kept = set(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
     assert kept == set(genes[:9]) | {"NOTAGENE1", "RPL10"}
-    q, _ = pr.pp.preprocess_adatas(*args, n_top_genes=5)
+    q, _ = pr.pp.preprocess_adatas(*args, n_top_genes=5, **small)
     assert set(q.uns["pairot"]["de_ova"]["gene"].cat.categories) == set(genes)
     assert list(a1.var_names) == genes  # the caller's objects are untouched

@@ -16,6 +16,13 @@ from pairot.pp._limma import limma_ava, limma_ova
 NAMES = ["CD4+/CD45RA+/CD25- Naive T", "B cell", "Mono 14+", "NK ñ-γ"]
 
 
+#: The small synthetic studies here (60 genes) and their 10-20 HVGs are below the default
+#: minimum of 50 genes for the cell term (pairot.pp._preprocess.MIN_SHARED_GENES), on purpose:
+#: they test the preprocessing, not the mapping; the tests "too few shared genes" below test
+#: the minimum itself.
+SMALL = {"min_shared_genes": 5}
+
+
 def make_study(seed, n_cells=240, n_genes=60, names=NAMES, n_samples=3, fmt="csr"):
     rng = np.random.default_rng(seed)
     k = len(names)
@@ -72,6 +79,7 @@ def processed(pair):
         n_top_genes=20,
         n_samples_auroc=10_000,
         n_samples_hvg_selection=100_000,
+        **SMALL,
     )
 
 
@@ -190,7 +198,9 @@ def test_caller_objects_unchanged(pair):
         )
         for a in (a1, a2)
     ]
-    pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=10, filter_genes=True)
+    pr.pp.preprocess_adatas(
+        a1, a2, "ct", "ct", "donor", "donor", n_top_genes=10, filter_genes=True, **SMALL
+    )
     for a, (X, obs, var, uns, layers) in zip((a1, a2), before):
         np.testing.assert_array_equal(_dense(a.X), _dense(X))
         pd.testing.assert_frame_equal(a.obs, obs)
@@ -221,7 +231,7 @@ def test_h5ad_round_trip(processed, tmp_path):
 
 
 def test_deterministic(pair, processed):
-    again = pr.pp.preprocess_adatas(*pair, "ct", "ct", "donor", "donor", n_top_genes=20)
+    again = pr.pp.preprocess_adatas(*pair, "ct", "ct", "donor", "donor", n_top_genes=20, **SMALL)
     for a, b in zip(again, processed):
         pd.testing.assert_frame_equal(a.uns["pairot"]["de_ova"], b.uns["pairot"]["de_ova"])
         assert list(a.var_names) == list(b.var_names)
@@ -237,6 +247,7 @@ def test_filter_genes_and_user_lists(pair):
         n_top_genes=10,
         filter_genes=True,
         genes_to_drop=["G002"],
+        **SMALL,
     )
     genes = set(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
     assert "MT-CO1" not in genes and "G002" not in genes and "G003" in genes
@@ -249,6 +260,7 @@ def test_filter_genes_and_user_lists(pair):
         n_top_genes=10,
         filter_genes=True,
         genes_to_keep=["MT-CO1"],
+        **SMALL,
     )
     assert "MT-CO1" in set(q.uns["pairot"]["de_ova"]["gene"].cat.categories)
 
@@ -412,3 +424,201 @@ def test_auroc_builder_refuses_counts_that_changed_between_passes():
     unfinished.add(part)
     with pytest.raises(RuntimeError, match="changed between two passes"):
         unfinished.result()
+
+
+# --------------------------------------------------------------------- too few shared genes
+def _naive_shared(a1, a2):
+    """The genes expressed (total count > 10) in both studies: a plain loop over gene names."""
+    t1 = dict(zip(a1.var_names, _dense(a1.X).sum(0), strict=True))
+    t2 = dict(zip(a2.var_names, _dense(a2.X).sum(0), strict=True))
+    return [g for g in a1.var_names if t1[g] > 10 and g in t2 and t2[g] > 10]
+
+
+def _sharing(a2, keep):
+    """A copy of ``a2`` whose genes beyond the first ``keep`` get names no other study has."""
+    out = a2.copy()
+    out.var_names = [g if i < keep else f"OTHER{i}" for i, g in enumerate(a2.var_names)]
+    return out
+
+
+def test_one_shared_gene_of_300_is_refused_with_the_numbers():
+    """Two studies sharing one gene of 300 used to run with a warning and give a uniform
+    mapping; now a ValueError gives the numbers and the way to run anyway."""
+    a1 = make_study(31, n_genes=300)
+    a2 = _sharing(make_study(32, n_genes=300, fmt="dense"), 0)
+    a2.var_names = [*a2.var_names[:-1], a1.var_names[7]]  # the one shared gene
+    assert len(_naive_shared(a1, a2)) == 1
+    with pytest.raises(ValueError) as info:
+        pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=80)
+    message = str(info.value)
+    assert message.startswith(
+        "adata1 and adata2 share only 1 gene expressed (total count > 10) in both, fewer than "
+        "min_shared_genes=50: the cell term of the cost (the Spearman correlation"
+    ), message
+    assert "carries no information" in message and "label term" in message
+    assert message.endswith("to run anyway, pass min_shared_genes=1.")
+    # lowered explicitly, it runs (with the old warning) on the one gene
+    q, r = pr.pp.preprocess_adatas(
+        a1, a2, "ct", "ct", "donor", "donor", n_top_genes=80, min_shared_genes=1
+    )
+    assert list(q.var_names) == list(r.var_names) == [a1.var_names[7]]
+    assert q.uns["pairot"]["params"]["min_shared_genes"] == 1
+
+
+def test_min_shared_genes_boundary_against_a_naive_count(pair):
+    a1, a2 = pair
+    a2 = _sharing(a2, 40)
+    n_shared = len(_naive_shared(a1, a2))
+    assert 30 < n_shared < 50
+    args = (a1, a2, "ct", "ct", "donor", "donor")  # n_top_genes=500: all shared genes
+    q, _ = pr.pp.preprocess_adatas(*args, n_top_genes=500, min_shared_genes=n_shared)
+    assert q.uns["pairot"]["params"]["n_shared_genes"] == n_shared
+    assert q.uns["pairot"]["params"]["min_shared_genes"] == n_shared
+    with pytest.raises(ValueError, match=f"share only {n_shared} genes expressed .* in both, "):
+        pr.pp.preprocess_adatas(*args, n_top_genes=500, min_shared_genes=n_shared + 1)
+    # the count is taken after the gene filter: dropping 3 genes goes below
+    drop = _naive_shared(a1, a2)[:3]
+    with pytest.raises(
+        ValueError,
+        match=f"share only {n_shared - 3} genes expressed .* in both and pass the gene filter, "
+        f"fewer than min_shared_genes={n_shared - 1}",
+    ):
+        pr.pp.preprocess_adatas(
+            *args, n_top_genes=500, min_shared_genes=n_shared - 1, genes_to_drop=drop
+        )
+
+
+def test_n_top_genes_below_min_shared_genes_is_refused_before_reading(pair):
+    a1, a2 = pair
+    log = a2.copy()
+    log.X = np.log1p(_dense(log.X))  # would be refused when read: the check comes first
+    args = (a1, log, "ct", "ct", "donor", "donor")
+    with pytest.raises(ValueError) as info:
+        pr.pp.preprocess_adatas(*args, n_top_genes=20)
+    message = str(info.value)
+    assert message.startswith("n_top_genes=20 is below min_shared_genes=50: the cell term")
+    assert message.endswith(
+        "Use at least n_top_genes=50 (500 by default), or pass min_shared_genes=20 to run "
+        "with 20 highly variable genes anyway."
+    )
+    with pytest.raises(ValueError, match="looks log-transformed"):  # lowered: read, refused
+        pr.pp.preprocess_adatas(*args, n_top_genes=20, min_shared_genes=20)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (0, ValueError, r"min_shared_genes=0 must be >= 1 .* pass e\.g\. min_shared_genes=1"),
+        (-5, ValueError, "min_shared_genes=-5 must be >= 1"),
+        (2.5, TypeError, "min_shared_genes=2.5 must be a positive integer .* got float"),
+        (True, TypeError, "min_shared_genes=True must be a positive integer"),
+        ("50", TypeError, "min_shared_genes='50' must be a positive integer"),
+    ],
+)
+def test_bad_min_shared_genes(pair, value, error, match):
+    with pytest.raises(error, match=match):
+        pr.pp.preprocess_adatas(*pair, "ct", "ct", "donor", "donor", min_shared_genes=value)
+
+
+def test_default_minimum_is_documented_and_shared():
+    """One number: the preprocessing, the command line and its pipeline agree."""
+    from pairot._run import RunParameters
+    from pairot.cli import MIN_SHARED_GENES as CLI_DEFAULT
+    from pairot.pp._preprocess import MIN_SHARED_GENES
+
+    assert MIN_SHARED_GENES == 50
+    assert CLI_DEFAULT == RunParameters("a", "b", "c", "d").min_shared_genes == MIN_SHARED_GENES
+    default = pr.pp.preprocess_adatas.__wrapped__.__kwdefaults__["min_shared_genes"]
+    assert default == MIN_SHARED_GENES
+
+
+# ----------------------------------------------------------------------------- float16 X
+def _float16_pair(pair):
+    """The pair with the query's counts in float16 (dense: scipy.sparse has no float16)."""
+    a1 = pair[0].copy()
+    a1.X = _dense(a1.X).astype(np.float16)
+    return a1, pair[1]
+
+
+def _assert_same_outputs(got, expected):
+    for g, e in zip(got, expected, strict=True):
+        assert list(g.var_names) == list(e.var_names)
+        assert g.X.dtype == np.float32
+        np.testing.assert_array_equal(_dense(g.X), _dense(e.X))
+        for key in ("de_ova", "de_ava"):
+            pd.testing.assert_frame_equal(g.uns["pairot"][key], e.uns["pairot"][key])
+
+
+def test_float16_counts_are_read_exactly_as_float32(pair, caplog):
+    """float16 holds every count up to 2048 exactly and float32 holds every float16: the
+    counts are read chunk by chunk as float32 and give the float32 study's result."""
+    a1, a2 = _float16_pair(pair)
+    before = a1.X.copy()
+    as32 = a1.copy()
+    as32.X = a1.X.astype(np.float32)
+    args = ("ct", "ct", "donor", "donor")
+    expected = pr.pp.preprocess_adatas(as32, a2, *args, n_top_genes=20, **SMALL)
+    with caplog.at_level("INFO", logger="pairot"):
+        got = pr.pp.preprocess_adatas(a1, a2, *args, n_top_genes=20, chunk_size=37, **SMALL)
+    _assert_same_outputs(got, expected)
+    assert "adata1.X holds float16 values; they are read as float32." in caplog.messages
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "float16" in r.msg]
+    assert a1.X.dtype == np.float16 and np.array_equal(a1.X, before)  # the caller's X
+    # a DatasetMap on float16 counts builds the same Spearman features
+    features = pr.tl._features.spearman_features
+    np.testing.assert_array_equal(features(a1.X), features(as32.X))
+
+
+def test_float16_backed_and_lazy(pair, tmp_path):
+    import dask.array as da
+
+    a1, a2 = _float16_pair(pair)
+    args = ("ct", "ct", "donor", "donor")
+    expected = pr.pp.preprocess_adatas(a1, a2, *args, n_top_genes=20, **SMALL)
+    path = tmp_path / "q16.h5ad"
+    a1.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    assert backed.X.dtype == np.float16  # an h5py dataset of float16
+    got = pr.pp.preprocess_adatas(backed, a2, *args, n_top_genes=20, chunk_size=50, **SMALL)
+    _assert_same_outputs(got, expected)
+    lazy = a1.copy()
+    lazy.X = da.from_array(a1.X, chunks=(41, -1))
+    _assert_same_outputs(
+        pr.pp.preprocess_adatas(lazy, a2, *args, n_top_genes=20, **SMALL), expected
+    )
+
+
+def test_float16_sparse_on_disk_is_a_clear_error(pair, tmp_path):
+    """scipy.sparse (so also anndata) cannot hold float16: a sparse float16 X can only come
+    from a file written by hand. pairot names the study, the dtype and the fix."""
+    import h5py
+
+    path = tmp_path / "sparse16.h5ad"
+    pair[0].write_h5ad(path)  # CSR float32
+    with h5py.File(path, "r+") as handle:
+        data = handle["X/data"][:]
+        del handle["X/data"]
+        handle["X"].create_dataset("data", data=data.astype(np.float16))
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(TypeError) as info:
+        pr.pp.preprocess_adatas(backed, pair[1], "ct", "ct", "donor", "donor", **SMALL)
+    message = str(info.value)
+    assert message.startswith("adata1.X is a sparse matrix of float16 values on disk")
+    assert "data.astype('float32')" in message and "scipy.sparse has" not in message
+
+
+def test_float16_overflow_and_rounding_are_explained(pair, caplog):
+    a1, a2 = _float16_pair(pair)
+    big = a1.copy()
+    big.X = big.X.copy()
+    big.X[0, 0] = 3001  # float16 keeps 3000: every 2nd integer above 2048
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.pp.preprocess_adatas(big, a2, "ct", "ct", "donor", "donor", n_top_genes=20, **SMALL)
+    (warning,) = [m for m in caplog.messages if "float16" in m]
+    assert warning.startswith("adata1.X holds float16 values up to 3000; float16 holds every")
+    assert "may have been rounded" in warning
+    inf = a1.copy()
+    inf.X = inf.X.copy()
+    inf.X[0, 0] = np.inf  # what a count above 65504 becomes in float16
+    with pytest.raises(ValueError, match=r"NaN or infinite .* float16 holds at most 65504"):
+        pr.pp.preprocess_adatas(inf, a2, "ct", "ct", "donor", "donor", n_top_genes=20, **SMALL)

@@ -220,6 +220,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     q_path, r_path = sys.argv[1:3]
     args = ("cell_type", "cell_type", "sample_id", "sample_id")
     kw = dict(n_top_genes=40, n_samples_auroc=150, n_samples_hvg_selection=1500)
+    kw["min_shared_genes"] = 40  # 40 HVGs, below the default minimum: memory, not mapping
     q, r = ad.read_h5ad(q_path, backed="r"), ad.read_h5ad(r_path, backed="r")
     pr.pp.preprocess_adatas(q[::25], r[::25], *args, **kw)  # compile the numba kernels
     tracemalloc.start()

@@ -10,7 +10,7 @@ import pytest
 
 import pairot as pr
 
-from .test_preprocess import make_study
+from .test_preprocess import SMALL, make_study
 
 
 def _assert_same(a, b):
@@ -40,7 +40,7 @@ def test_n_samples_auroc_none_means_all_cells():
 
 def test_preprocess_none_means_all_cells():
     a1, a2 = make_study(6), make_study(7, n_cells=200)
-    kw = dict(n_top_genes=15)
+    kw = dict(n_top_genes=15, **SMALL)
     expected = pr.pp.preprocess_adatas(
         a1,
         a2,
@@ -99,7 +99,9 @@ def test_corrected_counts_are_accepted_with_a_warning(caplog):
     corrected = _fractional(a1, X)
     n_fractional = int(np.count_nonzero(X != np.rint(X)))
     with caplog.at_level("WARNING", logger="pairot"):
-        q, _ = pr.pp.preprocess_adatas(corrected, a2, "ct", "ct", "donor", "donor", n_top_genes=15)
+        q, _ = pr.pp.preprocess_adatas(
+            corrected, a2, "ct", "ct", "donor", "donor", n_top_genes=15, **SMALL
+        )
     (warning,) = [m for m in caplog.messages if "non-integer" in m]
     assert warning.startswith("adata1.X contains non-integer values")
     assert f"{n_fractional:,} of its {np.count_nonzero(X):,} non-zero values" in warning
@@ -133,7 +135,9 @@ def test_outputs_carry_cell_type_author_and_sample_id(caplog):
     a2.obs["cell_type_author"] = "author's own"  # replaced in the output, with a warning
     before = a2.obs.copy()
     with caplog.at_level("WARNING", logger="pairot"):
-        q, r = pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=15)
+        q, r = pr.pp.preprocess_adatas(
+            a1, a2, "ct", "ct", "donor", "donor", n_top_genes=15, **SMALL
+        )
     for out, original in ((q, a1), (r, a2)):
         assert (
             out.obs["cell_type_author"].astype(str).tolist()
@@ -155,6 +159,6 @@ def test_upstream_column_names_used_as_inputs():
     for a in (a1, a2):
         a.obs = a.obs.rename(columns={"ct": "cell_type_author", "donor": "sample_id"})
     args = ("cell_type_author",) * 2 + ("sample_id",) * 2
-    q, _ = pr.pp.preprocess_adatas(a1, a2, *args, n_top_genes=15)
+    q, _ = pr.pp.preprocess_adatas(a1, a2, *args, n_top_genes=15, **SMALL)
     assert list(q.obs.columns) == ["cell_type_author", "sample_id"]
     assert q.uns["pairot"]["cell_type_key"] == "cell_type_author"

@@ -516,11 +516,17 @@ def test_select_genes_dicts_match_naive_and_long(seed):
             )
         ]
         assert flat == expected, args
-        for frame in got.values():
-            assert list(frame.columns) == ["logFC", "reference"]
+        for cluster, frame in got.items():
+            # every column of the source frames, then reference (upstream keeps them all)
+            assert list(frame.columns) == [*VALUES, "row_id", "note", "reference"]
+            assert frame["row_id"].dtype == np.int64
             assert frame.index.name == "gene"
             if remove:
                 assert frame.index.is_unique
+            for gene, row in frame.iterrows():
+                ref = row["reference"]
+                source = ova_f[cluster] if ref == "all" else ava_f[cluster][ref]
+                assert row.drop("reference").tolist() == source.loc[gene].tolist()
         # the long path holds the same lists, with a 0-based rank
         long = pr.pp.select_genes(long_ova, long_ava, *args)
         assert list(long.columns) == ["cluster", "rank", "gene", "logFC", "reference"]
@@ -556,6 +562,119 @@ def test_select_genes_defaults_and_hand_example():
     similar = pr.pp.similar_clusters(ova, overlap_threshold=0.5)
     expected = pr.pp.similar_clusters(OVA_HAND, overlap_threshold_ava=0.5)
     pd.testing.assert_frame_equal(similar, expected)
+
+
+def _de_frame(rows):
+    """An upstream DE DataFrame: rows (gene, logFC, P.Value, adj.P.Val, auroc), gene index."""
+    return pd.DataFrame(
+        [r[1:] for r in rows],
+        columns=VALUES,
+        index=pd.Index([r[0] for r in rows], dtype=object),
+        dtype=np.float64,
+    )
+
+
+# hand-made filtered dicts (sorted by logFC), each row's p-values and AUROC distinct so the
+# source of every output row can be told
+OVA_FOUR = {
+    "T": _de_frame(
+        [
+            ("g1", 3.0, 1e-6, 2e-6, 0.91),
+            ("g2", 2.5, 2e-6, 3e-6, 0.82),
+            ("g3", 2.0, 3e-6, 4e-6, 0.73),
+            ("g4", 1.5, 4e-6, 5e-6, 0.64),
+        ]
+    ),
+    "NK": _de_frame(
+        [
+            ("g1", 2.8, 1e-5, 2e-5, 0.95),
+            ("g2", 2.2, 2e-5, 3e-5, 0.85),
+            ("n1", 2.1, 3e-5, 4e-5, 0.75),
+        ]
+    ),
+    "B": _de_frame([("b1", 4.0, 1e-4, 2e-4, 0.99), ("b2", 3.0, 2e-4, 3e-4, 0.88)]),
+    "pDC": _de_frame([]),
+}
+AVA_FOUR = {
+    "T": {
+        "NK": _de_frame(
+            [
+                ("t1", 2.6, 1e-3, 2e-3, 0.71),
+                ("g3", 1.9, 2e-3, 3e-3, 0.72),
+                ("t2", 1.2, 3e-3, 4e-3, 0.73),
+                ("t3", 1.1, 4e-3, 5e-3, 0.74),
+            ]
+        ),
+        "B": _de_frame([("tb", 9.0, 5e-3, 6e-3, 0.99)]),
+        "pDC": _de_frame([]),
+    },
+    "NK": {
+        "T": _de_frame([("n1", 2.1, 1e-2, 2e-2, 0.61), ("n2", 1.8, 2e-2, 3e-2, 0.62)]),
+        "B": _de_frame([]),
+        "pDC": _de_frame([("np", 7.0, 3e-2, 4e-2, 0.63)]),
+    },
+    "B": {"T": _de_frame([]), "NK": _de_frame([]), "pDC": _de_frame([])},
+    "pDC": {"T": _de_frame([]), "NK": _de_frame([]), "B": _de_frame([])},
+}
+
+
+def naive_upstream_select(ova, ava, n_ova, n_ava, threshold=0.3, n_overlap=10):
+    """Upstream's loop in plain pandas: concat the head(n) frames, stable sort, drop repeats."""
+    top = {c: set(f.head(n_overlap).index) for c, f in ova.items()}
+    out = {}
+    for a, frame in ova.items():
+        parts = [frame.head(n_ova).assign(reference="all")]
+        for b in ova:
+            ta, tb = top[a], top[b]
+            overlap = len(ta & tb) / len(ta | tb) * len(tb) / len(ta) if ta else 0.0
+            if b != a and overlap >= threshold:
+                parts.append(ava[a][b].head(n_ava).assign(reference=b))
+        res = pd.concat(parts).sort_values("logFC", ascending=False, kind="stable")
+        res = res[~res.index.duplicated(keep="first")]
+        res.index.name = "gene"
+        out[a] = res
+    return out
+
+
+@pytest.mark.parametrize(("n_ova", "n_ava"), [(10, 3), (2, 1), (3, 10)])
+def test_select_genes_dicts_keep_every_de_column(n_ova, n_ava):
+    before = {c: f.copy(deep=True) for c, f in OVA_FOUR.items()}
+    got = pr.pp.select_genes(OVA_FOUR, AVA_FOUR, n_ova, n_ava)
+    expected = naive_upstream_select(OVA_FOUR, AVA_FOUR, n_ova, n_ava)
+    assert list(got) == list(expected) == ["T", "NK", "B", "pDC"]
+    for cluster, frame in expected.items():
+        assert list(got[cluster].columns) == [*VALUES, "reference"]
+        pd.testing.assert_frame_equal(got[cluster], frame, check_exact=True)
+    for cluster, frame in OVA_FOUR.items():  # the caller's frames untouched
+        pd.testing.assert_frame_equal(frame, before[cluster])
+
+
+def test_select_genes_dicts_carry_the_source_rows_by_hand():
+    got = pr.pp.select_genes(OVA_FOUR, AVA_FOUR)
+    # o(T, NK) = 2/5 * 3/4 = 0.3 and o(NK, T) = 2/5 * 4/3: similar both ways; B, pDC alone
+    t = got["T"]
+    assert t.index.tolist() == ["g1", "t1", "g2", "g3", "g4", "t2"]
+    assert t["reference"].tolist() == ["all", "NK", "all", "all", "all", "NK"]
+    # g3 is a one-vs-all marker (logFC 2.0) and one versus NK (1.9): the OVA row is kept
+    assert t.loc["g3"].tolist() == [2.0, 3e-6, 4e-6, 0.73, "all"]
+    assert t.loc["t1"].tolist() == [2.6, 1e-3, 2e-3, 0.71, "NK"]
+    nk = got["NK"]
+    # n1 ties at logFC 2.1 in the OVA and the AVA frame: concatenation order, the OVA row
+    assert nk.index.tolist() == ["g1", "g2", "n1", "n2"]
+    assert nk.loc["n1"].tolist() == [2.1, 3e-5, 4e-5, 0.75, "all"]
+    assert nk.loc["n2"].tolist() == [1.8, 2e-2, 3e-2, 0.62, "T"]
+    assert got["B"]["P.Value"].tolist() == [1e-4, 2e-4]
+    assert got["pDC"].empty and list(got["pDC"].columns) == [*VALUES, "reference"]
+    # extra columns, in order of first appearance over all frames; missing ones are NaN
+    ova = {c: f.assign(extra=1) if c == "NK" else f for c, f in OVA_FOUR.items()}
+    ava = {c1: dict(inner) for c1, inner in AVA_FOUR.items()}
+    ava["T"]["NK"] = AVA_FOUR["T"]["NK"].assign(reference="x", late="y")
+    mixed = pr.pp.select_genes(ova, ava)
+    for frame in mixed.values():
+        assert list(frame.columns) == [*VALUES, "extra", "late", "reference"]
+    np.testing.assert_array_equal(mixed["NK"]["extra"], [1, 1, 1, np.nan])  # n2: from NK vs T
+    assert mixed["T"].loc["t1", "late"] == "y" and mixed["T"].loc["t1", "reference"] == "NK"
+    assert np.isnan(mixed["T"].loc["g1", "extra"]) and pd.isna(mixed["T"].loc["g1", "late"])
 
 
 def test_select_genes_forms_must_match():

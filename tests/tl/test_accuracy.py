@@ -128,7 +128,7 @@ def test_one_to_one_aggregation_methods_agree_on_top1(one_to_one):
 
 def test_one_to_one_select_similar_clusters_returns_the_true_pairs(one_to_one):
     selected = pr.tl.DatasetMap.select_similar_clusters(
-        one_to_one.mapping["mean"], one_to_one.distance
+        one_to_one.mapping["mean"], one_to_one.distance, output="table"
     )
     best = selected[selected["rank"] == 1].set_index("query")["reference"]
     assert list(best.index) == list(one_to_one.truth.index)  # every query cluster kept

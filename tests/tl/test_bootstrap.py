@@ -522,15 +522,23 @@ def test_bad_arguments(fitted, arguments, error, fragment):
 
 def test_select_similar_clusters_with_intervals(fitted, table):
     mapping, distance = fitted.compute_mapping(), fitted.compute_distance()
-    plain = fitted.select_similar_clusters(mapping, distance)
-    with_intervals = fitted.select_similar_clusters(mapping, distance, intervals=table)
+    plain = fitted.select_similar_clusters(mapping, distance, output="table")
+    with_intervals = fitted.select_similar_clusters(
+        mapping, distance, output="table", intervals=table
+    )
     pd.testing.assert_frame_equal(with_intervals[plain.columns], plain)
     keyed = table.set_index(["query", "reference"])
     for _, row in with_intervals.iterrows():
         for column in INTERVAL_COLUMNS:
             assert row[column] == keyed.loc[(row["query"], row["reference"]), column]
     with pytest.raises(ValueError, match="lacks the column"):
-        fitted.select_similar_clusters(mapping, distance, intervals=table[["query"]])
+        fitted.select_similar_clusters(
+            mapping, distance, output="table", intervals=table[["query"]]
+        )
+    # the dict (the default) has no room for the intervals: an error, no longer ignored
+    for output in ({}, {"output": "dict"}):
+        with pytest.raises(ValueError, match="intervals= adds columns .* pass output='table'"):
+            fitted.select_similar_clusters(mapping, distance, intervals=table, **output)
 
 
 # --------------------------------------------------------------------------- command line

@@ -1,5 +1,7 @@
 """DatasetMap against a dense float64 implementation of the whole model written from METHOD.md."""
 
+import re
+
 import anndata as ad
 import numpy as np
 import ot
@@ -343,6 +345,58 @@ def test_embedding_features(preprocessed):
         dm.init_geom(embedding_layer="X_missing")
 
 
+def _feature_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "cell features of" in r.getMessage()]
+
+
+def test_uninformative_cell_features_are_warned(preprocessed, caplog):
+    """Too few HVGs: most cells have no rank vector; the warning says the cell term carries
+    no information and the mapping rests on the label term alone."""
+    query, reference = pr.datasets.pbmc_demo()
+    few = pr.pp.preprocess_adatas(
+        query,
+        reference,
+        "cell_type",
+        "cell_type",
+        "sample_id",
+        "sample_id",
+        10,
+        min_shared_genes=10,
+    )
+    # independent count of the cells whose 10 HVG values are all equal
+    X1 = few[0].X.toarray() if sparse.issparse(few[0].X) else np.asarray(few[0].X)
+    share = np.mean(np.ptp(X1, axis=1) == 0)
+    assert share > 0.5
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.tl.DatasetMap(*few).init_geom()
+    (message,) = _feature_warnings(caplog)
+    assert message == (
+        f"The cell features of adata1 carry no information: {share:.0%} of its cells have all "
+        "their 10 highly variable gene values equal (e.g. all zero), so they have no rank "
+        "vector. The cell term of the cost (lambda_feature) then cannot tell cells apart, and "
+        "the mapping rests on the label term (the marker genes) alone; use more highly "
+        "variable genes (preprocess_adatas(n_top_genes=...), at least 50) or a shared "
+        "embedding (init_geom(embedding_layer='X_pca'))."
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.tl.DatasetMap(*few).init_geom(lambda_feature=0.0)  # no cell term: nothing to say
+        pr.tl.DatasetMap(*preprocessed).init_geom()  # 200 HVGs: informative
+    assert _feature_warnings(caplog) == []
+    # an embedding that is the same for every reference cell
+    q, r = (a.copy() for a in preprocessed)
+    r.obsm["X_pca"] = np.tile(r.obsm["X_pca"][:1], (r.n_obs, 1))
+    with caplog.at_level("WARNING", logger="pairot"):
+        pr.tl.DatasetMap(q, r).init_geom(embedding_layer="X_pca")
+    (message,) = _feature_warnings(caplog)
+    assert re.match(
+        r"The cell features of adata2 carry no information: its cells' feature vectors are "
+        r"\(nearly\) all the same \(total variance [0-9.e+-]+ across cells, below 0\.01\)\. ",
+        message,
+    ), message
+    assert message.endswith("use a shared embedding that separates the cells.")
+
+
 def test_select_similar_clusters():
     mapping = pd.DataFrame(
         [[0.9, 0.3, 0.1], [0.2, 0.5, 0.6]], index=["q1", "q2"], columns=["r1", "r2", "r3"]
@@ -350,11 +404,11 @@ def test_select_similar_clusters():
     distance = pd.DataFrame(
         [[0.2, 1.5, 0.3], [0.9, 0.4, 0.5]], index=mapping.index, columns=mapping.columns
     )
-    got = pr.tl.DatasetMap.select_similar_clusters(mapping, distance)
+    got = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, output="table")
     assert list(zip(got["query"], got["reference"])) == [("q1", "r1"), ("q2", "r3"), ("q2", "r2")]
     # ranks count each query cluster's matches from 1 (1 = best match)
     assert list(got["rank"]) == [1, 1, 2]
-    top1 = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, n_top=1)
+    top1 = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, n_top=1, output="table")
     assert list(top1["reference"]) == ["r1", "r3"]
     assert list(top1["rank"]) == [1, 1]
 

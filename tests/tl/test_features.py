@@ -10,7 +10,14 @@ from hypothesis.extra.numpy import arrays
 from scipy import sparse, stats
 from sklearn.metrics.pairwise import cosine_similarity
 
-from pairot.tl._features import cosine_features, spearman_features
+from pairot.tl._features import (
+    MAX_UNDEFINED_SHARE,
+    MIN_FEATURE_VARIANCE,
+    cosine_features,
+    feature_spread,
+    spearman_features,
+    uninformative_features,
+)
 
 
 def spearman_reference(X: np.ndarray) -> np.ndarray:
@@ -207,3 +214,64 @@ def test_cosine_default_dtype_and_validation():
         cosine_features(np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError, match="2-D"):
         cosine_features(np.ones(3))
+
+
+# --------------------------------------------------------------------------------------------
+# how much the features vary
+# --------------------------------------------------------------------------------------------
+def naive_spread(F):
+    """Share of zero rows, and 1 - mean pairwise inner product (for unit rows): plain loops."""
+    n = F.shape[0]
+    undefined = sum(1 for i in range(n) if not np.any(F[i] != 0)) / n
+    total = sum(float(np.dot(F[i], F[i])) for i in range(n)) / n
+    pairs = sum(float(np.dot(F[i], F[j])) for i in range(n) for j in range(n)) / n**2
+    return undefined, total - pairs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_feature_spread_matches_naive_loops(seed):
+    F = spearman_features(count_matrix(seed), dtype=np.float64)
+    undefined, variance = feature_spread(F)
+    expected = naive_spread(F)
+    assert undefined == expected[0] == 2 / 40  # the two constant cells of count_matrix
+    assert variance == pytest.approx(expected[1], abs=1e-12)
+    # the same sum of per-feature variances numpy gives
+    assert variance == pytest.approx(np.var(F, axis=0).sum(), abs=1e-12)
+    assert feature_spread(np.zeros((0, 4))) == (0.0, 0.0)
+
+
+def test_uninformative_features_thresholds():
+    rng = np.random.default_rng(0)
+    n = 40
+    X = rng.poisson(3.0, size=(n, 30)).astype(np.float64)
+    assert uninformative_features(spearman_features(X)) is None
+    # just above half of the cells with all HVG values equal: flagged; exactly half: not
+    flat = X.copy()
+    flat[: n // 2 + 1] = 0.0
+    reason = uninformative_features(spearman_features(flat))
+    assert reason == (
+        "52% of its cells have all their 30 highly variable gene values equal (e.g. all "
+        "zero), so they have no rank vector"
+    )
+    flat[n // 2] = X[n // 2]
+    assert feature_spread(spearman_features(flat))[0] == MAX_UNDEFINED_SHARE
+    assert uninformative_features(spearman_features(flat)) is None
+    # every cell with the same ranks (up to scale): no variance at all
+    same = np.tile(X[0], (n, 1)) * rng.integers(1, 4, size=(n, 1))
+    assert feature_spread(spearman_features(same))[1] == pytest.approx(0.0, abs=1e-6)
+    assert "nearly) all the same (total variance" in uninformative_features(spearman_features(same))
+    # an embedding almost constant across cells: variance below the threshold
+    E = np.ones((n, 5)) + 1e-3 * rng.normal(size=(n, 5))
+    variance = feature_spread(cosine_features(E))[1]
+    assert 0 < variance < MIN_FEATURE_VARIANCE
+    assert uninformative_features(cosine_features(E), embedding=True).startswith("its cells'")
+    E[:30] = 0.0
+    assert uninformative_features(cosine_features(E), embedding=True) == (
+        "75% of its cells have an all-zero embedding vector"
+    )
+    assert uninformative_features(np.ones((1, 3)) / np.sqrt(3)) is None  # one cell: no spread
+
+
+def test_spearman_features_of_float16_equal_float32():
+    X = count_matrix(4).astype(np.float16)
+    np.testing.assert_array_equal(spearman_features(X), spearman_features(X.astype(np.float32)))

@@ -190,10 +190,10 @@ def test_stage_error_and_bad_arguments(fitted):
 def test_select_similar_clusters_shows_the_flag(fitted):
     dm = fitted.dm
     mapping, distance = dm.compute_mapping(), dm.compute_distance()
-    plain = dm.select_similar_clusters(mapping, distance)
+    plain = dm.select_similar_clusters(mapping, distance, output="table")
     assert list(plain.columns) == ["query", "reference", "mapping", "distance", "rank"]
     table = dm.unmatched_clusters()
-    marked = dm.select_similar_clusters(mapping, distance, unmatched=table)
+    marked = dm.select_similar_clusters(mapping, distance, output="table", unmatched=table)
     assert list(marked.columns) == [*plain.columns, "unmatched", "reason"]
     q = fitted.missing
     rows = marked[marked["query"] == q]
@@ -212,8 +212,10 @@ def test_select_similar_clusters_shows_the_flag(fitted):
         c for c in mapping.index if c in set(marked["query"])
     ]
     with pytest.raises(TypeError, match="unmatched must be the DataFrame"):
-        dm.select_similar_clusters(mapping, distance, unmatched={"A": True})
-    with pytest.raises(ValueError, match="output='table' only"):
-        dm.select_similar_clusters(mapping, distance, unmatched=table, output="dict")
+        dm.select_similar_clusters(mapping, distance, output="table", unmatched={"A": True})
+    # the dict (the default, and asked for) has no room for the flag: a clear error
+    for output in ({}, {"output": "dict"}):
+        with pytest.raises(ValueError, match="unmatched= adds columns .* pass output='table'"):
+            dm.select_similar_clusters(mapping, distance, unmatched=table, **output)
     with pytest.raises(ValueError, match="has no row for query cluster"):
-        dm.select_similar_clusters(mapping, distance, unmatched=table.iloc[1:])
+        dm.select_similar_clusters(mapping, distance, output="table", unmatched=table.iloc[1:])

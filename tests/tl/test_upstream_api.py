@@ -1,8 +1,8 @@
 """DatasetMap's upstream pairOT contracts (issue 13): what upstream code calls runs unchanged.
 
-``select_similar_clusters`` with ``None`` thresholds and its dict form, a one-line repr for
-``solve()``, upstream's OTT-JAX keyword arguments, ``ot_prob`` and the static
-``DatasetMap.preprocess_adatas``.
+``select_similar_clusters`` with ``None`` thresholds and its dict form (the default), a
+one-line repr for ``solve()``, upstream's OTT-JAX keyword arguments, ``ot_prob`` and the
+static ``DatasetMap.preprocess_adatas``.
 """
 
 import logging
@@ -78,7 +78,7 @@ def test_select_similar_clusters_thresholds_and_dict_form(fitted, t_map, t_dist)
     )
     assert got == expected
     assert list(got) == list(mapping.index)  # every query cluster, in row order
-    table = fitted.select_similar_clusters(mapping, distance, t_map, t_dist)
+    table = fitted.select_similar_clusters(mapping, distance, t_map, t_dist, output="table")
     assert len(table) == sum(len(v) for v in expected.values())
     if t_map is None and t_dist is None:
         assert len(table) == mapping.size  # no threshold: every pair, never an empty table
@@ -86,11 +86,36 @@ def test_select_similar_clusters_thresholds_and_dict_form(fitted, t_map, t_dist)
     assert top == {q: refs[:1] for q, refs in expected.items()}
 
 
+def test_select_similar_clusters_defaults_to_upstreams_dict(fitted):
+    mapping = fitted.compute_mapping()
+    distance = fitted.compute_distance()
+    got = pr.tl.DatasetMap.select_similar_clusters(mapping, distance)  # upstream's call
+    assert isinstance(got, dict)
+    assert got == pr.tl.DatasetMap.select_similar_clusters(mapping, distance, output="dict")
+    assert got == _naive_matches(mapping, distance, 0.25, 1.0)  # the default thresholds
+    # the table grouped by query cluster, every query cluster a key, in mapping row order
+    table = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, output="table")
+    assert isinstance(table, pd.DataFrame)
+    grouped = {q: [] for q in mapping.index}
+    for q, r in zip(table["query"], table["reference"], strict=True):
+        grouped[q].append(r)
+    assert got == grouped and list(got) == list(mapping.index)
+    assert any(got.values())  # some match passes: the comparison is not vacuous
+    # .items() iteration as upstream code does it
+    pairs = [(q, r) for q, refs in got.items() for r in refs]
+    assert pairs == list(zip(table["query"], table["reference"], strict=True))
+    # the bound method on an instance: the same default
+    assert fitted.select_similar_clusters(mapping, distance, None, None, 2) == {
+        q: list(mapping.loc[q].sort_values(ascending=False, kind="stable").index[:2])
+        for q in mapping.index
+    }
+
+
 def test_select_similar_clusters_bad_arguments(fitted):
     mapping = fitted.compute_mapping()
     distance = fitted.compute_distance()
     select = pr.tl.DatasetMap.select_similar_clusters
-    with pytest.raises(ValueError, match="output must be 'table' or 'dict'"):
+    with pytest.raises(ValueError, match="output must be 'dict' .* or 'table'"):
         select(mapping, distance, output="list")
     with pytest.raises(TypeError, match="threshold_mapping must be a number or None"):
         select(mapping, distance, threshold_mapping="0.2")

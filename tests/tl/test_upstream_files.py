@@ -20,7 +20,7 @@ import pytest
 
 import pairot as pr
 
-from ..pp.test_preprocess import make_study
+from ..pp.test_preprocess import SMALL, make_study
 
 NAMES = ["CD4+ T cell", "B cell", "Mono 14+", "NK ñ-γ"]  # spaces, '+', unicode
 VALUES = ["logFC", "P.Value", "adj.P.Val", "auroc"]
@@ -94,7 +94,7 @@ def assert_results_equal(got: dict, expected: dict) -> None:
 def processed():
     a1 = make_study(21, names=NAMES)
     a2 = make_study(22, n_cells=200, names=NAMES[::-1][:3] + ["pDC"])
-    return pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=20)
+    return pr.pp.preprocess_adatas(a1, a2, "ct", "ct", "donor", "donor", n_top_genes=20, **SMALL)
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,9 @@ _AVA_SELECT_COLUMNS = ("cluster", "versus", "gene", "logFC")
 _FILTER_VALUES = ("logFC", "adj.P.Val", "auroc")
 #: ``reference`` of the marker-list rows that come from the one-vs-all markers.
 ALL = "all"
+#: Private column of the long marker lists: 0 for a one-vs-all row, 1 + b for a row of the
+#: all-vs-all markers versus cluster code b.
+_SOURCE_COLUMN = "_pairot_source"
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,7 +611,8 @@ def select_genes(
         Output of :func:`filter_genes_ova`: upstream's dict ``{cluster: DataFrame indexed by
         gene}`` (column ``logFC`` at least) or the long table (columns ``cluster, gene,
         logFC`` at least). Its clusters (dict keys in order, or the ``cluster`` categories)
-        are the clusters of the study.
+        are the clusters of the study. The other columns of the dict's DataFrames are
+        carried into the result; those of a long table are not.
     de_res_ava
         Output of :func:`filter_genes_ava`, in the same form as ``de_res_ova``: the dict
         ``{c1: {c2: DataFrame}}`` or the long table (columns ``cluster, versus, gene, logFC``
@@ -636,11 +640,17 @@ def select_genes(
     -------
     The marker lists, in the form of the inputs:
 
-    - dict: ``{cluster: DataFrame}`` for every cluster of ``de_res_ova`` in its key order
-      (empty DataFrame when a cluster has no marker), indexed by gene (index name
-      ``"gene"``) in list order, with the columns ``logFC`` and ``reference``: ``"all"`` for
-      a one-vs-all marker, else the name of the similar cluster whose all-vs-all markers
-      brought the gene in.
+    - dict: ``{cluster: DataFrame}`` for every cluster of ``de_res_ova`` in its key order,
+      indexed by gene (index name ``"gene"``) in list order. Each row is the gene's row of
+      the DataFrame it comes from, ``de_res_ova[cluster]`` or
+      ``de_res_ava[cluster][reference]``, with all its columns (typically ``logFC, P.Value,
+      adj.P.Val, auroc``; values and dtypes as given). The columns are the union of the
+      columns of all input DataFrames in order of first appearance (the one-vs-all frames
+      in key order, then the all-vs-all frames), a column a source frame lacks being NaN,
+      then ``reference``: ``"all"`` for a one-vs-all marker, else the name of the similar
+      cluster whose all-vs-all markers brought the gene in (an input column named
+      ``reference`` is replaced). A cluster without markers gets an empty DataFrame with
+      these columns.
     - long table: columns ``cluster`` (Categorical with all clusters of ``de_res_ova``, also
       those without markers), ``rank`` (0-based position in the cluster's list, the input of
       the label-distance formula; the tables users read count ranks from 1, see
@@ -695,27 +705,68 @@ def select_genes(
         overlap_threshold=overlap_threshold,
         overlap_n_genes=overlap_n_genes,
         remove_duplicated_genes=remove_duplicated_genes,
+        with_source=forms[0] == "dict",
     )
     if forms[0] == "long":
         return markers
-    return _markers_dict(markers)
+    return _markers_dict(markers, de_res_ova, de_res_ava)
 
 
-def _markers_dict(markers: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The long marker lists as ``{cluster: DataFrame indexed by gene (logFC, reference)}``."""
+def _source_columns(de_res_ova: Mapping, de_res_ava: Mapping) -> dict[str, object]:
+    """The columns of all input DataFrames in order of first appearance (one-vs-all frames in
+    key order, then all-vs-all frames in outer then inner key order), each with the dtype of
+    its first appearance; ``reference`` left out (the marker lists set it)."""
+    frames = list(de_res_ova.values())
+    frames += [frame for inner in de_res_ava.values() for frame in inner.values()]
+    columns: dict[str, object] = {}
+    for frame in frames:
+        for column, dtype in frame.dtypes.items():
+            if column != "reference" and column not in columns:
+                columns[column] = dtype
+    return columns
+
+
+def _markers_dict(
+    markers: pd.DataFrame, de_res_ova: Mapping, de_res_ava: Mapping
+) -> dict[str, pd.DataFrame]:
+    """The long marker lists as ``{cluster: DataFrame indexed by gene}``: each row that of its
+    source DataFrame (``de_res_ova[cluster]`` or ``de_res_ava[cluster][reference]``) with all
+    its columns, then ``reference``."""
+    columns = _source_columns(de_res_ova, de_res_ava)
     codes = markers["cluster"].cat.codes.to_numpy()
     categories = markers["cluster"].cat.categories
     bounds = np.searchsorted(codes, np.arange(len(categories) + 1))
     genes = markers["gene"].to_numpy(dtype=object)
-    logfc = markers["logFC"].to_numpy(dtype=np.float64)
     reference = markers["reference"].to_numpy(dtype=object)
+    # 0 for a one-vs-all row, 1 + b for an all-vs-all row versus cluster b (unambiguous even
+    # for a cluster named "all")
+    source = markers[_SOURCE_COLUMN].to_numpy()
     out = {}
     for i, cluster in enumerate(categories):
         lo, hi = bounds[i], bounds[i + 1]
-        out[cluster] = pd.DataFrame(
-            {"logFC": logfc[lo:hi], "reference": reference[lo:hi]},
-            index=pd.Index(genes[lo:hi], dtype=object, name=GENE_INDEX_NAME),
-        )
+        index = pd.Index(genes[lo:hi], dtype=object, name=GENE_INDEX_NAME)
+        if hi == lo:
+            frame = pd.DataFrame(
+                {c: pd.Series(dtype=dtype) for c, dtype in columns.items()}, index=index
+            )
+        else:
+            pieces, positions = [], []
+            for block in pd.unique(source[lo:hi]):
+                at = np.flatnonzero(source[lo:hi] == block)
+                frame = (
+                    de_res_ova[cluster]
+                    if block == 0
+                    else de_res_ava[cluster][categories[block - 1]]
+                )
+                # genes are unique within a frame (checked when the dicts were stacked)
+                pieces.append(frame.iloc[frame.index.get_indexer(genes[lo:hi][at])])
+                positions.append(at)
+            frame = pieces[0] if len(pieces) == 1 else pd.concat(pieces, sort=False)
+            frame = frame.take(np.argsort(np.concatenate(positions), kind="stable"))
+            frame = frame.reindex(columns=list(columns))
+            frame.index = index
+        frame["reference"] = pd.Series(reference[lo:hi], index=index, dtype=object)
+        out[cluster] = frame
     return out
 
 
@@ -729,8 +780,11 @@ def _select(
     overlap_threshold: float,
     overlap_n_genes: int | None,
     remove_duplicated_genes: bool,
+    with_source: bool = False,
 ) -> pd.DataFrame:
-    """:func:`select_genes` on the long tables, arguments checked."""
+    """:func:`select_genes` on the long tables, arguments checked; with ``with_source`` the
+    column :data:`_SOURCE_COLUMN` says where each row comes from (0: one-vs-all, 1 + b:
+    all-vs-all versus cluster code b)."""
     _check_table(
         de_ava_filtered, "de_res_ava", _AVA_SELECT_COLUMNS, "the output of filter_genes_ava"
     )
@@ -807,12 +861,13 @@ def _select(
         order, rank = order[rank < n_genes_max], rank[rank < n_genes_max]
 
     reference_names = np.asarray([ALL] + [str(c) for c in ova.categories], dtype=object)
-    return pd.DataFrame(
-        {
-            "cluster": pd.Categorical.from_codes(c_cluster[order], categories=ova.categories),
-            "rank": rank,
-            "gene": c_gene[order],
-            "logFC": c_logfc[order],
-            "reference": reference_names[c_block[order]],
-        }
-    )
+    columns = {
+        "cluster": pd.Categorical.from_codes(c_cluster[order], categories=ova.categories),
+        "rank": rank,
+        "gene": c_gene[order],
+        "logFC": c_logfc[order],
+        "reference": reference_names[c_block[order]],
+    }
+    if with_source:
+        columns[_SOURCE_COLUMN] = c_block[order]
+    return pd.DataFrame(columns)

@@ -33,6 +33,19 @@ MIN_CELLS_PER_PROFILE = 2
 PSEUDOBULK_TARGET_SUM = 1e5
 #: The result forms of :func:`rank_genes_limma`: upstream's dicts or pairot's long tables.
 RESULT_FORMATS = ("dict", "long")
+#: Default of ``preprocess_adatas(min_shared_genes=...)``: the fewest shared genes (after the
+#: expression rule and the gene filter) and highly variable genes that the cell term of the
+#: cost can rest on. The cell term is the Spearman correlation of two cells' HVG values; with
+#: few genes most of a cell's values are zero, so its rank vector is mostly one block of ties
+#: (or undefined when all values are equal) and the correlation is noise. On the PBMC demo
+#: pair (``benchmarks/bench_min_genes.py``, figures in benchmarks/README.md) Spearman features
+#: alone give a query cell its true reference cluster 75-81% of the time with 50 to 400 HVGs,
+#: 59% with 30, 44% with 20 and 37% with 10 (where half the cells have all their HVG values
+#: equal), against 35% for always answering the largest cluster. With fewer than about 30
+#: shared genes the whole method fails as well: the label term's DE has as few genes, and the
+#: mapping turns nearly uniform (largest entry 0.17-0.38 with 2-19 shared genes, against 1.0
+#: from 29 on; 8 of 8 clusters mapped to their own type from 46 on).
+MIN_SHARED_GENES = 50
 
 OVA_COLUMNS = ["cluster", "gene", "logFC", "P.Value", "adj.P.Val", "auroc"]
 AVA_COLUMNS = ["cluster", "versus", "gene", "logFC", "P.Value", "adj.P.Val", "auroc"]
@@ -271,12 +284,8 @@ def _tables(
     )
     first, second = np.nonzero(~np.eye(n_clusters, dtype=bool))
     columns = {
-        "cluster": pd.Categorical.from_codes(
-            np.repeat(cluster_codes[first], n_genes), categories
-        ),
-        "versus": pd.Categorical.from_codes(
-            np.repeat(cluster_codes[second], n_genes), categories
-        ),
+        "cluster": pd.Categorical.from_codes(np.repeat(cluster_codes[first], n_genes), categories),
+        "versus": pd.Categorical.from_codes(np.repeat(cluster_codes[second], n_genes), categories),
         "gene": pd.Categorical.from_codes(np.tile(gene_codes, first.size), genes),
     }
     arrays = [*ava_limma, ava_auc]
@@ -462,6 +471,59 @@ def rank_genes_limma(
     return ova_to_dict(de_ova, argument="de_ova"), ava_to_dict(de_ava, argument="de_ava")
 
 
+_NO_INFORMATION = (
+    "the cell term of the cost (the Spearman correlation of the cells' values at the highly "
+    "variable genes) carries no information with so few genes (a cell's values are then "
+    "mostly zeros, whose ranks tie), so the mapping would rest on the label term (the marker "
+    "genes) alone"
+)
+
+
+def _check_min_shared_genes(value, n_top_genes: int) -> int:
+    """The checked ``min_shared_genes``; ``ValueError`` when ``n_top_genes`` is below it."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        msg = (
+            f"{argument_text('min_shared_genes', value)} must be a positive integer (the "
+            f"fewest genes the cell term may use; default {MIN_SHARED_GENES}), got "
+            f"{type(value).__name__}."
+        )
+        raise TypeError(msg)
+    if value < 1:
+        msg = (
+            f"{argument_text('min_shared_genes', value)} must be >= 1 (the fewest genes the "
+            f"cell term may use; default {MIN_SHARED_GENES}); pass e.g. "
+            f"{argument_text('min_shared_genes', 1)} to allow any number of genes."
+        )
+        raise ValueError(msg)
+    value = int(value)
+    if n_top_genes < value:
+        msg = (
+            f"{argument_text('n_top_genes', n_top_genes)} is below "
+            f"{argument_text('min_shared_genes', value)}: {_NO_INFORMATION}. Use at least "
+            f"{argument_text('n_top_genes', value)} (500 by default), or pass "
+            f"{argument_text('min_shared_genes', n_top_genes)} to run with {n_top_genes} "
+            "highly variable genes anyway."
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _check_shared_genes(n_shared: int, min_shared_genes: int, *, filtered: bool) -> None:
+    """``ValueError`` when fewer than ``min_shared_genes`` genes are shared."""
+    if n_shared >= min_shared_genes:
+        return
+    after = " and pass the gene filter" if filtered else ""
+    msg = (
+        f"{study('adata1', start=True)} and {study('adata2')} share only {n_shared} "
+        f"gene{'s' if n_shared != 1 else ''} expressed (total count > {MIN_TOTAL_COUNT}) in "
+        f"both{after}, fewer than {argument_text('min_shared_genes', min_shared_genes)}: "
+        f"{_NO_INFORMATION}. Check that both studies name genes the same way (e.g. both gene "
+        "symbols, not symbols and Ensembl IDs, and the same species); to run anyway, pass "
+        f"{argument_text('min_shared_genes', n_shared)}."
+    )
+    raise ValueError(msg)
+
+
 def _as_gene_list(genes, argument: str) -> list[str] | None:
     if genes is None:
         return None
@@ -489,6 +551,7 @@ def preprocess_adatas(
     genes_to_drop: Iterable[str] | None = None,
     chunk_size: int | None = None,
     store_pseudobulk: bool = True,
+    min_shared_genes: int = MIN_SHARED_GENES,
 ) -> tuple[AnnData, AnnData]:
     """Prepare a query (``adata1``) and a reference (``adata2``) study for ``DatasetMap``.
 
@@ -539,6 +602,13 @@ def preprocess_adatas(
         and 1.38 GB for an atlas pair of 3,600 and 17,392 profiles x 19,819 genes), which
         :meth:`pairot.tl.DatasetMap.bootstrap` needs to resample the samples (donors).
         ``False`` leaves them out; ``bootstrap`` then resamples the cells only, with a warning.
+    min_shared_genes
+        The fewest genes the cell term of the cost may rest on (default
+        :data:`MIN_SHARED_GENES`, 50): fewer shared genes (expressed in both studies, after
+        the gene filter) or a smaller ``n_top_genes`` is a ``ValueError``, because the
+        Spearman correlation of the cells' HVG values then carries no information and the
+        mapping would rest on the label term alone (docs/method.md#preprocessing). An integer
+        >= 1; lower it (e.g. to 1) to run anyway.
 
     Returns
     -------
@@ -559,20 +629,24 @@ def preprocess_adatas(
     Input checks and messy data, case by case:
 
     - ``X`` must hold raw counts: any numeric dtype (float holding whole numbers is fine),
-      dense or sparse; negative or NaN / infinite values are a ``ValueError`` pointing to the
-      raw counts. Fractional values are a ``ValueError`` when the study's largest value is
-      below 30 (log-transformed) or every cell has the same total (normalized); otherwise
-      they are read as counts on a count scale (ambient-RNA-corrected counts, counts rebuilt
-      from normalized data) with a warning saying what was seen (docs/method.md#inputs).
+      dense or sparse; float16 is read chunk by chunk as float32 (exactly; the outputs hold
+      float32), with a warning when its values exceed 2048 (float16 then skips integers, so
+      the counts may have been rounded), and a sparse float16 matrix on disk (scipy.sparse
+      cannot hold one) is a ``TypeError`` saying how to rewrite it as float32; negative or
+      NaN / infinite values are a ``ValueError`` pointing to the raw counts. Fractional
+      values are a ``ValueError`` when the study's largest value is below 30
+      (log-transformed) or every cell has the same total (normalized); otherwise they are
+      read as counts on a count scale (ambient-RNA-corrected counts, counts rebuilt from
+      normalized data) with a warning saying what was seen (docs/method.md#inputs).
     - Views (``adata[cells, genes]``) are accepted and give the result of their copies.
-    - Large studies: the counts are read in chunks of ``chunk_size`` cells, three times per
+    - Large studies: the counts are read in chunks of ``chunk_size`` cells, four times per
       study (checks and gene totals; pseudobulk sums and the HVG subsample; the AUROC
-      subsample and the output counts), and never held whole. Memory is bounded by a chunk,
-      the two subsamples, one study's pseudobulk profiles x genes, the DE tables and the
-      outputs. A backed file is only read, never written. With a dask ``X``, each chunk is
-      one dask task: a ``dask.distributed`` client, when one is active, runs them on its
-      workers. A chunk that cannot be read (a truncated or corrupt file) is an ``OSError``
-      naming the study, the cells and the file.
+      subsample; the output counts, read once every study's AUROC subsample is gone), and
+      never held whole. Memory is bounded by a chunk, one subsample at a time, one study's
+      pseudobulk profiles x genes, the DE tables and the outputs. A backed file is only read,
+      never written. With a dask ``X``, each chunk is one dask task: a ``dask.distributed``
+      client, when one is active, runs them on its workers. A chunk that cannot be read (a
+      truncated or corrupt file) is an ``OSError`` naming the study, the cells and the file.
     - Cluster and sample labels are converted to strings, in the order of the original values
       (a categorical column keeps its order; numbers come in numeric order, so ``1, 2, 10``
       become ``"1", "2", "10"``). Unused categories are dropped (INFO log); missing labels,
@@ -581,7 +655,11 @@ def preprocess_adatas(
       work and survive ``write_h5ad`` / ``read_h5ad``.
     - Duplicated ``var_names``: ``ValueError`` (fix: ``adata.var_names_make_unique()``); an
       empty study (0 cells or 0 genes) or no shared expressed gene: ``ValueError``.
-    - Fewer shared genes than ``n_top_genes``: a warning, and all shared genes are kept.
+    - Fewer shared genes than ``min_shared_genes`` (50), e.g. two studies that share one gene
+      of 300, or ``n_top_genes`` below it: ``ValueError`` giving the numbers (before any
+      expensive step for ``n_top_genes``; after the count scan for the shared genes).
+    - Fewer shared genes than ``n_top_genes`` (but at least ``min_shared_genes``): a warning,
+      and all shared genes are kept.
     - A single cluster, a cluster of one cell, a cluster in one sample only and too few
       pseudobulk profiles behave as described in :func:`rank_genes_limma`; the checks run
       before any expensive step.
@@ -589,6 +667,7 @@ def preprocess_adatas(
     check_adata(adata1, "adata1")
     check_adata(adata2, "adata2")
     n_top_genes = _check_positive_int(n_top_genes, "n_top_genes")
+    min_shared_genes = _check_min_shared_genes(min_shared_genes, n_top_genes)
     n_samples_auroc = _check_max_cells(n_samples_auroc, "n_samples_auroc")
     n_samples_hvg_selection = _check_max_cells(n_samples_hvg_selection, "n_samples_hvg_selection")
     chunk_size = _check_chunk_size(chunk_size)
@@ -656,6 +735,7 @@ def preprocess_adatas(
             "identifiers (e.g. both symbols)."
         )
         raise ValueError(msg)
+    _check_shared_genes(len(genes), min_shared_genes, filtered=bool(flagged.any()))
     genes = pd.Index(np.asarray(genes, dtype=str))
     gene_index = {
         name: study_.var.index.get_indexer(genes).astype(np.int64)
@@ -745,6 +825,7 @@ def preprocess_adatas(
         "n_samples_hvg_selection": n_samples_hvg_selection or 0,
         "random_state": int(random_state),
         "n_shared_genes": len(genes),
+        "min_shared_genes": min_shared_genes,
         "min_total_count": MIN_TOTAL_COUNT,
         "min_cells_per_profile": MIN_CELLS_PER_PROFILE,
         "pseudobulk_target_sum": PSEUDOBULK_TARGET_SUM,
@@ -770,9 +851,7 @@ def preprocess_adatas(
         check_interrupt()
         start = time.perf_counter()
         run_pass(study_.reader, spec, take_auroc=take, auroc_into=normalized)
-        logger.info(
-            "%s: AUROC subsample read in %.1f s", study(name), time.perf_counter() - start
-        )
+        logger.info("%s: AUROC subsample read in %.1f s", study(name), time.perf_counter() - start)
         aurocs = [_auroc(normalized.result(), name)]
         del normalized  # the subsample's values, before the tables are built
         tables[name] = _tables(limma_results.pop(name), aurocs.pop(), genes, clusters)

@@ -37,6 +37,9 @@ from ._validate import part
 
 #: Stored entries (non-zeros, or values of a dense matrix) read at once by default.
 CHUNK_ENTRIES = 1 << 24
+#: The largest integer up to which float16 holds every integer (above it every 2nd, then
+#: every 4th, ...; at most 65504).
+FLOAT16_EXACT_MAX = 2048
 
 
 def _is_dask(X) -> bool:
@@ -131,7 +134,10 @@ def to_csr(block) -> sparse.csr_matrix:
             _check_structure(block)
         block = sparse.csr_matrix(block)
     else:
-        block = sparse.csr_matrix(np.asarray(block))
+        block = np.asarray(block)
+        if block.dtype == np.float16:  # scipy.sparse has no float16; float32 holds it exactly
+            block = block.astype(np.float32)
+        block = sparse.csr_matrix(block)
     if not block.has_canonical_format:
         block = block.copy()
         block.sum_duplicates()
@@ -202,7 +208,21 @@ class CountReader:
                 X = X[:, self._genes]
             self._rows = self._genes = None
         self.X = X
-        self.dtype = np.dtype(X.dtype)
+        #: The dtype of the values as stored, and as read: float16 is read as float32 (exactly:
+        #: scipy.sparse has no float16), every other dtype as it is.
+        self.stored_dtype = np.dtype(X.dtype)
+        self.dtype = self.stored_dtype
+        if self.stored_dtype == np.float16:
+            if _is_backed_sparse(X):
+                msg = (
+                    f"{part(name, 'X')} is a sparse matrix of float16 values on disk, which "
+                    "scipy.sparse (and so anndata) cannot read. Rewrite its values as float32, "
+                    "e.g. with h5py: f = h5py.File(path, 'r+'); data = f['X/data'][:]; "
+                    "del f['X/data']; f['X'].create_dataset('data', data=data.astype('float32'))."
+                )
+                raise TypeError(msg)
+            self.dtype = np.dtype(np.float32)
+            logger.info("%s holds float16 values; they are read as float32.", part(name, "X"))
         self.shape = (
             n_rows if self._rows is None else self._rows.size,
             n_cols if self._genes is None else self._genes.size,

@@ -28,7 +28,7 @@ from scipy import sparse
 from .._logging import logger
 from .._numba import njit_serial
 from ._auroc import LabelledColumns, code_dtype_for
-from ._reader import CountReader
+from ._reader import FLOAT16_EXACT_MAX, CountReader
 from ._validate import code_name, part
 
 #: Every cell of the AUROC subsample is scaled to this many counts (over the tested genes).
@@ -266,15 +266,23 @@ class PassResult:
     output: list = field(default_factory=list)
 
 
-def count_error(result: ChunkResult, name: str, dtype) -> ValueError | None:
+def count_error(result: ChunkResult, name: str, dtype, *, stored_dtype=None) -> ValueError | None:
     """The message for a chunk's first bad value, or ``None`` (the checks' order: non-finite,
-    negative; fractional values are judged over the whole study, :class:`CountSummary`)."""
+    negative; fractional values are judged over the whole study, :class:`CountSummary`).
+    ``stored_dtype`` float16 adds that float16 overflows to infinity above 65504."""
     where = part(name, "X")
     raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
     if result.nonfinite:
+        overflow = (
+            " float16 holds at most 65504: larger counts become infinite when converted to "
+            "it, so keep the counts in float32 or an integer dtype."
+            if stored_dtype is not None and np.dtype(stored_dtype) == np.float16
+            else ""
+        )
         msg = (
             f"{where} contains NaN or infinite values; pairot needs raw UMI counts "
             f"(finite non-negative integers). Pass the unnormalized counts, e.g. from {raw}."
+            f"{overflow}"
         )
         return ValueError(msg)
     if result.minimum < 0:
@@ -326,7 +334,7 @@ def run_pass(
         chunk_work, per_row=(profile, take_hvg, take_auroc), shared=shared
     ):
         if spec.scan:
-            error = count_error(result, reader.name, reader.dtype)
+            error = count_error(result, reader.name, reader.dtype, stored_dtype=reader.stored_dtype)
             if error is not None:
                 raise error
             summary.add(result)
@@ -353,6 +361,18 @@ def run_pass(
             out.output.append(result.output)
     if spec.scan:
         summary.check(reader.name, reader.dtype)
+        if reader.stored_dtype == np.float16 and summary.maximum > FLOAT16_EXACT_MAX:
+            logger.warning(
+                "%s holds float16 values up to %d; float16 holds every integer only up to "
+                "%d (above it every 2nd, then every 4th, ...), so counts above %d may have "
+                "been rounded when X was converted to float16. pairot reads them as they are; "
+                "for exact counts rebuild X from the original counts in float32 or an integer "
+                "dtype.",
+                part(reader.name, "X"),
+                int(summary.maximum),
+                FLOAT16_EXACT_MAX,
+                FLOAT16_EXACT_MAX,
+            )
     return out
 
 

@@ -30,6 +30,8 @@ CLI_STUDY_NAMES: Mapping[str, str] = MappingProxyType(
         "sample_column_adata1": "--query-sample",
         "sample_column_adata2": "--ref-sample",
         "embedding_layer": "--embedding-layer",
+        "n_top_genes": "--n-top-genes",
+        "min_shared_genes": "--min-shared-genes",
     }
 )
 

@@ -12,11 +12,11 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._interrupt import interruptible
-from .._logging import progress_logger
+from .._logging import logger, progress_logger
 from ..pp._sampling import downsample_indices
 from ..pp._validate import argument_text, get_labels, part, study
 from . import _aggregate, _small_clusters
-from ._features import cosine_features, spearman_features
+from ._features import cosine_features, spearman_features, uninformative_features
 from ._label_distance import label_distance, marker_lists
 from ._ott_arguments import translate
 from ._robust_label_distance import check_mode, robust_label_distance
@@ -328,6 +328,29 @@ def _features(function, matrix, where: str) -> np.ndarray:
         raise type(error)(msg) from error
 
 
+def _warn_uninformative(x: np.ndarray, y: np.ndarray, embedding_layer: str | None) -> None:
+    """Warn when the cell features of either study carry no information
+    (docs/method.md#cell-features-and-cost)."""
+    for features, name in ((x, "adata1"), (y, "adata2")):
+        reason = uninformative_features(features, embedding=embedding_layer is not None)
+        if reason is None:
+            continue
+        fix = (
+            "use a shared embedding that separates the cells"
+            if embedding_layer is not None
+            else "use more highly variable genes (preprocess_adatas(n_top_genes=...), at "
+            "least 50) or a shared embedding (init_geom(embedding_layer='X_pca'))"
+        )
+        logger.warning(
+            "The cell features of %s carry no information: %s. The cell term of the cost "
+            "(lambda_feature) then cannot tell cells apart, and the mapping rests on the "
+            "label term (the marker genes) alone; %s.",
+            study(name),
+            reason,
+            fix,
+        )
+
+
 def _own_arguments(method) -> list[str]:
     """The named parameters of a ``DatasetMap`` method, for messages."""
     return [
@@ -477,7 +500,8 @@ class DatasetMap:
         ``"cell_type_author"`` and ``"sample_id"`` (upstream also offers it here).
 
         All arguments, and the keyword-only ones passed through ``kwargs``
-        (``random_state``, ``genes_to_keep``, ``genes_to_drop``, ``chunk_size``), are those
+        (``random_state``, ``genes_to_keep``, ``genes_to_drop``, ``chunk_size``,
+        ``store_pseudobulk``, ``min_shared_genes``), are those
         of :func:`pairot.pp.preprocess_adatas`.
         """
         from ..pp import preprocess_adatas
@@ -660,6 +684,8 @@ class DatasetMap:
             where = f"obsm[{embedding_layer!r}]"
             x = _features(cosine_features, e1, part("adata1", where))
             y = _features(cosine_features, e2, part("adata2", where))
+        if lambda_feature > 0:
+            _warn_uninformative(x, y, embedding_layer)
         qc = self.query_labels.codes.astype(np.int64)
         rc = self.reference_labels.codes.astype(np.int64)
         Lv = L.to_numpy(dtype=np.float32)
@@ -1329,10 +1355,10 @@ class DatasetMap:
         threshold_distance: float | None = 1.0,
         n_top: int | None = None,
         *,
-        output: str = "table",
+        output: str = "dict",
         unmatched: pd.DataFrame | None = None,
         intervals: pd.DataFrame | None = None,
-    ) -> pd.DataFrame | dict[str, list[str]]:
+    ) -> dict[str, list[str]] | pd.DataFrame:
         """Suggested matches: for each query cluster, the reference clusters with mapping >=
         ``threshold_mapping`` and distance <= ``threshold_distance``, best mapping first (at
         most ``n_top`` each).
@@ -1354,30 +1380,53 @@ class DatasetMap:
         n_top
             At most this many matches per query cluster; ``None`` for all.
         output
-            ``"table"`` (default): the long table below. ``"dict"``: upstream pairOT's form,
-            ``{query cluster: [reference clusters, best first]}`` with every query cluster as
-            a key, in the mapping's row order (an empty list when nothing passes).
+            ``"dict"`` (default, upstream pairOT's contract): ``{query cluster: [reference
+            clusters, best first]}`` with every query cluster as a key, in the mapping's row
+            order (an empty list when nothing passes). ``"table"``: the long table below,
+            with the scores and the rank of every match (what pairot's own pipeline, report
+            and command line use).
         unmatched
-            The output of :meth:`unmatched_clusters` (table output only). The table then gets
+            The output of :meth:`unmatched_clusters`; needs ``output="table"`` (with the
+            dict it is a ``ValueError``: a list of names has no room for it). The table then gets
             two more columns, ``unmatched`` (the flag of the row's query cluster) and
             ``reason`` (its sentence for flagged clusters, ``""`` otherwise), and every
             flagged query cluster without a passing match gets one row with ``reference``
             ``None``, ``mapping`` and ``distance`` NaN and ``rank`` 0, so that it is listed.
             ``None`` (default): the table as without it.
         intervals
-            The table of :meth:`bootstrap` (e.g. ``dataset_map.bootstrap_results``): adds its
-            columns ``mapping_low, mapping_high, distance_low, distance_high, top_share`` to
-            the table, matched by (query, reference).
+            The table of :meth:`bootstrap` (e.g. ``dataset_map.bootstrap_results``); needs
+            ``output="table"`` (``ValueError`` with the dict). Adds its columns ``mapping_low,
+            mapping_high, distance_low, distance_high, top_share`` to the table, matched by
+            (query, reference).
 
         Returns
         -------
-        A long table with columns ``query, reference, mapping, distance, rank``; ``rank`` counts
-        the matches of each query cluster from 1 (1 = its best match; see
-        docs/method.md#rank-convention). Or the dict described under ``output``.
+        By default the dict described under ``output``. With ``output="table"`` a long table
+        with columns ``query, reference, mapping, distance, rank``; ``rank`` counts the
+        matches of each query cluster from 1 (1 = its best match; see
+        docs/method.md#rank-convention).
+
+        Examples
+        --------
+        >>> matches = pr.tl.DatasetMap.select_similar_clusters(mapping, distance)
+        >>> best = {query: refs[0] for query, refs in matches.items() if refs}  # upstream's use
+        >>> table = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, output="table")
         """
         if output not in ("table", "dict"):
-            msg = f"output must be 'table' or 'dict', got {output!r}."
+            msg = (
+                f"output must be 'dict' (the default: {{query: [reference clusters]}}) or "
+                f"'table' (the long table with scores and ranks), got {output!r}."
+            )
             raise ValueError(msg)
+        if output == "dict":
+            for argument, value in (("unmatched", unmatched), ("intervals", intervals)):
+                if value is not None:
+                    msg = (
+                        f"{argument}= adds columns to the long table, but output='dict' (the "
+                        "default) returns {query: [reference clusters]}, which has no room "
+                        f"for them; pass output='table' together with {argument}=."
+                    )
+                    raise ValueError(msg)
         if not isinstance(mapping, pd.DataFrame) or not isinstance(distance, pd.DataFrame):
             msg = (
                 "mapping and distance must be the DataFrames of compute_mapping/compute_distance, "
@@ -1429,12 +1478,6 @@ class DatasetMap:
             long = long[long["rank"] <= n_top]
         long = long.drop(columns="query_order").reset_index(drop=True)
         if unmatched is not None:
-            if output == "dict":
-                msg = (
-                    "unmatched applies to output='table' only, got output='dict'; drop "
-                    "unmatched or ask for the table."
-                )
-                raise ValueError(msg)
             from ._novelty import mark_unmatched
 
             long = mark_unmatched(long, unmatched, list(mapping.index))

@@ -30,10 +30,24 @@ from scipy import sparse
 
 from .._numba import njit_parallel
 
-__all__ = ["cosine_features", "spearman_features"]
+__all__ = ["cosine_features", "feature_spread", "spearman_features", "uninformative_features"]
 
 #: Target number of matrix entries per row chunk (work arrays of a few tens of MiB).
 _CHUNK_ENTRIES = 1 << 22
+#: A study whose share of cells without a feature direction (a zero row: all HVG values
+#: equal, e.g. all zero, or an all-zero embedding) exceeds this leaves the cell term without
+#: information: those cells are at feature distance 0.5 from every cell. On the PBMC demo
+#: pair (``benchmarks/bench_min_genes.py``) the share is 0 with 50 or more HVGs, 5% with 30,
+#: a quarter with 20 and one half with 10, where Spearman features alone find a query cell's
+#: true reference cluster for 37% of the cells, no better than always answering the largest
+#: cluster (35%; 75-81% with 50 to 400 HVGs).
+MAX_UNDEFINED_SHARE = 0.5
+#: A study whose unit feature vectors have a total variance across cells below this (their
+#: mean pairwise similarity exceeds 0.99: all cells look alike) leaves the cell term without
+#: information as well: a term that does not vary over the cells of one study only shifts
+#: the transport potentials and cannot change the plan. Real studies sit far above it: 0.76
+#: to 0.93 for the PBMC demo's Spearman features (500 to 50 HVGs), 0.99 for its PCA.
+MIN_FEATURE_VARIANCE = 0.01
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +236,10 @@ def spearman_features(X, *, dtype=np.float32, chunk_size: int | None = None) -> 
                 chunk = chunk.copy()
                 chunk.sum_duplicates()
         else:
-            chunk = sparse.csr_matrix(X[start:stop])
+            block = X[start:stop]
+            if block.dtype == np.float16:  # scipy.sparse has no float16; float32 is exact
+                block = block.astype(np.float32)
+            chunk = sparse.csr_matrix(block)
         _spearman_rows(
             chunk.indptr.astype(np.int64, copy=False),
             chunk.indices.astype(np.int64, copy=False),
@@ -231,6 +248,58 @@ def spearman_features(X, *, dtype=np.float32, chunk_size: int | None = None) -> 
             out[start:stop],
         )
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# how much the features vary
+# --------------------------------------------------------------------------------------------
+def feature_spread(F: np.ndarray) -> tuple[float, float]:
+    """The share of zero rows of a feature matrix and the total variance of its rows.
+
+    Parameters
+    ----------
+    F
+        Cells x features, rows of unit or zero L2 norm (the output of
+        :func:`spearman_features` or :func:`cosine_features`).
+
+    Returns
+    -------
+    ``(undefined, variance)``: the share of cells whose row is zero (no rank vector or no
+    embedding direction), and ``sum over features of the variance across cells``, which for
+    unit rows is ``1 - mean pairwise inner product`` (0 when every cell has the same vector).
+    Both 0 for a matrix without rows.
+    """
+    F = np.asarray(F)
+    if F.shape[0] == 0:
+        return 0.0, 0.0
+    squares = np.einsum("ij,ij->i", F, F, dtype=np.float64)
+    mean = F.mean(axis=0, dtype=np.float64)
+    undefined = float(np.count_nonzero(squares == 0)) / F.shape[0]
+    return undefined, max(0.0, float(squares.mean() - mean @ mean))
+
+
+def uninformative_features(F: np.ndarray, *, embedding: bool = False) -> str | None:
+    """Why the cell features ``F`` of one study carry no information, or ``None``.
+
+    A study is flagged when more than :data:`MAX_UNDEFINED_SHARE` (half) of its cells have a
+    zero feature row, or when its rows' total variance (:func:`feature_spread`) is below
+    :data:`MIN_FEATURE_VARIANCE`. The reason is a phrase for a message; ``embedding`` words
+    it for :func:`cosine_features` of an embedding instead of Spearman features.
+    """
+    undefined, variance = feature_spread(F)
+    if undefined > MAX_UNDEFINED_SHARE:
+        if embedding:
+            return f"{undefined:.0%} of its cells have an all-zero embedding vector"
+        return (
+            f"{undefined:.0%} of its cells have all their {F.shape[1]} highly variable gene "
+            "values equal (e.g. all zero), so they have no rank vector"
+        )
+    if F.shape[0] > 1 and variance < MIN_FEATURE_VARIANCE:
+        return (
+            f"its cells' feature vectors are (nearly) all the same (total variance "
+            f"{variance:.2g} across cells, below {MIN_FEATURE_VARIANCE})"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,13 +13,22 @@ On the PBMC demo pair (8 cell types, the same names in both studies), two series
    figures, now with the label term's DE restricted to those genes as well, and the spread of
    the mapping (its largest entry; 1/8 = 0.125 is a uniform mapping).
 
+3. With ``--real-pair DIR`` (``shared/data/realpairs/zeisel_tasic``): ``n`` HVGs on that real
+   pair of studies (Zeisel 2015 against Tasic 2016 interneurons, 3,157 genes), scored against
+   its published matches: how many of the 13 query types with a match get it as their top-1
+   reference type, with the cell term alone (``lambda_label=0, lambda_feature=1``) and with
+   the whole method (the defaults).
+
     python benchmarks/bench_min_genes.py [--genes 2 5 10 20 30 50 100 200 400]
+    python benchmarks/bench_min_genes.py --real-pair ../shared/data/realpairs/zeisel_tasic
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -52,13 +61,48 @@ def figures(q, r) -> str:
     )
 
 
+def real_pair(folder: Path, sizes: list[int]) -> None:
+    """Series 3: top-1 hits of the cell term alone and of the whole method per HVG count."""
+    import anndata as ad
+
+    query = ad.read_h5ad(folder / "query.h5ad")
+    reference = ad.read_h5ad(folder / "reference.h5ad")
+    truth = json.loads((folder / "truth.json").read_text())["truth"]
+    scored = {q: set(t["accepted"]) for q, t in truth.items() if t["accepted"]}
+    columns = ("cell_type", "cell_type", "pseudo_sample", "pseudo_sample")
+    print(f"3. real pair {folder.name}: HVGs, top-1 hits of {len(scored)} query types")
+    print("   n  no rank vector (q / r)  cell term alone  whole method")
+    for n in sizes:
+        q, r = pr.pp.preprocess_adatas(
+            query, reference, *columns, n_top_genes=n, min_shared_genes=1
+        )
+        x, y = spearman_features(q.X), spearman_features(r.X)
+        undefined = [np.mean(~np.any(f != 0, axis=1)) for f in (x, y)]
+        hits = []
+        for weights in ({"lambda_label": 0.0, "lambda_feature": 1.0}, {}):
+            dm = pr.tl.DatasetMap(q, r)
+            dm.init_geom(**weights)
+            dm.init_problem()
+            dm.solve(progress=False)
+            best = dm.compute_mapping().idxmax(axis=1)
+            hits.append(sum(best[t] in accepted for t, accepted in scored.items()))
+        print(
+            f"{n:4d}  {undefined[0]:10.0%} / {undefined[1]:4.0%}  {hits[0]:12d} / {len(scored)}"
+            f"  {hits[1]:9d} / {len(scored)}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--genes", type=int, nargs="+", default=[2, 5, 10, 20, 30, 50, 100, 200, 400]
     )
+    parser.add_argument("--real-pair", type=Path, help="a folder of shared/data/realpairs")
     args = parser.parse_args()
     logging.getLogger("pairot").setLevel(logging.ERROR)
+    if args.real_pair is not None:
+        real_pair(args.real_pair, args.genes + [500, 1000])
+        return
     query, reference = pr.datasets.pbmc_demo()
     header = "no rank vector (q / r)  Spearman alone  rho same / other type  method: own best"
     print(f"1. HVGs of 721 shared genes\n   n  {header}  max mapping")

@@ -39,7 +39,6 @@ from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
 from ..._interrupt import check as check_interrupt
-from .._aggregate import cluster_sums
 from . import _tiles
 from ._active import (
     Layout,
@@ -48,8 +47,8 @@ from ._active import (
     log_mass_bounds,
     skipped_log_mass,
 )
-from ._aggregate import _cost_sums
 from ._cluster_scaling import cluster_scaling
+from ._cluster_sums import _cost_sums, cluster_sums
 from ._kernel import _kernel_exponent_limit
 from ._logdomain import _marginal_error_jit
 from ._sharded_tiles import ShardedTiles

@@ -34,14 +34,9 @@ from jax import lax
 from . import _chunks
 from ._chunks import _RowChunks
 from ._correction import _Correction, _segment_lse
-from ._kernel import (
-    Kernel,
-    _build_kernel,
-    _kernel_exponent_limit,
-    _kernel_row_lse,
-    _kernel_rows,
-)
-from ._logdomain import _blocked_lse, _iterate, _lse_rows, _marginal_error_jit
+from ._kernel import Kernel, _build_kernel, _checked_kernel, _kernel_row_lse, _kernel_rows
+from ._logdomain import _blocked_lse, _iterate, _lse_rows
+from ._passes import host_steps
 from ._shard import ROWS, WHOLE, Devices, combine_lse, gather, local_rows, sharded
 
 logger = logging.getLogger("pairot")
@@ -211,17 +206,7 @@ class ShardedPasses:
                 s["tau_a"],
                 s["tau_b"],
             )
-        f, g, lse_row, lse_col = state
-        for k in range(n_steps):
-            f = s["tau_a"] * s["eps"] * (self.log_a - lse_row)
-            lse_col = self.col_lse(f)
-            g = s["tau_b"] * s["eps"] * (self.log_b - lse_col)
-            lse_row = self.row_lse(g)
-            self.bar.update(first_iteration + k + 1)
-        error = _marginal_error_jit(
-            self.a, self.b, f, g, lse_row, lse_col, s["eps"], s["tau_a"], s["tau_b"]
-        )
-        return f, g, lse_row, lse_col, error
+        return host_steps(self, state, n_steps, first_iteration)
 
     # ------------------------------------------------------------------ kernel mode
     def make_kernel(self, offset: float, epsilon: float, dtype) -> Kernel | None:
@@ -286,20 +271,10 @@ class ShardedPasses:
             K, row_min, spread = self.rows_x.run(
                 launch, init, lambda done: self.bar.rows("kernel, each device", done, n_local)
             )
-        exponent = float(spread) / epsilon
-        limit = _kernel_exponent_limit(dtype)
-        if not exponent <= limit:
-            logger.debug(
-                "Sinkhorn: log-domain updates (cost spread within a row / epsilon = %.1f > "
-                "%.1f, the kernel would underflow in %s).",
-                exponent,
-                limit,
-                dtype.name,
-            )
-            return None
-        return Kernel(
-            K=K,
-            row_min=row_min,
+        return _checked_kernel(
+            K,
+            row_min,
+            spread,
             epsilon=epsilon,
             offset=offset,
             dtype=dtype,

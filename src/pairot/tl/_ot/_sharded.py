@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import logging
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from . import _chunks
 from ._chunks import _RowChunks
-from ._correction import _Correction, _segment_lse
+from ._correction import _Correction, cluster_problem, shift_potentials
 from ._kernel import Kernel, _build_kernel, _checked_kernel, _kernel_row_lse, _kernel_rows
 from ._logdomain import _blocked_lse, _iterate, _lse_rows
 from ._passes import host_steps
@@ -369,16 +368,9 @@ class ShardedCorrection(_Correction):
         passes, s = self.passes, self.passes.s
         kq, kr = self.n_query_clusters, self.n_ref_clusters
 
-        def local(row_c, f, g, log_a, log_b, qc, rc, eps, tau_a, tau_b):
-            inv_eps = 1.0 / eps
-            log_mass = _segment_lse(f[:, None] * inv_eps + row_c, qc, kq)
-            kappa_a = (1.0 - tau_a) / (tau_a * eps)
-            kappa_b = (1.0 - tau_b) / (tau_b * eps)
-            ta = jnp.where(jnp.isneginf(log_a), -jnp.inf, log_a - kappa_a * f)
-            tb = jnp.where(jnp.isneginf(log_b), -jnp.inf, log_b - kappa_b * g)
-            log_ta = _segment_lse(ta[:, None], qc, kq)[:, 0]
-            log_tb = _segment_lse(tb[:, None], rc, kr)[:, 0]
-            return combine_lse(log_mass), combine_lse(log_ta), combine_lse(log_tb)
+        def local(*args):
+            sums = cluster_problem(*args, n_query_clusters=kq, n_ref_clusters=kr)
+            return tuple(combine_lse(v) for v in sums)
 
         fn = sharded(
             passes.devices,
@@ -403,12 +395,12 @@ class ShardedCorrection(_Correction):
     def _shift(self, f, g, row_c, x_shift, y_shift):
         devices = self.passes.devices
 
-        def local(f, g, row_c, xs, ys, qc, rc, eps):
-            lse_row = jax.nn.logsumexp(row_c + ys[None, :], axis=1)
-            return f + eps * xs[qc], g + eps * ys[rc], lse_row
-
         fn = sharded(
-            devices, ("cluster_shift",), local, (_R, _R, _R, _W, _W, _R, _R, _W), (_R, _R, _R)
+            devices,
+            ("cluster_shift",),
+            shift_potentials,
+            (_R, _R, _R, _W, _W, _R, _R, _W),
+            (_R, _R, _R),
         )
         return fn(
             f,

@@ -15,11 +15,10 @@ import numpy as np
 
 from ._block_sums import (
     _KERNEL_AGGREGATE_ROWS,
+    Walk,
     _aggregate_block,
     _aggregate_kernel,
     plan_scalings,
-    walk_blocks,
-    walk_kernel_chunks,
 )
 from ._blocks import _AGGREGATE_FACTOR, _capped_blocks, _check_budget
 from ._checks import _check_codes, _check_common, _check_int, _check_vector, _dtype_context, _onehot
@@ -189,23 +188,9 @@ def aggregate(
             )
     else:
         with _dtype_context(dtype), devs.placed():
+            walk = Walk(1, n, m, n_query_clusters, n_ref_clusters, per_cell, progress)
             tm, cost_mass, row_mass, row_cluster = _aggregate_one_device(
-                x,
-                y,
-                offset,
-                f,
-                g,
-                qcodes,
-                rcodes,
-                n_query_clusters,
-                n_ref_clusters,
-                kernel,
-                epsilon,
-                block,
-                dtype,
-                prec,
-                progress,
-                per_cell,
+                x, y, offset, f, g, qcodes, rcodes, kernel, epsilon, block, dtype, prec, walk
             )
     mass = cluster_sums(tm, rcodes, n_ref_clusters)
     col_mass = tm.sum(axis=0)
@@ -224,59 +209,20 @@ def aggregate(
 
 
 def _aggregate_one_device(
-    x,
-    y,
-    offset,
-    f,
-    g,
-    qcodes,
-    rcodes,
-    n_query_clusters,
-    n_ref_clusters,
-    kernel,
-    epsilon,
-    block,
-    dtype,
-    prec,
-    progress,
-    per_cell,
+    x, y, offset, f, g, qcodes, rcodes, kernel, epsilon, block, dtype, prec, walk: Walk
 ):
     """``(tm, cost_mass, row_mass, row_cluster)`` of :func:`aggregate` on one device."""
     qj = jnp.asarray(qcodes.astype(np.int32))
-    ref_onehot = _onehot(rcodes, n_ref_clusters, dtype)
+    ref_onehot = _onehot(rcodes, walk.n_ref_clusters, dtype)
     eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
     scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
     if scales is not None:
-        tm, cost_mass, row_mass, row_cluster = _aggregate_kernel_chunks(
-            kernel,
-            *scales,
-            qj,
-            ref_onehot,
-            eps,
-            block=min(block, _KERNEL_AGGREGATE_ROWS),
-            n_query_clusters=n_query_clusters,
-            precision=prec,
-            progress=progress,
-            per_cell=per_cell,
-        )
+        block = min(block, _KERNEL_AGGREGATE_ROWS)
+        sums = _aggregate_kernel_chunks(kernel, *scales, qj, ref_onehot, eps, block, prec, walk)
     else:
-        tm, cost_mass, row_mass, row_cluster = _aggregate_blocked(
-            x,
-            y,
-            offset,
-            f,
-            g,
-            qj,
-            ref_onehot,
-            eps,
-            block,
-            n_query_clusters,
-            dtype,
-            prec,
-            progress,
-            per_cell,
-        )
-    return tm, cost_mass, row_mass, row_cluster
+        sums = _aggregate_blocked(x, y, offset, f, g, qj, ref_onehot, eps, block, dtype, prec, walk)
+    tm, cost_mass, row_mass, row_cluster = sums
+    return tm, cost_mass, row_mass[0], None if row_cluster is None else row_cluster[0]
 
 
 def _solve_devices(devices, kernel, active):
@@ -300,23 +246,12 @@ def _solve_devices(devices, kernel, active):
 
 
 def _aggregate_kernel_chunks(
-    kernel,
-    row_scale,
-    col_scale,
-    qj,
-    ref_onehot,
-    eps,
-    *,
-    block,
-    n_query_clusters,
-    precision,
-    progress,
-    per_cell=False,
+    kernel, row_scale, col_scale, qj, ref_onehot, eps, block, precision, walk: Walk
 ):
     """:func:`~._block_sums._aggregate_kernel` over the whole kernel: one device call, or above
     :data:`~._chunks._CHUNK_PAIRS` entries one call per chunk of rows (interruptible between
     chunks, sums accumulated in float64 on the host)."""
-    n, m = kernel.shape
+    n = kernel.shape[0]
 
     def call(start, size, blk):
         stop = start + size
@@ -331,44 +266,16 @@ def _aggregate_kernel_chunks(
             ref_onehot,
             eps,
             block=blk,
-            n_query_clusters=n_query_clusters,
+            n_query_clusters=walk.n_query_clusters,
             precision=precision,
-            per_cell=per_cell,
+            per_cell=walk.per_cell,
         )
 
-    tm, cost_mass, row_mass, row_cluster = walk_kernel_chunks(
-        call,
-        d=1,
-        n_local=n,
-        block=block,
-        width=m,
-        n_query_clusters=n_query_clusters,
-        n_ref_clusters=ref_onehot.shape[1],
-        per_cell=per_cell,
-        progress=progress,
-        to_host=np.asarray,
-    )
-    return tm, cost_mass, row_mass[0], None if row_cluster is None else row_cluster[0]
+    return walk.kernel_chunks(call, block)
 
 
-def _aggregate_blocked(
-    x,
-    y,
-    offset,
-    f,
-    g,
-    qj,
-    ref_onehot,
-    eps,
-    block,
-    n_query_clusters,
-    dtype,
-    prec,
-    progress,
-    per_cell=False,
-):
+def _aggregate_blocked(x, y, offset, f, g, qj, ref_onehot, eps, block, dtype, prec, walk: Walk):
     """Blocked pass of :func:`aggregate` from the cost; float64 sums accumulated on the host."""
-    n, m = x.shape[0], y.shape[0]
     xj = jnp.asarray(x.astype(dtype, copy=False))
     yj = jnp.asarray(y.astype(dtype, copy=False))
     fj = jnp.asarray(f.astype(dtype))
@@ -387,24 +294,12 @@ def _aggregate_blocked(
             off,
             eps,
             block=block,
-            n_query_clusters=n_query_clusters,
+            n_query_clusters=walk.n_query_clusters,
             precision=prec,
-            per_cell=per_cell,
+            per_cell=walk.per_cell,
         )
 
-    tm, cost_mass, row_mass, row_cluster = walk_blocks(
-        launch,
-        d=1,
-        n_local=n,
-        block=block,
-        width=m,
-        n_query_clusters=n_query_clusters,
-        n_ref_clusters=ref_onehot.shape[1],
-        per_cell=per_cell,
-        progress=progress,
-        to_host=np.asarray,
-    )
-    return tm, cost_mass, row_mass[0], None if row_cluster is None else row_cluster[0]
+    return walk.blocks(launch, block)
 
 
 def _check_kernel(kernel, n: int, m: int, offset: float, epsilon: float, dtype) -> None:

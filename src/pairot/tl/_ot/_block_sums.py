@@ -1,10 +1,12 @@
 """The plan's sums over blocks of query rows: the jitted block kernels (from the cost or the
-kernel) and the host walks that accumulate their calls in float64, shared by the one-device
-pass (:mod:`._aggregate`) and the sharded one (:mod:`._sharded_aggregate`)."""
+kernel) and the host walk (:class:`Walk`) that accumulates their calls in float64, shared by
+the one-device pass (:mod:`._aggregate`) and the sharded one (:mod:`._sharded_aggregate`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -135,96 +137,85 @@ def plan_scalings(row_min, f, g, epsilon: float, dtype):
     return row_scale, col_scale
 
 
-def _zero_sums(d, n_local, width, n_query_clusters, n_ref_clusters, per_cell):
-    """Float64 accumulators ``(tm, cost_mass, row_mass, row_cluster)`` for ``d`` devices of
-    ``n_local`` query cells each (``row_cluster`` ``None`` without ``per_cell``)."""
-    tm = np.zeros((n_query_clusters, width), dtype=np.float64)
-    cost_mass = np.zeros((n_query_clusters, n_ref_clusters), dtype=np.float64)
-    row_mass = np.zeros((d, n_local), dtype=np.float64)
-    row_cluster = np.zeros((d, n_local, n_ref_clusters), dtype=np.float64) if per_cell else None
-    return tm, cost_mass, row_mass, row_cluster
+@dataclass(frozen=True)
+class Walk:
+    """The float64 sums of one aggregation pass, accumulated on the host over its device calls.
 
-
-def walk_blocks(
-    launch,
-    *,
-    d: int,
-    n_local: int,
-    block: int,
-    width: int,
-    n_query_clusters: int,
-    n_ref_clusters: int,
-    per_cell: bool,
-    progress: bool,
-    to_host,
-):
-    """Accumulate ``launch(k)`` (the outputs of :func:`_aggregate_block`, on ``d`` devices of
-    ``n_local`` query cells each) over the row blocks ``k`` of every device's cells.
-
-    The next block is dispatched before this one is read back (asynchronous dispatch); the
-    interrupt is checked between blocks. Returns float64 ``(tm, cost_mass, row_mass,
-    row_cluster)``, the per-cell ones of shape ``(d, n_local, ...)``.
+    The pass covers ``d`` devices of ``n_local`` query cells each (``d = 1`` on one device),
+    against ``width`` reference cells; ``to_host`` reads a call's outputs back. The sums are
+    ``(tm, cost_mass, row_mass, row_cluster)``, the per-cell ones of shape ``(d, n_local,
+    ...)`` (``row_cluster`` ``None`` without ``per_cell``).
     """
-    n_blocks = -(-n_local // block)
-    tm, cost_mass, row_mass, row_cluster = _zero_sums(
-        d, n_local, width, n_query_clusters, n_ref_clusters, per_cell
-    )
-    pending = launch(0)
-    with tqdm(total=n_blocks, desc="Aggregating plan", disable=not progress, leave=False) as bar:
-        for k in range(n_blocks):
-            # dispatch the next block before reading this one back (asynchronous dispatch)
-            following = launch(k + 1) if k + 1 < n_blocks else None
-            tm_b, cost_b, rows_b, start, cells_b = pending
-            tm += to_host(tm_b)
-            cost_mass += to_host(cost_b)
-            first, start = k * block, int(to_host(start))
-            rows = to_host(rows_b).reshape(d, block)
-            row_mass[:, first : start + block] = rows[:, first - start :]
-            if per_cell:
-                cells = to_host(cells_b).reshape(d, block, n_ref_clusters)
-                row_cluster[:, first : start + block] = cells[:, first - start :]
-            pending = following
-            bar.update(1)
-            check_interrupt()
-    return tm, cost_mass, row_mass, row_cluster
 
+    d: int
+    n_local: int
+    width: int
+    n_query_clusters: int
+    n_ref_clusters: int
+    per_cell: bool
+    progress: bool
+    to_host: Callable = np.asarray
 
-def walk_kernel_chunks(
-    call,
-    *,
-    d: int,
-    n_local: int,
-    block: int,
-    width: int,
-    n_query_clusters: int,
-    n_ref_clusters: int,
-    per_cell: bool,
-    progress: bool,
-    to_host,
-):
-    """Accumulate ``call(start, size, block)`` (the outputs of :func:`_aggregate_kernel` on
-    rows ``start .. start + size`` of every device's ``n_local`` rows of a kernel ``width``
-    columns wide) over chunks of rows: one call for all rows, or above
-    :data:`~._chunks._CHUNK_PAIRS` entries one call per chunk (interruptible between chunks).
+    def _zeros(self):
+        kq, kr, d, n_local = self.n_query_clusters, self.n_ref_clusters, self.d, self.n_local
+        tm = np.zeros((kq, self.width), dtype=np.float64)
+        cost_mass = np.zeros((kq, kr), dtype=np.float64)
+        row_mass = np.zeros((d, n_local), dtype=np.float64)
+        row_cluster = np.zeros((d, n_local, kr), dtype=np.float64) if self.per_cell else None
+        return tm, cost_mass, row_mass, row_cluster
 
-    Returns float64 ``(tm, cost_mass, row_mass, row_cluster)`` as :func:`walk_blocks`.
-    """
-    rows = n_local
-    if _chunks._chunked(n_local, width):
-        rows = min(n_local, max(block, (_chunks._CHUNK_PAIRS // width) // block * block))
-    tm, cost_mass, row_mass, row_cluster = _zero_sums(
-        d, n_local, width, n_query_clusters, n_ref_clusters, per_cell
-    )
-    with tqdm(total=n_local, desc="Aggregating plan", disable=not progress, leave=False) as bar:
-        for start in range(0, n_local, rows):
-            size = min(rows, n_local - start)
-            tm_c, cost_c, rows_c, cells_c = call(start, size, min(block, size))
-            tm += to_host(tm_c)
-            cost_mass += to_host(cost_c)
-            row_mass[:, start : start + size] = to_host(rows_c).reshape(d, size)
-            if per_cell:
-                cells = to_host(cells_c).reshape(d, size, n_ref_clusters)
-                row_cluster[:, start : start + size] = cells
-            bar.update(size)
-            check_interrupt()
-    return tm, cost_mass, row_mass, row_cluster
+    def blocks(self, launch, block: int):
+        """Accumulate ``launch(k)`` (the outputs of :func:`_aggregate_block` on every device)
+        over the row blocks ``k`` of every device's cells.
+
+        The next block is dispatched before this one is read back (asynchronous dispatch);
+        the interrupt is checked between blocks.
+        """
+        d, kr, to_host = self.d, self.n_ref_clusters, self.to_host
+        n_blocks = -(-self.n_local // block)
+        tm, cost_mass, row_mass, row_cluster = self._zeros()
+        pending = launch(0)
+        with tqdm(
+            total=n_blocks, desc="Aggregating plan", disable=not self.progress, leave=False
+        ) as bar:
+            for k in range(n_blocks):
+                # dispatch the next block before reading this one back (asynchronous dispatch)
+                following = launch(k + 1) if k + 1 < n_blocks else None
+                tm_b, cost_b, rows_b, start, cells_b = pending
+                tm += to_host(tm_b)
+                cost_mass += to_host(cost_b)
+                first, start = k * block, int(to_host(start))
+                rows = to_host(rows_b).reshape(d, block)
+                row_mass[:, first : start + block] = rows[:, first - start :]
+                if self.per_cell:
+                    cells = to_host(cells_b).reshape(d, block, kr)
+                    row_cluster[:, first : start + block] = cells[:, first - start :]
+                pending = following
+                bar.update(1)
+                check_interrupt()
+        return tm, cost_mass, row_mass, row_cluster
+
+    def kernel_chunks(self, call, block: int):
+        """Accumulate ``call(start, size, block)`` (the outputs of :func:`_aggregate_kernel` on
+        rows ``start .. start + size`` of every device's rows of the kernel) over chunks of
+        rows: one call for all rows, or above :data:`~._chunks._CHUNK_PAIRS` entries one call
+        per chunk (interruptible between chunks)."""
+        d, kr, to_host, n_local = self.d, self.n_ref_clusters, self.to_host, self.n_local
+        rows = n_local
+        if _chunks._chunked(n_local, self.width):
+            rows = min(n_local, max(block, (_chunks._CHUNK_PAIRS // self.width) // block * block))
+        tm, cost_mass, row_mass, row_cluster = self._zeros()
+        with tqdm(
+            total=n_local, desc="Aggregating plan", disable=not self.progress, leave=False
+        ) as bar:
+            for start in range(0, n_local, rows):
+                size = min(rows, n_local - start)
+                tm_c, cost_c, rows_c, cells_c = call(start, size, min(block, size))
+                tm += to_host(tm_c)
+                cost_mass += to_host(cost_c)
+                row_mass[:, start : start + size] = to_host(rows_c).reshape(d, size)
+                if self.per_cell:
+                    row_cluster[:, start : start + size] = to_host(cells_c).reshape(d, size, kr)
+                bar.update(size)
+                check_interrupt()
+        return tm, cost_mass, row_mass, row_cluster

@@ -6,9 +6,8 @@ kernel-mode solve) with the single-device block kernels of :mod:`._block_sums`; 
 sums of every call (``tm``, ``cost_mass``) are all-reduced over the devices, the per-cell
 ones (``row_mass``, ``row_cluster``) stay with the device that owns the cells and are put in
 place on the host. As on one device, the sums of the calls are accumulated in float64 on the
-host (by the same walks, :func:`~._block_sums.walk_blocks` and
-:func:`~._block_sums.walk_kernel_chunks`), and a long pass is several calls, interruptible
-between them.
+host (by the same :class:`~._block_sums.Walk`), and a long pass is several calls,
+interruptible between them.
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ import numpy as np
 from jax import lax
 
 from ._block_sums import (
+    Walk,
     _aggregate_block,
     _aggregate_kernel,
     plan_scalings,
-    walk_blocks,
-    walk_kernel_chunks,
 )
 from ._kernel import Kernel
 from ._shard import ROWS, WHOLE, Devices, local_rows, sharded
@@ -61,33 +59,35 @@ def aggregate_sharded(
         "onehot": devices.put(onehot, pad=True),
         "eps": devices.scalar(epsilon, dtype),
     }
+    d = devices.n
+    walk = Walk(
+        d,
+        devices.padded(n) // d,
+        devices.padded(m),
+        n_query_clusters,
+        n_ref_clusters,
+        per_cell,
+        progress,
+        devices.to_host,
+    )
     scales = None if kernel is None else _kernel_scales(devices, kernel, f, g, epsilon, dtype)
     if scales is not None:
+        block = min(kernel_block, walk.n_local)
         tm, cost_mass, row_mass, row_cluster = _kernel_pass(
-            devices,
-            kernel,
-            *scales,
-            **common,
-            block=min(kernel_block, devices.padded(n) // devices.n),
-            n_query_clusters=n_query_clusters,
-            precision=precision,
-            progress=progress,
-            per_cell=per_cell,
+            devices, walk, kernel, *scales, **common, block=block, precision=precision
         )
     else:
         tm, cost_mass, row_mass, row_cluster = _blocked_pass(
             devices,
+            walk,
             devices.put(np.asarray(x, dtype=dtype), pad=True),
             devices.put(np.asarray(y, dtype=dtype), pad=True),
             devices.put_rows(np.asarray(f, dtype=dtype), fill=-np.inf),
             devices.put(np.asarray(g, dtype=dtype), pad=True, fill=-np.inf),
             devices.scalar(offset, dtype),
             **common,
-            block=min(block, devices.padded(n) // devices.n),
-            n_query_clusters=n_query_clusters,
+            block=min(block, walk.n_local),
             precision=precision,
-            progress=progress,
-            per_cell=per_cell,
         )
     tm = tm[:, :m]
     row_mass = row_mass.reshape(-1)[:n]
@@ -108,24 +108,10 @@ def _kernel_scales(devices: Devices, kernel: Kernel, f, g, epsilon: float, dtype
 
 
 def _blocked_pass(
-    devices: Devices,
-    x,
-    y,
-    f,
-    g,
-    offset,
-    *,
-    qj,
-    onehot,
-    eps,
-    block,
-    n_query_clusters,
-    precision,
-    progress,
-    per_cell,
+    devices: Devices, walk: Walk, x, y, f, g, offset, *, qj, onehot, eps, block, precision
 ):
     """One call per block of every device's query cells: the cost, the plan, its sums."""
-    n_local = f.shape[0] // devices.n
+    n_local, n_query_clusters, per_cell = walk.n_local, walk.n_query_clusters, walk.per_cell
 
     def local(x, y, f, g, qc, onehot, k, offset, eps):
         tm, cost_mass, row_mass, start, row_cluster = _aggregate_block(
@@ -158,22 +144,12 @@ def _blocked_pass(
     def launch(k: int):
         return fn(x, y, f, g, qj, onehot, devices.scalar(k, np.int32), offset, eps)
 
-    return walk_blocks(
-        launch,
-        d=devices.n,
-        n_local=n_local,
-        block=block,
-        width=y.shape[0],
-        n_query_clusters=n_query_clusters,
-        n_ref_clusters=onehot.shape[1],
-        per_cell=per_cell,
-        progress=progress,
-        to_host=devices.to_host,
-    )
+    return walk.blocks(launch, block)
 
 
 def _kernel_pass(
     devices: Devices,
+    walk: Walk,
     kernel: Kernel,
     row_scale,
     col_scale,
@@ -182,15 +158,11 @@ def _kernel_pass(
     onehot,
     eps,
     block,
-    n_query_clusters,
     precision,
-    progress,
-    per_cell,
 ):
     """One call per chunk of every device's rows of the kernel (one call for them all below
     :data:`~._chunks._CHUNK_PAIRS` entries per device)."""
-    n_pad, m_pad = kernel.K.shape
-    n_local = n_pad // devices.n
+    n_query_clusters, per_cell = walk.n_query_clusters, walk.per_cell
 
     def call(start, size, blk):
         def local(K, row_min, row_scale, col_scale, qc, onehot, eps, start):
@@ -230,15 +202,4 @@ def _kernel_pass(
             devices.scalar(start, np.int32),
         )
 
-    return walk_kernel_chunks(
-        call,
-        d=devices.n,
-        n_local=n_local,
-        block=block,
-        width=m_pad,
-        n_query_clusters=n_query_clusters,
-        n_ref_clusters=onehot.shape[1],
-        per_cell=per_cell,
-        progress=progress,
-        to_host=devices.to_host,
-    )
+    return walk.kernel_chunks(call, block)

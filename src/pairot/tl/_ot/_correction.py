@@ -142,19 +142,14 @@ class _Correction:
             )
         return passes.row_lse(g, self.segments)
 
+    def _problem_args(self, row_c, f, g) -> tuple:
+        """The positional arguments of :func:`cluster_problem` for ``(f, g)``."""
+        p, s = self.passes, self.passes.s
+        return (row_c, f, g, p.log_a, p.log_b, self.qj, self.rj, s["eps"], s["tau_a"], s["tau_b"])
+
     def _problem(self, row_c, f, g):
-        passes, s = self.passes, self.passes.s
         return _cluster_problem(
-            row_c,
-            f,
-            g,
-            passes.log_a,
-            passes.log_b,
-            self.qj,
-            self.rj,
-            s["eps"],
-            s["tau_a"],
-            s["tau_b"],
+            *self._problem_args(row_c, f, g),
             n_query_clusters=self.n_query_clusters,
             n_ref_clusters=self.n_ref_clusters,
         )

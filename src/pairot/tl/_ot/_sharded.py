@@ -365,7 +365,6 @@ class ShardedCorrection(_Correction):
         return self.passes.row_lse(g, self.segments)
 
     def _problem(self, row_c, f, g):
-        passes, s = self.passes, self.passes.s
         kq, kr = self.n_query_clusters, self.n_ref_clusters
 
         def local(*args):
@@ -373,24 +372,13 @@ class ShardedCorrection(_Correction):
             return tuple(combine_lse(v) for v in sums)
 
         fn = sharded(
-            passes.devices,
+            self.passes.devices,
             ("cluster_problem", kq, kr),
             local,
             (_R, _R, _R, _R, _R, _R, _R, _W, _W, _W),
             (_W, _W, _W),
         )
-        return fn(
-            row_c,
-            f,
-            g,
-            passes.log_a,
-            passes.log_b,
-            self.qj,
-            self.rj,
-            s["eps"],
-            s["tau_a"],
-            s["tau_b"],
-        )
+        return fn(*self._problem_args(row_c, f, g))
 
     def _shift(self, f, g, row_c, x_shift, y_shift):
         devices = self.passes.devices

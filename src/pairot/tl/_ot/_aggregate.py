@@ -1,6 +1,9 @@
-"""The outputs' aggregation, :func:`aggregate`: the cluster-level sums of a Sinkhorn plan in one
-pass, dispatched to the active tiles (:mod:`._sparse`), to several devices
-(:mod:`._sharded_aggregate`) or to the one-device pass here.
+"""The outputs' aggregation :func:`aggregate`: its checks, its dispatch, its one-device pass.
+
+:func:`aggregate` computes the cluster-level sums of a Sinkhorn plan in one pass over the
+cost or the kernel: on the active tiles of a sparse solve (:func:`~._sparse.aggregate_active`),
+split over several devices (:mod:`._sharded_aggregate`), or on one device (here). The block
+kernels and the host walk over their calls are :mod:`._block_sums`'.
 
 The host-side formulas that turn these sums into mappings and distances are in
 :mod:`pairot.tl._aggregate`.

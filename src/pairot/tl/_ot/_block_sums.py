@@ -1,6 +1,9 @@
-"""The plan's sums over blocks of query rows: the jitted block kernels (from the cost or the
-kernel) and the host walk (:class:`Walk`) that accumulates their calls in float64, shared by
-the one-device pass (:mod:`._aggregate`) and the sharded one (:mod:`._sharded_aggregate`)."""
+"""The plan's sums over row blocks: the jitted block kernels and the host walk over their calls.
+
+The kernels (:func:`_aggregate_block` from the cost, :func:`_aggregate_kernel` from the
+kernel) and :class:`Walk`, which accumulates their calls in float64 on the host, serve the
+one-device pass (:mod:`._aggregate`) and the sharded one (:mod:`._sharded_aggregate`) alike.
+"""
 
 from __future__ import annotations
 

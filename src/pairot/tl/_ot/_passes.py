@@ -1,6 +1,10 @@
-"""The passes of one Sinkhorn solve over its blocked cost ``C = offset + x . y`` on one device
-(log domain and kernel mode, whole or chunked), and the host-side iteration loop of chunked
-passes that every kind of passes shares."""
+"""The passes of a Sinkhorn solve on one device, over its blocked cost or its kernel.
+
+:class:`_LogPasses` runs the log-domain passes over ``C = offset + x . y`` and kernel mode's
+(the kernel built from them, its iterations), each whole or in interruptible row chunks;
+:func:`host_steps` is the iteration loop of passes run as separate device calls, which the
+chunked, sharded (:mod:`._sharded`) and active-tile (:mod:`._sparse`) passes share.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dense passes of a Sinkhorn solve, row-sharded over several devices.
+"""The dense passes of a Sinkhorn solve and its correction, row-sharded over several devices.
 
 The same updates as :class:`~._passes._LogPasses` and kernel mode (:mod:`._kernel`), with the
 cells split over the 1-D mesh of :mod:`._shard`:
@@ -209,7 +209,7 @@ class ShardedPasses:
 
     # ------------------------------------------------------------------ kernel mode
     def make_kernel(self, offset: float, epsilon: float, dtype) -> Kernel | None:
-        """Each device's rows of the kernel (see :func:`~._kernel._make_kernel`), or
+        """Each device's rows of the kernel (see :meth:`~._passes._LogPasses.make_kernel`), or
         ``None`` when the cost spread would make it underflow."""
         s, precision, n_local = self.s, self.precision, self.n_local
         if not self.chunked:

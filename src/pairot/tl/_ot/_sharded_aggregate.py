@@ -1,5 +1,4 @@
-"""The outputs' one-pass aggregation (:func:`~._aggregate.aggregate`), row-sharded over
-several devices.
+"""The outputs' one-pass aggregation (:func:`~._aggregate.aggregate`) split over devices.
 
 Each device walks its own query cells (its rows of the cost, or of the kernel of a sharded
 kernel-mode solve) with the single-device block kernels of :mod:`._block_sums`; the per-cluster

@@ -74,7 +74,7 @@ def test_a_tiny_budget_gives_the_same_solution_in_smaller_blocks(monkeypatch, ca
     build = Recorder(_kernel._build_kernel, "block")
     monkeypatch.setattr(_passes, "_sinkhorn_steps", steps)
     monkeypatch.setattr(_passes, "_initial_row_lse", rows)
-    monkeypatch.setattr(_kernel, "_build_kernel", build)
+    monkeypatch.setattr(_passes, "_build_kernel", build)
     with caplog.at_level(logging.INFO, logger="pairot"):
         capped = solve(data, kernel_memory_budget=budget, block_memory_budget=TINY)
     assert capped.mode == whole.mode == ("log" if budget == 0 else "kernel")

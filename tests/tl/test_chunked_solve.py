@@ -53,7 +53,7 @@ def test_chunked_passes_give_the_same_solution(monkeypatch, budget, codes):
     lse_rows = Counter(_passes._lse_rows)
     kernel_rows = Counter(_kernel._kernel_rows)
     monkeypatch.setattr(_passes, "_lse_rows", lse_rows)
-    monkeypatch.setattr(_kernel, "_kernel_rows", kernel_rows)
+    monkeypatch.setattr(_passes, "_kernel_rows", kernel_rows)
     chunked = run(problem, kernel_memory_budget=budget, **extra)
     assert chunked.mode == whole.mode == ("log" if budget == 0 else "kernel")
     if budget == 0:

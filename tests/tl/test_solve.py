@@ -11,7 +11,16 @@ import pytest
 from scipy.special import logsumexp
 
 from pairot.tl import _ot
-from pairot.tl._ot import Kernel, SinkhornOutput, _aggregate, _checks, _kernel, aggregate, sinkhorn
+from pairot.tl._ot import (
+    Kernel,
+    SinkhornOutput,
+    _aggregate,
+    _checks,
+    _kernel,
+    _passes,
+    aggregate,
+    sinkhorn,
+)
 
 # A few fixed shapes, so that the JIT compiles each kernel only a few times.
 SHAPES = [(40, 55), (73, 90)]
@@ -561,7 +570,7 @@ def test_kernel_mode_falls_back_to_log_domain(monkeypatch, caplog):
         *state, err = real_steps(*args, **kwargs)
         return (*state, np.nan if len(calls) == 2 else err)  # the second check overflows
 
-    monkeypatch.setattr(_kernel, "_kernel_steps", failing_steps)
+    monkeypatch.setattr(_passes, "_kernel_steps", failing_steps)
     kwargs = {"threshold": 1e-4, "inner_iterations": 3}
     with caplog.at_level(logging.DEBUG, logger="pairot"):
         out = solve32(x, y, offset, a, b, 0.05, **kwargs)

@@ -1,9 +1,11 @@
-"""pairot's optimal-transport engine: blocked log-domain Sinkhorn and one-pass plan aggregation
-in JAX.
+"""pairot's optimal-transport engine: blocked Sinkhorn and one-pass plan aggregation in JAX.
 
 Every JAX-specific line of pairot lives in this package, so that a JAX version change touches
-it alone. Only stable public JAX API is used (``jax.numpy``, ``jax.lax``, ``jax.jit``, and for
-several devices ``jax.sharding`` and ``jax.shard_map``).
+it alone. The engine imports nothing from the layers above it (the rest of ``pairot.tl``,
+``pairot.pp``, ``pairot.pl``): only numpy, scipy, JAX, tqdm and pairot's own interrupt and
+logging helpers; no two of its modules import each other. Only stable public JAX API is used
+(``jax.numpy``, ``jax.lax``, ``jax.jit``, and for several devices ``jax.sharding`` and
+``jax.shard_map``).
 
 **Several devices.** ``sinkhorn(devices=...)`` and ``aggregate(devices=...)`` (default: all
 of ``jax.devices()``) split every pass by rows of cells over a 1-D mesh of the devices; with
@@ -38,23 +40,33 @@ Conventions (those of OTT-JAX):
 - a relaxed marginal is penalized by ``rho * KL(P 1 | a)``, given through
   ``tau = rho / (rho + epsilon)``; ``tau = 1`` is the hard (balanced) constraint.
 
-Modules, one concept each:
+Modules, one concept each, listed so that each imports only modules above it:
 
 - ``_checks``: argument checks of the entry points, precisions, the float64 context;
-- ``_logdomain``: the blocked log-sum-exp passes and log-domain iterations (jitted);
 - ``_blocks``: the rows per block of the cost, capped by a memory budget;
 - ``_chunks``: a long pass split into interruptible device calls;
 - ``_progress``: the convergence progress bar;
-- ``_passes``: the passes of one solve over its blocked cost (whole or chunked);
-- ``_kernel``: kernel mode (the precomputed Gibbs kernel and its iterations);
-- ``_correction`` (with ``_cluster_scaling``): the cluster-level correction;
-- ``_driver``: :func:`sinkhorn` and its iteration loop;
-- ``_aggregate``: :func:`aggregate`, the cluster-level sums of the plan;
 - ``_shard``: device sharding: the devices' mesh, padded row placement, the cross-device
   log-sum-exp;
-- ``_sharded``: the dense passes (log and kernel mode, the correction) split over devices;
-- ``_sharded_tiles``: the active-block tile passes split over devices;
-- ``_sharded_aggregate``: the outputs' aggregation split over devices.
+- ``_logdomain``: the blocked log-sum-exp passes and log-domain iterations (jitted);
+- ``_kernel``: kernel mode's :class:`Kernel`, its jitted construction and iterations, and its
+  underflow check;
+- ``_passes``: the passes of a solve on one device (log domain and kernel mode, whole or
+  chunked), and the host-side iteration loop that chunked, sharded and active-tile passes share;
+- ``_cluster_scaling``: the cluster-level problem's Newton solver (numpy);
+- ``_correction``: the cluster-level correction of a solve, on the device;
+- ``_cluster_sums``: host-side sums per cluster (a matrix's columns, the cost exactly);
+- ``_sharded``: the dense passes (log and kernel mode) and the correction split over devices;
+- ``_active``: the active-block bookkeeping: cell layout, cost bounds, active set;
+- ``_tiles``: the jitted passes over lists of active tiles;
+- ``_sharded_tiles``: those tile passes split over devices;
+- ``_sparse``: the active-block (sparse) mode: its blocks, its passes, its aggregation;
+- ``_driver``: :func:`sinkhorn`, its mode choice and its iteration loop;
+- ``_block_sums``: the plan's sums per row block (jitted kernels, from the cost or the kernel)
+  and the host walk over their calls;
+- ``_sharded_aggregate``: the outputs' aggregation split over devices;
+- ``_aggregate``: :func:`aggregate`, the cluster-level sums of the plan: its checks, its
+  dispatch (active tiles, several devices, one device) and its one-device pass.
 """
 
 from __future__ import annotations

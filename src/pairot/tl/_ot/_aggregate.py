@@ -1,4 +1,9 @@
-"""Cluster-level sums of a Sinkhorn plan, in one pass over the cost or the kernel.
+"""The outputs' aggregation :func:`aggregate`: its checks, its dispatch, its one-device pass.
+
+:func:`aggregate` computes the cluster-level sums of a Sinkhorn plan in one pass over the
+cost or the kernel: on the active tiles of a sparse solve (:func:`~._sparse.aggregate_active`),
+split over several devices (:mod:`._sharded_aggregate`), or on one device (here). The block
+kernels and the host walk over their calls are :mod:`._block_sums`'.
 
 The host-side formulas that turn these sums into mappings and distances are in
 :mod:`pairot.tl._aggregate`.
@@ -7,124 +12,26 @@ The host-side formulas that turn these sums into mappings and distances are in
 from __future__ import annotations
 
 import logging
-import math
-from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from tqdm.auto import tqdm
 
-from ..._interrupt import check as check_interrupt
-from .._aggregate import cluster_sums
-from . import _chunks
+from ._block_sums import (
+    _KERNEL_AGGREGATE_ROWS,
+    Walk,
+    _aggregate_block,
+    _aggregate_kernel,
+    plan_scalings,
+)
 from ._blocks import _AGGREGATE_FACTOR, _capped_blocks, _check_budget
 from ._checks import _check_codes, _check_common, _check_int, _check_vector, _dtype_context, _onehot
+from ._cluster_sums import _cost_sums, cluster_sums
 from ._kernel import Kernel
+from ._shard import Devices, resolve_devices
+from ._sharded_aggregate import aggregate_sharded
+from ._sparse import aggregate_active, blocks_for
 
 logger = logging.getLogger("pairot")
-
-
-@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision", "per_cell"))
-def _aggregate_block(
-    x,
-    y,
-    f,
-    g,
-    query_codes,
-    ref_onehot,
-    k,
-    offset,
-    eps,
-    *,
-    block,
-    n_query_clusters,
-    precision,
-    per_cell=False,
-):
-    """Per-cluster sums of the plan over the ``k``-th row block of query cells; with
-    ``per_cell`` also every row's sums per reference cluster (``plan @ ref_onehot``)."""
-    n = x.shape[0]
-    start = jnp.minimum(k * block, n - block)
-    xb = lax.dynamic_slice_in_dim(x, start, block, axis=0)
-    fb = lax.dynamic_slice_in_dim(f, start, block, axis=0)
-    qb = lax.dynamic_slice_in_dim(query_codes, start, block, axis=0)
-    cost = offset + jnp.matmul(xb, y.T, precision=precision)
-    plan = jnp.exp((fb[:, None] + g[None, :] - cost) / eps)
-    # rows before k * block belong to the previous block (only in the last, shifted block)
-    valid = (start + jnp.arange(block)) >= k * block
-    onehot = ((qb[None, :] == jnp.arange(n_query_clusters)[:, None]) & valid[None, :]).astype(
-        x.dtype
-    )
-    tm = jnp.matmul(onehot, plan, precision=precision)
-    cost_tm = jnp.matmul(onehot, plan * cost, precision=precision)
-    cost_mass = jnp.matmul(cost_tm, ref_onehot, precision=precision)
-    row_mass = jnp.sum(plan, axis=1)
-    row_cluster = jnp.matmul(plan, ref_onehot, precision=precision) if per_cell else None
-    return tm, cost_mass, row_mass, start, row_cluster
-
-
-#: Rows of the kernel per step of the kernel-mode aggregation: small enough for the
-#: ``rows x m`` temporaries to stay in cache and be reused across steps.
-_KERNEL_AGGREGATE_ROWS = 256
-
-
-@partial(jax.jit, static_argnames=("block", "n_query_clusters", "precision", "per_cell"))
-def _aggregate_kernel(
-    kernel,
-    row_min,
-    row_scale,
-    col_scale,
-    query_codes,
-    ref_onehot,
-    eps,
-    *,
-    block,
-    n_query_clusters,
-    precision,
-    per_cell=False,
-):
-    """Per-cluster sums of the plan ``P_ij = row_scale_i K_ij col_scale_j``, in one call.
-
-    The kernel is read once, in row blocks of ``block`` rows; the cost is recovered from it as
-    ``C_ij = r_i - eps log K_ij`` (one logarithm per entry instead of an inner product of
-    length ``d``).
-    """
-    n, m = kernel.shape
-    n_blocks = -(-n // block)
-    clusters = jnp.arange(n_query_clusters)
-    # per_cell: row i's sums per reference cluster, row_scale_i (K (col_scale * onehot))_i
-    scaled_onehot = col_scale[:, None] * ref_onehot
-
-    def body(k, acc):
-        tm, cost_tm, row_cluster = acc
-        start = jnp.minimum(k * block, n - block)
-        kb = lax.dynamic_slice_in_dim(kernel, start, block, axis=0)
-        rb = lax.dynamic_slice_in_dim(row_min, start, block, axis=0)
-        sb = lax.dynamic_slice_in_dim(row_scale, start, block, axis=0)
-        qb = lax.dynamic_slice_in_dim(query_codes, start, block, axis=0)
-        # rows before k * block belong to the previous block (only in the last, shifted block)
-        valid = (start + jnp.arange(block)) >= k * block
-        weights = jnp.where((qb[None, :] == clusters[:, None]) & valid[None, :], sb[None, :], 0)
-        tm = tm + jnp.matmul(weights, kb, precision=precision)
-        cost = rb[:, None] - eps * jnp.log(kb)
-        cost_tm = cost_tm + jnp.matmul(weights, kb * cost, precision=precision)
-        if per_cell:  # the shifted last block rewrites its overlap with the same values
-            rows = sb[:, None] * jnp.matmul(kb, scaled_onehot, precision=precision)
-            row_cluster = lax.dynamic_update_slice_in_dim(row_cluster, rows, start, axis=0)
-        return tm, cost_tm, row_cluster
-
-    zeros = jnp.zeros((n_query_clusters, m), dtype=kernel.dtype)
-    row_cluster = jnp.zeros((n if per_cell else 0, ref_onehot.shape[1]), dtype=kernel.dtype)
-    tm, cost_tm, row_cluster = lax.fori_loop(0, n_blocks, body, (zeros, zeros, row_cluster))
-    tm = tm * col_scale[None, :]
-    cost_mass = jnp.matmul(cost_tm * col_scale[None, :], ref_onehot, precision=precision)
-    if per_cell:  # the same sums, regrouped: no second pass over the kernel
-        row_mass = jnp.sum(row_cluster, axis=1)
-    else:
-        row_mass = row_scale * jnp.matmul(kernel, col_scale, precision=precision)
-    return tm, cost_mass, row_mass, row_cluster
 
 
 def aggregate(
@@ -233,8 +140,6 @@ def aggregate(
         _check_kernel(kernel, n, m, offset, epsilon, dtype)
     devs = _solve_devices(devices, kernel, active)
     if active is not None:
-        from ._sparse import aggregate_active, blocks_for
-
         blocks = blocks_for(active, qcodes, rcodes, n_query_clusters, n_ref_clusters, epsilon)
         with _dtype_context(dtype), devs.placed():
             out = aggregate_active(
@@ -263,8 +168,6 @@ def aggregate(
         budget=budget,
     )
     if devs.n > 1:
-        from ._sharded_aggregate import aggregate_sharded
-
         with _dtype_context(dtype):
             tm, cost_mass, row_mass, row_cluster = aggregate_sharded(
                 devs,
@@ -288,23 +191,9 @@ def aggregate(
             )
     else:
         with _dtype_context(dtype), devs.placed():
+            walk = Walk(1, n, m, n_query_clusters, n_ref_clusters, per_cell, progress)
             tm, cost_mass, row_mass, row_cluster = _aggregate_one_device(
-                x,
-                y,
-                offset,
-                f,
-                g,
-                qcodes,
-                rcodes,
-                n_query_clusters,
-                n_ref_clusters,
-                kernel,
-                epsilon,
-                block,
-                dtype,
-                prec,
-                progress,
-                per_cell,
+                x, y, offset, f, g, qcodes, rcodes, kernel, epsilon, block, dtype, prec, walk
             )
     mass = cluster_sums(tm, rcodes, n_ref_clusters)
     col_mass = tm.sum(axis=0)
@@ -323,66 +212,25 @@ def aggregate(
 
 
 def _aggregate_one_device(
-    x,
-    y,
-    offset,
-    f,
-    g,
-    qcodes,
-    rcodes,
-    n_query_clusters,
-    n_ref_clusters,
-    kernel,
-    epsilon,
-    block,
-    dtype,
-    prec,
-    progress,
-    per_cell,
+    x, y, offset, f, g, qcodes, rcodes, kernel, epsilon, block, dtype, prec, walk: Walk
 ):
     """``(tm, cost_mass, row_mass, row_cluster)`` of :func:`aggregate` on one device."""
     qj = jnp.asarray(qcodes.astype(np.int32))
-    ref_onehot = _onehot(rcodes, n_ref_clusters, dtype)
+    ref_onehot = _onehot(rcodes, walk.n_ref_clusters, dtype)
     eps = jnp.asarray(np.asarray(epsilon, dtype=dtype))
     scales = None if kernel is None else _kernel_scales(kernel, f, g, epsilon, dtype)
     if scales is not None:
-        tm, cost_mass, row_mass, row_cluster = _aggregate_kernel_chunks(
-            kernel,
-            *scales,
-            qj,
-            ref_onehot,
-            eps,
-            block=min(block, _KERNEL_AGGREGATE_ROWS),
-            n_query_clusters=n_query_clusters,
-            precision=prec,
-            progress=progress,
-            per_cell=per_cell,
-        )
+        block = min(block, _KERNEL_AGGREGATE_ROWS)
+        sums = _aggregate_kernel_chunks(kernel, *scales, qj, ref_onehot, eps, block, prec, walk)
     else:
-        tm, cost_mass, row_mass, row_cluster = _aggregate_blocked(
-            x,
-            y,
-            offset,
-            f,
-            g,
-            qj,
-            ref_onehot,
-            eps,
-            block,
-            n_query_clusters,
-            dtype,
-            prec,
-            progress,
-            per_cell,
-        )
-    return tm, cost_mass, row_mass, row_cluster
+        sums = _aggregate_blocked(x, y, offset, f, g, qj, ref_onehot, eps, block, dtype, prec, walk)
+    tm, cost_mass, row_mass, row_cluster = sums
+    return tm, cost_mass, row_mass[0], None if row_cluster is None else row_cluster[0]
 
 
 def _solve_devices(devices, kernel, active):
     """The devices of :func:`aggregate`: those of the solve whose kernel or blocks it reuses
     (``devices`` must then be ``None`` or the same), else ``devices`` checked."""
-    from ._shard import Devices, resolve_devices
-
     held = None
     if kernel is not None:
         held = kernel.devices or Devices(tuple(kernel.K.devices()))
@@ -401,82 +249,36 @@ def _solve_devices(devices, kernel, active):
 
 
 def _aggregate_kernel_chunks(
-    kernel,
-    row_scale,
-    col_scale,
-    qj,
-    ref_onehot,
-    eps,
-    *,
-    block,
-    n_query_clusters,
-    precision,
-    progress,
-    per_cell=False,
+    kernel, row_scale, col_scale, qj, ref_onehot, eps, block, precision, walk: Walk
 ):
-    """:func:`_aggregate_kernel` over the whole kernel: one device call, or above
+    """:func:`~._block_sums._aggregate_kernel` over the whole kernel: one device call, or above
     :data:`~._chunks._CHUNK_PAIRS` entries one call per chunk of rows (interruptible between
     chunks, sums accumulated in float64 on the host)."""
-    n, m = kernel.shape
-    rows = n
-    if _chunks._chunked(n, m):
-        rows = max(block, (_chunks._CHUNK_PAIRS // m) // block * block)
-    tm = np.zeros((n_query_clusters, m), dtype=np.float64)
-    cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
-    row_mass = np.zeros(n, dtype=np.float64)
-    row_cluster = np.zeros((n, ref_onehot.shape[1]), dtype=np.float64) if per_cell else None
-    with tqdm(total=n, desc="Aggregating plan", disable=not progress, leave=False) as bar:
-        for start in range(0, n, rows):
-            stop = min(start + rows, n)
-            whole = start == 0 and stop == n
-            part = slice(start, stop)
-            sums = _aggregate_kernel(
-                kernel.K if whole else kernel.K[part],
-                kernel.row_min if whole else kernel.row_min[part],
-                row_scale if whole else row_scale[part],
-                col_scale,
-                qj if whole else qj[part],
-                ref_onehot,
-                eps,
-                block=min(block, stop - start),
-                n_query_clusters=n_query_clusters,
-                precision=precision,
-                per_cell=per_cell,
-            )
-            tm_c, cost_c, rows_c, cells_c = (np.asarray(v, dtype=np.float64) for v in sums)
-            tm += tm_c
-            cost_mass += cost_c
-            row_mass[part] = rows_c
-            if per_cell:
-                row_cluster[part] = cells_c
-            bar.update(stop - start)
-            check_interrupt()
-    return tm, cost_mass, row_mass, row_cluster
+    n = kernel.shape[0]
+
+    def call(start, size, blk):
+        stop = start + size
+        whole = start == 0 and stop == n
+        part = slice(start, stop)
+        return _aggregate_kernel(
+            kernel.K if whole else kernel.K[part],
+            kernel.row_min if whole else kernel.row_min[part],
+            row_scale if whole else row_scale[part],
+            col_scale,
+            qj if whole else qj[part],
+            ref_onehot,
+            eps,
+            block=blk,
+            n_query_clusters=walk.n_query_clusters,
+            precision=precision,
+            per_cell=walk.per_cell,
+        )
+
+    return walk.kernel_chunks(call, block)
 
 
-def _aggregate_blocked(
-    x,
-    y,
-    offset,
-    f,
-    g,
-    qj,
-    ref_onehot,
-    eps,
-    block,
-    n_query_clusters,
-    dtype,
-    prec,
-    progress,
-    per_cell=False,
-):
+def _aggregate_blocked(x, y, offset, f, g, qj, ref_onehot, eps, block, dtype, prec, walk: Walk):
     """Blocked pass of :func:`aggregate` from the cost; float64 sums accumulated on the host."""
-    n, m = x.shape[0], y.shape[0]
-    n_blocks = -(-n // block)
-    tm = np.zeros((n_query_clusters, m), dtype=np.float64)
-    cost_mass = np.zeros((n_query_clusters, ref_onehot.shape[1]), dtype=np.float64)
-    row_mass = np.zeros(n, dtype=np.float64)
-    row_cluster = np.zeros((n, ref_onehot.shape[1]), dtype=np.float64) if per_cell else None
     xj = jnp.asarray(x.astype(dtype, copy=False))
     yj = jnp.asarray(y.astype(dtype, copy=False))
     fj = jnp.asarray(f.astype(dtype))
@@ -495,28 +297,12 @@ def _aggregate_blocked(
             off,
             eps,
             block=block,
-            n_query_clusters=n_query_clusters,
+            n_query_clusters=walk.n_query_clusters,
             precision=prec,
-            per_cell=per_cell,
+            per_cell=walk.per_cell,
         )
 
-    pending = launch(0)
-    with tqdm(total=n_blocks, desc="Aggregating plan", disable=not progress, leave=False) as bar:
-        for k in range(n_blocks):
-            # dispatch the next block before reading this one back (asynchronous dispatch)
-            following = launch(k + 1) if k + 1 < n_blocks else None
-            tm_b, cost_mass_b, row_mass_b, start, row_cluster_b = pending
-            tm += np.asarray(tm_b, dtype=np.float64)
-            cost_mass += np.asarray(cost_mass_b, dtype=np.float64)
-            first = k * block
-            start = int(start)
-            row_mass[first : start + block] = np.asarray(row_mass_b)[first - start :]
-            if per_cell:
-                row_cluster[first : start + block] = np.asarray(row_cluster_b)[first - start :]
-            pending = following
-            bar.update(1)
-            check_interrupt()
-    return tm, cost_mass, row_mass, row_cluster
+    return walk.blocks(launch, block)
 
 
 def _check_kernel(kernel, n: int, m: int, offset: float, epsilon: float, dtype) -> None:
@@ -535,28 +321,11 @@ def _check_kernel(kernel, n: int, m: int, offset: float, epsilon: float, dtype) 
 
 
 def _kernel_scales(kernel: Kernel, f, g, epsilon: float, dtype):
-    """Row and column scalings of the plan on the kernel, or ``None`` if they would overflow."""
-    g_max = float(np.max(g))
-    row_log_scale = (f - np.asarray(kernel.row_min, dtype=np.float64) + g_max) / epsilon
-    limit = math.log(float(np.finfo(dtype).max)) - 2.0
-    if not math.isfinite(g_max) or not np.max(row_log_scale) <= limit:
+    """Row and column scalings of the plan on the kernel (:func:`~._block_sums.plan_scalings`),
+    on the device, or ``None`` if they would overflow."""
+    scales = plan_scalings(np.asarray(kernel.row_min, dtype=np.float64), f, g, epsilon, dtype)
+    if scales is None:
         logger.debug("aggregate: plan scalings would overflow on the kernel; using the cost.")
         return None
-    row_scale = np.exp(row_log_scale).astype(dtype)
-    col_scale = np.exp((g - g_max) / epsilon).astype(dtype)
+    row_scale, col_scale = scales
     return jnp.asarray(row_scale), jnp.asarray(col_scale)
-
-
-def _cluster_point_sums(points: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Sum of the rows of ``points`` per cluster, in float64 (one-hot matrix product)."""
-    onehot = (codes[None, :] == np.arange(n_clusters)[:, None]).astype(np.float64)
-    return onehot @ points.astype(np.float64, copy=False)
-
-
-def _cost_sums(x, y, offset, qcodes, rcodes, n_query_clusters, n_ref_clusters) -> np.ndarray:
-    """``sum_{i in k, j in c} C_ij``, exactly, from the cluster sums of the augmented vectors."""
-    xs = _cluster_point_sums(x, qcodes, n_query_clusters)
-    ys = _cluster_point_sums(y, rcodes, n_ref_clusters)
-    nq = np.bincount(qcodes, minlength=n_query_clusters).astype(np.float64)
-    nr = np.bincount(rcodes, minlength=n_ref_clusters).astype(np.float64)
-    return offset * np.outer(nq, nr) + xs @ ys.T

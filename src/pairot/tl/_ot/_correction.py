@@ -60,8 +60,7 @@ def _segment_lse(z, codes, n_segments: int):
     return zmax + jnp.log(total)
 
 
-@partial(jax.jit, static_argnames=("n_query_clusters", "n_ref_clusters"))
-def _cluster_problem(
+def cluster_problem(
     row_lse_c,
     f,
     g,
@@ -80,6 +79,8 @@ def _cluster_problem(
 
     ``row_lse_c[i, c] = LSE_{j in c}((g_j - C_ij) / eps)``. Returns the log plan mass per
     cluster pair and the log targets ``log sum_{i in k} a_i exp(-f_i / rho_a)`` (and ``b``).
+    Not jitted: :func:`_cluster_problem` is, and the sharded correction runs it on every
+    device's cells.
     """
     inv_eps = 1.0 / eps
     log_mass = _segment_lse(f[:, None] * inv_eps + row_lse_c, query_codes, n_query_clusters)
@@ -93,8 +94,7 @@ def _cluster_problem(
     return log_mass, log_ta, log_tb
 
 
-@jax.jit
-def _shift_potentials(f, g, row_lse_c, x, y, query_codes, ref_codes, eps):
+def shift_potentials(f, g, row_lse_c, x, y, query_codes, ref_codes, eps):
     """Add ``eps x[k_i]`` to ``f`` and ``eps y[c_j]`` to ``g``; ``LSE_j((g_j - C_ij) / eps)`` after.
 
     Shifting ``g`` by a constant per reference cluster shifts each per-cluster log-sum-exp of a
@@ -102,6 +102,12 @@ def _shift_potentials(f, g, row_lse_c, x, y, query_codes, ref_codes, eps):
     """
     lse_row = jax.nn.logsumexp(row_lse_c + y[None, :], axis=1)
     return f + eps * x[query_codes], g + eps * y[ref_codes], lse_row
+
+
+_cluster_problem = partial(jax.jit, static_argnames=("n_query_clusters", "n_ref_clusters"))(
+    cluster_problem
+)
+_shift_potentials = jax.jit(shift_potentials)
 
 
 class _Correction:
@@ -136,19 +142,14 @@ class _Correction:
             )
         return passes.row_lse(g, self.segments)
 
+    def _problem_args(self, row_c, f, g) -> tuple:
+        """The positional arguments of :func:`cluster_problem` for ``(f, g)``."""
+        p, s = self.passes, self.passes.s
+        return (row_c, f, g, p.log_a, p.log_b, self.qj, self.rj, s["eps"], s["tau_a"], s["tau_b"])
+
     def _problem(self, row_c, f, g):
-        passes, s = self.passes, self.passes.s
         return _cluster_problem(
-            row_c,
-            f,
-            g,
-            passes.log_a,
-            passes.log_b,
-            self.qj,
-            self.rj,
-            s["eps"],
-            s["tau_a"],
-            s["tau_b"],
+            *self._problem_args(row_c, f, g),
             n_query_clusters=self.n_query_clusters,
             n_ref_clusters=self.n_ref_clusters,
         )

@@ -1,7 +1,7 @@
 """The Sinkhorn solver: argument checks, mode choice and the iteration loop.
 
 :func:`sinkhorn` validates its arguments, picks kernel or log mode, and runs
-:func:`_run_iterations`: device calls of several iterations each, a check of the marginal
+:class:`_Iterations`: device calls of several iterations each, a check of the marginal
 error every ``inner_iterations`` iterations, a cluster-level correction after an unconverged
 check (and once early), and an interrupt check between any two device calls.
 """
@@ -415,7 +415,7 @@ def sinkhorn(
             if codes is not None:
                 correction = ShardedCorrection if isinstance(passes, ShardedPasses) else _Correction
                 correct = correction(passes, codes, tau_a, tau_b, 1e-2 * threshold, dtype)
-            result = _run_iterations(
+            result = _Iterations(
                 passes,
                 kernel,
                 correct,
@@ -423,7 +423,7 @@ def sinkhorn(
                 max_iterations=max_iterations,
                 inner_iterations=inner_iterations,
                 start=start,
-            )
+            ).run()
             f, g = passes.potentials(result.state)
             if blocks is not None:
                 f, g = blocks.lx.unpad(f), blocks.ly.unpad(g)
@@ -546,7 +546,15 @@ def _active_blocks(x, y, offset, a, b, clusters, epsilon, tau_a, tau_b, toleranc
 
 @dataclass
 class _Iterations:
-    """The iteration loop of :func:`sinkhorn` and where it stands.
+    """The iteration loop of :func:`sinkhorn` and where it stands: checks, corrections,
+    progress, interrupts.
+
+    Checks fall on multiples of ``inner_iterations`` (and on the last iteration); the first
+    correction comes early, after :data:`~._correction._EARLY_CORRECTION` iterations, if the
+    error is still above the threshold there (a look that counts as a check only when it finds
+    the error already below the threshold, and then ends the solve). Between two stops the
+    iterations run in device calls of about :data:`~._chunks._CHUNK_SECONDS` each (measured
+    from the second call on), with an interrupt check after each.
 
     ``state`` is ``(f, g, lse_row, lse_col)`` on the device, with ``lse_row = LSE_j((g_j -
     C_ij) / eps)`` and ``lse_col = LSE_i((f_i - C_ij) / eps)`` of the potentials before the
@@ -720,33 +728,3 @@ class _Iterations:
                 # the shifts move whole clusters' potentials: the active set follows at once
                 self.state, _ = self.passes.refresh(self.state, False)
         check_interrupt()
-
-
-def _run_iterations(
-    passes: _LogPasses,
-    kernel: Kernel | None,
-    correct: _Correction | None,
-    *,
-    threshold: float,
-    max_iterations: int,
-    inner_iterations: int,
-    start: tuple | None = None,
-) -> _Iterations:
-    """The iteration loop of :func:`sinkhorn`: checks, corrections, progress, interrupts.
-
-    Checks fall on multiples of ``inner_iterations`` (and on the last iteration); the first
-    correction comes early, after :data:`~._correction._EARLY_CORRECTION` iterations, if the
-    error is still above the threshold there (a look that counts as a check only when it finds
-    the error already below the threshold, and then ends the solve). Between two
-    stops the iterations run in device calls of about :data:`~._chunks._CHUNK_SECONDS` each
-    (measured from the second call on), with an interrupt check after each.
-    """
-    return _Iterations(
-        passes,
-        kernel,
-        correct,
-        threshold=threshold,
-        max_iterations=max_iterations,
-        inner_iterations=inner_iterations,
-        start=start,
-    ).run()

@@ -21,7 +21,6 @@ from jax import lax
 from ._logdomain import _iterate
 
 if TYPE_CHECKING:
-    from ._passes import _LogPasses
     from ._shard import Devices
 
 logger = logging.getLogger("pairot")
@@ -169,57 +168,11 @@ def _kernel_steps(
     return _iterate(row_lse, col_lse, a, b, f, g, lse_row, lse_col, n_steps, eps, tau_a, tau_b)
 
 
-def _kernel_steps_call(kernel: Kernel, passes: _LogPasses, state, n_steps: int):
-    s = passes.s
-    return _kernel_steps(
-        kernel.K,
-        kernel.row_min,
-        passes.a,
-        passes.b,
-        *state,
-        jnp.asarray(np.int32(n_steps)),
-        s["eps"],
-        s["tau_a"],
-        s["tau_b"],
-        precision=passes.precision,
-    )
-
-
-def _make_kernel(passes: _LogPasses, offset: float, epsilon: float, dtype) -> Kernel | None:
-    """Build the kernel, or return ``None`` when the cost spread would make it underflow.
-
-    Built in one device call, or for more than :data:`~._chunks._CHUNK_PAIRS` pairs in
-    interruptible row chunks written in place.
-    """
-    xj, yj, s, prec = passes.x, passes.y, passes.s, passes.precision
-    if not passes.chunked:
-        K, row_min, spread = _build_kernel(
-            xj, yj, s["offset"], s["eps"], block=passes.block_x, precision=prec
-        )
-    else:
-
-        def launch(out, start, rows):
-            return _kernel_rows(
-                *out,
-                xj,
-                yj,
-                s["offset"],
-                s["eps"],
-                jnp.asarray(np.int32(start)),
-                rows=rows,
-                block=min(passes.block_x, rows),
-                precision=prec,
-            )
-
-        n, m = passes.n, passes.m
-        init = (
-            jnp.zeros((n, m), dtype=xj.dtype),
-            jnp.zeros(n, dtype=xj.dtype),
-            jnp.zeros((), dtype=xj.dtype),
-        )
-        K, row_min, spread = passes.rows_x.run(
-            launch, init, lambda done: passes.bar.rows("kernel", done, n)
-        )
+def _checked_kernel(K, row_min, spread, *, epsilon: float, offset: float, dtype, **placement):
+    """The :class:`Kernel` of a built ``K``, or ``None`` (with a DEBUG line) when the largest
+    cost spread within a row, ``spread``, makes it underflow (see
+    :data:`_KERNEL_EXPONENT_MARGIN`); ``placement``: the ``devices`` and ``cells`` of a split
+    kernel."""
     exponent = float(spread) / epsilon
     limit = _kernel_exponent_limit(dtype)
     if not exponent <= limit:
@@ -231,4 +184,4 @@ def _make_kernel(passes: _LogPasses, offset: float, epsilon: float, dtype) -> Ke
             dtype.name,
         )
         return None
-    return Kernel(K=K, row_min=row_min, epsilon=epsilon, offset=offset, dtype=dtype)
+    return Kernel(K=K, row_min=row_min, epsilon=epsilon, offset=offset, dtype=dtype, **placement)

@@ -1,4 +1,10 @@
-"""The passes of one Sinkhorn solve over its blocked cost ``C = offset + x . y``."""
+"""The passes of a Sinkhorn solve on one device, over its blocked cost or its kernel.
+
+:class:`_LogPasses` runs the log-domain passes over ``C = offset + x . y`` and kernel mode's
+(the kernel built from them, its iterations), each whole or in interruptible row chunks;
+:func:`host_steps` is the iteration loop of passes run as separate device calls, which the
+chunked, sharded (:mod:`._sharded`) and active-tile (:mod:`._sparse`) passes share.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,41 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._chunks import _chunked, _RowChunks
-from ._kernel import _kernel_initial_row_lse, _kernel_steps_call, _make_kernel
+from ._kernel import (
+    Kernel,
+    _build_kernel,
+    _checked_kernel,
+    _kernel_initial_row_lse,
+    _kernel_rows,
+    _kernel_steps,
+)
 from ._logdomain import _initial_row_lse, _lse_rows, _marginal_error_jit, _sinkhorn_steps
+
+
+def _log_update(log_marginal, lse, tau, eps):
+    """The potential of one side from the log-sum-exps of the other: ``tau eps (log a - lse)``."""
+    return tau * eps * (log_marginal - lse)
+
+
+def host_steps(passes, state, n_steps: int, first_iteration: int, update=_log_update):
+    """``n_steps`` iterations from ``state`` as separate passes (``passes.row_lse``,
+    ``passes.col_lse``, each its own device calls), the progress bar told after each, then
+    the marginal error: the iterations of chunked and of active-tile passes.
+
+    ``update(log_marginal, lse, tau, eps)`` computes a potential (:func:`_log_update`, or
+    a jitted equivalent)."""
+    s = passes.s
+    f, g, lse_row, lse_col = state
+    for k in range(n_steps):
+        f = update(passes.log_a, lse_row, s["tau_a"], s["eps"])
+        lse_col = passes.col_lse(f)
+        g = update(passes.log_b, lse_col, s["tau_b"], s["eps"])
+        lse_row = passes.row_lse(g)
+        passes.bar.update(first_iteration + k + 1)
+    error = _marginal_error_jit(
+        passes.a, passes.b, f, g, lse_row, lse_col, s["eps"], s["tau_a"], s["tau_b"]
+    )
+    return f, g, lse_row, lse_col, error
 
 
 class _LogPasses:
@@ -47,13 +86,58 @@ class _LogPasses:
             lse_row = self.row_lse(g)
         return (f, g, lse_row, g)
 
-    def make_kernel(self, offset: float, epsilon: float, dtype):
-        """The kernel of kernel mode (:func:`~._kernel._make_kernel`), or ``None``."""
-        return _make_kernel(self, offset, epsilon, dtype)
+    def make_kernel(self, offset: float, epsilon: float, dtype) -> Kernel | None:
+        """The kernel of kernel mode, or ``None`` when the cost spread would make it underflow.
 
-    def kernel_steps(self, kernel, state, n_steps: int):
+        Built in one device call, or for more than :data:`~._chunks._CHUNK_PAIRS` pairs in
+        interruptible row chunks written in place.
+        """
+        xj, yj, s, prec = self.x, self.y, self.s, self.precision
+        if not self.chunked:
+            K, row_min, spread = _build_kernel(
+                xj, yj, s["offset"], s["eps"], block=self.block_x, precision=prec
+            )
+        else:
+
+            def launch(out, start, rows):
+                return _kernel_rows(
+                    *out,
+                    xj,
+                    yj,
+                    s["offset"],
+                    s["eps"],
+                    jnp.asarray(np.int32(start)),
+                    rows=rows,
+                    block=min(self.block_x, rows),
+                    precision=prec,
+                )
+
+            n, m = self.n, self.m
+            init = (
+                jnp.zeros((n, m), dtype=xj.dtype),
+                jnp.zeros(n, dtype=xj.dtype),
+                jnp.zeros((), dtype=xj.dtype),
+            )
+            K, row_min, spread = self.rows_x.run(
+                launch, init, lambda done: self.bar.rows("kernel", done, n)
+            )
+        return _checked_kernel(K, row_min, spread, epsilon=epsilon, offset=offset, dtype=dtype)
+
+    def kernel_steps(self, kernel: Kernel, state, n_steps: int):
         """``n_steps`` iterations on the kernel, then the marginal error."""
-        return _kernel_steps_call(kernel, self, state, n_steps)
+        s = self.s
+        return _kernel_steps(
+            kernel.K,
+            kernel.row_min,
+            self.a,
+            self.b,
+            *state,
+            jnp.asarray(np.int32(n_steps)),
+            s["eps"],
+            s["tau_a"],
+            s["tau_b"],
+            precision=self.precision,
+        )
 
     def _lse(self, u, v, h, chunks, block, segments, label):
         inv_eps = 1.0 / self.s["eps"]
@@ -117,14 +201,4 @@ class _LogPasses:
                 block_y=self.block_y,
                 precision=self.precision,
             )
-        f, g, lse_row, lse_col = state
-        for k in range(n_steps):
-            f = s["tau_a"] * s["eps"] * (self.log_a - lse_row)
-            lse_col = self.col_lse(f)
-            g = s["tau_b"] * s["eps"] * (self.log_b - lse_col)
-            lse_row = self.row_lse(g)
-            self.bar.update(first_iteration + k + 1)
-        error = _marginal_error_jit(
-            self.a, self.b, f, g, lse_row, lse_col, s["eps"], s["tau_a"], s["tau_b"]
-        )
-        return f, g, lse_row, lse_col, error
+        return host_steps(self, state, n_steps, first_iteration)

@@ -1,5 +1,4 @@
-"""Device sharding: the 1-D mesh of a solve, row placement with padding, and the
-cross-device combination of partial log-sum-exps.
+"""Device sharding: a solve's 1-D mesh, padded row placement, cross-device log-sum-exps.
 
 A solve runs on the devices of ``devices=`` (default: all of them, ``jax.devices()``, which
 in a multi-process run started with ``jax.distributed.initialize`` are the devices of every

@@ -1,4 +1,4 @@
-"""The dense passes of a Sinkhorn solve, row-sharded over several devices.
+"""The dense passes of a Sinkhorn solve and its correction, row-sharded over several devices.
 
 The same updates as :class:`~._passes._LogPasses` and kernel mode (:mod:`._kernel`), with the
 cells split over the 1-D mesh of :mod:`._shard`:
@@ -26,22 +26,16 @@ from __future__ import annotations
 
 import logging
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from . import _chunks
 from ._chunks import _RowChunks
-from ._correction import _Correction, _segment_lse
-from ._kernel import (
-    Kernel,
-    _build_kernel,
-    _kernel_exponent_limit,
-    _kernel_row_lse,
-    _kernel_rows,
-)
-from ._logdomain import _blocked_lse, _iterate, _lse_rows, _marginal_error_jit
+from ._correction import _Correction, cluster_problem, shift_potentials
+from ._kernel import Kernel, _build_kernel, _checked_kernel, _kernel_row_lse, _kernel_rows
+from ._logdomain import _blocked_lse, _iterate, _lse_rows
+from ._passes import host_steps
 from ._shard import ROWS, WHOLE, Devices, combine_lse, gather, local_rows, sharded
 
 logger = logging.getLogger("pairot")
@@ -211,21 +205,11 @@ class ShardedPasses:
                 s["tau_a"],
                 s["tau_b"],
             )
-        f, g, lse_row, lse_col = state
-        for k in range(n_steps):
-            f = s["tau_a"] * s["eps"] * (self.log_a - lse_row)
-            lse_col = self.col_lse(f)
-            g = s["tau_b"] * s["eps"] * (self.log_b - lse_col)
-            lse_row = self.row_lse(g)
-            self.bar.update(first_iteration + k + 1)
-        error = _marginal_error_jit(
-            self.a, self.b, f, g, lse_row, lse_col, s["eps"], s["tau_a"], s["tau_b"]
-        )
-        return f, g, lse_row, lse_col, error
+        return host_steps(self, state, n_steps, first_iteration)
 
     # ------------------------------------------------------------------ kernel mode
     def make_kernel(self, offset: float, epsilon: float, dtype) -> Kernel | None:
-        """Each device's rows of the kernel (see :func:`~._kernel._make_kernel`), or
+        """Each device's rows of the kernel (see :meth:`~._passes._LogPasses.make_kernel`), or
         ``None`` when the cost spread would make it underflow."""
         s, precision, n_local = self.s, self.precision, self.n_local
         if not self.chunked:
@@ -286,20 +270,10 @@ class ShardedPasses:
             K, row_min, spread = self.rows_x.run(
                 launch, init, lambda done: self.bar.rows("kernel, each device", done, n_local)
             )
-        exponent = float(spread) / epsilon
-        limit = _kernel_exponent_limit(dtype)
-        if not exponent <= limit:
-            logger.debug(
-                "Sinkhorn: log-domain updates (cost spread within a row / epsilon = %.1f > "
-                "%.1f, the kernel would underflow in %s).",
-                exponent,
-                limit,
-                dtype.name,
-            )
-            return None
-        return Kernel(
-            K=K,
-            row_min=row_min,
+        return _checked_kernel(
+            K,
+            row_min,
+            spread,
             epsilon=epsilon,
             offset=offset,
             dtype=dtype,
@@ -391,49 +365,30 @@ class ShardedCorrection(_Correction):
         return self.passes.row_lse(g, self.segments)
 
     def _problem(self, row_c, f, g):
-        passes, s = self.passes, self.passes.s
         kq, kr = self.n_query_clusters, self.n_ref_clusters
 
-        def local(row_c, f, g, log_a, log_b, qc, rc, eps, tau_a, tau_b):
-            inv_eps = 1.0 / eps
-            log_mass = _segment_lse(f[:, None] * inv_eps + row_c, qc, kq)
-            kappa_a = (1.0 - tau_a) / (tau_a * eps)
-            kappa_b = (1.0 - tau_b) / (tau_b * eps)
-            ta = jnp.where(jnp.isneginf(log_a), -jnp.inf, log_a - kappa_a * f)
-            tb = jnp.where(jnp.isneginf(log_b), -jnp.inf, log_b - kappa_b * g)
-            log_ta = _segment_lse(ta[:, None], qc, kq)[:, 0]
-            log_tb = _segment_lse(tb[:, None], rc, kr)[:, 0]
-            return combine_lse(log_mass), combine_lse(log_ta), combine_lse(log_tb)
+        def local(*args):
+            sums = cluster_problem(*args, n_query_clusters=kq, n_ref_clusters=kr)
+            return tuple(combine_lse(v) for v in sums)
 
         fn = sharded(
-            passes.devices,
+            self.passes.devices,
             ("cluster_problem", kq, kr),
             local,
             (_R, _R, _R, _R, _R, _R, _R, _W, _W, _W),
             (_W, _W, _W),
         )
-        return fn(
-            row_c,
-            f,
-            g,
-            passes.log_a,
-            passes.log_b,
-            self.qj,
-            self.rj,
-            s["eps"],
-            s["tau_a"],
-            s["tau_b"],
-        )
+        return fn(*self._problem_args(row_c, f, g))
 
     def _shift(self, f, g, row_c, x_shift, y_shift):
         devices = self.passes.devices
 
-        def local(f, g, row_c, xs, ys, qc, rc, eps):
-            lse_row = jax.nn.logsumexp(row_c + ys[None, :], axis=1)
-            return f + eps * xs[qc], g + eps * ys[rc], lse_row
-
         fn = sharded(
-            devices, ("cluster_shift",), local, (_R, _R, _R, _W, _W, _R, _R, _W), (_R, _R, _R)
+            devices,
+            ("cluster_shift",),
+            shift_potentials,
+            (_R, _R, _R, _W, _W, _R, _R, _W),
+            (_R, _R, _R),
         )
         return fn(
             f,

@@ -1,26 +1,26 @@
-"""The outputs' one-pass aggregation (:func:`~._aggregate.aggregate`), row-sharded over
-several devices.
+"""The outputs' one-pass aggregation (:func:`~._aggregate.aggregate`) split over devices.
 
 Each device walks its own query cells (its rows of the cost, or of the kernel of a sharded
-kernel-mode solve) with the single-device block kernels of :mod:`._aggregate`; the per-cluster
+kernel-mode solve) with the single-device block kernels of :mod:`._block_sums`; the per-cluster
 sums of every call (``tm``, ``cost_mass``) are all-reduced over the devices, the per-cell
 ones (``row_mass``, ``row_cluster``) stay with the device that owns the cells and are put in
 place on the host. As on one device, the sums of the calls are accumulated in float64 on the
-host, and a long pass is several calls, interruptible between them.
+host (by the same :class:`~._block_sums.Walk`), and a long pass is several calls,
+interruptible between them.
 """
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from tqdm.auto import tqdm
 
-from ..._interrupt import check as check_interrupt
-from . import _chunks
-from ._aggregate import _aggregate_block, _aggregate_kernel
+from ._block_sums import (
+    Walk,
+    _aggregate_block,
+    _aggregate_kernel,
+    plan_scalings,
+)
 from ._kernel import Kernel
 from ._shard import ROWS, WHOLE, Devices, local_rows, sharded
 
@@ -58,33 +58,35 @@ def aggregate_sharded(
         "onehot": devices.put(onehot, pad=True),
         "eps": devices.scalar(epsilon, dtype),
     }
+    d = devices.n
+    walk = Walk(
+        d,
+        devices.padded(n) // d,
+        devices.padded(m),
+        n_query_clusters,
+        n_ref_clusters,
+        per_cell,
+        progress,
+        devices.to_host,
+    )
     scales = None if kernel is None else _kernel_scales(devices, kernel, f, g, epsilon, dtype)
     if scales is not None:
+        block = min(kernel_block, walk.n_local)
         tm, cost_mass, row_mass, row_cluster = _kernel_pass(
-            devices,
-            kernel,
-            *scales,
-            **common,
-            block=min(kernel_block, devices.padded(n) // devices.n),
-            n_query_clusters=n_query_clusters,
-            precision=precision,
-            progress=progress,
-            per_cell=per_cell,
+            devices, walk, kernel, *scales, **common, block=block, precision=precision
         )
     else:
         tm, cost_mass, row_mass, row_cluster = _blocked_pass(
             devices,
+            walk,
             devices.put(np.asarray(x, dtype=dtype), pad=True),
             devices.put(np.asarray(y, dtype=dtype), pad=True),
             devices.put_rows(np.asarray(f, dtype=dtype), fill=-np.inf),
             devices.put(np.asarray(g, dtype=dtype), pad=True, fill=-np.inf),
             devices.scalar(offset, dtype),
             **common,
-            block=min(block, devices.padded(n) // devices.n),
-            n_query_clusters=n_query_clusters,
+            block=min(block, walk.n_local),
             precision=precision,
-            progress=progress,
-            per_cell=per_cell,
         )
     tm = tm[:, :m]
     row_mass = row_mass.reshape(-1)[:n]
@@ -94,39 +96,21 @@ def aggregate_sharded(
 
 
 def _kernel_scales(devices: Devices, kernel: Kernel, f, g, epsilon: float, dtype):
-    """The plan's row and column scalings on the kernel (see
-    :func:`~._aggregate._kernel_scales`), placed like the kernel, or ``None`` on overflow."""
-    g_max = float(np.max(g))
+    """The plan's row and column scalings on the kernel (:func:`~._block_sums.plan_scalings`),
+    placed like the kernel, or ``None`` on overflow."""
     row_min = devices.to_host(kernel.row_min)[: len(f)].astype(np.float64)
-    row_log_scale = (f - row_min + g_max) / epsilon
-    limit = math.log(float(np.finfo(dtype).max)) - 2.0
-    if not math.isfinite(g_max) or not np.max(row_log_scale) <= limit:
+    scales = plan_scalings(row_min, f, g, epsilon, dtype)
+    if scales is None:
         return None
-    row_scale = np.exp(row_log_scale).astype(dtype)
-    col_scale = np.exp((g - g_max) / epsilon).astype(dtype)
+    row_scale, col_scale = scales
     return devices.put_rows(row_scale, fill=0), devices.put(col_scale, pad=True, fill=0)
 
 
 def _blocked_pass(
-    devices: Devices,
-    x,
-    y,
-    f,
-    g,
-    offset,
-    *,
-    qj,
-    onehot,
-    eps,
-    block,
-    n_query_clusters,
-    precision,
-    progress,
-    per_cell,
+    devices: Devices, walk: Walk, x, y, f, g, offset, *, qj, onehot, eps, block, precision
 ):
     """One call per block of every device's query cells: the cost, the plan, its sums."""
-    n_local = f.shape[0] // devices.n
-    n_blocks = -(-n_local // block)
+    n_local, n_query_clusters, per_cell = walk.n_local, walk.n_query_clusters, walk.per_cell
 
     def local(x, y, f, g, qc, onehot, k, offset, eps):
         tm, cost_mass, row_mass, start, row_cluster = _aggregate_block(
@@ -155,38 +139,16 @@ def _blocked_pass(
         (_W, _W, _R, _W, _R, _W, _W, _W, _W),
         (_W, _W, _R, _W, _R),
     )
-    d, kr = devices.n, onehot.shape[1]
-    tm = np.zeros((n_query_clusters, y.shape[0]), dtype=np.float64)
-    cost_mass = np.zeros((n_query_clusters, kr), dtype=np.float64)
-    row_mass = np.zeros((d, n_local), dtype=np.float64)
-    row_cluster = np.zeros((d, n_local, kr), dtype=np.float64) if per_cell else None
 
     def launch(k: int):
         return fn(x, y, f, g, qj, onehot, devices.scalar(k, np.int32), offset, eps)
 
-    to_host = devices.to_host
-    pending = launch(0)
-    with tqdm(total=n_blocks, desc="Aggregating plan", disable=not progress, leave=False) as bar:
-        for k in range(n_blocks):
-            # dispatch the next block before reading this one back (asynchronous dispatch)
-            following = launch(k + 1) if k + 1 < n_blocks else None
-            tm_b, cost_b, rows_b, start, cells_b = pending
-            tm += to_host(tm_b)
-            cost_mass += to_host(cost_b)
-            first, start = k * block, int(to_host(start))
-            rows = to_host(rows_b).reshape(d, block)
-            row_mass[:, first : start + block] = rows[:, first - start :]
-            if per_cell:
-                cells = to_host(cells_b).reshape(d, block, kr)
-                row_cluster[:, first : start + block] = cells[:, first - start :]
-            pending = following
-            bar.update(1)
-            check_interrupt()
-    return tm, cost_mass, row_mass, row_cluster
+    return walk.blocks(launch, block)
 
 
 def _kernel_pass(
     devices: Devices,
+    walk: Walk,
     kernel: Kernel,
     row_scale,
     col_scale,
@@ -195,71 +157,48 @@ def _kernel_pass(
     onehot,
     eps,
     block,
-    n_query_clusters,
     precision,
-    progress,
-    per_cell,
 ):
     """One call per chunk of every device's rows of the kernel (one call for them all below
     :data:`~._chunks._CHUNK_PAIRS` entries per device)."""
-    d, kr = devices.n, onehot.shape[1]
-    n_pad, m_pad = kernel.K.shape
-    n_local = n_pad // d
-    rows = n_local
-    if _chunks._chunked(n_local, m_pad):
-        rows = min(n_local, max(block, (_chunks._CHUNK_PAIRS // m_pad) // block * block))
-    tm = np.zeros((n_query_clusters, m_pad), dtype=np.float64)
-    cost_mass = np.zeros((n_query_clusters, kr), dtype=np.float64)
-    row_mass = np.zeros((d, n_local), dtype=np.float64)
-    row_cluster = np.zeros((d, n_local, kr), dtype=np.float64) if per_cell else None
-    to_host = devices.to_host
-    with tqdm(total=n_local, desc="Aggregating plan", disable=not progress, leave=False) as bar:
-        for start in range(0, n_local, rows):
-            size = min(rows, n_local - start)
-            blk = min(block, size)
+    n_query_clusters, per_cell = walk.n_query_clusters, walk.per_cell
 
-            def local(K, row_min, row_scale, col_scale, qc, onehot, eps, start, size=size, blk=blk):
-                def part(v):
-                    return lax.dynamic_slice_in_dim(v, start, size, axis=0)
+    def call(start, size, blk):
+        def local(K, row_min, row_scale, col_scale, qc, onehot, eps, start):
+            def part(v):
+                return lax.dynamic_slice_in_dim(v, start, size, axis=0)
 
-                tm, cost_mass, row_mass, row_cluster = _aggregate_kernel(
-                    part(K),
-                    part(row_min),
-                    part(row_scale),
-                    col_scale,
-                    part(qc),
-                    onehot,
-                    eps,
-                    block=blk,
-                    n_query_clusters=n_query_clusters,
-                    precision=precision,
-                    per_cell=per_cell,
-                )
-                return lax.psum(tm, "cells"), lax.psum(cost_mass, "cells"), row_mass, row_cluster
-
-            fn = sharded(
-                devices,
-                ("aggregate_kernel", size, blk, n_query_clusters, precision, per_cell),
-                local,
-                (_R, _R, _R, _W, _R, _W, _W, _W),
-                (_W, _W, _R, _R),
-            )
-            sums = fn(
-                kernel.K,
-                kernel.row_min,
-                row_scale,
+            tm, cost_mass, row_mass, row_cluster = _aggregate_kernel(
+                part(K),
+                part(row_min),
+                part(row_scale),
                 col_scale,
-                qj,
+                part(qc),
                 onehot,
                 eps,
-                devices.scalar(start, np.int32),
+                block=blk,
+                n_query_clusters=n_query_clusters,
+                precision=precision,
+                per_cell=per_cell,
             )
-            tm_c, cost_c, rows_c, cells_c = sums
-            tm += to_host(tm_c)
-            cost_mass += to_host(cost_c)
-            row_mass[:, start : start + size] = to_host(rows_c).reshape(d, size)
-            if per_cell:
-                row_cluster[:, start : start + size] = to_host(cells_c).reshape(d, size, kr)
-            bar.update(size)
-            check_interrupt()
-    return tm, cost_mass, row_mass, row_cluster
+            return lax.psum(tm, "cells"), lax.psum(cost_mass, "cells"), row_mass, row_cluster
+
+        fn = sharded(
+            devices,
+            ("aggregate_kernel", size, blk, n_query_clusters, precision, per_cell),
+            local,
+            (_R, _R, _R, _W, _R, _W, _W, _W),
+            (_W, _W, _R, _R),
+        )
+        return fn(
+            kernel.K,
+            kernel.row_min,
+            row_scale,
+            col_scale,
+            qj,
+            onehot,
+            eps,
+            devices.scalar(start, np.int32),
+        )
+
+    return walk.kernel_chunks(call, block)

@@ -146,72 +146,73 @@ class ShardedTiles:
     def plan(self, plan) -> ShardedPlan:
         return ShardedPlan.of(plan, self.devices)
 
+    def _run(self, name, key, args, in_specs, out_specs, static, combined=None, donate=()):
+        """The tile function ``_tiles.<name>`` (with its static arguments ``static``) on every
+        device's run of slots: ``args`` split as ``in_specs``, the results as ``out_specs``,
+        with ``combined`` (inside ``shard_map``) applied to them if given; ``key`` names the
+        compiled function (:func:`~._shard.sharded`)."""
+        tile_function = getattr(_tiles, name)
+
+        def local(*local_args):
+            out = tile_function(*local_args, **static)
+            return out if combined is None else combined(out)
+
+        fn = sharded(self.devices, key, local, in_specs, out_specs, donate_argnums=donate)
+        return fn(*args)
+
     def tile_lse_partials(self, out, u, v, h, offset, inv_eps, rows, cols, t0, t1, **static):
-        key = ("tile_lse_partials", *sorted(static.items()))
-
-        def local(out, u, v, h, offset, inv_eps, rows, cols, t0, t1):
-            return _tiles.tile_lse_partials(
-                out, u, v, h, offset, inv_eps, rows, cols, t0, t1, **static
-            )
-
-        fn = sharded(
-            self.devices,
-            key,
-            local,
+        return self._run(
+            "tile_lse_partials",
+            ("tile_lse_partials", *sorted(static.items())),
+            (out, u, v, h, offset, inv_eps, rows, cols, t0, t1),
             (_R, _W, _W, _W, _W, _W, _R, _R, _W, _W),
             _R,
-            donate_argnums=(0,),
+            static,
+            donate=(0,),
         )
-        return fn(out, u, v, h, offset, inv_eps, rows, cols, t0, t1)
 
     def combine(self, partials, segments, *, n_segments):
-        def local(partials, segments):
-            return combine_lse(_tiles.combine(partials, segments, n_segments=n_segments))
-
-        fn = sharded(self.devices, ("combine", n_segments), local, (_R, _R), _W)
-        return fn(partials, segments)
+        return self._run(
+            "combine",
+            ("combine", n_segments),
+            (partials, segments),
+            (_R, _R),
+            _W,
+            {"n_segments": n_segments},
+            combined=combine_lse,
+        )
 
     def build_tile_kernels(
         self, kernel, row_min, spread, x, y, offset, eps, rows, cols, t0, t1, **static
     ):
-        key = ("build_tile_kernels", *sorted(static.items()))
-
-        def local(kernel, row_min, spread, x, y, offset, eps, rows, cols, t0, t1):
-            kernel, row_min, spread = _tiles.build_tile_kernels(
-                kernel, row_min, spread, x, y, offset, eps, rows, cols, t0, t1, **static
-            )
+        def spread_over_devices(out):
+            kernel, row_min, spread = out
             return kernel, row_min, jax.lax.pmax(spread, "cells")
 
-        fn = sharded(
-            self.devices,
-            key,
-            local,
+        return self._run(
+            "build_tile_kernels",
+            ("build_tile_kernels", *sorted(static.items())),
+            (kernel, row_min, spread, x, y, offset, eps, rows, cols, t0, t1),
             (_R, _R, _W, _W, _W, _W, _W, _R, _R, _W, _W),
             (_R, _R, _W),
-            donate_argnums=(0, 1),
+            static,
+            combined=spread_over_devices,
+            donate=(0, 1),
         )
-        return fn(kernel, row_min, spread, x, y, offset, eps, rows, cols, t0, t1)
 
     def _kernel_partials(
         self, name, out, kernel, row_min, potential, inv_eps, index, t0, t1, **static
     ):
-        """The tile function ``_tiles.<name>`` (the row or the column partials of the
-        stored tile kernels) on every device's run of tiles."""
-        tile_function = getattr(_tiles, name)
-        key = (name, *sorted(static.items()))
-
-        def local(out, kernel, row_min, potential, inv_eps, index, t0, t1):
-            return tile_function(out, kernel, row_min, potential, inv_eps, index, t0, t1, **static)
-
-        fn = sharded(
-            self.devices,
-            key,
-            local,
+        """The row or the column partials of the stored tile kernels (``_tiles.<name>``)."""
+        return self._run(
+            name,
+            (name, *sorted(static.items())),
+            (out, kernel, row_min, potential, inv_eps, index, t0, t1),
             (_R, _R, _R, _W, _W, _R, _W, _W),
             _R,
-            donate_argnums=(0,),
+            static,
+            donate=(0,),
         )
-        return fn(out, kernel, row_min, potential, inv_eps, index, t0, t1)
 
     def kernel_row_partials(self, out, kernel, row_min, g, inv_eps, cols, t0, t1, **static):
         return self._kernel_partials(
@@ -243,35 +244,14 @@ class ShardedTiles:
         **static,
     ):
         with_kernel = kernel is not None
-        key = ("aggregate_tiles", with_kernel, *sorted(static.items()))
-
-        def local(col_sums, cost_sums, row_sums, x, y, f, g, offset, eps, rows, cols, t0, t1, *k):
-            return _tiles.aggregate_tiles(
-                col_sums,
-                cost_sums,
-                row_sums,
-                x,
-                y,
-                f,
-                g,
-                offset,
-                eps,
-                rows,
-                cols,
-                t0,
-                t1,
-                *k,
-                **static,
-            )
-
-        fn = sharded(
-            self.devices,
-            key,
-            local,
+        sums = (col_sums, cost_sums, row_sums)
+        extra = (kernel, row_min) if with_kernel else ()
+        return self._run(
+            "aggregate_tiles",
+            ("aggregate_tiles", with_kernel, *sorted(static.items())),
+            (*sums, x, y, f, g, offset, eps, rows, cols, t0, t1, *extra),
             (_R, _R, _R, *(_W,) * 6, _R, _R, _W, _W, *((_R, _R) if with_kernel else ())),
             (_R, _R, _R),
-            donate_argnums=(0, 1, 2),
+            static,
+            donate=(0, 1, 2),
         )
-        extra = (kernel, row_min) if with_kernel else ()
-        sums = (col_sums, cost_sums, row_sums)
-        return fn(*sums, x, y, f, g, offset, eps, rows, cols, t0, t1, *extra)

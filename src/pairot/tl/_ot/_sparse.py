@@ -39,7 +39,6 @@ from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
 from ..._interrupt import check as check_interrupt
-from .._aggregate import cluster_sums
 from . import _tiles
 from ._active import (
     Layout,
@@ -48,10 +47,10 @@ from ._active import (
     log_mass_bounds,
     skipped_log_mass,
 )
-from ._aggregate import _cost_sums
 from ._cluster_scaling import cluster_scaling
+from ._cluster_sums import _cost_sums, cluster_sums
 from ._kernel import _kernel_exponent_limit
-from ._logdomain import _marginal_error_jit
+from ._passes import host_steps
 from ._sharded_tiles import ShardedTiles
 
 logger = logging.getLogger("pairot")
@@ -693,18 +692,7 @@ class SparsePasses:
 
     def steps(self, state, n_steps: int, first_iteration: int):
         """``n_steps`` iterations on the active tiles from ``state``, then the marginal error."""
-        s = self.s
-        f, g, lse_row, lse_col = state
-        for k in range(n_steps):
-            f = _update(self.log_a, lse_row, s["tau_a"], s["eps"])
-            lse_col = self.col_lse(f)
-            g = _update(self.log_b, lse_col, s["tau_b"], s["eps"])
-            lse_row = self.row_lse(g)
-            self.bar.update(first_iteration + k + 1)
-        error = _marginal_error_jit(
-            self.a, self.b, f, g, lse_row, lse_col, s["eps"], s["tau_a"], s["tau_b"]
-        )
-        return f, g, lse_row, lse_col, error
+        return host_steps(self, state, n_steps, first_iteration, update=_update)
 
     # ------------------------------------------------------------- active set
     def refresh(self, state, converged: bool):

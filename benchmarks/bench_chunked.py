@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from pairot.tl._ot import _aggregate, _chunks, _driver, sinkhorn
+from pairot.tl._ot import _block_sums, _chunks, _driver, sinkhorn
 
 #: The modules of the OT engine that check for interrupts.
-CHECKING = (_chunks, _driver, _aggregate)
+CHECKING = (_chunks, _driver, _block_sums)
 
 
 def problem(n: int, m: int, genes: int, clusters: int, seed: int = 0):

@@ -354,3 +354,51 @@ def test_corrupt_file_is_one_clear_error(pair, tmp_path):
         pr.pp.preprocess_adatas(q, backed, *ARGS, **KW, chunk_size=400)
     with pytest.raises(OSError, match=r"cannot read cells \d+\.\.\d+ of adata2.X"):
         pr.pp.preprocess_adatas(q, _lazy(path), *ARGS, **KW)
+
+
+def test_no_output_is_read_beside_an_auroc_subsample(pair, monkeypatch):
+    """The memory order of the passes (docs/method.md, "How the counts are read"): each study
+    is read four times, and the output counts of either study are read only once every
+    study's AUROC subsample has been evaluated and dropped, so the largest transient (a
+    subsample) never meets an output; the results are those of the module's fixture."""
+    from pairot.pp import _preprocess
+
+    q, r, _, expected = pair
+    events = []
+    real_pass, real_auroc = _preprocess.run_pass, _preprocess.auroc_columns
+
+    def recording_pass(reader, spec, **kwargs):
+        kinds = [
+            kind
+            for kind, on in (
+                ("scan", spec.scan),
+                ("pseudobulk", spec.pseudobulk),
+                ("auroc", spec.auroc),
+                ("output", spec.output_index is not None),
+            )
+            if on
+        ]
+        events.append((reader.name, "+".join(kinds)))
+        return real_pass(reader, spec, **kwargs)
+
+    def recording_auroc(columns, **kwargs):
+        events.append(("auroc of", columns.shape[0]))
+        return real_auroc(columns, **kwargs)
+
+    monkeypatch.setattr(_preprocess, "run_pass", recording_pass)
+    monkeypatch.setattr(_preprocess, "auroc_columns", recording_auroc)
+    got = pr.pp.preprocess_adatas(q, r, *ARGS, **KW)
+    assert_same(expected, got)
+    passes = [e for e in events if e[0] != "auroc of"]
+    assert passes == [
+        ("adata1", "scan"),
+        ("adata2", "scan"),
+        ("adata1", "pseudobulk"),
+        ("adata2", "pseudobulk"),
+        ("adata1", "auroc"),
+        ("adata2", "auroc"),
+        ("adata1", "output"),
+        ("adata2", "output"),
+    ]
+    kinds = [e[1] if e[0] != "auroc of" else "evaluated" for e in events]
+    assert kinds.index("output") > max(i for i, k in enumerate(kinds) if k == "evaluated")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._gene_tables import gene_filter_mask
+from ._gene_filter import gene_filter_mask
 from ._upstream import GENE_INDEX_NAME, ROW_COLUMN, ava_from_dict, ova_from_dict
 
 __all__ = ["filter_genes_ava", "filter_genes_ova", "select_genes", "similar_clusters"]

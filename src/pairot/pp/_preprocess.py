@@ -15,7 +15,7 @@ from .._interrupt import check as check_interrupt
 from .._interrupt import interruptible_call
 from .._logging import logger, progress_logger
 from ._auroc import LabelledColumns, auroc_columns
-from ._gene_tables import gene_filter_mask
+from ._gene_filter import gene_filter_mask
 from ._hvg import combine_statistics, hvg_rows, study_statistics
 from ._limma import group_statistics, limma_ava, limma_ova
 from ._pseudobulk import LogExpression, Profiles, profiles_of, stored_pseudobulk

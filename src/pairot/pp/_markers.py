@@ -31,6 +31,7 @@ from scipy import sparse
 
 from ._gene_filter import gene_filter_mask
 from ._upstream import GENE_INDEX_NAME, ROW_COLUMN, ava_from_dict, ova_from_dict
+from ._validate import check_has_columns, check_numeric_columns
 
 __all__ = ["filter_genes_ava", "filter_genes_ova", "select_genes", "similar_clusters"]
 
@@ -53,23 +54,9 @@ def _check_table(table, argument: str, required: tuple[str, ...], hint: str) -> 
     if not isinstance(table, pd.DataFrame):
         msg = f"{argument} must be a pandas DataFrame ({hint}), got {type(table).__name__}."
         raise TypeError(msg)
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        msg = (
-            f"{argument} is missing the column(s) {missing}; it has the columns "
-            f"{list(table.columns)}. Pass {hint} (columns {list(required)})."
-        )
-        raise ValueError(msg)
-    for column in required:
-        if column in ("cluster", "versus", "gene"):
-            continue
-        dtype = table[column].dtype
-        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
-            msg = (
-                f"{argument}[{column!r}] must be numeric, got dtype {dtype}; convert it, e.g. "
-                f"with pd.to_numeric({argument}[{column!r}])."
-            )
-            raise TypeError(msg)
+    check_has_columns(table, argument, required, f"Pass {hint} (columns {list(required)}).")
+    values = [c for c in required if c not in ("cluster", "versus", "gene")]
+    check_numeric_columns(table, argument, values)
 
 
 def _check_real(value, argument: str, low: float | None = None, high: float | None = None):

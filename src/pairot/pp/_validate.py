@@ -184,3 +184,27 @@ def get_labels(adata: AnnData, column, name: str, argument: str) -> pd.Categoric
         )
         raise ValueError(msg)
     return pd.Categorical.from_codes(np.asarray(labels.codes), categories=categories)
+
+
+def check_has_columns(table: pd.DataFrame, argument: str, required, fix: str) -> None:
+    """``ValueError`` naming the columns of ``required`` that ``table`` lacks, then ``fix``."""
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        msg = (
+            f"{argument} is missing the column(s) {missing}; it has the columns "
+            f"{list(table.columns)}. {fix}"
+        )
+        raise ValueError(msg)
+
+
+def check_numeric_columns(table: pd.DataFrame, argument: str, columns) -> None:
+    """``TypeError`` for the first of ``columns`` of ``table`` that is not numeric (booleans
+    are not), saying how to convert it."""
+    for column in columns:
+        dtype = table[column].dtype
+        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+            msg = (
+                f"{argument}[{column!r}] must be numeric, got dtype {dtype}; convert it, e.g. "
+                f"with pd.to_numeric({argument}[{column!r}])."
+            )
+            raise TypeError(msg)

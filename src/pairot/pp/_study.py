@@ -108,11 +108,9 @@ def check_limma_design(study_: Study, columns: Columns) -> None:
         )
         raise ValueError(msg)
     n_samples = len(samples.categories)
-    pair = np.asarray(samples.codes, dtype=np.int64) * n_clusters + np.asarray(clusters.codes)
-    sizes = np.bincount(pair, minlength=n_samples * n_clusters)
-    kept = np.flatnonzero(sizes >= MIN_CELLS_PER_PROFILE)
+    kept = _profiles(study_).cluster
     n_profiles = kept.size
-    n_present = np.unique(kept % n_clusters).size
+    n_present = np.unique(kept).size
     needed = max(3, n_present + 1)
     profile = (
         f"a pseudobulk profile sums the counts of one cluster's cells in one sample and needs "
@@ -150,17 +148,22 @@ def check_limma_design(study_: Study, columns: Columns) -> None:
         raise ValueError(msg)
 
 
+def _profiles(study_: Study) -> Profiles:
+    """The study's pseudobulk profiles: (sample, cluster) pairs of enough cells."""
+    return profiles_of(
+        study_.clusters.codes,
+        study_.samples.codes,
+        n_clusters=len(study_.clusters.categories),
+        n_samples=len(study_.samples.categories),
+        min_cells=MIN_CELLS_PER_PROFILE,
+    )
+
+
 def study_profiles(study_: Study) -> Profiles:
     """The study's pseudobulk profiles ((sample, cluster) pairs of enough cells), with a
     warning naming the clusters left without one (their limma statistics are NaN)."""
     clusters = study_.clusters
-    profiles = profiles_of(
-        clusters.codes,
-        study_.samples.codes,
-        n_clusters=len(clusters.categories),
-        n_samples=len(study_.samples.categories),
-        min_cells=MIN_CELLS_PER_PROFILE,
-    )
+    profiles = _profiles(study_)
     missing = sorted(set(range(len(clusters.categories))) - set(profiles.cluster.tolist()))
     if missing:
         logger.warning(

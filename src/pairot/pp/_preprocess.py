@@ -14,15 +14,6 @@ import pandas as pd
 from anndata import AnnData
 
 from .._interrupt import interruptible_call
-from ._arguments import (
-    as_gene_list,
-    check_chunk_size,
-    check_flags,
-    check_max_cells,
-    check_min_shared_genes,
-    check_positive_int,
-    check_result_format,
-)
 from ._constants import (
     MIN_CELLS_PER_PROFILE,
     MIN_SHARED_GENES,
@@ -48,7 +39,16 @@ from ._shared_genes import gene_positions, shared_genes
 from ._stream import AurocBuilder
 from ._study import Columns, check_limma_design, open_study, read_labels, study_profiles
 from ._upstream import ava_to_dict, ova_to_dict
-from ._validate import check_adata
+from ._validate import (
+    as_gene_list,
+    check_adata,
+    check_chunk_size,
+    check_flag,
+    check_max_cells,
+    check_min_shared_genes,
+    check_positive_int,
+    check_result_format,
+)
 
 __all__ = ["MIN_SHARED_GENES", "preprocess_adatas", "rank_genes_limma"]
 
@@ -314,7 +314,8 @@ def preprocess_adatas(
     n_samples_auroc = check_max_cells(n_samples_auroc, "n_samples_auroc")
     n_samples_hvg_selection = check_max_cells(n_samples_hvg_selection, "n_samples_hvg_selection")
     chunk_size = check_chunk_size(chunk_size)
-    check_flags(filter_genes=filter_genes, store_pseudobulk=store_pseudobulk)
+    check_flag(filter_genes, "filter_genes")
+    check_flag(store_pseudobulk, "store_pseudobulk")
     keep = as_gene_list(genes_to_keep, "genes_to_keep")
     drop = as_gene_list(genes_to_drop, "genes_to_drop")
     columns = {

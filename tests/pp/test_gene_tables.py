@@ -18,7 +18,7 @@ import pytest
 import scanpy as sc
 
 import pairot as pr
-from pairot.pp._gene_tables import MIN_MATCH_SHARE, gene_filter_mask
+from pairot.pp._gene_filter import MIN_MATCH_SHARE, gene_filter_mask
 
 # hand-picked genes, category from their NCBI Gene / HGNC records (None: not uninformative)
 KNOWN = {

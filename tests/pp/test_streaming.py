@@ -361,11 +361,11 @@ def test_no_output_is_read_beside_an_auroc_subsample(pair, monkeypatch):
     is read four times, and the output counts of either study are read only once every
     study's AUROC subsample has been evaluated and dropped, so the largest transient (a
     subsample) never meets an output; the results are those of the module's fixture."""
-    from pairot.pp import _preprocess
+    from pairot.pp import _pass_auroc, _study
 
     q, r, _, expected = pair
     events = []
-    real_pass, real_auroc = _preprocess.run_pass, _preprocess.auroc_columns
+    real_pass, real_auroc = _study.run_pass, _pass_auroc.auroc_columns
 
     def recording_pass(reader, spec, **kwargs):
         kinds = [
@@ -385,8 +385,8 @@ def test_no_output_is_read_beside_an_auroc_subsample(pair, monkeypatch):
         events.append(("auroc of", columns.shape[0]))
         return real_auroc(columns, **kwargs)
 
-    monkeypatch.setattr(_preprocess, "run_pass", recording_pass)
-    monkeypatch.setattr(_preprocess, "auroc_columns", recording_auroc)
+    monkeypatch.setattr(_study, "run_pass", recording_pass)
+    monkeypatch.setattr(_pass_auroc, "auroc_columns", recording_auroc)
     got = pr.pp.preprocess_adatas(q, r, *ARGS, **KW)
     assert_same(expected, got)
     passes = [e for e in events if e[0] != "auroc of"]

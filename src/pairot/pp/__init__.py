@@ -1,6 +1,6 @@
 """Preprocessing: shared genes, pseudobulk differential expression, HVGs, downsampling."""
 
-from ._gene_tables import gene_filter_mask
+from ._gene_filter import gene_filter_mask
 from ._genes import flag_uninformative_genes
 from ._markers import filter_genes_ava, filter_genes_ova, select_genes, similar_clusters
 from ._preprocess import preprocess_adatas, rank_genes_limma

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from ._gene_tables import _lookup
+
 __all__ = ["UNINFORMATIVE_GENE_PATTERNS", "flag_uninformative_genes"]
 
 #: The rules of :func:`flag_uninformative_genes`, one regular expression per category, matched
@@ -87,8 +89,6 @@ def _check_gene_names(values, argument: str) -> np.ndarray:
 
 def _flag(symbols: pd.Series) -> np.ndarray:
     """Names (a Series of str) in ``FILTERED_GENES`` or matching a rule, both upper-cased."""
-    from ._gene_tables import _lookup
-
     upper = symbols.str.upper()
     flagged = upper.isin(_lookup().filtered_upper.keys()).to_numpy(dtype=bool)
     flagged |= upper.str.match(_RULE).to_numpy(dtype=bool)
@@ -162,7 +162,7 @@ def flag_uninformative_genes(
     Matching is done on the upper-cased symbol, so human symbols (``MT-CO1``, ``RPL10``) and
     mouse-style symbols (``mt-Co1``, ``Rpl10``, ``Rps27a``, ``Trbc1``, ``Igkc``) are flagged
     alike. ``keep`` and ``drop`` are matched exactly (case-sensitively) against ``genes``.
-    Unlike :func:`~pairot.pp._gene_tables.gene_filter_mask` (what ``gene_filtering`` and
+    Unlike :func:`~pairot.pp._gene_filter.gene_filter_mask` (what ``gene_filtering`` and
     ``filter_genes`` use), this does not restrict genes to official symbols.
 
     Parameters

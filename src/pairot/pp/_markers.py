@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._gene_tables import gene_filter_mask
+from ._gene_filter import gene_filter_mask
 from ._upstream import GENE_INDEX_NAME, ROW_COLUMN, ava_from_dict, ova_from_dict
+from ._validate import check_flag, check_has_columns, check_numeric_columns
 
 __all__ = ["filter_genes_ava", "filter_genes_ova", "select_genes", "similar_clusters"]
 
@@ -53,23 +54,9 @@ def _check_table(table, argument: str, required: tuple[str, ...], hint: str) -> 
     if not isinstance(table, pd.DataFrame):
         msg = f"{argument} must be a pandas DataFrame ({hint}), got {type(table).__name__}."
         raise TypeError(msg)
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        msg = (
-            f"{argument} is missing the column(s) {missing}; it has the columns "
-            f"{list(table.columns)}. Pass {hint} (columns {list(required)})."
-        )
-        raise ValueError(msg)
-    for column in required:
-        if column in ("cluster", "versus", "gene"):
-            continue
-        dtype = table[column].dtype
-        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
-            msg = (
-                f"{argument}[{column!r}] must be numeric, got dtype {dtype}; convert it, e.g. "
-                f"with pd.to_numeric({argument}[{column!r}])."
-            )
-            raise TypeError(msg)
+    check_has_columns(table, argument, required, f"Pass {hint} (columns {list(required)}).")
+    values = [c for c in required if c not in ("cluster", "versus", "gene")]
+    check_numeric_columns(table, argument, values)
 
 
 def _check_real(value, argument: str, low: float | None = None, high: float | None = None):
@@ -102,13 +89,6 @@ def _check_n(value, argument: str) -> int | None:
         )
         raise ValueError(msg)
     return int(value)
-
-
-def _check_flag(value, argument: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        msg = f"{argument} must be True or False, got {value!r}."
-        raise TypeError(msg)
-    return bool(value)
 
 
 def _float_column(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -169,7 +149,7 @@ def _filter(
     logfc_threshold = _check_real(logfc_threshold, "logfc_threshold")
     adj_p_val_threshold = _check_real(adj_p_val_threshold, "adj_p_val_threshold", 0.0, 1.0)
     auroc_threshold = _check_real(auroc_threshold, "auroc_threshold", 0.0, 1.0)
-    gene_filtering = _check_flag(gene_filtering, "gene_filtering")
+    gene_filtering = check_flag(gene_filtering, "gene_filtering")
 
     logfc = _float_column(table, "logFC")
     # comparisons with NaN are False: a NaN in any of the three columns fails the filter
@@ -260,7 +240,7 @@ def _thresholds(logfc, auroc, auroc_alias, adj_pval, adj_pval_alias, gene_filter
         "logfc_threshold": _check_real(logfc, "logfc_threshold"),
         "adj_p_val_threshold": _check_real(adj_pval, adj_name, 0.0, 1.0),
         "auroc_threshold": _check_real(auroc, auroc_name, 0.0, 1.0),
-        "gene_filtering": _check_flag(gene_filtering, "gene_filtering"),
+        "gene_filtering": check_flag(gene_filtering, "gene_filtering"),
     }
 
 
@@ -678,7 +658,7 @@ def select_genes(
     n_genes_max = _check_n(n_genes_max, "n_genes_max")
     overlap_n_genes = _check_n(overlap_n_genes, n_name)
     overlap_threshold = _check_real(overlap_threshold, t_name)
-    remove_duplicated_genes = _check_flag(remove_duplicated_genes, "remove_duplicated_genes")
+    remove_duplicated_genes = check_flag(remove_duplicated_genes, "remove_duplicated_genes")
     forms = (
         _form(de_res_ova, "de_res_ova", "one-vs-all {cluster: DataFrame}"),
         _form(de_res_ava, "de_res_ava", "all-vs-all {c1: {c2: DataFrame}}"),

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ._validate import check_has_columns, check_numeric_columns
+
 __all__ = ["de_tables_from_dicts", "de_tables_to_dicts"]
 
 #: The value columns of one DE table of upstream pairOT, in upstream's order.
@@ -82,26 +84,17 @@ def _frame_genes(frame, argument: str, required: Sequence[str]) -> np.ndarray:
             f"{list(required)}), got {type(frame).__name__}."
         )
         raise TypeError(msg)
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        msg = (
-            f"{argument} is missing the column(s) {missing}; it has the columns "
-            f"{list(frame.columns)}. Each DataFrame needs the columns {list(required)}, "
-            "indexed by gene."
-        )
-        raise ValueError(msg)
+    check_has_columns(
+        frame,
+        argument,
+        required,
+        f"Each DataFrame needs the columns {list(required)}, indexed by gene.",
+    )
     if not frame.columns.is_unique:
         duplicated = frame.columns[frame.columns.duplicated()].unique().tolist()
         msg = f"{argument} has the column(s) {duplicated} more than once; keep one of each."
         raise ValueError(msg)
-    for column in required:
-        dtype = frame[column].dtype
-        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
-            msg = (
-                f"{argument}[{column!r}] must be numeric, got dtype {dtype}; convert it, e.g. "
-                f"with pd.to_numeric({argument}[{column!r}])."
-            )
-            raise TypeError(msg)
+    check_numeric_columns(frame, argument, required)
     genes = np.asarray(frame.index.to_numpy(dtype=object), dtype=object)
     if len(genes) and pd.api.types.infer_dtype(genes, skipna=False) != "string":
         bad = next(g for g in genes if not isinstance(g, str))
@@ -306,22 +299,14 @@ def _check_long(table, argument: str, labels: tuple[str, ...], columns: Sequence
             f"{list(required)}), got {type(table).__name__}."
         )
         raise TypeError(msg)
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        msg = (
-            f"{argument} is missing the column(s) {missing}; it has the columns "
-            f"{list(table.columns)}. Pass pairot's long DE table (columns {list(required)}), "
-            "e.g. adata.uns['pairot']['de_ova'] / ['de_ava']."
-        )
-        raise ValueError(msg)
-    for column in columns:
-        dtype = table[column].dtype
-        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
-            msg = (
-                f"{argument}[{column!r}] must be numeric, got dtype {dtype}; convert it, e.g. "
-                f"with pd.to_numeric({argument}[{column!r}])."
-            )
-            raise TypeError(msg)
+    check_has_columns(
+        table,
+        argument,
+        required,
+        f"Pass pairot's long DE table (columns {list(required)}), e.g. "
+        "adata.uns['pairot']['de_ova'] / ['de_ava'].",
+    )
+    check_numeric_columns(table, argument, columns)
 
 
 def _codes(table: pd.DataFrame, column: str, argument: str) -> tuple[np.ndarray, list[str]]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pairot.pp._gene_tables import gene_filter_mask
+from pairot.pp._gene_filter import gene_filter_mask
 
 from ._label_distance import _check_q_norm, normalize_label_distance
 

@@ -108,3 +108,76 @@ def test_no_import_circle_in_src():
     assert circles == [], "import circles (a responsibility in the wrong file): " + "; ".join(
         " <-> ".join(c) for c in circles
     )
+
+
+#: What each layer must not import (docs/architecture.md): a layer imports only the layers
+#: above it in the data flow, never one below it.
+FORBIDDEN = {
+    "pairot.pp": ("pairot.tl", "pairot.pl", "pairot.cli", "pairot._run", "pairot._report"),
+    "pairot.tl._ot": (
+        "pairot.tl._cost",
+        "pairot.tl._answers",
+        "pairot.tl._dataset_map",
+        "pairot.tl._bootstrap",
+        "pairot.tl._solve",
+        "pairot.tl._checks",
+        "pairot.pp",
+        "pairot.pl",
+        "pairot.cli",
+        "pairot._run",
+        "pairot._report",
+    ),
+    "pairot.tl._cost": (
+        "pairot.tl._ot",
+        "pairot.tl._answers",
+        "pairot.tl._dataset_map",
+        "pairot.tl._bootstrap",
+        "pairot.tl._solve",
+        "pairot.pl",
+        "pairot.cli",
+        "pairot._run",
+        "pairot._report",
+    ),
+    "pairot.tl._answers": (
+        "pairot.tl._dataset_map",
+        "pairot.tl._bootstrap",
+        "pairot.tl._solve",
+        "pairot.pl",
+        "pairot.cli",
+        "pairot._run",
+        "pairot._report",
+    ),
+    "pairot.tl": ("pairot.pl", "pairot.cli", "pairot._run", "pairot._report"),
+    "pairot.pl": ("pairot.cli", "pairot._run", "pairot._report"),
+}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_each_layer_imports_only_the_layers_above_it():
+    graph = import_graph()
+    offences = []
+    for module, targets in sorted(graph.items()):
+        for layer, forbidden in FORBIDDEN.items():
+            if not _within(module, layer):
+                continue
+            offences += [
+                f"{module} -> {t}" for t in sorted(targets) if any(_within(t, f) for f in forbidden)
+            ]
+    assert offences == []
+
+
+def test_the_answers_use_only_the_engines_public_entry_points():
+    """``tl/_answers`` reads a solution through what ``pairot.tl._ot`` exports, never through
+    the engine's private modules."""
+    graph = import_graph()
+    offences = [
+        f"{module} -> {t}"
+        for module, targets in sorted(graph.items())
+        if _within(module, "pairot.tl._answers")
+        for t in sorted(targets)
+        if _within(t, "pairot.tl._ot") and t != "pairot.tl._ot"
+    ]
+    assert offences == []

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 
 import pairot as pr
-from pairot.tl._features import spearman_features
+from pairot.tl._cost._features import spearman_features
 
 COLUMNS = ("cell_type", "cell_type", "sample_id", "sample_id")
 

@@ -45,7 +45,7 @@ from ..pp._limma import group_statistics, limma_ava, limma_ova
 from ..pp._pseudobulk import LogExpression
 from ..pp._validate import study
 from ._aggregate import MASS_FLOOR, cluster_sums
-from ._label_distance import label_distance, marker_lists
+from ._cost._label_distance import label_distance, marker_lists
 
 logger = logging.getLogger("pairot")
 

@@ -15,12 +15,13 @@ from .._interrupt import interruptible
 from .._logging import logger, progress_logger
 from ..pp._sampling import downsample_indices
 from ..pp._validate import argument_text, get_labels, part, study
-from . import _aggregate, _small_clusters
-from ._features import cosine_features, spearman_features, uninformative_features
-from ._label_distance import label_distance, marker_lists
-from ._ott_arguments import translate
-from ._robust_label_distance import check_mode, robust_label_distance
-from ._small_clusters import DEFAULT_MIN_CELLS
+from ._answers import _scores
+from ._cost import _small_clusters
+from ._cost._features import cosine_features, spearman_features, uninformative_features
+from ._cost._label_distance import label_distance, marker_lists
+from ._cost._ott_arguments import translate
+from ._cost._robust_label_distance import check_mode, robust_label_distance
+from ._cost._small_clusters import DEFAULT_MIN_CELLS
 
 AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
 
@@ -1058,15 +1059,11 @@ class DatasetMap:
         out = {}
         for method in methods:
             if method == "mean":
-                values = _aggregate.mapping_mean(agg["tm"], problem.b, geom.ref_codes, n_ref)
+                values = _scores.mapping_mean(agg["tm"], problem.b, geom.ref_codes, n_ref)
             elif method == "jensen_shannon":
-                values = _aggregate.mapping_jensen_shannon(
-                    agg["tm"], problem.b, geom.ref_codes, n_ref
-                )
+                values = _scores.mapping_jensen_shannon(agg["tm"], problem.b, geom.ref_codes, n_ref)
             else:
-                values = _aggregate.mapping_transported_mass(
-                    agg["mass"], problem.a, geom.query_codes
-                )
+                values = _scores.mapping_transported_mass(agg["mass"], problem.a, geom.query_codes)
             out[method] = self._frame(values)
         return out if aggregation_method is None else out[aggregation_method]
 
@@ -1089,7 +1086,7 @@ class DatasetMap:
             cols = downsample_indices(geom.ref_codes, n_samples, random_state=random_state)
             agg = self._aggregate(rows, cols)
             qc, rc = geom.query_codes[rows], geom.ref_codes[cols]
-        values = _aggregate.cluster_distance(agg["mass"], agg["cost_mass"], agg["cost_sum"], qc, rc)
+        values = _scores.cluster_distance(agg["mass"], agg["cost_mass"], agg["cost_sum"], qc, rc)
         return self._frame(values)
 
     # ------------------------------------------------------------ per-cell mapping
@@ -1138,7 +1135,7 @@ class DatasetMap:
         column is prefixed with ``"p_"`` (``"p_best"``, ...), so names never clash; the
         clusters, in column order, are always ``frame["best"].cat.categories``.
         """
-        from ._cell_mapping import cell_mapping_frame
+        from ._answers._cell_mapping import cell_mapping_frame
 
         side = self._side(side)
         agg = self._aggregate()
@@ -1176,7 +1173,7 @@ class DatasetMap:
         key_added
             Prefix of the ``obs`` / ``obsm`` / ``uns`` keys written.
         """
-        from ._cell_mapping import transfer_labels
+        from ._answers._cell_mapping import transfer_labels
 
         side = self._side(side)
         if adata is None:
@@ -1190,7 +1187,7 @@ class DatasetMap:
         other study: the number of cells whose ``best`` (:meth:`compute_cell_mapping`) is that
         cluster. Divide by the row sums for shares.
         """
-        from ._cell_mapping import best_cluster_shares
+        from ._answers._cell_mapping import best_cluster_shares
 
         side = self._side(side)
         own = self.query_labels if side == "query" else self.reference_labels
@@ -1233,7 +1230,7 @@ class DatasetMap:
             ``n_mapped`` and cell counts; missing when there is none) and ``split``. The full
             counts are :meth:`best_cluster_shares`.
         """
-        from ._cell_mapping import split_summary
+        from ._answers._cell_mapping import split_summary
 
         if isinstance(split_share, bool | np.bool_) or not isinstance(
             split_share, int | float | np.integer | np.floating
@@ -1478,7 +1475,7 @@ class DatasetMap:
             long = long[long["rank"] <= n_top]
         long = long.drop(columns="query_order").reset_index(drop=True)
         if unmatched is not None:
-            from ._novelty import mark_unmatched
+            from ._answers._novelty import mark_unmatched
 
             long = mark_unmatched(long, unmatched, list(mapping.index))
         if intervals is not None:
@@ -1561,7 +1558,7 @@ class DatasetMap:
         look the same), and an unflagged cluster may still be novel when it is very close to a
         reference type (see the calibration figures).
         """
-        from . import _novelty
+        from ._answers import _novelty
 
         for stage in ("geom", "problem", "solution"):
             self._require(stage)

@@ -46,6 +46,8 @@ from ..pp._pseudobulk import LogExpression
 from ..pp._validate import study
 from ._aggregate import MASS_FLOOR, cluster_sums
 from ._cost._label_distance import label_distance, marker_lists
+from ._cost._labels import restrict_markers
+from ._solve import run_sinkhorn
 
 logger = logging.getLogger("pairot")
 
@@ -53,20 +55,6 @@ logger = logging.getLogger("pairot")
 RESAMPLE_KINDS = ("cells", "samples")
 #: A study's donors are resampled only when it has at least this many donors with profiles.
 MIN_DONORS = 3
-#: The columns of the table ``DatasetMap.bootstrap`` returns.
-BOOTSTRAP_COLUMNS = (
-    "query",
-    "reference",
-    "mapping",
-    "mapping_low",
-    "mapping_high",
-    "distance",
-    "distance_low",
-    "distance_high",
-    "top_share",
-)
-#: The columns added to the suggested matches (``matches.csv``).
-CONFIDENCE_COLUMNS = BOOTSTRAP_COLUMNS[3:5] + BOOTSTRAP_COLUMNS[6:]
 #: Donor draws with a single distinct donor (no replicate at all) are drawn again, at most
 #: this many times in a row.
 _MAX_REDRAWS = 100
@@ -443,7 +431,7 @@ class LabelDistance:
 
     def markers(self, name: str, de_ova: pd.DataFrame, de_ava: pd.DataFrame) -> pd.DataFrame:
         table = marker_lists(de_ova, de_ava, **self.sides[name], **self.common)
-        return self.dm._restrict(table, self.clusters[name], name)
+        return restrict_markers(table, self.clusters[name], name)
 
     def fixed(self, name: str) -> pd.DataFrame:
         """The marker lists of the study's stored DE tables (computed once)."""
@@ -475,7 +463,8 @@ def weighted_outputs(agg, b, x, y, offset, qc, rc, wq, wr, n_query: int, n_ref: 
     distance is ``sum P C / sum P`` (a merged cell carries its copies' mass), and where the
     plan carries no mass the unweighted mean cost over the copies,
     ``offset + (sum_k w x) . (sum_c w y) / (W_k W_c)``. With all ``w = 1`` these are
-    :func:`~._aggregate.mapping_mean` and :func:`~._aggregate.cluster_distance`.
+    :func:`~._answers._scores.mapping_mean` and
+    :func:`~._answers._scores.cluster_distance`.
     """
     tm = agg["tm"]
     ratio = np.divide(tm, b[None, :], out=np.zeros_like(tm, dtype=np.float64), where=b > 0)
@@ -496,32 +485,28 @@ def weighted_outputs(agg, b, x, y, offset, qc, rc, wq, wr, n_query: int, n_ref: 
 def solve_weighted(dm, x_aug, y_aug, rows, cols, wq, wr):
     """Solve the problem of ``dm`` on the given cells (rows of ``x_aug`` / ``y_aug`` already
     taken) with multiplicities ``wq`` / ``wr``; returns (mapping, distance, converged)."""
-    from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, aggregate, sinkhorn
+    from ._ot import aggregate
 
     geom, problem = dm.geom, dm.ot_prob
     n_query, n_ref = len(dm.query_clusters), len(dm.reference_clusters)
     options = dict(getattr(dm, "_solve_options", None) or {})
-    if options.get("kernel_memory_budget") is None:
-        options["kernel_memory_budget"] = DEFAULT_KERNEL_MEMORY_BUDGET
     block_memory_budget = options.get("block_memory_budget")
     a = wq * problem.a[rows]
     b = wr * problem.b[cols]
     a, b = a / a.sum(), b / b.sum()
     qc, rc = geom.query_codes[rows], geom.ref_codes[cols]
-    solution = sinkhorn(
+    solution = run_sinkhorn(
+        geom,
         x_aug,
         y_aug,
-        geom.offset,
         a,
         b,
-        epsilon=geom.epsilon,
+        qc,
+        rc,
         tau_a=problem.tau_a,
         tau_b=problem.tau_b,
-        batch_size=geom.batch_size,
+        options=options,
         progress=False,
-        query_codes=qc,
-        ref_codes=rc,
-        **options,
     )
     agg = aggregate(
         x_aug,
@@ -726,33 +711,3 @@ def interval_table(dm, mapping, distance, mapping_draws, distance_draws, confide
         "top_share": share,
     }
     return pd.DataFrame({k: np.ravel(v) for k, v in columns.items()})
-
-
-def add_intervals(matches: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
-    """The suggested matches with the interval columns of a ``bootstrap`` table, matched by
-    ``(query, reference)`` (NaN for a pair the table lacks)."""
-    if not isinstance(intervals, pd.DataFrame):
-        msg = (
-            "intervals must be the DataFrame that DatasetMap.bootstrap returns, got "
-            f"{type(intervals).__name__}."
-        )
-        raise TypeError(msg)
-    missing = [c for c in ("query", "reference", *CONFIDENCE_COLUMNS) if c not in intervals]
-    if missing:
-        msg = (
-            f"intervals lacks the column(s) {missing}; pass the table of "
-            "DatasetMap.bootstrap (or dataset_map.bootstrap_results)."
-        )
-        raise ValueError(msg)
-    keys = pd.MultiIndex.from_arrays(
-        [intervals["query"].astype(str), intervals["reference"].astype(str)]
-    )
-    where = keys.get_indexer(
-        pd.MultiIndex.from_arrays([matches["query"].astype(str), matches["reference"].astype(str)])
-    )
-    out = matches.copy()
-    out.attrs.update(intervals.attrs)  # n_bootstrap, confidence, what was resampled
-    for column in CONFIDENCE_COLUMNS:
-        values = intervals[column].to_numpy(dtype=np.float64)
-        out[column] = np.where(where >= 0, values[np.maximum(where, 0)], np.nan)
-    return out

@@ -7,7 +7,9 @@ All functions take the arrays that one blocked pass over the plan produces
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from ...pp._sampling import downsample_indices
 from .._aggregate import MASS_FLOOR, cluster_sums
 
 
@@ -75,3 +77,43 @@ def cluster_distance(
     unweighted = np.divide(cost_sum, pairs, out=np.full_like(cost_sum, np.nan), where=pairs > 0)
     weighted = np.divide(cost_mass, mass, out=np.zeros_like(cost_mass), where=mass > MASS_FLOOR)
     return np.where(mass > MASS_FLOOR, weighted, unweighted)
+
+
+def cluster_frame(values: np.ndarray, query: list[str], reference: list[str]) -> pd.DataFrame:
+    """A query-clusters x reference-clusters table (index ``query``, columns ``reference``)."""
+    return pd.DataFrame(
+        values,
+        index=pd.Index(query, name="query"),
+        columns=pd.Index(reference, name="reference"),
+    )
+
+
+def mapping_scores(sums: dict, problem, geom, methods) -> dict[str, np.ndarray]:
+    """The mapping of each of ``methods`` from the plan sums ``sums`` of ``geom``'s cells with
+    ``problem``'s marginals."""
+    n_ref = geom.label_distance.shape[1]
+    out = {}
+    for method in methods:
+        if method == "mean":
+            out[method] = mapping_mean(sums["tm"], problem.b, geom.ref_codes, n_ref)
+        elif method == "jensen_shannon":
+            out[method] = mapping_jensen_shannon(sums["tm"], problem.b, geom.ref_codes, n_ref)
+        else:
+            out[method] = mapping_transported_mass(sums["mass"], problem.a, geom.query_codes)
+    return out
+
+
+def distance_of(sums: dict, geom, rows=None, cols=None) -> np.ndarray:
+    """:func:`cluster_distance` from the plan sums ``sums`` over ``geom``'s query cells
+    ``rows`` and reference cells ``cols`` (all by default)."""
+    qc = geom.query_codes if rows is None else geom.query_codes[rows]
+    rc = geom.ref_codes if cols is None else geom.ref_codes[cols]
+    return cluster_distance(sums["mass"], sums["cost_mass"], sums["cost_sum"], qc, rc)
+
+
+def subsample(geom, n_samples: int, random_state: int):
+    """The query and reference cells of ``compute_distance(n_samples=...)``: a seeded
+    subsample of at most ``n_samples`` cells per cluster on each side of ``geom``."""
+    rows = downsample_indices(geom.query_codes, n_samples, random_state=random_state)
+    cols = downsample_indices(geom.ref_codes, n_samples, random_state=random_state)
+    return rows, cols

@@ -44,9 +44,10 @@ from .._interrupt import interruptible
 from ..pp._limma import group_statistics, limma_ava, limma_ova
 from ..pp._pseudobulk import LogExpression
 from ..pp._validate import study
-from ._aggregate import MASS_FLOOR, cluster_sums
-from ._cost._label_distance import label_distance, marker_lists
-from ._cost._labels import restrict_markers
+from ._aggregate import cluster_sums
+from ._answers._scores import mean_cost
+from ._cost._label_distance import label_distance
+from ._cost._labels import restrict_markers, study_markers
 from ._solve import run_sinkhorn
 
 logger = logging.getLogger("pairot")
@@ -409,28 +410,13 @@ class LabelDistance:
 
     def __init__(self, dm):
         self.dm = dm
-        p = label_params(dm)
-        self.q_norm = p["q_norm"]
-        self.sides = {
-            "adata1": {"n_genes_ova": p["n_genes_ova"], "n_genes_ava": p["n_genes_ava"]},
-            "adata2": {"n_genes_ova": None, "n_genes_ava": None},
-        }
-        self.common = {
-            k: p[k]
-            for k in (
-                "overlap_threshold_ava",
-                "overlap_n_genes_ava",
-                "adj_p_val_threshold",
-                "auroc_threshold",
-                "logfc_threshold",
-                "gene_filtering",
-            )
-        }
+        self.params = label_params(dm)
+        self.q_norm = self.params["q_norm"]
         self.clusters = {"adata1": dm.query_clusters, "adata2": dm.reference_clusters}
         self._fixed = {}
 
     def markers(self, name: str, de_ova: pd.DataFrame, de_ava: pd.DataFrame) -> pd.DataFrame:
-        table = marker_lists(de_ova, de_ava, **self.sides[name], **self.common)
+        table = study_markers(de_ova, de_ava, self.params, query=name == "adata1")
         return restrict_markers(table, self.clusters[name], name)
 
     def fixed(self, name: str) -> pd.DataFrame:
@@ -476,10 +462,7 @@ def weighted_outputs(agg, b, x, y, offset, qc, rc, wq, wr, n_query: int, n_ref: 
     cost_sum = (
         offset * pairs + _cluster_sums(x, qc, wq, n_query) @ _cluster_sums(y, rc, wr, n_ref).T
     )
-    unweighted = np.divide(cost_sum, pairs, out=np.full_like(cost_sum, np.nan), where=pairs > 0)
-    mass, cost_mass = agg["mass"], agg["cost_mass"]
-    weighted = np.divide(cost_mass, mass, out=np.zeros_like(cost_mass), where=mass > MASS_FLOOR)
-    return mapping, np.where(mass > MASS_FLOOR, weighted, unweighted)
+    return mapping, mean_cost(agg["mass"], agg["cost_mass"], cost_sum, pairs)
 
 
 def solve_weighted(dm, x_aug, y_aug, rows, cols, wq, wr):

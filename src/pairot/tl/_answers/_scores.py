@@ -74,6 +74,14 @@ def cluster_distance(
     pairs = np.outer(
         np.bincount(query_codes, minlength=n_query), np.bincount(ref_codes, minlength=n_ref)
     ).astype(np.float64)
+    return mean_cost(mass, cost_mass, cost_sum, pairs)
+
+
+def mean_cost(
+    mass: np.ndarray, cost_mass: np.ndarray, cost_sum: np.ndarray, pairs: np.ndarray
+) -> np.ndarray:
+    """``cost_mass / mass`` (the plan-weighted mean cost) where the plan carries mass above
+    ``MASS_FLOOR``, else ``cost_sum / pairs`` (the unweighted mean over the cell pairs)."""
     unweighted = np.divide(cost_sum, pairs, out=np.full_like(cost_sum, np.nan), where=pairs > 0)
     weighted = np.divide(cost_mass, mass, out=np.zeros_like(cost_mass), where=mass > MASS_FLOOR)
     return np.where(mass > MASS_FLOOR, weighted, unweighted)

@@ -52,8 +52,6 @@ from ._solve import run_sinkhorn
 
 logger = logging.getLogger("pairot")
 
-#: What ``DatasetMap.bootstrap(resample=...)`` can resample.
-RESAMPLE_KINDS = ("cells", "samples")
 #: A study's donors are resampled only when it has at least this many donors with profiles.
 MIN_DONORS = 3
 #: Donor draws with a single distinct donor (no replicate at all) are drawn again, at most
@@ -83,64 +81,6 @@ DONOR_SCHEME = "corrected"
 DONOR_SCHEMES = ("corrected", "duplicated", "bayesian")
 _LABEL_COLUMNS = {"ova": ("cluster",), "ava": ("cluster", "versus")}
 _LIMMA_COLUMNS = ("logFC", "P.Value", "adj.P.Val")
-
-
-# --------------------------------------------------------------------------- argument checks
-def check_arguments(n_bootstrap, resample, confidence, random_state, progress):
-    """The validated arguments of ``DatasetMap.bootstrap``; errors name the argument."""
-    if isinstance(n_bootstrap, bool | np.bool_) or not isinstance(n_bootstrap, int | np.integer):
-        msg = (
-            f"n_bootstrap must be an integer >= 2 (the number of resamples), got "
-            f"{n_bootstrap!r}; pass e.g. n_bootstrap=20."
-        )
-        raise TypeError(msg)
-    if n_bootstrap < 2:
-        msg = (
-            f"n_bootstrap must be >= 2 (an interval needs several resamples), got "
-            f"{n_bootstrap}; pass e.g. n_bootstrap=20."
-        )
-        raise ValueError(msg)
-    if isinstance(resample, str):
-        resample = (resample,)
-    try:
-        kinds = list(resample)
-    except TypeError:
-        kinds = None
-    if not kinds or not all(isinstance(k, str) for k in kinds):
-        msg = (
-            f"resample must be 'cells', 'samples' or both, e.g. ('cells', 'samples'), got "
-            f"{resample!r}."
-        )
-        raise TypeError(msg) if kinds is None else ValueError(msg)
-    unknown = [k for k in kinds if k not in RESAMPLE_KINDS]
-    if unknown:
-        msg = (
-            f"resample has unknown value(s) {unknown}; choose from {list(RESAMPLE_KINDS)}, "
-            "e.g. resample=('cells', 'samples')."
-        )
-        raise ValueError(msg)
-    kinds = tuple(k for k in RESAMPLE_KINDS if k in kinds)
-    if isinstance(confidence, bool | np.bool_) or not isinstance(
-        confidence, int | float | np.integer | np.floating
-    ):
-        msg = f"confidence must be a number in (0, 1), got {confidence!r}; pass e.g. 0.9."
-        raise TypeError(msg)
-    if not 0 < confidence < 1:  # also catches NaN
-        msg = (
-            f"confidence must lie in (0, 1) (the share of resamples inside the interval), got "
-            f"{confidence!r}; pass e.g. confidence=0.9."
-        )
-        raise ValueError(msg)
-    if isinstance(random_state, bool | np.bool_) or not isinstance(random_state, int | np.integer):
-        msg = f"random_state must be an integer seed >= 0, got {random_state!r}."
-        raise TypeError(msg)
-    if random_state < 0:
-        msg = f"random_state must be >= 0, got {random_state}; pass e.g. random_state=0."
-        raise ValueError(msg)
-    if not isinstance(progress, bool | np.bool_):
-        msg = f"progress must be True or False, got {progress!r}."
-        raise TypeError(msg)
-    return int(n_bootstrap), kinds, float(confidence), int(random_state), bool(progress)
 
 
 # ------------------------------------------------------------------------------ cell draws
@@ -604,10 +544,9 @@ class Resampler:
 
 
 def bootstrap(dm, n_bootstrap, *, resample, confidence, random_state, progress) -> pd.DataFrame:
-    """``DatasetMap.bootstrap`` (see there)."""
-    n_bootstrap, kinds, confidence, random_state, progress = check_arguments(
-        n_bootstrap, resample, confidence, random_state, progress
-    )
+    """``DatasetMap.bootstrap`` (see there), with the arguments of
+    :func:`~pairot.tl._checks.check_bootstrap` (``resample``: the kinds, in order)."""
+    kinds = resample
     dm._require("geom")
     dm._require("problem")
     solution = dm._require("solution")

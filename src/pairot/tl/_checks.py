@@ -4,8 +4,8 @@ methods); the layers below assume valid arguments.
 Each check returns the validated value (converted to a plain ``int`` / ``float`` where that is
 what the layers take) and raises with a message naming the argument, the bad value and the
 fix. The checks of one concept that live with it stay there and are reused from here:
-``_cost._small_clusters.check_arguments``, ``_cost._robust_label_distance.check_mode`` and
-``_bootstrap.check_arguments``.
+``_cost._small_clusters.check_arguments`` (run once the studies are read, as before) and
+``_cost._robust_label_distance.check_mode``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import pandas as pd
 AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
 MARGINALS = ("balanced", "uniform")
 SIDES = ("query", "reference")
+#: What ``DatasetMap.bootstrap(resample=...)`` can resample.
+RESAMPLE_KINDS = ("cells", "samples")
 MATCH_OUTPUTS = ("table", "dict")
 
 
@@ -264,3 +266,60 @@ def check_matches(
     if n_top is not None:
         n_top = check_positive(n_top, "n_top", integer=True)
     return thresholds[0], thresholds[1], n_top
+
+
+def check_bootstrap(n_bootstrap, resample, confidence, random_state, progress):
+    """The validated arguments of ``DatasetMap.bootstrap``; errors name the argument."""
+    if isinstance(n_bootstrap, bool | np.bool_) or not isinstance(n_bootstrap, int | np.integer):
+        msg = (
+            f"n_bootstrap must be an integer >= 2 (the number of resamples), got "
+            f"{n_bootstrap!r}; pass e.g. n_bootstrap=20."
+        )
+        raise TypeError(msg)
+    if n_bootstrap < 2:
+        msg = (
+            f"n_bootstrap must be >= 2 (an interval needs several resamples), got "
+            f"{n_bootstrap}; pass e.g. n_bootstrap=20."
+        )
+        raise ValueError(msg)
+    if isinstance(resample, str):
+        resample = (resample,)
+    try:
+        kinds = list(resample)
+    except TypeError:
+        kinds = None
+    if not kinds or not all(isinstance(k, str) for k in kinds):
+        msg = (
+            f"resample must be 'cells', 'samples' or both, e.g. ('cells', 'samples'), got "
+            f"{resample!r}."
+        )
+        raise TypeError(msg) if kinds is None else ValueError(msg)
+    unknown = [k for k in kinds if k not in RESAMPLE_KINDS]
+    if unknown:
+        msg = (
+            f"resample has unknown value(s) {unknown}; choose from {list(RESAMPLE_KINDS)}, "
+            "e.g. resample=('cells', 'samples')."
+        )
+        raise ValueError(msg)
+    kinds = tuple(k for k in RESAMPLE_KINDS if k in kinds)
+    if isinstance(confidence, bool | np.bool_) or not isinstance(
+        confidence, int | float | np.integer | np.floating
+    ):
+        msg = f"confidence must be a number in (0, 1), got {confidence!r}; pass e.g. 0.9."
+        raise TypeError(msg)
+    if not 0 < confidence < 1:  # also catches NaN
+        msg = (
+            f"confidence must lie in (0, 1) (the share of resamples inside the interval), got "
+            f"{confidence!r}; pass e.g. confidence=0.9."
+        )
+        raise ValueError(msg)
+    if isinstance(random_state, bool | np.bool_) or not isinstance(random_state, int | np.integer):
+        msg = f"random_state must be an integer seed >= 0, got {random_state!r}."
+        raise TypeError(msg)
+    if random_state < 0:
+        msg = f"random_state must be >= 0, got {random_state}; pass e.g. random_state=0."
+        raise ValueError(msg)
+    if not isinstance(progress, bool | np.bool_):
+        msg = f"progress must be True or False, got {progress!r}."
+        raise TypeError(msg)
+    return int(n_bootstrap), kinds, float(confidence), int(random_state), bool(progress)

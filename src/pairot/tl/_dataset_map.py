@@ -726,6 +726,9 @@ class DatasetMap:
         """
         from ._bootstrap import bootstrap
 
+        n_bootstrap, resample, confidence, random_state, progress = checks.check_bootstrap(
+            n_bootstrap, resample, confidence, random_state, progress
+        )
         return bootstrap(
             self,
             n_bootstrap,

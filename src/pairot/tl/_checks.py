@@ -23,6 +23,17 @@ RESAMPLE_KINDS = ("cells", "samples")
 MATCH_OUTPUTS = ("table", "dict")
 
 
+#: Number types a numeric argument may have (``bool`` is excluded by :func:`_is`).
+NUMBER = (int, float, np.integer, np.floating)
+#: Integer types an integer argument may have.
+INTEGER = (int, np.integer)
+
+
+def _is(value, kinds) -> bool:
+    """Whether ``value`` is an instance of ``kinds`` and no ``bool`` (a bool is an int)."""
+    return not isinstance(value, bool | np.bool_) and isinstance(value, kinds)
+
+
 def own_arguments(method) -> list[str]:
     """The named parameters of a ``DatasetMap`` method, for messages."""
     return [
@@ -33,9 +44,8 @@ def own_arguments(method) -> list[str]:
 
 
 def check_positive(value, argument: str, *, integer: bool = False):
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
     what = "a positive integer" if integer else "a positive number"
-    if isinstance(value, bool | np.bool_) or not isinstance(value, kind):
+    if not _is(value, INTEGER if integer else NUMBER):
         msg = f"{argument} must be {what}, got {value!r} ({type(value).__name__})."
         raise TypeError(msg)
     if not np.isfinite(value):
@@ -59,9 +69,7 @@ def check_weights(lambda_feature, lambda_label) -> tuple[float, float]:
 
 
 def check_tau(value, argument: str) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(
-        value, int | float | np.integer | np.floating
-    ):
+    if not _is(value, NUMBER):
         msg = f"{argument} must be a number in (0, 1], got {value!r} ({type(value).__name__})."
         raise TypeError(msg)
     if not (0 < value <= 1):  # also catches NaN
@@ -185,15 +193,13 @@ def check_side(side: str) -> str:
 
 def check_split(split_share, min_cells) -> tuple[float, int]:
     """``split_share`` in (0, 1] and ``min_cells`` >= 0 of ``cell_mapping_summary``."""
-    if isinstance(split_share, bool | np.bool_) or not isinstance(
-        split_share, int | float | np.integer | np.floating
-    ):
+    if not _is(split_share, NUMBER):
         msg = f"split_share must be a number in (0, 1], got {split_share!r}."
         raise TypeError(msg)
     if not 0 < split_share <= 1:
         msg = f"split_share must lie in (0, 1], got {split_share!r}; e.g. 0.25."
         raise ValueError(msg)
-    if isinstance(min_cells, bool | np.bool_) or not isinstance(min_cells, int | np.integer):
+    if not _is(min_cells, INTEGER):
         msg = f"min_cells must be an integer >= 0, got {min_cells!r}."
         raise TypeError(msg)
     if min_cells < 0:
@@ -270,7 +276,7 @@ def check_matches(
 
 def check_bootstrap(n_bootstrap, resample, confidence, random_state, progress):
     """The validated arguments of ``DatasetMap.bootstrap``; errors name the argument."""
-    if isinstance(n_bootstrap, bool | np.bool_) or not isinstance(n_bootstrap, int | np.integer):
+    if not _is(n_bootstrap, INTEGER):
         msg = (
             f"n_bootstrap must be an integer >= 2 (the number of resamples), got "
             f"{n_bootstrap!r}; pass e.g. n_bootstrap=20."
@@ -302,9 +308,7 @@ def check_bootstrap(n_bootstrap, resample, confidence, random_state, progress):
         )
         raise ValueError(msg)
     kinds = tuple(k for k in RESAMPLE_KINDS if k in kinds)
-    if isinstance(confidence, bool | np.bool_) or not isinstance(
-        confidence, int | float | np.integer | np.floating
-    ):
+    if not _is(confidence, NUMBER):
         msg = f"confidence must be a number in (0, 1), got {confidence!r}; pass e.g. 0.9."
         raise TypeError(msg)
     if not 0 < confidence < 1:  # also catches NaN
@@ -313,7 +317,7 @@ def check_bootstrap(n_bootstrap, resample, confidence, random_state, progress):
             f"{confidence!r}; pass e.g. confidence=0.9."
         )
         raise ValueError(msg)
-    if isinstance(random_state, bool | np.bool_) or not isinstance(random_state, int | np.integer):
+    if not _is(random_state, INTEGER):
         msg = f"random_state must be an integer seed >= 0, got {random_state!r}."
         raise TypeError(msg)
     if random_state < 0:

@@ -36,8 +36,8 @@ import pandas as pd
 from scipy import stats
 
 import pairot as pr
-from pairot.tl._label_distance import marker_lists, normalize_label_distance
-from pairot.tl._robust_label_distance import robust_label_distance
+from pairot.tl._cost._label_distance import marker_lists, normalize_label_distance
+from pairot.tl._cost._robust_label_distance import robust_label_distance
 
 N_TOP_GENES = 300
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 import pairot as pr
-from pairot.tl import _cell_mapping
+from pairot.tl._answers import _cell_mapping
 from pairot.tl._ot import aggregate
 
 MODES = {

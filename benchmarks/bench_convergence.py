@@ -121,7 +121,7 @@ def tight_reference(dm):
         n_ref_clusters=len(dm.reference_clusters),
         dtype=np.float64,
     )
-    from pairot.tl._aggregate import cluster_distance, mapping_mean
+    from pairot.tl._answers._scores import cluster_distance, mapping_mean
 
     mean = mapping_mean(sums["tm"], p["b"], geom.ref_codes, len(dm.reference_clusters))
     dist = cluster_distance(

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import pairot as pr
-from pairot.tl._features import spearman_features
+from pairot.tl._cost._features import spearman_features
 
 COLUMNS = ("cell_type", "cell_type", "sample_id", "sample_id")
 

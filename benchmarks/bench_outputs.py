@@ -111,6 +111,7 @@ class PerClusterLoop:
         import jax.numpy as jnp
 
         from pairot.tl import _aggregate
+        from pairot.tl._answers import _scores
 
         inp = self.inputs
         qc, rc = inp["query_codes"], inp["ref_codes"]
@@ -127,10 +128,10 @@ class PerClusterLoop:
         mass = _aggregate.cluster_sums(tm, rc, kr)
         a, b = inp["a"], inp["b"]
         return {
-            "mean": _aggregate.mapping_mean(tm, b, rc, kr),
-            "jensen_shannon": _aggregate.mapping_jensen_shannon(tm, b, rc, kr),
-            "transported_mass": _aggregate.mapping_transported_mass(mass, a, qc),
-            "distance": _aggregate.cluster_distance(mass, cost_mass, cost_sum, qc, rc),
+            "mean": _scores.mapping_mean(tm, b, rc, kr),
+            "jensen_shannon": _scores.mapping_jensen_shannon(tm, b, rc, kr),
+            "transported_mass": _scores.mapping_transported_mass(mass, a, qc),
+            "distance": _scores.cluster_distance(mass, cost_mass, cost_sum, qc, rc),
         }
 
 

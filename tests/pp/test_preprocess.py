@@ -565,7 +565,7 @@ def test_float16_counts_are_read_exactly_as_float32(pair, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING" and "float16" in r.msg]
     assert a1.X.dtype == np.float16 and np.array_equal(a1.X, before)  # the caller's X
     # a DatasetMap on float16 counts builds the same Spearman features
-    features = pr.tl._features.spearman_features
+    features = pr.tl._cost._features.spearman_features
     np.testing.assert_array_equal(features(a1.X), features(as32.X))
 
 

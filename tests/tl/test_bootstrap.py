@@ -16,6 +16,7 @@ import pytest
 
 import pairot as pr
 from pairot.tl import _bootstrap
+from pairot.tl._answers import _matches
 from pairot.tl._dataset_map import StageError
 
 SOLVE = {"threshold": 1e-6, "max_iterations": 5000, "progress": False}
@@ -65,7 +66,7 @@ def _without_pseudobulk(adata):
 
 # ------------------------------------------------------------------------------ the table
 def test_table_layout_and_point_estimates(fitted, table):
-    assert list(table.columns) == list(_bootstrap.BOOTSTRAP_COLUMNS)
+    assert list(table.columns) == list(_matches.BOOTSTRAP_COLUMNS)
     mapping, distance = fitted.compute_mapping(), fitted.compute_distance()
     assert len(table) == mapping.size
     assert list(table["query"][:: mapping.shape[1]]) == list(mapping.index)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import pairot as pr
-from pairot.tl import _cell_mapping, _ot
+from pairot.tl import _ot
+from pairot.tl._answers import _cell_mapping
 from pairot.tl._ot import _sparse
 
 

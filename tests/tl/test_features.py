@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import sparse, stats
 from sklearn.metrics.pairwise import cosine_similarity
 
-from pairot.tl._features import (
+from pairot.tl._cost._features import (
     MAX_UNDEFINED_SHARE,
     MIN_FEATURE_VARIANCE,
     cosine_features,

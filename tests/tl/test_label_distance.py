@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pairot.pp._markers import filter_genes_ava, filter_genes_ova, select_genes
-from pairot.tl._label_distance import (
+from pairot.tl._cost._label_distance import (
     label_distance,
     marker_lists,
     normalize_label_distance,

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 import pairot as pr
+from pairot.tl._answers._novelty import within_cluster_cost
 from pairot.tl._dataset_map import StageError
-from pairot.tl._novelty import within_cluster_cost
 
 N_CELLS = 1000
 N_GENES = 1000

@@ -15,7 +15,7 @@ import pytest
 import pairot as pr
 from pairot.cli import main
 from pairot.tl import _bootstrap
-from pairot.tl._robust_label_distance import (
+from pairot.tl._cost._robust_label_distance import (
     LABEL_DISTANCE_MODES,
     check_mode,
     robust_label_distance,

@@ -452,6 +452,21 @@ def mapping(
     )
 
 
+def _distance_heatmap(data, vmax: float, colorbar_title: str, width, height, backend: str):
+    """A distance heatmap: red-yellow-green reversed on the fixed range 0 to ``vmax``."""
+    return _heatmap(
+        data,
+        "data",
+        cmap=u.get_cmap("RdYlGn_r"),
+        vmin=0.0,
+        vmax=vmax,
+        colorbar_title=colorbar_title,
+        width=width,
+        height=height,
+        backend=backend,
+    )
+
+
 def distance(
     data: pd.DataFrame,
     width: int | None = None,
@@ -477,17 +492,7 @@ def distance(
     -------
     plotly.graph_objects.Figure or matplotlib.axes.Axes
     """
-    return _heatmap(
-        data,
-        "data",
-        cmap=u.get_cmap("RdYlGn_r"),
-        vmin=0.0,
-        vmax=2.0,
-        colorbar_title="distance",
-        width=width,
-        height=height,
-        backend=backend,
-    )
+    return _distance_heatmap(data, 2.0, "distance", width, height, backend)
 
 
 def label_distance(
@@ -515,14 +520,4 @@ def label_distance(
     -------
     plotly.graph_objects.Figure or matplotlib.axes.Axes
     """
-    return _heatmap(
-        data,
-        "data",
-        cmap=u.get_cmap("RdYlGn_r"),
-        vmin=0.0,
-        vmax=1.0,
-        colorbar_title="label distance",
-        width=width,
-        height=height,
-        backend=backend,
-    )
+    return _distance_heatmap(data, 1.0, "label distance", width, height, backend)

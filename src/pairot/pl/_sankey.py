@@ -272,21 +272,22 @@ def _link_spans(layout: _Layout, left_spans, right_spans, scale):
     links = layout.links
     pos_left = {n: k for k, n in enumerate(layout.left)}
     pos_right = {n: k for k, n in enumerate(layout.right)}
-    at_left = {}
-    for i, group in links.groupby("i"):
-        y = left_spans[pos_left[i]][0]
-        for idx in sorted(group.index, key=lambda r: pos_right[links.at[r, "j"]]):
-            h = scale * links.at[idx, "mapping"]
-            at_left[idx] = (y, y + h)
-            y += h
-    at_right = {}
-    for j, group in links.groupby("j"):
-        y = right_spans[pos_right[j]][0]
-        for idx in sorted(group.index, key=lambda r: pos_left[links.at[r, "i"]]):
-            h = scale * links.at[idx, "mapping"]
-            at_right[idx] = (y, y + h)
-            y += h
+    at_left = _stack(links, "i", "j", left_spans, pos_left, pos_right, scale)
+    at_right = _stack(links, "j", "i", right_spans, pos_right, pos_left, scale)
     return at_left, at_right
+
+
+def _stack(links, end: str, other: str, spans, pos_end: dict, pos_other: dict, scale) -> dict:
+    """The links' ``(top, bottom)`` at their ``end`` (``"i"``: query, ``"j"``: reference):
+    from the top of each node, in the order of the nodes at their ``other`` end."""
+    at = {}
+    for node, group in links.groupby(end):
+        y = spans[pos_end[node]][0]
+        for idx in sorted(group.index, key=lambda r: pos_other[links.at[r, other]]):
+            h = scale * links.at[idx, "mapping"]
+            at[idx] = (y, y + h)
+            y += h
+    return at
 
 
 # ----------------------------------------------------------------------------- matplotlib

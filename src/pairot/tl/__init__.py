@@ -1,6 +1,6 @@
 """The optimal-transport model between a query and a reference study."""
 
-from ._cell_mapping import transfer_labels
+from ._answers._cell_mapping import transfer_labels
 from ._dataset_map import DatasetMap
 
 __all__ = ["DatasetMap", "transfer_labels"]

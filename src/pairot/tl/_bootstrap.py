@@ -44,29 +44,16 @@ from .._interrupt import interruptible
 from ..pp._limma import group_statistics, limma_ava, limma_ova
 from ..pp._pseudobulk import LogExpression
 from ..pp._validate import study
-from ._aggregate import MASS_FLOOR, cluster_sums
-from ._label_distance import label_distance, marker_lists
+from ._aggregate import cluster_sums
+from ._answers._scores import mean_cost
+from ._cost._label_distance import label_distance
+from ._cost._labels import restrict_markers, study_markers
+from ._solve import run_sinkhorn
 
 logger = logging.getLogger("pairot")
 
-#: What ``DatasetMap.bootstrap(resample=...)`` can resample.
-RESAMPLE_KINDS = ("cells", "samples")
 #: A study's donors are resampled only when it has at least this many donors with profiles.
 MIN_DONORS = 3
-#: The columns of the table ``DatasetMap.bootstrap`` returns.
-BOOTSTRAP_COLUMNS = (
-    "query",
-    "reference",
-    "mapping",
-    "mapping_low",
-    "mapping_high",
-    "distance",
-    "distance_low",
-    "distance_high",
-    "top_share",
-)
-#: The columns added to the suggested matches (``matches.csv``).
-CONFIDENCE_COLUMNS = BOOTSTRAP_COLUMNS[3:5] + BOOTSTRAP_COLUMNS[6:]
 #: Donor draws with a single distinct donor (no replicate at all) are drawn again, at most
 #: this many times in a row.
 _MAX_REDRAWS = 100
@@ -94,64 +81,6 @@ DONOR_SCHEME = "corrected"
 DONOR_SCHEMES = ("corrected", "duplicated", "bayesian")
 _LABEL_COLUMNS = {"ova": ("cluster",), "ava": ("cluster", "versus")}
 _LIMMA_COLUMNS = ("logFC", "P.Value", "adj.P.Val")
-
-
-# --------------------------------------------------------------------------- argument checks
-def check_arguments(n_bootstrap, resample, confidence, random_state, progress):
-    """The validated arguments of ``DatasetMap.bootstrap``; errors name the argument."""
-    if isinstance(n_bootstrap, bool | np.bool_) or not isinstance(n_bootstrap, int | np.integer):
-        msg = (
-            f"n_bootstrap must be an integer >= 2 (the number of resamples), got "
-            f"{n_bootstrap!r}; pass e.g. n_bootstrap=20."
-        )
-        raise TypeError(msg)
-    if n_bootstrap < 2:
-        msg = (
-            f"n_bootstrap must be >= 2 (an interval needs several resamples), got "
-            f"{n_bootstrap}; pass e.g. n_bootstrap=20."
-        )
-        raise ValueError(msg)
-    if isinstance(resample, str):
-        resample = (resample,)
-    try:
-        kinds = list(resample)
-    except TypeError:
-        kinds = None
-    if not kinds or not all(isinstance(k, str) for k in kinds):
-        msg = (
-            f"resample must be 'cells', 'samples' or both, e.g. ('cells', 'samples'), got "
-            f"{resample!r}."
-        )
-        raise TypeError(msg) if kinds is None else ValueError(msg)
-    unknown = [k for k in kinds if k not in RESAMPLE_KINDS]
-    if unknown:
-        msg = (
-            f"resample has unknown value(s) {unknown}; choose from {list(RESAMPLE_KINDS)}, "
-            "e.g. resample=('cells', 'samples')."
-        )
-        raise ValueError(msg)
-    kinds = tuple(k for k in RESAMPLE_KINDS if k in kinds)
-    if isinstance(confidence, bool | np.bool_) or not isinstance(
-        confidence, int | float | np.integer | np.floating
-    ):
-        msg = f"confidence must be a number in (0, 1), got {confidence!r}; pass e.g. 0.9."
-        raise TypeError(msg)
-    if not 0 < confidence < 1:  # also catches NaN
-        msg = (
-            f"confidence must lie in (0, 1) (the share of resamples inside the interval), got "
-            f"{confidence!r}; pass e.g. confidence=0.9."
-        )
-        raise ValueError(msg)
-    if isinstance(random_state, bool | np.bool_) or not isinstance(random_state, int | np.integer):
-        msg = f"random_state must be an integer seed >= 0, got {random_state!r}."
-        raise TypeError(msg)
-    if random_state < 0:
-        msg = f"random_state must be >= 0, got {random_state}; pass e.g. random_state=0."
-        raise ValueError(msg)
-    if not isinstance(progress, bool | np.bool_):
-        msg = f"progress must be True or False, got {progress!r}."
-        raise TypeError(msg)
-    return int(n_bootstrap), kinds, float(confidence), int(random_state), bool(progress)
 
 
 # ------------------------------------------------------------------------------ cell draws
@@ -421,29 +350,14 @@ class LabelDistance:
 
     def __init__(self, dm):
         self.dm = dm
-        p = label_params(dm)
-        self.q_norm = p["q_norm"]
-        self.sides = {
-            "adata1": {"n_genes_ova": p["n_genes_ova"], "n_genes_ava": p["n_genes_ava"]},
-            "adata2": {"n_genes_ova": None, "n_genes_ava": None},
-        }
-        self.common = {
-            k: p[k]
-            for k in (
-                "overlap_threshold_ava",
-                "overlap_n_genes_ava",
-                "adj_p_val_threshold",
-                "auroc_threshold",
-                "logfc_threshold",
-                "gene_filtering",
-            )
-        }
+        self.params = label_params(dm)
+        self.q_norm = self.params["q_norm"]
         self.clusters = {"adata1": dm.query_clusters, "adata2": dm.reference_clusters}
         self._fixed = {}
 
     def markers(self, name: str, de_ova: pd.DataFrame, de_ava: pd.DataFrame) -> pd.DataFrame:
-        table = marker_lists(de_ova, de_ava, **self.sides[name], **self.common)
-        return self.dm._restrict(table, self.clusters[name], name)
+        table = study_markers(de_ova, de_ava, self.params, query=name == "adata1")
+        return restrict_markers(table, self.clusters[name], name)
 
     def fixed(self, name: str) -> pd.DataFrame:
         """The marker lists of the study's stored DE tables (computed once)."""
@@ -475,7 +389,8 @@ def weighted_outputs(agg, b, x, y, offset, qc, rc, wq, wr, n_query: int, n_ref: 
     distance is ``sum P C / sum P`` (a merged cell carries its copies' mass), and where the
     plan carries no mass the unweighted mean cost over the copies,
     ``offset + (sum_k w x) . (sum_c w y) / (W_k W_c)``. With all ``w = 1`` these are
-    :func:`~._aggregate.mapping_mean` and :func:`~._aggregate.cluster_distance`.
+    :func:`~._answers._scores.mapping_mean` and
+    :func:`~._answers._scores.cluster_distance`.
     """
     tm = agg["tm"]
     ratio = np.divide(tm, b[None, :], out=np.zeros_like(tm, dtype=np.float64), where=b > 0)
@@ -487,41 +402,34 @@ def weighted_outputs(agg, b, x, y, offset, qc, rc, wq, wr, n_query: int, n_ref: 
     cost_sum = (
         offset * pairs + _cluster_sums(x, qc, wq, n_query) @ _cluster_sums(y, rc, wr, n_ref).T
     )
-    unweighted = np.divide(cost_sum, pairs, out=np.full_like(cost_sum, np.nan), where=pairs > 0)
-    mass, cost_mass = agg["mass"], agg["cost_mass"]
-    weighted = np.divide(cost_mass, mass, out=np.zeros_like(cost_mass), where=mass > MASS_FLOOR)
-    return mapping, np.where(mass > MASS_FLOOR, weighted, unweighted)
+    return mapping, mean_cost(agg["mass"], agg["cost_mass"], cost_sum, pairs)
 
 
 def solve_weighted(dm, x_aug, y_aug, rows, cols, wq, wr):
     """Solve the problem of ``dm`` on the given cells (rows of ``x_aug`` / ``y_aug`` already
     taken) with multiplicities ``wq`` / ``wr``; returns (mapping, distance, converged)."""
-    from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, aggregate, sinkhorn
+    from ._ot import aggregate
 
     geom, problem = dm.geom, dm.ot_prob
     n_query, n_ref = len(dm.query_clusters), len(dm.reference_clusters)
     options = dict(getattr(dm, "_solve_options", None) or {})
-    if options.get("kernel_memory_budget") is None:
-        options["kernel_memory_budget"] = DEFAULT_KERNEL_MEMORY_BUDGET
     block_memory_budget = options.get("block_memory_budget")
     a = wq * problem.a[rows]
     b = wr * problem.b[cols]
     a, b = a / a.sum(), b / b.sum()
     qc, rc = geom.query_codes[rows], geom.ref_codes[cols]
-    solution = sinkhorn(
+    solution = run_sinkhorn(
+        geom,
         x_aug,
         y_aug,
-        geom.offset,
         a,
         b,
-        epsilon=geom.epsilon,
+        qc,
+        rc,
         tau_a=problem.tau_a,
         tau_b=problem.tau_b,
-        batch_size=geom.batch_size,
+        options=options,
         progress=False,
-        query_codes=qc,
-        ref_codes=rc,
-        **options,
     )
     agg = aggregate(
         x_aug,
@@ -636,10 +544,9 @@ class Resampler:
 
 
 def bootstrap(dm, n_bootstrap, *, resample, confidence, random_state, progress) -> pd.DataFrame:
-    """``DatasetMap.bootstrap`` (see there)."""
-    n_bootstrap, kinds, confidence, random_state, progress = check_arguments(
-        n_bootstrap, resample, confidence, random_state, progress
-    )
+    """``DatasetMap.bootstrap`` (see there), with the arguments of
+    :func:`~pairot.tl._checks.check_bootstrap` (``resample``: the kinds, in order)."""
+    kinds = resample
     dm._require("geom")
     dm._require("problem")
     solution = dm._require("solution")
@@ -726,33 +633,3 @@ def interval_table(dm, mapping, distance, mapping_draws, distance_draws, confide
         "top_share": share,
     }
     return pd.DataFrame({k: np.ravel(v) for k, v in columns.items()})
-
-
-def add_intervals(matches: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
-    """The suggested matches with the interval columns of a ``bootstrap`` table, matched by
-    ``(query, reference)`` (NaN for a pair the table lacks)."""
-    if not isinstance(intervals, pd.DataFrame):
-        msg = (
-            "intervals must be the DataFrame that DatasetMap.bootstrap returns, got "
-            f"{type(intervals).__name__}."
-        )
-        raise TypeError(msg)
-    missing = [c for c in ("query", "reference", *CONFIDENCE_COLUMNS) if c not in intervals]
-    if missing:
-        msg = (
-            f"intervals lacks the column(s) {missing}; pass the table of "
-            "DatasetMap.bootstrap (or dataset_map.bootstrap_results)."
-        )
-        raise ValueError(msg)
-    keys = pd.MultiIndex.from_arrays(
-        [intervals["query"].astype(str), intervals["reference"].astype(str)]
-    )
-    where = keys.get_indexer(
-        pd.MultiIndex.from_arrays([matches["query"].astype(str), matches["reference"].astype(str)])
-    )
-    out = matches.copy()
-    out.attrs.update(intervals.attrs)  # n_bootstrap, confidence, what was resampled
-    for column in CONFIDENCE_COLUMNS:
-        values = intervals[column].to_numpy(dtype=np.float64)
-        out[column] = np.where(where >= 0, values[np.maximum(where, 0)], np.nan)
-    return out

@@ -1,369 +1,35 @@
-"""``DatasetMap``: the public, staged OT model (geometry -> problem -> solution -> outputs)."""
+"""``DatasetMap``: the public, staged OT model (geometry -> problem -> solution -> outputs).
+
+A facade: each public method checks its arguments (``_checks``) and makes one call into a
+layer: the cost (``_cost``: studies, label distance, features, geometry, problem), the engine
+(``_ot``, through ``_solve``) or the answers (``_answers``: mapping, distance, per-cell
+mapping, no-match flags, matches); ``bootstrap`` runs them all again per resample
+(``_bootstrap``).
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from .._interrupt import interruptible
-from .._logging import logger, progress_logger
-from ..pp._sampling import downsample_indices
-from ..pp._validate import argument_text, get_labels, part, study
-from . import _aggregate, _small_clusters
-from ._features import cosine_features, spearman_features, uninformative_features
-from ._label_distance import label_distance, marker_lists
-from ._ott_arguments import translate
-from ._robust_label_distance import check_mode, robust_label_distance
-from ._small_clusters import DEFAULT_MIN_CELLS
-
-AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
+from . import _checks as checks
+from ._answers import _cell_mapping, _matches, _novelty, _plan, _scores
+from ._cost import _geometry, _labels, _studies
+from ._cost._geometry import Geometry
+from ._cost._ott_arguments import translate
+from ._cost._problem import OTProblem, build_problem
+from ._cost._robust_label_distance import check_mode
+from ._cost._small_clusters import DEFAULT_MIN_CELLS
+from ._solve import solve_problem
 
 
 class StageError(ValueError, RuntimeError):
     """A ``DatasetMap`` step was called before the step it needs (e.g. ``solve`` before
     ``init_problem``). Subclasses ``ValueError`` and ``RuntimeError``, so either catches it."""
-
-
-MARGINALS = ("balanced", "uniform")
-
-
-@dataclass(frozen=True, repr=False)
-class OTProblem:
-    """The transport problem set by :meth:`DatasetMap.init_problem` (``dataset_map.ot_prob``).
-
-    Attributes
-    ----------
-    a, b
-        Query and reference marginals (cell weights), each summing to 1.
-    tau_a, tau_b
-        How strictly each marginal is enforced: 1 enforces it, smaller values relax it
-        (OTT-JAX's convention ``tau = rho / (rho + epsilon)``).
-    marginals_distribution
-        ``"balanced"``, ``"uniform"``, or ``"given"`` when ``a`` and ``b`` were passed.
-    epsilon
-        The entropic regularization of the geometry.
-    """
-
-    a: np.ndarray
-    b: np.ndarray
-    tau_a: float
-    tau_b: float
-    marginals_distribution: str
-    epsilon: float
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.a.size, self.b.size)
-
-    def __repr__(self) -> str:
-        n, m = self.shape
-        return (
-            f"OTProblem({n:,} x {m:,} cells, marginals={self.marginals_distribution!r}, "
-            f"tau_a={self.tau_a:g}, tau_b={self.tau_b:g}, epsilon={self.epsilon:g})"
-        )
-
-
-@dataclass
-class Geometry:
-    """Cell features and the cost structure of the OT problem.
-
-    ``C[i, j] = lambda_feature * 0.5 * (1 - x[i] . y[j]) + lambda_label * L[k_i, c_j]``, written as
-    ``offset + x_aug[i] . y_aug[j]`` with ``x_aug = [-0.5 * lambda_feature * x, lambda_label *
-    L[k_i]]`` and ``y_aug = [y, onehot(c_j)]``.
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    x_aug: np.ndarray
-    y_aug: np.ndarray
-    offset: float
-    query_codes: np.ndarray
-    ref_codes: np.ndarray
-    label_distance: np.ndarray
-    epsilon: float
-    batch_size: int
-    lambda_feature: float
-    lambda_label: float
-
-    def cost(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """The cost of the given query cells against every reference cell (float64).
-
-        This materializes ``len(rows) x m`` values: meant for inspection and tests on small
-        data; the solver and the outputs never build the full matrix.
-        """
-        x_aug = np.asarray(self.x_aug[rows], dtype=np.float64)
-        return self.offset + x_aug @ np.asarray(self.y_aug, dtype=np.float64).T
-
-
-class _DegTable(Mapping):
-    """``DEGs_label_distance[q][r]``: the genes behind one label-distance entry."""
-
-    def __init__(self, details: pd.DataFrame, query: list[str], reference: list[str]):
-        self._details = details
-        self._query = query
-        self._reference = reference
-
-    def __getitem__(self, query_cluster):
-        if query_cluster not in self._query:
-            msg = f"{query_cluster!r} is not a query cluster; query clusters: {self._query}."
-            raise KeyError(msg)
-        rows = self._details[self._details["query_cluster"] == query_cluster]
-        return {r: _deg_frame(rows[rows["reference_cluster"] == r]) for r in self._reference}
-
-    def __iter__(self):
-        return iter(self._query)
-
-    def __len__(self):
-        return len(self._query)
-
-
-#: The columns of ``DEGs_label_distance[q][r]``, upstream's names first (the gene is the index).
-DEG_COLUMNS = ["rank_query", "logFC_query", "rank_ref", "logFC_ref", "contribution"]
-
-
-def _deg_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """One ``DEGs_label_distance[q][r]`` table in upstream's layout: indexed by gene."""
-    table = rows.rename(columns={"rank_reference": "rank_ref", "logFC_reference": "logFC_ref"})
-    table = table.set_index(pd.Index(table["gene"].astype(str).to_numpy(), name="gene"))
-    return table[DEG_COLUMNS]
-
-
-#: The obs column where upstream pairOT's ``preprocess_adatas`` writes the cluster labels.
-UPSTREAM_CLUSTER_COLUMN = "cell_type_author"
-#: The ``uns`` keys of upstream pairOT's DE results.
-UPSTREAM_DE_KEYS = ("de_res_ova", "de_res_ava")
-
-
-def _cluster_order(adata: AnnData, column: str, keys: list[str]) -> list[str]:
-    """The DE clusters in the order of ``obs[column]`` (h5ad returns dict keys sorted), then
-    those the column does not have, in dict order."""
-    values = adata.obs[column]
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        in_obs = [str(c) for c in values.cat.categories]
-    else:
-        in_obs = sorted({str(v) for v in values.dropna().unique()})
-    present = set(keys)
-    ordered = [c for c in dict.fromkeys(in_obs) if c in present]
-    seen = set(ordered)
-    return ordered + [k for k in keys if k not in seen]
-
-
-def _upstream_info(adata: AnnData, name: str) -> dict:
-    """``uns["pairot"]``'s content built from upstream pairOT's ``uns["de_res_ova"]`` /
-    ``uns["de_res_ava"]`` and ``obs["cell_type_author"]``; ``adata`` is not modified."""
-    # imported here: this upstream adapter is the only user in this module
-    from .._logging import logger
-    from ..pp._upstream import ava_from_dict, ova_from_dict
-
-    for key in UPSTREAM_DE_KEYS:
-        if key not in adata.uns:
-            other = next(k for k in UPSTREAM_DE_KEYS if k != key)
-            msg = (
-                f"{name}.uns has {other!r} but not {key!r}: upstream pairOT's DE results need "
-                f"both; preprocess the study again (pairot.pp.preprocess_adatas writes "
-                f"{name}.uns['pairot'])."
-            )
-            raise ValueError(msg)
-    column = UPSTREAM_CLUSTER_COLUMN
-    if column not in adata.obs.columns:
-        available = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
-        msg = (
-            f"{name} carries upstream pairOT's DE results (uns['de_res_ova'] / "
-            f"uns['de_res_ava']) but {name}.obs has no column {column!r} with the clusters "
-            f"they were computed for; obs has: {available}. Copy the cluster labels there, "
-            f"e.g. {name}.obs[{column!r}] = {name}.obs['<your cluster column>']."
-        )
-        raise KeyError(msg)
-    ova_dict = adata.uns["de_res_ova"]
-    if not isinstance(ova_dict, Mapping):
-        msg = (
-            f"{name}.uns['de_res_ova'] must be a dict of DataFrames (upstream pairOT's "
-            f"one-vs-all DE results), got {type(ova_dict).__name__}."
-        )
-        raise TypeError(msg)
-    clusters = _cluster_order(adata, column, [k for k in ova_dict if isinstance(k, str)])
-    de_ova = ova_from_dict(ova_dict, argument=f"{name}.uns['de_res_ova']", clusters=clusters)
-    de_ava = ava_from_dict(
-        adata.uns["de_res_ava"], argument=f"{name}.uns['de_res_ava']", clusters=clusters
-    )
-    logger.info(
-        "%s: converted upstream pairOT DE results (uns['de_res_ova'] / uns['de_res_ava'], "
-        "%d clusters, clusters in obs[%r]) to pairot's long tables.",
-        name,
-        len(clusters),
-        column,
-    )
-    return {"cell_type_key": column, "de_ova": de_ova, "de_ava": de_ava}
-
-
-def _pairot_info(adata: AnnData, name: str) -> dict:
-    """The cluster column and the long DE tables of a study: ``uns["pairot"]`` (pairot's
-    preprocessing) or, without it, upstream pairOT's ``uns["de_res_ova"]`` /
-    ``uns["de_res_ava"]`` with the clusters in ``obs["cell_type_author"]``, converted."""
-    if not isinstance(adata, AnnData):
-        msg = f"{name} must be an anndata.AnnData, got {type(adata).__name__}."
-        raise TypeError(msg)
-    info = adata.uns.get("pairot")
-    hint = (
-        "run pairot.pp.preprocess_adatas(adata1, adata2, ...) first and pass its outputs "
-        "(also fine after write_h5ad / read_h5ad or as views)."
-    )
-    if info is None and any(key in adata.uns for key in UPSTREAM_DE_KEYS):
-        return _upstream_info(adata, name)
-    if not isinstance(info, Mapping):
-        msg = (
-            f"{name}.uns['pairot'] is missing (pairot's preprocess_adatas writes it), and so "
-            "are upstream pairOT's uns['de_res_ova'] / uns['de_res_ava'] (read with the "
-            f"clusters in obs['cell_type_author']): {name} has no DE results; {hint}"
-        )
-        raise ValueError(msg)
-    for key in ("cell_type_key", "de_ova", "de_ava"):
-        if key not in info:
-            msg = f"{name}.uns['pairot'] lacks {key!r} (incomplete); {hint}"
-            raise ValueError(msg)
-    if not isinstance(info["cell_type_key"], str):
-        msg = (
-            f"{name}.uns['pairot']['cell_type_key'] must be the name of the cluster column, "
-            f"got {info['cell_type_key']!r}; {hint}"
-        )
-        raise TypeError(msg)
-    for key in ("de_ova", "de_ava"):
-        if not isinstance(info[key], pd.DataFrame):
-            msg = (
-                f"{name}.uns['pairot'][{key!r}] must be a pandas DataFrame, got "
-                f"{type(info[key]).__name__}; {hint}"
-            )
-            raise TypeError(msg)
-    return info
-
-
-def _labels(adata: AnnData, key: str, name: str) -> pd.Categorical:
-    """Cluster labels as strings (see :func:`pairot.pp._validate.get_labels`): unused
-    categories dropped with an INFO log, missing labels an error."""
-    if key not in adata.obs.columns:
-        available = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
-        msg = (
-            f"{name}.obs has no column {key!r} (the cluster column recorded in "
-            f"{name}.uns['pairot']['cell_type_key'] by preprocess_adatas); available: "
-            f"{available}. Restore the column or preprocess again."
-        )
-        raise KeyError(msg)
-    return get_labels(adata, key, name, f"{name}.uns['pairot']['cell_type_key']")
-
-
-def _check_positive(value, argument: str, *, integer: bool = False):
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    what = "a positive integer" if integer else "a positive number"
-    if isinstance(value, bool | np.bool_) or not isinstance(value, kind):
-        msg = f"{argument} must be {what}, got {value!r} ({type(value).__name__})."
-        raise TypeError(msg)
-    if not np.isfinite(value):
-        msg = f"{argument} must be a finite number, got {value!r}; pass {what}."
-        raise ValueError(msg)
-    if value <= 0:
-        msg = f"{argument} must be > 0, got {value!r}; pass {what}."
-        raise ValueError(msg)
-    return int(value) if integer else float(value)
-
-
-def _check_tau(value, argument: str) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(
-        value, int | float | np.integer | np.floating
-    ):
-        msg = f"{argument} must be a number in (0, 1], got {value!r} ({type(value).__name__})."
-        raise TypeError(msg)
-    if not (0 < value <= 1):  # also catches NaN
-        msg = (
-            f"{argument} must lie in (0, 1], got {value!r}; 1 enforces the marginal, values "
-            "such as 0.95 relax it (unbalanced OT)."
-        )
-        raise ValueError(msg)
-    return float(value)
-
-
-def _check_marginal(values, n: int, argument: str, cells: str) -> np.ndarray:
-    try:
-        values = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        msg = f"{argument} must be an array of {n} non-negative weights, one per {cells} cell."
-        raise TypeError(msg) from error
-    if values.shape != (n,):
-        msg = (
-            f"{argument} must have one weight per {cells} cell, shape ({n},), got "
-            f"{values.shape}; pass None for the default marginal."
-        )
-        raise ValueError(msg)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        msg = (
-            f"{argument} has {int(bad.sum())} NaN or infinite weight(s) (first at index "
-            f"{int(np.flatnonzero(bad)[0])}); weights must be finite and >= 0."
-        )
-        raise ValueError(msg)
-    if (values < 0).any():
-        msg = (
-            f"{argument} has {int((values < 0).sum())} negative weight(s) (min "
-            f"{values.min()}); weights must be >= 0."
-        )
-        raise ValueError(msg)
-    total = values.sum()
-    if total <= 0:
-        msg = f"{argument} sums to {total}; give it a positive total mass."
-        raise ValueError(msg)
-    return values / total
-
-
-def _features(function, matrix, where: str) -> np.ndarray:
-    """``function(matrix)``, its input errors prefixed with where the matrix comes from."""
-    try:
-        return function(matrix)
-    except (TypeError, ValueError) as error:
-        msg = f"{where}: {error}"
-        raise type(error)(msg) from error
-
-
-def _warn_uninformative(x: np.ndarray, y: np.ndarray, embedding_layer: str | None) -> None:
-    """Warn when the cell features of either study carry no information
-    (docs/method.md#cell-features-and-cost)."""
-    for features, name in ((x, "adata1"), (y, "adata2")):
-        reason = uninformative_features(features, embedding=embedding_layer is not None)
-        if reason is None:
-            continue
-        fix = (
-            "use a shared embedding that separates the cells"
-            if embedding_layer is not None
-            else "use more highly variable genes (preprocess_adatas(n_top_genes=...), at "
-            "least 50) or a shared embedding (init_geom(embedding_layer='X_pca'))"
-        )
-        logger.warning(
-            "The cell features of %s carry no information: %s. The cell term of the cost "
-            "(lambda_feature) then cannot tell cells apart, and the mapping rests on the "
-            "label term (the marker genes) alone; %s.",
-            study(name),
-            reason,
-            fix,
-        )
-
-
-def _own_arguments(method) -> list[str]:
-    """The named parameters of a ``DatasetMap`` method, for messages."""
-    return [
-        name
-        for name, parameter in inspect.signature(method).parameters.items()
-        if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
-    ]
-
-
-def _balanced(codes: np.ndarray) -> np.ndarray:
-    counts = np.bincount(codes)
-    present = np.count_nonzero(counts)
-    return 1.0 / (counts[codes] * present)
 
 
 class DatasetMap:
@@ -420,44 +86,14 @@ class DatasetMap:
         min_cells: int | None = DEFAULT_MIN_CELLS,
         small_clusters: str = "drop",
     ):
-        info1 = _pairot_info(adata1, "adata1")
-        info2 = _pairot_info(adata2, "adata2")
-        if list(adata1.var_names) != list(adata2.var_names):
-            only1 = adata1.var_names.difference(adata2.var_names)[:5].tolist()
-            only2 = adata2.var_names.difference(adata1.var_names)[:5].tolist()
-            how = (
-                f"genes only in adata1: {only1}, only in adata2: {only2}"
-                if only1 or only2
-                else "the same genes in a different order"
-            )
-            msg = (
-                f"adata1 and adata2 must have the same genes in the same order ({how}); "
-                "pass both outputs of one preprocess_adatas call."
-            )
-            raise ValueError(msg)
-        self.adata1 = adata1
-        self.adata2 = adata2
-        self._info = (info1, info2)
-        self.query_labels = _labels(adata1, info1["cell_type_key"], "adata1")
-        self.reference_labels = _labels(adata2, info2["cell_type_key"], "adata2")
-        min_cells, small_clusters = _small_clusters.check_arguments(min_cells, small_clusters)
-        rows = []
-        for side, name in (("query", "adata1"), ("reference", "adata2")):
-            adata = self.adata1 if side == "query" else self.adata2
-            labels = self.query_labels if side == "query" else self.reference_labels
-            outcome = _small_clusters.handle(
-                adata.X, labels, side=side, name=name, min_cells=min_cells, action=small_clusters
-            )
-            rows += outcome.rows
-            if outcome.keep is not None:
-                adata = adata[outcome.keep]
-            if side == "query":
-                self.adata1, self.query_labels = adata, outcome.labels
-            else:
-                self.adata2, self.reference_labels = adata, outcome.labels
+        studies = _studies.load_studies(adata1, adata2, min_cells, small_clusters)
+        self.adata1, self.adata2 = studies.adata1, studies.adata2
+        self._info = studies.info
+        self.query_labels = studies.query_labels
+        self.reference_labels = studies.reference_labels
         #: The clusters below ``min_cells`` and what was done with them (columns ``side,
         #: cluster, n_cells, action, merged_into``); empty when there are none.
-        self.small_clusters = _small_clusters.table(rows)
+        self.small_clusters = studies.small_clusters
         self.geom: Geometry | None = None
         self.ot_solution = None
         self._problem = None
@@ -594,139 +230,43 @@ class DatasetMap:
 
         Calling ``init_geom`` again discards the problem and the solution.
         """
-        translate("init_geom", kwargs, _own_arguments(self.init_geom))
+        translate("init_geom", kwargs, checks.own_arguments(self.init_geom))
         label_distance_mode = check_mode(label_distance_mode)
-        epsilon = _check_positive(epsilon, "epsilon")
-        batch_size = _check_positive(batch_size, "batch_size", integer=True)
-        lambda_feature = float(lambda_feature)
-        lambda_label = float(lambda_label)
-        for value, argument in ((lambda_feature, "lambda_feature"), (lambda_label, "lambda_label")):
-            if not np.isfinite(value) or value < 0:
-                msg = f"{argument} must be a finite number >= 0, got {value}."
-                raise ValueError(msg)
-        common = {
-            "overlap_threshold_ava": overlap_threshold_ava,
-            "overlap_n_genes_ava": overlap_n_genes_ava,
-            "adj_p_val_threshold": adj_p_val_threshold,
-            "auroc_threshold": auroc_threshold,
-            "logfc_threshold": logfc_threshold,
-            "gene_filtering": gene_filtering,
-        }
-        info1, info2 = self._info
+        epsilon = checks.check_positive(epsilon, "epsilon")
+        batch_size = checks.check_positive(batch_size, "batch_size", integer=True)
+        lambda_feature, lambda_label = checks.check_weights(lambda_feature, lambda_label)
         # kept for bootstrap(), which rebuilds the label distance from resampled DE tables
-        self._label_params = {
-            "n_genes_ova": n_genes_ova,
-            "n_genes_ava": n_genes_ava,
-            "q_norm": q_norm,
-            **common,
-            "label_distance_mode": label_distance_mode,
-        }
-        query_markers = marker_lists(
-            info1["de_ova"],
-            info1["de_ava"],
+        self._label_params = _labels.label_parameters(
             n_genes_ova=n_genes_ova,
             n_genes_ava=n_genes_ava,
-            **common,
+            q_norm=q_norm,
+            overlap_threshold_ava=overlap_threshold_ava,
+            overlap_n_genes_ava=overlap_n_genes_ava,
+            adj_p_val_threshold=adj_p_val_threshold,
+            auroc_threshold=auroc_threshold,
+            logfc_threshold=logfc_threshold,
+            gene_filtering=gene_filtering,
+            label_distance_mode=label_distance_mode,
         )
-        reference_markers = marker_lists(
-            info2["de_ova"], info2["de_ava"], n_genes_ova=None, n_genes_ava=None, **common
-        )
-        query_markers = self._restrict(query_markers, self.query_clusters, "adata1")
-        reference_markers = self._restrict(reference_markers, self.reference_clusters, "adata2")
-        D, L, details = label_distance(query_markers, reference_markers, q_norm=q_norm)
-        if label_distance_mode == "robust":
-            D, L = robust_label_distance(
-                info1["de_ova"],
-                info2["de_ova"],
-                self.query_clusters,
-                self.reference_clusters,
-                q_norm=q_norm,
-                gene_filtering=gene_filtering,
-            )
-        L = L.loc[self.query_clusters, self.reference_clusters]
-        self._rank_distance = D.loc[self.query_clusters, self.reference_clusters]
-        self._label_distance = L
-        # users read ranks from 1 (1 = top marker); the formula works on 0-based positions
-        self._label_details = details.assign(
-            rank_query=details["rank_query"] + 1, rank_reference=details["rank_reference"] + 1
-        )
-
-        if embedding_layer is None:
-            x = _features(spearman_features, self.adata1.X, "adata1.X")
-            y = _features(spearman_features, self.adata2.X, "adata2.X")
-        else:
-            if not isinstance(embedding_layer, str):
-                msg = (
-                    f"embedding_layer must be None or the name of an obsm entry such as "
-                    f"'X_pca', got {embedding_layer!r}."
-                )
-                raise TypeError(msg)
-            for adata, name in ((self.adata1, "adata1"), (self.adata2, "adata2")):
-                if embedding_layer not in adata.obsm:
-                    msg = (
-                        f"{argument_text('embedding_layer', embedding_layer)} is not in "
-                        f"{part(name, 'obsm')}; available: {list(adata.obsm.keys())}."
-                    )
-                    raise KeyError(msg)
-            e1 = self.adata1.obsm[embedding_layer]
-            e2 = self.adata2.obsm[embedding_layer]
-            e1 = e1.toarray() if sparse.issparse(e1) else np.asarray(e1)
-            e2 = e2.toarray() if sparse.issparse(e2) else np.asarray(e2)
-            e1 = e1.reshape(e1.shape[0], -1)
-            e2 = e2.reshape(e2.shape[0], -1)
-            if e1.shape[1] != e2.shape[1]:
-                msg = (
-                    f"{argument_text('embedding_layer', embedding_layer)} has {e1.shape[1]} "
-                    f"dimensions in {study('adata1')} but {e2.shape[1]} in "
-                    f"{study('adata2')}; use a shared embedding."
-                )
-                raise ValueError(msg)
-            where = f"obsm[{embedding_layer!r}]"
-            x = _features(cosine_features, e1, part("adata1", where))
-            y = _features(cosine_features, e2, part("adata2", where))
-        if lambda_feature > 0:
-            _warn_uninformative(x, y, embedding_layer)
-        qc = self.query_labels.codes.astype(np.int64)
-        rc = self.reference_labels.codes.astype(np.int64)
-        Lv = L.to_numpy(dtype=np.float32)
-        x_aug = np.concatenate(
-            [(-0.5 * lambda_feature) * x, (lambda_label * Lv)[qc]], axis=1
-        ).astype(np.float32)
-        y_aug = np.concatenate(
-            [y, np.eye(len(self.reference_clusters), dtype=np.float32)[rc]], axis=1
-        ).astype(np.float32)
-        self.geom = Geometry(
-            x=x,
-            y=y,
-            x_aug=x_aug,
-            y_aug=y_aug,
-            offset=0.5 * lambda_feature,
-            query_codes=qc,
-            ref_codes=rc,
-            label_distance=L.to_numpy(dtype=np.float64),
+        self.geom, labels = _geometry.build_cost(
+            self.adata1,
+            self.adata2,
+            self._info,
+            self.query_labels,
+            self.reference_labels,
+            self._label_params,
+            embedding_layer=embedding_layer,
             epsilon=epsilon,
             batch_size=batch_size,
             lambda_feature=lambda_feature,
             lambda_label=lambda_label,
         )
+        self._rank_distance = labels.rank_distance
+        self._label_distance = labels.label_distance
+        self._label_details = labels.details
         self._problem = None
         self.ot_solution = None
         self._aggregates = None
-
-    @staticmethod
-    def _restrict(markers: pd.DataFrame, clusters: list[str], name: str) -> pd.DataFrame:
-        """Keep the marker lists of the clusters present in the data, in the data's order."""
-        known = set(markers["cluster"].cat.categories.astype(str))
-        missing = [c for c in clusters if c not in known]
-        if missing:
-            msg = (
-                f"{name} has clusters {missing} that its DE tables in uns['pairot'] do not "
-                "know; were the labels changed after preprocess_adatas?"
-            )
-            raise ValueError(msg)
-        markers = markers[markers["cluster"].astype(str).isin(clusters)].copy()
-        markers["cluster"] = pd.Categorical(markers["cluster"].astype(str), categories=clusters)
-        return markers.sort_values(["cluster", "rank"], kind="stable").reset_index(drop=True)
 
     def init_problem(
         self,
@@ -759,41 +299,22 @@ class DatasetMap:
         Requires :meth:`init_geom`; discards an earlier solution. The problem is then
         :attr:`ot_prob`.
         """
-        translate("init_problem", kwargs, _own_arguments(self.init_problem))
+        translate("init_problem", kwargs, checks.own_arguments(self.init_problem))
         geom = self._require("geom")
-        tau_a = _check_tau(tau_a, "tau_a")
-        tau_b = _check_tau(tau_b, "tau_b")
-        if marginals_distribution not in MARGINALS:
-            msg = (
-                f"marginals_distribution must be one of {MARGINALS}, got "
-                f"{marginals_distribution!r}."
-            )
-            raise ValueError(msg)
-        n, m = geom.x.shape[0], geom.y.shape[0]
-        both_given = a is not None and b is not None
-        if a is None:
-            a = (
-                _balanced(geom.query_codes)
-                if marginals_distribution == "balanced"
-                else (np.full(n, 1.0 / n))
-            )
-        else:
-            a = _check_marginal(a, n, "a", "query")
-        if b is None:
-            b = (
-                _balanced(geom.ref_codes)
-                if marginals_distribution == "balanced"
-                else (np.full(m, 1.0 / m))
-            )
-        else:
-            b = _check_marginal(b, m, "b", "reference")
-        self._problem = OTProblem(
-            a=a,
-            b=b,
+        tau_a = checks.check_tau(tau_a, "tau_a")
+        tau_b = checks.check_tau(tau_b, "tau_b")
+        marginals_distribution = checks.check_marginals_distribution(marginals_distribution)
+        if a is not None:
+            a = checks.check_marginal(a, geom.x.shape[0], "a", "query")
+        if b is not None:
+            b = checks.check_marginal(b, geom.y.shape[0], "b", "reference")
+        self._problem = build_problem(
+            geom,
             tau_a=tau_a,
             tau_b=tau_b,
-            marginals_distribution="given" if both_given else marginals_distribution,
-            epsilon=geom.epsilon,
+            marginals_distribution=marginals_distribution,
+            a=a,
+            b=b,
         )
         self.ot_solution = None
         self._aggregates = None
@@ -894,73 +415,26 @@ class DatasetMap:
             here), and raises a ``TypeError`` naming any other one, with what to do instead
             (docs/method.md#switching-from-upstream-pairot).
         """
-        from ._ot import DEFAULT_KERNEL_MEMORY_BUDGET, sinkhorn
-        from ._ot._shard import resolve_devices
-
-        mapped = translate("solve", kwargs, _own_arguments(self.solve))
-        if "kernel_memory_budget" in mapped:
-            if kernel_memory_budget not in (None, 0):
-                msg = (
-                    f"solve(lse_mode=True, kernel_memory_budget={kernel_memory_budget}) "
-                    "contradict each other: lse_mode=True means kernel_memory_budget=0 (no "
-                    "precomputed kernel); pass one of the two."
-                )
-                raise ValueError(msg)
-            kernel_memory_budget = mapped["kernel_memory_budget"]
-
+        mapped = translate("solve", kwargs, checks.own_arguments(self.solve))
+        kernel_memory_budget = checks.check_lse_mode(mapped, kernel_memory_budget)
         geom = self._require("geom")
         problem = self._require("problem")
-        threshold = _check_positive(threshold, "threshold")
-        max_iterations = _check_positive(max_iterations, "max_iterations", integer=True)
-        inner_iterations = _check_positive(inner_iterations, "inner_iterations", integer=True)
-        if not isinstance(cluster_correction, bool | np.bool_):
-            msg = f"cluster_correction must be True or False, got {cluster_correction!r}."
-            raise TypeError(msg)
-        resolve_devices(devices)  # checked here, before any work
-        self._progress = bool(progress)
         # the options bootstrap() solves its resamples with
-        self._solve_options = {
-            "threshold": threshold,
-            "max_iterations": max_iterations,
-            "inner_iterations": inner_iterations,
-            "kernel_memory_budget": kernel_memory_budget,
-            "cluster_correction": bool(cluster_correction),
-            "block_memory_budget": block_memory_budget,
-            "sparse": sparse,
-            "sparse_tolerance": sparse_tolerance,
-            "kernel_dtype": kernel_dtype,
-            "devices": devices,
-        }
+        self._solve_options = checks.check_solve_options(
+            threshold=threshold,
+            max_iterations=max_iterations,
+            inner_iterations=inner_iterations,
+            kernel_memory_budget=kernel_memory_budget,
+            cluster_correction=cluster_correction,
+            block_memory_budget=block_memory_budget,
+            sparse=sparse,
+            sparse_tolerance=sparse_tolerance,
+            kernel_dtype=kernel_dtype,
+            devices=devices,
+        )
+        self._progress = bool(progress)
         with interruptible():
-            solution = sinkhorn(
-                geom.x_aug,
-                geom.y_aug,
-                geom.offset,
-                problem.a,
-                problem.b,
-                epsilon=geom.epsilon,
-                tau_a=problem.tau_a,
-                tau_b=problem.tau_b,
-                batch_size=geom.batch_size,
-                threshold=threshold,
-                max_iterations=max_iterations,
-                inner_iterations=inner_iterations,
-                progress=progress,
-                kernel_memory_budget=(
-                    DEFAULT_KERNEL_MEMORY_BUDGET
-                    if kernel_memory_budget is None
-                    else kernel_memory_budget
-                ),
-                query_codes=geom.query_codes,
-                ref_codes=geom.ref_codes,
-                cluster_correction=bool(cluster_correction),
-                block_memory_budget=block_memory_budget,
-                sparse=sparse,
-                sparse_tolerance=sparse_tolerance,
-                kernel_dtype=kernel_dtype,
-                devices=devices,
-            )
-        self.ot_solution = solution
+            self.ot_solution = solve_problem(geom, problem, self._solve_options, progress=progress)
         self._block_memory_budget = block_memory_budget
         self._devices = devices
         self._aggregates = None
@@ -968,52 +442,25 @@ class DatasetMap:
 
     # ----------------------------------------------------------------- outputs
     def _aggregate(self, rows=None, cols=None) -> dict:
-        from ._ot import aggregate
-
         geom = self._require("geom")
         solution = self._require("solution")
         full = rows is None and cols is None
         if full and self._aggregates is not None:
             return self._aggregates
-        rows = slice(None) if rows is None else rows
-        cols = slice(None) if cols is None else cols
-        progress_logger.info(
-            "Aggregating the transport plan over %s x %s cells.",
-            f"{len(geom.query_codes[rows]):,}",
-            f"{len(geom.ref_codes[cols]):,}",
+        out = _plan.plan_sums(
+            geom,
+            solution,
+            rows=rows,
+            cols=cols,
+            progress=self._progress,
+            block_memory_budget=self._block_memory_budget,
         )
-        with interruptible():
-            out = aggregate(
-                geom.x_aug[rows],
-                geom.y_aug[cols],
-                geom.offset,
-                np.asarray(solution.f)[rows],
-                np.asarray(solution.g)[cols],
-                epsilon=geom.epsilon,
-                query_codes=geom.query_codes[rows],
-                ref_codes=geom.ref_codes[cols],
-                n_query_clusters=len(self.query_clusters),
-                n_ref_clusters=len(self.reference_clusters),
-                batch_size=geom.batch_size,
-                kernel=solution.kernel if full else None,
-                progress=self._progress,
-                block_memory_budget=self._block_memory_budget,
-                active=_active_of(solution, full),
-                devices=list(getattr(solution, "devices", ())) or None,
-            )
         if full:
             self._aggregates = out
-            solution.kernel = None  # the outputs are cached: free the n x m kernel
-            if solution.blocks is not None:
-                solution.blocks.release()  # and the active blocks' tile kernels
         return out
 
     def _frame(self, values: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame(
-            values,
-            index=pd.Index(self.query_clusters, name="query"),
-            columns=pd.Index(self.reference_clusters, name="reference"),
-        )
+        return _scores.cluster_frame(values, self.query_clusters, self.reference_clusters)
 
     def compute_mapping(self, aggregation_method: str | None = "mean"):
         """Mapping scores: query clusters (rows) x reference clusters (columns).
@@ -1044,30 +491,14 @@ class DatasetMap:
         -------
         DataFrame (index ``query``, columns ``reference``), or a dict of them for ``None``.
         """
-        if aggregation_method is not None and aggregation_method not in AGGREGATION_METHODS:
-            msg = (
-                f"aggregation_method must be one of {AGGREGATION_METHODS} or None, got "
-                f"{aggregation_method!r}."
-            )
-            raise ValueError(msg)
+        aggregation_method = checks.check_aggregation_method(aggregation_method)
         geom = self._require("geom")
         problem = self._require("problem")
-        agg = self._aggregate()
-        n_ref = len(self.reference_clusters)
-        methods = AGGREGATION_METHODS if aggregation_method is None else (aggregation_method,)
-        out = {}
-        for method in methods:
-            if method == "mean":
-                values = _aggregate.mapping_mean(agg["tm"], problem.b, geom.ref_codes, n_ref)
-            elif method == "jensen_shannon":
-                values = _aggregate.mapping_jensen_shannon(
-                    agg["tm"], problem.b, geom.ref_codes, n_ref
-                )
-            else:
-                values = _aggregate.mapping_transported_mass(
-                    agg["mass"], problem.a, geom.query_codes
-                )
-            out[method] = self._frame(values)
+        methods = (
+            checks.AGGREGATION_METHODS if aggregation_method is None else (aggregation_method,)
+        )
+        scores = _scores.mapping_scores(self._aggregate(), problem, geom, methods)
+        out = {method: self._frame(values) for method, values in scores.items()}
         return out if aggregation_method is None else out[aggregation_method]
 
     def compute_distance(self, n_samples: int | None = None, random_state: int = 0):
@@ -1080,24 +511,12 @@ class DatasetMap:
         """
         geom = self._require("geom")
         self._require("solution")
-        if n_samples is None:
-            agg = self._aggregate()
-            qc, rc = geom.query_codes, geom.ref_codes
-        else:
-            n_samples = _check_positive(n_samples, "n_samples", integer=True)
-            rows = downsample_indices(geom.query_codes, n_samples, random_state=random_state)
-            cols = downsample_indices(geom.ref_codes, n_samples, random_state=random_state)
-            agg = self._aggregate(rows, cols)
-            qc, rc = geom.query_codes[rows], geom.ref_codes[cols]
-        values = _aggregate.cluster_distance(agg["mass"], agg["cost_mass"], agg["cost_sum"], qc, rc)
+        rows = cols = None
+        if n_samples is not None:
+            n_samples = checks.check_positive(n_samples, "n_samples", integer=True)
+            rows, cols = _scores.subsample(geom, n_samples, random_state)
+        values = _scores.distance_of(self._aggregate(rows, cols), geom, rows, cols)
         return self._frame(values)
-
-    # ------------------------------------------------------------ per-cell mapping
-    def _side(self, side: str) -> str:
-        if side not in ("query", "reference"):
-            msg = f"side must be 'query' or 'reference', got {side!r}."
-            raise ValueError(msg)
-        return side
 
     def compute_cell_mapping(self, side: str = "query") -> pd.DataFrame:
         """Each cell's distribution over the clusters of the other study, from the plan.
@@ -1138,19 +557,17 @@ class DatasetMap:
         column is prefixed with ``"p_"`` (``"p_best"``, ...), so names never clash; the
         clusters, in column order, are always ``frame["best"].cat.categories``.
         """
-        from ._cell_mapping import cell_mapping_frame
-
-        side = self._side(side)
+        side = checks.check_side(side)
         agg = self._aggregate()
         if "row_cluster" not in agg:  # cached by a pass without per-cell sums: redo it
             self._aggregates = None
             agg = self._aggregate()
         if side == "query":
-            return cell_mapping_frame(
-                agg["row_cluster"], self.adata1.obs_names, self.reference_clusters, "reference"
+            return _cell_mapping.side_cell_mapping(
+                agg, side, self.adata1.obs_names, self.reference_clusters
             )
-        return cell_mapping_frame(
-            np.asarray(agg["tm"]).T, self.adata2.obs_names, self.query_clusters, "query"
+        return _cell_mapping.side_cell_mapping(
+            agg, side, self.adata2.obs_names, self.query_clusters
         )
 
     def transfer_labels(
@@ -1176,12 +593,12 @@ class DatasetMap:
         key_added
             Prefix of the ``obs`` / ``obsm`` / ``uns`` keys written.
         """
-        from ._cell_mapping import transfer_labels
-
-        side = self._side(side)
+        side = checks.check_side(side)
         if adata is None:
             adata = self.adata1 if side == "query" else self.adata2
-        return transfer_labels(adata, self.compute_cell_mapping(side), key_added=key_added)
+        return _cell_mapping.transfer_labels(
+            adata, self.compute_cell_mapping(side), key_added=key_added
+        )
 
     def best_cluster_shares(self, side: str = "query") -> pd.DataFrame:
         """Cells of each cluster counted by their best cluster of the other study.
@@ -1190,12 +607,10 @@ class DatasetMap:
         other study: the number of cells whose ``best`` (:meth:`compute_cell_mapping`) is that
         cluster. Divide by the row sums for shares.
         """
-        from ._cell_mapping import best_cluster_shares
-
-        side = self._side(side)
+        side = checks.check_side(side)
         own = self.query_labels if side == "query" else self.reference_labels
         other = "reference" if side == "query" else "query"
-        return best_cluster_shares(own, self.compute_cell_mapping(side), side, other)
+        return _cell_mapping.best_cluster_shares(own, self.compute_cell_mapping(side), side, other)
 
     def cell_mapping_summary(
         self,
@@ -1233,28 +648,11 @@ class DatasetMap:
             ``n_mapped`` and cell counts; missing when there is none) and ``split``. The full
             counts are :meth:`best_cluster_shares`.
         """
-        from ._cell_mapping import split_summary
-
-        if isinstance(split_share, bool | np.bool_) or not isinstance(
-            split_share, int | float | np.integer | np.floating
-        ):
-            msg = f"split_share must be a number in (0, 1], got {split_share!r}."
-            raise TypeError(msg)
-        if not 0 < split_share <= 1:
-            msg = f"split_share must lie in (0, 1], got {split_share!r}; e.g. 0.25."
-            raise ValueError(msg)
-        if isinstance(min_cells, bool | np.bool_) or not isinstance(min_cells, int | np.integer):
-            msg = f"min_cells must be an integer >= 0, got {min_cells!r}."
-            raise TypeError(msg)
-        if min_cells < 0:
-            msg = f"min_cells must be >= 0, got {min_cells}; e.g. 5."
-            raise ValueError(msg)
-        side = self._side(side)
-        counts = self.best_cluster_shares(side)
+        split_share, min_cells = checks.check_split(split_share, min_cells)
+        side = checks.check_side(side)
         own = self.query_labels if side == "query" else self.reference_labels
-        n_cells = np.bincount(own.codes, minlength=len(own.categories))
-        return split_summary(
-            counts, n_cells, split_share=float(split_share), min_cells=int(min_cells)
+        return _cell_mapping.cluster_split_summary(
+            own, self.best_cluster_shares(side), split_share=split_share, min_cells=min_cells
         )
 
     def bootstrap(
@@ -1328,6 +726,9 @@ class DatasetMap:
         """
         from ._bootstrap import bootstrap
 
+        n_bootstrap, resample, confidence, random_state, progress = checks.check_bootstrap(
+            n_bootstrap, resample, confidence, random_state, progress
+        )
         return bootstrap(
             self,
             n_bootstrap,
@@ -1412,85 +813,26 @@ class DatasetMap:
         >>> best = {query: refs[0] for query, refs in matches.items() if refs}  # upstream's use
         >>> table = pr.tl.DatasetMap.select_similar_clusters(mapping, distance, output="table")
         """
-        if output not in ("table", "dict"):
-            msg = (
-                f"output must be 'dict' (the default: {{query: [reference clusters]}}) or "
-                f"'table' (the long table with scores and ranks), got {output!r}."
-            )
-            raise ValueError(msg)
-        if output == "dict":
-            for argument, value in (("unmatched", unmatched), ("intervals", intervals)):
-                if value is not None:
-                    msg = (
-                        f"{argument}= adds columns to the long table, but output='dict' (the "
-                        "default) returns {query: [reference clusters]}, which has no room "
-                        f"for them; pass output='table' together with {argument}=."
-                    )
-                    raise ValueError(msg)
-        if not isinstance(mapping, pd.DataFrame) or not isinstance(distance, pd.DataFrame):
-            msg = (
-                "mapping and distance must be the DataFrames of compute_mapping/compute_distance, "
-                f"got {type(mapping).__name__} and {type(distance).__name__}; for "
-                "compute_mapping(aggregation_method=None) pass one entry, e.g. mapping['mean']."
-            )
-            raise TypeError(msg)
-        if list(mapping.index) != list(distance.index) or list(mapping.columns) != list(
-            distance.columns
-        ):
-            msg = "mapping and distance must have the same query rows and reference columns."
-            raise ValueError(msg)
-        thresholds = {}
-        for argument, value in (
-            ("threshold_mapping", threshold_mapping),
-            ("threshold_distance", threshold_distance),
-        ):
-            if value is None:
-                thresholds[argument] = None
-                continue
-            if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
-                msg = f"{argument} must be a number or None (no threshold), got {value!r}."
-                raise TypeError(msg)
-            if not np.isfinite(value):
-                msg = f"{argument} must be finite or None (no threshold), got {value}."
-                raise ValueError(msg)
-            thresholds[argument] = float(value)
-        if n_top is not None:
-            n_top = _check_positive(n_top, "n_top", integer=True)
-        long = pd.DataFrame(
-            {
-                "query": np.repeat(np.asarray(mapping.index, dtype=object), mapping.shape[1]),
-                "reference": np.tile(np.asarray(mapping.columns, dtype=object), mapping.shape[0]),
-                "mapping": mapping.to_numpy(dtype=np.float64).ravel(),
-                "distance": distance.to_numpy(dtype=np.float64).ravel(),
-            }
+        threshold_mapping, threshold_distance, n_top = checks.check_matches(
+            mapping,
+            distance,
+            threshold_mapping,
+            threshold_distance,
+            n_top,
+            output,
+            unmatched,
+            intervals,
         )
-        long["query_order"] = np.repeat(np.arange(mapping.shape[0]), mapping.shape[1])
-        keep = np.ones(len(long), dtype=bool)
-        if thresholds["threshold_mapping"] is not None:
-            keep &= long["mapping"].to_numpy() >= thresholds["threshold_mapping"]
-        if thresholds["threshold_distance"] is not None:
-            keep &= long["distance"].to_numpy() <= thresholds["threshold_distance"]
-        long = long[keep].sort_values(
-            ["query_order", "mapping"], ascending=[True, False], kind="stable"
+        return _matches.select_matches(
+            mapping,
+            distance,
+            threshold_mapping,
+            threshold_distance,
+            n_top,
+            output=output,
+            unmatched=unmatched,
+            intervals=intervals,
         )
-        long["rank"] = long.groupby("query_order").cumcount() + 1
-        if n_top is not None:
-            long = long[long["rank"] <= n_top]
-        long = long.drop(columns="query_order").reset_index(drop=True)
-        if unmatched is not None:
-            from ._novelty import mark_unmatched
-
-            long = mark_unmatched(long, unmatched, list(mapping.index))
-        if intervals is not None:
-            from ._bootstrap import add_intervals
-
-            long = add_intervals(long, intervals)
-        if output == "dict":
-            chosen = {query: [] for query in mapping.index}
-            for query, reference in zip(long["query"], long["reference"], strict=True):
-                chosen[query].append(reference)
-            return chosen
-        return long
 
     def unmatched_clusters(
         self,
@@ -1561,24 +903,18 @@ class DatasetMap:
         look the same), and an unflagged cluster may still be novel when it is very close to a
         reference type (see the calibration figures).
         """
-        from . import _novelty
-
         for stage in ("geom", "problem", "solution"):
             self._require(stage)
-        tau_a = _check_tau(tau_a, "tau_a")
-        if tau_a == 1:
-            msg = (
-                "tau_a must be below 1 for unmatched_clusters (1 enforces the query marginal, "
-                "so no cluster can shed mass); pass e.g. tau_a=0.95 (the calibrated value)."
-            )
-            raise ValueError(msg)
-        min_retained = _check_positive(min_retained, "min_retained")
-        max_mapping_ratio = _check_positive(max_mapping_ratio, "max_mapping_ratio")
-        mapping = self.compute_mapping("mean")
-        distance = self.compute_distance()
-        table = _novelty.components(self, mapping, distance, tau_a)
-        return _novelty.flag(
-            table, tau_a=tau_a, min_retained=min_retained, max_mapping_ratio=max_mapping_ratio
+        tau_a, min_retained, max_mapping_ratio = checks.check_unmatched(
+            tau_a, min_retained, max_mapping_ratio
+        )
+        return _novelty.unmatched_table(
+            self,
+            self.compute_mapping("mean"),
+            self.compute_distance(),
+            tau_a=tau_a,
+            min_retained=min_retained,
+            max_mapping_ratio=max_mapping_ratio,
         )
 
     # -------------------------------------------------------------- properties
@@ -1617,13 +953,4 @@ class DatasetMap:
         (see docs/method.md#label-distance and docs/method.md#rank-convention).
         """
         self._require("geom")
-        return _DegTable(self._label_details, self.query_clusters, self.reference_clusters)
-
-
-def _active_of(solution, full: bool):
-    """What :func:`~pairot.tl._ot.aggregate` gets as ``active``: the solve's blocks for the
-    full outputs, their active set for a subsample, ``None`` after dense passes."""
-    blocks = getattr(solution, "blocks", None)
-    if blocks is None:
-        return None
-    return blocks if full else blocks.active
+        return _labels.DegTable(self._label_details, self.query_clusters, self.reference_clusters)

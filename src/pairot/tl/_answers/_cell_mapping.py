@@ -263,3 +263,19 @@ def transfer_labels(
         },
     }
     return out
+
+
+def side_cell_mapping(sums: dict, side: str, obs_names, other_clusters: list[str]) -> pd.DataFrame:
+    """``DatasetMap.compute_cell_mapping(side)`` from the plan sums: each cell of ``side``
+    (named ``obs_names``) over the clusters of the other side (``other_clusters``)."""
+    if side == "query":
+        return cell_mapping_frame(sums["row_cluster"], obs_names, other_clusters, "reference")
+    return cell_mapping_frame(np.asarray(sums["tm"]).T, obs_names, other_clusters, "query")
+
+
+def cluster_split_summary(
+    labels: pd.Categorical, counts: pd.DataFrame, *, split_share: float, min_cells: int
+) -> pd.DataFrame:
+    """:func:`split_summary` of the clusters ``labels`` with their best-cluster ``counts``."""
+    n_cells = np.bincount(labels.codes, minlength=len(labels.categories))
+    return split_summary(counts, n_cells, split_share=split_share, min_cells=min_cells)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._logging import logger
+from ..._logging import logger
 
 #: Default ``min_cells``: a cluster of fewer cells cannot form two pseudobulk profiles of at
 #: least 2 cells in each of two samples plus one more cell, so its markers rest on at most two

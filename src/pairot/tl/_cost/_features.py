@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from scipy import sparse
 
-from .._numba import njit_parallel
+from ..._numba import njit_parallel
 
 __all__ = ["cosine_features", "feature_spread", "spearman_features", "uninformative_features"]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._logging import logger
+from ..._logging import logger
 
 _NO_OTT = "pairot has its own Sinkhorn engine and does not use OTT-JAX"
 

@@ -138,6 +138,20 @@ def components(dataset_map, mapping: pd.DataFrame, distance: pd.DataFrame, tau_a
     return table[list(COMPONENTS)]
 
 
+def unmatched_table(
+    dataset_map,
+    mapping: pd.DataFrame,
+    distance: pd.DataFrame,
+    *,
+    tau_a: float,
+    min_retained: float,
+    max_mapping_ratio: float,
+) -> pd.DataFrame:
+    """``DatasetMap.unmatched_clusters``: the components and the flag (arguments checked)."""
+    table = components(dataset_map, mapping, distance, tau_a)
+    return flag(table, tau_a=tau_a, min_retained=min_retained, max_mapping_ratio=max_mapping_ratio)
+
+
 def flag(
     table: pd.DataFrame,
     *,

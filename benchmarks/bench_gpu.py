@@ -68,8 +68,8 @@ def load_backend():
 
     ``pairot`` and ``pairot.tl`` are stood in for by bare packages over their folders, so that
     ``pairot.tl.__init__`` (which imports anndata and pandas) does not run; the engine's relative
-    imports (``pairot._interrupt``, ``pairot._logging``, ``pairot.tl._aggregate``: standard
-    library and numpy only) resolve to the files in ``src/``.
+    imports (``pairot._interrupt``, ``pairot._logging``: standard library and numpy only)
+    resolve to the files in ``src/``.
     """
     name = "_pairot_standalone"
     folders = {

@@ -44,10 +44,10 @@ from .._interrupt import interruptible
 from ..pp._limma import group_statistics, limma_ava, limma_ova
 from ..pp._pseudobulk import LogExpression
 from ..pp._validate import study
-from ._aggregate import cluster_sums
 from ._answers._scores import mean_cost
 from ._cost._label_distance import label_distance
 from ._cost._labels import restrict_markers, study_markers
+from ._ot import cluster_sums
 from ._solve import run_sinkhorn
 
 logger = logging.getLogger("pairot")

@@ -151,7 +151,7 @@ def check_solve_options(
 ) -> dict:
     """The options of ``DatasetMap.solve`` as the engine's ``sinkhorn`` takes them (also what
     ``bootstrap`` solves its resamples with); the devices are resolved here, before any work."""
-    from ._ot._shard import resolve_devices
+    from ._ot import resolve_devices
 
     threshold = check_positive(threshold, "threshold")
     max_iterations = check_positive(max_iterations, "max_iterations", integer=True)

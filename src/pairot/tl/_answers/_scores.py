@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 
 from ...pp._sampling import downsample_indices
-from .._aggregate import MASS_FLOOR, cluster_sums
+from .._ot import cluster_sums
+
+#: Plan mass below which a cluster pair counts as carrying no mass.
+MASS_FLOOR = 1e-16
 
 
 def mapping_mean(tm: np.ndarray, b: np.ndarray, ref_codes: np.ndarray, n_ref: int) -> np.ndarray:

@@ -73,8 +73,10 @@ from __future__ import annotations
 
 from ._aggregate import aggregate
 from ._blocks import DEFAULT_BLOCK_MEMORY_BUDGET
+from ._cluster_sums import cluster_sums
 from ._driver import SinkhornOutput, sinkhorn
 from ._kernel import DEFAULT_KERNEL_MEMORY_BUDGET, Kernel
+from ._shard import resolve_devices
 
 __all__ = [
     "DEFAULT_BLOCK_MEMORY_BUDGET",
@@ -82,5 +84,7 @@ __all__ = [
     "Kernel",
     "SinkhornOutput",
     "aggregate",
+    "cluster_sums",
+    "resolve_devices",
     "sinkhorn",
 ]

@@ -156,28 +156,30 @@ def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+def _offences(graph, inside: str, forbidden) -> list[str]:
+    """The imports ``module -> target`` of the modules within ``inside`` whose target is
+    ``forbidden(target)``."""
+    return [
+        f"{module} -> {target}"
+        for module, targets in sorted(graph.items())
+        if _within(module, inside)
+        for target in sorted(targets)
+        if forbidden(target)
+    ]
+
+
 def test_each_layer_imports_only_the_layers_above_it():
     graph = import_graph()
     offences = []
-    for module, targets in sorted(graph.items()):
-        for layer, forbidden in FORBIDDEN.items():
-            if not _within(module, layer):
-                continue
-            offences += [
-                f"{module} -> {t}" for t in sorted(targets) if any(_within(t, f) for f in forbidden)
-            ]
+    for layer, below in FORBIDDEN.items():
+        offences += _offences(
+            graph, layer, lambda t, below=below: any(_within(t, b) for b in below)
+        )
     assert offences == []
 
 
 def test_the_answers_use_only_the_engines_public_entry_points():
     """``tl/_answers`` reads a solution through what ``pairot.tl._ot`` exports, never through
     the engine's private modules."""
-    graph = import_graph()
-    offences = [
-        f"{module} -> {t}"
-        for module, targets in sorted(graph.items())
-        if _within(module, "pairot.tl._answers")
-        for t in sorted(targets)
-        if _within(t, "pairot.tl._ot") and t != "pairot.tl._ot"
-    ]
-    assert offences == []
+    private = lambda t: _within(t, "pairot.tl._ot") and t != "pairot.tl._ot"  # noqa: E731
+    assert _offences(import_graph(), "pairot.tl._answers", private) == []

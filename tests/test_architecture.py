@@ -113,6 +113,7 @@ def test_no_import_circle_in_src():
 #: DatasetMap and what sits beside it, on top of the three tl layers.
 _FACADE = (
     "pairot.tl._dataset_map",
+    "pairot.tl._dataset_map_answers",
     "pairot.tl._bootstrap",
     "pairot.tl._solve",
     "pairot.tl._checks",

@@ -15,6 +15,12 @@ import inspect
 import numpy as np
 import pandas as pd
 
+
+class StageError(ValueError, RuntimeError):
+    """A ``DatasetMap`` step was called before the step it needs (e.g. ``solve`` before
+    ``init_problem``). Subclasses ``ValueError`` and ``RuntimeError``, so either catches it."""
+
+
 AGGREGATION_METHODS = ("mean", "jensen_shannon", "transported_mass")
 MARGINALS = ("balanced", "uniform")
 SIDES = ("query", "reference")

@@ -127,6 +127,7 @@ FORBIDDEN = {
     "pairot.tl._ot": ("pairot.tl._cost", "pairot.tl._answers", *_FACADE, "pairot.pp", *_FRONT),
     "pairot.tl._cost": ("pairot.tl._ot", "pairot.tl._answers", *_FACADE, *_FRONT),
     "pairot.tl._answers": (*_FACADE, *_FRONT),
+    "pairot.tl._dataset_map_answers": ("pairot.tl._cost", "pairot.tl._ot", "pairot.tl._solve"),
     "pairot.tl": _FRONT,
     "pairot.pl": _FRONT[1:],
 }

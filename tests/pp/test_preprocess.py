@@ -280,6 +280,11 @@ def test_bad_inputs(pair):
         pr.pp.preprocess_adatas(a1, a2, "celltype", "ct", "donor", "donor")
     bad = a2.copy()
     bad.X = np.log1p(bad.X.astype(np.float32))  # log-transformed, not counts
+    # the fixture keeps its counts in a layer too: the message names the option that reads it
+    fix = r"adata2.layers\['counts'\] holds integer counts: pass counts_adata2='layers/counts'"
+    with pytest.raises(ValueError, match="looks log-transformed.*" + fix):
+        pr.pp.preprocess_adatas(a1, bad, "ct", "ct", "donor", "donor")
+    del bad.layers["counts"]
     with pytest.raises(ValueError, match="looks log-transformed.*unnormalized counts"):
         pr.pp.preprocess_adatas(a1, bad, "ct", "ct", "donor", "donor")
     bad.X = -np.abs(bad.X)

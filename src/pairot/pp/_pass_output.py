@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .._interrupt import check as check_interrupt
 from .._logging import logger
+from ._counts import GENE_ID_COLUMN
 from ._reader import _is_dask
 from ._stream import PassSpec, stack_rows
 from ._study import Columns, Study
@@ -56,6 +57,16 @@ def output_adata(
     _upstream_columns(obs, ct_col, sample_col, study_.name)
     var = study_.var.iloc[out_columns].copy()
     var.index = out_genes
+    if study_.gene_ids is not None:  # symbols name the genes: keep the ids beside them
+        if GENE_ID_COLUMN in var.columns:
+            logger.warning(
+                "%s: the output's var[%r] holds the original gene ids (var_names); the input's "
+                "own %r column is replaced there (the input is unchanged).",
+                study(study_.name),
+                GENE_ID_COLUMN,
+                GENE_ID_COLUMN,
+            )
+        var[GENE_ID_COLUMN] = np.asarray(study_.gene_ids[out_columns], dtype=str)
     out = AnnData(
         X=X_out,
         obs=obs,

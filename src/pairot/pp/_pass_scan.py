@@ -10,13 +10,15 @@ from .._interrupt import check as check_interrupt
 from .._logging import logger, progress_logger
 from ._constants import MIN_TOTAL_COUNT
 from ._stream import PassSpec
-from ._study import Study
+from ._study import Study, resolve_gene_names
 from ._validate import study
 
 
 def expressed_genes(study_: Study) -> pd.Index:
-    """Check the study's counts (one pass) and return its genes of total count above
-    :data:`~pairot.pp._constants.MIN_TOTAL_COUNT`, in the study's order."""
+    """Check the study's counts (one pass) and return the names of its genes of total count
+    above :data:`~pairot.pp._constants.MIN_TOTAL_COUNT`, in the study's order, one per name
+    (several genes with one symbol: the most expressed, see
+    :func:`~pairot.pp._study.resolve_gene_names`)."""
     check_interrupt()
     reader = study_.reader
     progress_logger.info(
@@ -36,4 +38,4 @@ def expressed_genes(study_: Study) -> pd.Index:
         reader.chunk_rows,
         time.perf_counter() - start,
     )
-    return study_.var.index[totals > MIN_TOTAL_COUNT]
+    return resolve_gene_names(study_, totals, totals > MIN_TOTAL_COUNT)

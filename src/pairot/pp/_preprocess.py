@@ -20,6 +20,7 @@ from ._constants import (
     MIN_TOTAL_COUNT,
     PSEUDOBULK_TARGET_SUM,
 )
+from ._counts import check_gene_symbols, parse_counts
 from ._de_tables import de_tables
 from ._pass_auroc import auroc_rows, evaluate, read_subsample, subsample_aurocs
 from ._pass_output import output_adata, read_output_counts
@@ -37,7 +38,14 @@ from ._pass_pseudobulk import (
 from ._pass_scan import expressed_genes
 from ._shared_genes import gene_positions, shared_genes
 from ._stream import AurocBuilder
-from ._study import Columns, check_limma_design, open_study, read_labels, study_profiles
+from ._study import (
+    Columns,
+    check_limma_design,
+    check_unique_symbols,
+    open_study,
+    read_labels,
+    study_profiles,
+)
 from ._upstream import ava_to_dict, ova_to_dict
 from ._validate import (
     as_gene_list,
@@ -63,6 +71,8 @@ def rank_genes_limma(
     random_state: int = 0,
     chunk_size: int | None = None,
     result_format: str = "dict",
+    counts: str = "X",
+    gene_symbols: str | None = None,
 ) -> tuple[dict, dict] | tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudobulk limma and AUROC for every cluster (one-vs-all) and cluster pair (all-vs-all).
 
@@ -77,8 +87,8 @@ def rank_genes_limma(
     Parameters
     ----------
     adata
-        Raw UMI counts in ``X`` (in memory, backed or dask, as in :func:`preprocess_adatas`);
-        every gene of ``adata`` is tested.
+        Raw UMI counts in ``X`` (or where ``counts`` says; in memory, backed or dask, as in
+        :func:`preprocess_adatas`); every gene of ``adata`` is tested.
     cluster_label, sample_label
         Columns of ``adata.obs`` with the cluster and the sample (donor) of each cell.
     n_samples_auroc
@@ -94,6 +104,15 @@ def rank_genes_limma(
         form :func:`preprocess_adatas` stores in ``uns["pairot"]``. See
         docs/method.md#de-table-forms; :func:`de_tables_to_dicts` /
         :func:`de_tables_from_dicts` convert between them.
+    counts
+        Where the counts are: ``"X"`` (default), ``"raw"`` (``adata.raw.X``, with the genes of
+        ``adata.raw.var``) or ``"layers/<name>"`` (see :func:`preprocess_adatas`).
+    gene_symbols
+        A ``var`` column whose values name the genes in the tables (e.g. ``"feature_name"``
+        of a CELLxGENE file), as scanpy's ``gene_symbols=``; ``None`` (default): the
+        ``var_names``. Here every gene is tested, so the symbols must be unique (a
+        ``ValueError`` names the repeated ones); :func:`preprocess_adatas` also resolves
+        repeated symbols.
 
     Returns
     -------
@@ -147,9 +166,14 @@ def rank_genes_limma(
     n_samples_auroc = check_max_cells(n_samples_auroc, "n_samples_auroc")
     chunk_size = check_chunk_size(chunk_size)
     check_result_format(result_format)
+    location = parse_counts(counts, "counts")
+    gene_symbols = check_gene_symbols(gene_symbols, "gene_symbols")
     columns = Columns("adata", cluster_label, sample_label, "cluster_label", "sample_label")
     columns.check_distinct()
-    study_ = open_study(adata, "adata", chunk_size)
+    study_ = open_study(
+        adata, "adata", chunk_size, location, gene_symbols, arguments=("counts", "gene_symbols")
+    )
+    check_unique_symbols(study_, "gene_symbols")
     read_labels(study_, columns)
     check_limma_design(study_, columns)
     clusters = study_.clusters
@@ -163,7 +187,7 @@ def rank_genes_limma(
     counts, result = result.auroc_counts, None
     limma_results = pseudobulk_limma(expr, profiles, n_clusters, "adata")
     del expr
-    genes = pd.Index(np.asarray(study_.var.index.astype(str)))
+    genes = study_.gene_names
 
     # pass 3: the AUROC subsample, then the DE tables
     normalized = AurocBuilder(counts, auroc_codes, n_clusters)
@@ -195,6 +219,10 @@ def preprocess_adatas(
     chunk_size: int | None = None,
     store_pseudobulk: bool = True,
     min_shared_genes: int = MIN_SHARED_GENES,
+    counts_adata1: str = "X",
+    counts_adata2: str = "X",
+    gene_symbols_adata1: str | None = None,
+    gene_symbols_adata2: str | None = None,
 ) -> tuple[AnnData, AnnData]:
     """Prepare a query (``adata1``) and a reference (``adata2``) study for ``DatasetMap``.
 
@@ -209,10 +237,12 @@ def preprocess_adatas(
     Parameters
     ----------
     adata1, adata2
-        Query and reference study: raw UMI counts in ``X``, gene symbols as ``var_names``.
-        ``X`` may be in memory (dense or sparse), on disk (``anndata.read_h5ad(path,
-        backed="r")``, also a view of it) or a lazy dask array (e.g.
-        ``anndata.experimental.read_lazy``); all give the same results (see Notes).
+        Query and reference study: raw UMI counts in ``X`` (or where ``counts_adata1`` /
+        ``counts_adata2`` say), gene symbols as ``var_names`` (or in the ``var`` column
+        ``gene_symbols_adata1`` / ``gene_symbols_adata2`` name). The counts may be in memory
+        (dense or sparse), on disk (``anndata.read_h5ad(path, backed="r")``, also a view of
+        it) or lazy dask arrays (e.g. ``anndata.experimental.read_lazy``); all give the same
+        results (see Notes).
     cell_type_column_adata1, cell_type_column_adata2
         Columns of ``obs`` with each cell's cluster label.
     sample_column_adata1, sample_column_adata2
@@ -252,11 +282,32 @@ def preprocess_adatas(
         Spearman correlation of the cells' HVG values then carries no information and the
         mapping would rest on the label term alone (docs/method.md#preprocessing). An integer
         >= 1; lower it (e.g. to 1) to run anyway.
+    counts_adata1, counts_adata2
+        Where each study's raw counts are: ``"X"`` (default), ``"raw"`` (``adata.raw.X``, with
+        the genes of ``adata.raw.var``: all of them, also for a view that subsets the genes,
+        as anndata's ``raw`` does) or ``"layers/<name>"`` (``adata.layers[name]``). A CELLxGENE
+        file keeps normalized values in ``X`` and the counts in ``raw``: pass ``"raw"``.
+        Backed and lazy studies stream ``raw.X`` and layers in chunks, as ``X`` (anndata
+        loads a backed file's layers into memory when it opens it; ``read_lazy`` does not).
+    gene_symbols_adata1, gene_symbols_adata2
+        A ``var`` column (of ``raw.var`` with ``"raw"``, or of ``var`` when raw's genes are all
+        in it) whose values name each study's genes, as scanpy's ``gene_symbols=``: e.g.
+        ``"feature_name"`` for a CELLxGENE file with Ensembl ids as ``var_names``. The genes
+        are then matched, filtered, tested and selected by symbol, and the outputs'
+        ``var_names`` are symbols, with the original ids in ``var["gene_ids"]``. A gene
+        without a symbol (missing or empty) keeps its id (INFO log). Several genes with one
+        symbol (common in CELLxGENE files): the one of the largest total count in the study
+        (the first on ties) keeps the symbol and the others are left out, with a warning
+        (their counts are not added up: they may be different loci). ``None`` (default): the
+        ``var_names``. A study with symbols in a column pairs with one that has symbols as
+        ``var_names``.
 
     Returns
     -------
-    Two new AnnData objects with the highly variable genes (same genes, same order), raw
-    counts in ``X``, the cluster and sample columns as Categoricals of strings, copied also to
+    Two new AnnData objects with the highly variable genes (same genes, same order, named
+    by symbol with ``gene_symbols_*``, the ids then in ``var["gene_ids"]``), raw counts in
+    ``X`` (read from where ``counts_*`` said), the cluster and sample columns as Categoricals
+    of strings, copied also to
     ``obs["cell_type_author"]`` and ``obs["sample_id"]`` (where upstream pairOT's outputs
     have them; a different input column of that name is replaced in the output, with a
     warning), and
@@ -318,6 +369,14 @@ def preprocess_adatas(
     check_flag(store_pseudobulk, "store_pseudobulk")
     keep = as_gene_list(genes_to_keep, "genes_to_keep")
     drop = as_gene_list(genes_to_drop, "genes_to_drop")
+    locations = {
+        "adata1": parse_counts(counts_adata1, "counts_adata1"),
+        "adata2": parse_counts(counts_adata2, "counts_adata2"),
+    }
+    symbols = {
+        "adata1": check_gene_symbols(gene_symbols_adata1, "gene_symbols_adata1"),
+        "adata2": check_gene_symbols(gene_symbols_adata2, "gene_symbols_adata2"),
+    }
     columns = {
         name: Columns(name, cluster, sample, f"cell_type_column_{name}", f"sample_column_{name}")
         for name, cluster, sample in (
@@ -326,8 +385,8 @@ def preprocess_adatas(
         )
     }
     studies = {
-        "adata1": open_study(adata1, "adata1", chunk_size),
-        "adata2": open_study(adata2, "adata2", chunk_size),
+        name: open_study(adata, name, chunk_size, locations[name], symbols[name])
+        for name, adata in (("adata1", adata1), ("adata2", adata2))
     }
     for name, study_ in studies.items():
         read_labels(study_, columns[name])
@@ -380,6 +439,8 @@ def preprocess_adatas(
         store_pseudobulk=store_pseudobulk,
         keep=keep,
         drop=drop,
+        counts={name: location.value for name, location in locations.items()},
+        symbols=symbols,
     )
 
     # pass 3: the AUROC subsample, then the DE tables (each step pops what it frees)
@@ -421,6 +482,8 @@ def _params(
     store_pseudobulk: bool,
     keep: list[str] | None,
     drop: list[str] | None,
+    counts: dict[str, str],
+    symbols: dict[str, str | None],
 ) -> dict:
     """``uns["pairot"]["params"]``: the parameters of a preprocessing, h5ad-safe."""
     params = {
@@ -437,6 +500,10 @@ def _params(
         "pseudobulk_target_sum": PSEUDOBULK_TARGET_SUM,
         "store_pseudobulk": bool(store_pseudobulk),
     }
+    for name in ("adata1", "adata2"):
+        params[f"counts_{name}"] = counts[name]
+        # None (var_names) is stored as "": h5ad cannot hold None in uns
+        params[f"gene_symbols_{name}"] = symbols[name] or ""
     if keep:
         params["genes_to_keep"] = np.asarray(keep, dtype=str)
     if drop:

@@ -8,7 +8,10 @@ them:
 - backed: ``anndata.read_h5ad(path, backed="r")`` (anndata's on-disk CSR / CSC datasets, or
   an h5py / zarr dense dataset), also a view of such an AnnData;
 - lazy: a dask array (for example from ``anndata.experimental.read_lazy`` or
-  ``read_elem_lazy``), with numpy or scipy.sparse chunks.
+  ``read_elem_lazy``), with numpy or scipy.sparse chunks;
+- a row source: any object with ``shape``, ``dtype``, ``stored_entries`` (an int),
+  ``description`` (words for log messages) and ``pairot_rows(start, stop)`` returning those
+  rows as a scipy.sparse matrix (a SOMA query's X layer, :mod:`pairot.pp._soma`).
 
 A pass is :meth:`CountReader.map`: a function of one row chunk (a CSR matrix of all genes) and
 of per-cell arrays sliced to the chunk's rows returns a small partial result; the caller
@@ -43,7 +46,10 @@ FLOAT16_EXACT_MAX = 2048
 
 
 def _is_dask(X) -> bool:
-    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "to_delayed")
+    """A dask array, also anndata's view of one (a subclass)."""
+    return hasattr(X, "to_delayed") and any(
+        cls.__module__.split(".")[0] == "dask" for cls in type(X).__mro__
+    )
 
 
 def _is_backed_sparse(X) -> bool:
@@ -54,6 +60,10 @@ def _is_backed_sparse(X) -> bool:
 
         return isinstance(X, BaseCompressedSparseDataset)
     return isinstance(X, CSRDataset | CSCDataset)
+
+
+def _is_row_source(X) -> bool:
+    return callable(getattr(X, "pairot_rows", None))
 
 
 def _is_backed_dense(X) -> bool:
@@ -183,11 +193,21 @@ class CountReader:
         chunk_size: int | None = None,
         rows=None,
         genes=None,
+        where: str = "X",
+        counts_fix: Callable[[], str] | None = None,
     ) -> None:
         self.name = name
+        #: Where the matrix is in the study, as messages name it: ``X``, ``raw.X``, a layer.
+        self.where = where
+        self._counts_fix = counts_fix
         self.file = None
         if _is_dask(X):
             self.kind = "dask"
+        elif _is_row_source(X):
+            self.kind = "source"
+            if rows is not None or genes is not None:
+                msg = "a row source reads all its rows and genes (rows=None, genes=None)"
+                raise ValueError(msg)
         elif _is_backed_sparse(X) or _is_backed_dense(X):
             self.kind = "backed"
             self.file = _file_of(X)
@@ -215,14 +235,14 @@ class CountReader:
         if self.stored_dtype == np.float16:
             if _is_backed_sparse(X):
                 msg = (
-                    f"{part(name, 'X')} is a sparse matrix of float16 values on disk, which "
+                    f"{part(name, where)} is a sparse matrix of float16 values on disk, which "
                     "scipy.sparse (and so anndata) cannot read. Rewrite its values as float32, "
                     "e.g. with h5py: f = h5py.File(path, 'r+'); data = f['X/data'][:]; "
                     "del f['X/data']; f['X'].create_dataset('data', data=data.astype('float32'))."
                 )
                 raise TypeError(msg)
             self.dtype = np.dtype(np.float32)
-            logger.info("%s holds float16 values; they are read as float32.", part(name, "X"))
+            logger.info("%s holds float16 values; they are read as float32.", part(name, where))
         self.shape = (
             n_rows if self._rows is None else self._rows.size,
             n_cols if self._genes is None else self._genes.size,
@@ -232,9 +252,16 @@ class CountReader:
                 "%s is stored column by column (CSC) on disk; reading it by cells reads the "
                 "whole matrix for every chunk and is slow. Rewrite the file as CSR for speed, "
                 "e.g. adata.X = scipy.sparse.csr_matrix(adata.X) before write_h5ad.",
-                part(name, "X"),
+                part(name, where),
             )
         self._bounds = self._chunk_bounds(chunk_size)
+
+    def counts_fix(self) -> str:
+        """What to do when the matrix holds no counts, as a clause: where the study's counts
+        are instead, when that is known."""
+        if self._counts_fix is not None:
+            return self._counts_fix()
+        return "pass the unnormalized counts, e.g. from a layer or raw"
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -242,6 +269,8 @@ class CountReader:
         X = self.X
         if sparse.issparse(X):
             return X.nnz
+        if self.kind == "source":
+            return int(X.stored_entries)
         if _is_backed_sparse(X):
             return int(X.group["data"].shape[0])
         return X.shape[0] * X.shape[1]
@@ -274,6 +303,8 @@ class CountReader:
         """Whether the matrix is dense (then the preprocessed counts are dense too)."""
         if self.kind == "dask":
             return not sparse.issparse(getattr(self.X, "_meta", None))
+        if self.kind == "source":
+            return False
         return not (sparse.issparse(self.X) or _is_backed_sparse(self.X))
 
     @property
@@ -281,6 +312,8 @@ class CountReader:
         """Where the counts are read from, in words (for log messages)."""
         if self.kind == "backed":
             return f"backed file {self.file}" if self.file else "a backed file"
+        if self.kind == "source":
+            return str(self.X.description)
         return "dask array" if self.kind == "dask" else "memory"
 
     # -- reading ----------------------------------------------------------------------------
@@ -291,6 +324,8 @@ class CountReader:
         if self.kind == "memory" and sparse.issparse(X) and self._rows is None:
             return _csr_rows(X, start, stop, self._genes)
         try:
+            if self.kind == "source":
+                return to_csr(X.pairot_rows(start, stop))
             if self._rows is None:
                 block = X[start:stop]
             else:
@@ -299,14 +334,14 @@ class CountReader:
                 block = block[:, self._genes]
             return to_csr(block)
         except (OSError, KeyError, ValueError, RuntimeError) as err:
-            if self.kind != "backed" and not isinstance(err, UnreadableChunk):
+            if self.kind not in ("backed", "source") and not isinstance(err, UnreadableChunk):
                 raise
             raise self._unreadable(start, stop, err) from err
 
     def _unreadable(self, start: int, stop: int, err: Exception) -> OSError:
         where = f" in {self.file}" if self.file else ""
         msg = (
-            f"cannot read cells {start}..{stop - 1} of {part(self.name, 'X')}{where}: "
+            f"cannot read cells {start}..{stop - 1} of {part(self.name, self.where)}{where}: "
             f"{type(err).__name__}: {err}. The file looks truncated or corrupt; write it "
             "again or download it again."
         )

@@ -68,5 +68,5 @@ def shared_genes(
 
 
 def gene_positions(study_: Study, genes: pd.Index) -> np.ndarray:
-    """The columns of ``genes`` in the study's counts (int64)."""
-    return study_.var.index.get_indexer(genes).astype(np.int64)
+    """The columns of ``genes`` (names of its expressed genes) in the study's counts (int64)."""
+    return study_.gene_columns.to_numpy()[study_.gene_columns.index.get_indexer(genes)]

@@ -29,7 +29,7 @@ from .._logging import logger
 from .._numba import njit_serial
 from ._auroc import LabelledColumns, code_dtype_for
 from ._reader import FLOAT16_EXACT_MAX, CountReader
-from ._validate import code_name, part
+from ._validate import part
 
 #: Every cell of the AUROC subsample is scaled to this many counts (over the tested genes).
 AUROC_TARGET_SUM = 1e4
@@ -214,14 +214,14 @@ class CountSummary:
         self.total_min = min(self.total_min, result.total_min)
         self.total_max = max(self.total_max, result.total_max)
 
-    def check(self, name: str, dtype) -> None:
+    def check(self, reader: CountReader) -> None:
         """Raise when fractional values look log-transformed or normalized; warn when they
         look like counts on a count scale (corrected or rebuilt counts); nothing for
         integers."""
         if not self.n_fractional:
             return
-        where = part(name, "X")
-        raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
+        dtype = reader.dtype
+        where = part(reader.name, reader.where)
         example = np.asarray(self.example, dtype=dtype).item()
         maximum = np.asarray(self.maximum, dtype=dtype).item()
         seen = (
@@ -231,27 +231,26 @@ class CountSummary:
         if self.maximum < LOG_SCALE_MAX:
             msg = (
                 f"{seen} and its largest value is {maximum:.4g}: it looks log-transformed. "
-                f"pairot needs counts: pass the unnormalized counts, e.g. from {raw}."
+                f"pairot needs counts: {reader.counts_fix()}."
             )
             raise ValueError(msg)
         spread = (self.total_max - self.total_min) / self.total_max
         if np.isfinite(spread) and spread < EQUAL_TOTALS_SPREAD and self.total_min < np.inf:
             msg = (
                 f"{seen} and every cell sums to {self.total_max:.6g}: it looks normalized to "
-                f"a fixed total per cell. pairot needs counts: pass the unnormalized counts, "
-                f"e.g. from {raw}."
+                f"a fixed total per cell. pairot needs counts: {reader.counts_fix()}."
             )
             raise ValueError(msg)
         logger.warning(
             "%s; its values reach %.4g and cell totals range from %.4g to %.4g, so pairot "
             "reads them as counts on a count scale (e.g. ambient-RNA-corrected counts, or "
-            "counts rebuilt from normalized data). If they are normalized values, pass the "
-            "raw counts instead, e.g. from %s.",
+            "counts rebuilt from normalized data). If they are normalized values, %s "
+            "instead.",
             seen,
             maximum,
             self.total_min,
             self.total_max,
-            raw,
+            reader.counts_fix(),
         )
 
 
@@ -266,12 +265,12 @@ class PassResult:
     output: list = field(default_factory=list)
 
 
-def count_error(result: ChunkResult, name: str, dtype, *, stored_dtype=None) -> ValueError | None:
+def count_error(result: ChunkResult, reader: CountReader) -> ValueError | None:
     """The message for a chunk's first bad value, or ``None`` (the checks' order: non-finite,
     negative; fractional values are judged over the whole study, :class:`CountSummary`).
-    ``stored_dtype`` float16 adds that float16 overflows to infinity above 65504."""
-    where = part(name, "X")
-    raw = f"{code_name(name)}.layers['counts'] or {code_name(name)}.raw"
+    A stored float16 adds that float16 overflows to infinity above 65504."""
+    where = part(reader.name, reader.where)
+    dtype, stored_dtype = reader.dtype, reader.stored_dtype
     if result.nonfinite:
         overflow = (
             " float16 holds at most 65504: larger counts become infinite when converted to "
@@ -281,8 +280,7 @@ def count_error(result: ChunkResult, name: str, dtype, *, stored_dtype=None) -> 
         )
         msg = (
             f"{where} contains NaN or infinite values; pairot needs raw UMI counts "
-            f"(finite non-negative integers). Pass the unnormalized counts, e.g. from {raw}."
-            f"{overflow}"
+            f"(finite non-negative integers): {reader.counts_fix()}.{overflow}"
         )
         return ValueError(msg)
     if result.minimum < 0:
@@ -334,7 +332,7 @@ def run_pass(
         chunk_work, per_row=(profile, take_hvg, take_auroc), shared=shared
     ):
         if spec.scan:
-            error = count_error(result, reader.name, reader.dtype, stored_dtype=reader.stored_dtype)
+            error = count_error(result, reader)
             if error is not None:
                 raise error
             summary.add(result)
@@ -360,7 +358,7 @@ def run_pass(
         if result.output is not None:
             out.output.append(result.output)
     if spec.scan:
-        summary.check(reader.name, reader.dtype)
+        summary.check(reader)
         if reader.stored_dtype == np.float16 and summary.maximum > FLOAT16_EXACT_MAX:
             logger.warning(
                 "%s holds float16 values up to %d; float16 holds every integer only up to "
@@ -368,7 +366,7 @@ def run_pass(
                 "been rounded when X was converted to float16. pairot reads them as they are; "
                 "for exact counts rebuild X from the original counts in float32 or an integer "
                 "dtype.",
-                part(reader.name, "X"),
+                part(reader.name, reader.where),
                 int(summary.maximum),
                 FLOAT16_EXACT_MAX,
                 FLOAT16_EXACT_MAX,

@@ -14,10 +14,12 @@ from anndata import AnnData
 
 from .._logging import logger
 from ._constants import MIN_CELLS_PER_PROFILE
+from ._counts import CountsLocation, counts_source, gene_names, unique_gene_columns
 from ._pseudobulk import Profiles, profiles_of
-from ._reader import CountReader, x_of
+from ._reader import CountReader
+from ._soma import is_soma_query
 from ._stream import PassResult, PassSpec, run_pass
-from ._validate import argument_text, check_count_matrix, get_labels, study
+from ._validate import argument_text, check_count_matrix, code_name, get_labels, part, study
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,17 @@ class Study:
     name: str
     reader: CountReader
     obs: pd.DataFrame
+    #: The ``var`` of the counts' genes (``raw.var`` for ``raw``), in the counts' column order.
     var: pd.DataFrame
     obsm: dict
+    #: The names the genes are matched by, one per column of the counts (may repeat when
+    #: they are symbols), and the original ids when they are symbols (else ``None``).
+    gene_names: pd.Index | None = None
+    gene_ids: pd.Index | None = None
+    #: The ``var`` column of symbols, or ``None``.
+    symbols: str | None = None
+    #: After the first pass: each expressed gene's column of the counts, by its (unique) name.
+    gene_columns: pd.Series | None = None
     clusters: pd.Categorical | None = None
     samples: pd.Categorical | None = None
 
@@ -65,14 +76,114 @@ def _in_memory_frame(frame) -> pd.DataFrame:
     return frame.to_memory()
 
 
-def open_study(adata: AnnData, name: str, chunk_size: int | None) -> Study:
-    """The reader and annotations of a study, in memory, backed or lazy; nothing is loaded."""
-    X, rows, genes = x_of(adata)
-    check_count_matrix(X, name)
-    reader = CountReader(X, name=name, chunk_size=chunk_size, rows=rows, genes=genes)
+def open_study(
+    adata: AnnData,
+    name: str,
+    chunk_size: int | None,
+    counts: CountsLocation | None = None,
+    symbols: str | None = None,
+    arguments: tuple[str, str] | None = None,
+) -> Study:
+    """The reader and annotations of a study, in memory, backed or lazy; nothing is loaded.
+
+    ``counts``: where its counts are (``X`` by default); ``symbols``: the ``var`` column that
+    names its genes (``None``: ``var_names``); ``arguments``: the names of the arguments that
+    set them, for messages (``counts_adata1``, ``gene_symbols_adata1`` by default).
+    """
+    counts = CountsLocation("X") if counts is None else counts
+    counts_arg, symbols_arg = arguments or (f"counts_{name}", f"gene_symbols_{name}")
+    if is_soma_query(adata):
+        from ._soma import open_soma_study
+
+        return open_soma_study(adata, name, chunk_size, counts, symbols, (counts_arg, symbols_arg))
+    source = counts_source(adata, counts, name, counts_arg)
+    check_count_matrix(source.X, name, source.where, counts_arg)
+    names, ids = gene_names(source, adata, symbols, name, symbols_arg)
+    reader = CountReader(
+        source.X,
+        name=name,
+        chunk_size=chunk_size,
+        rows=source.rows,
+        genes=source.genes,
+        where=source.where,
+        counts_fix=lambda: counts_fix(adata, name, counts, counts_arg),
+    )
+    var = source.var if source.genes is None else source.var.iloc[source.genes]
     obs = _in_memory_frame(adata.obs)
-    var = _in_memory_frame(adata.var)
-    return Study(name=name, reader=reader, obs=obs, var=var, obsm=dict(adata.obsm.items()))
+    return Study(
+        name=name,
+        reader=reader,
+        obs=obs,
+        var=var,
+        obsm=dict(adata.obsm.items()),
+        gene_names=names,
+        gene_ids=ids,
+        symbols=symbols,
+    )
+
+
+#: Cells read from another place of a study's counts to judge whether it holds counts.
+_PEEK_CELLS = 2000
+
+
+def counts_fix(adata: AnnData, name: str, current: CountsLocation, argument: str) -> str:
+    """What to do when the counts at ``current`` are no counts: the option (``argument``)
+    naming another place of the study (``raw``, a layer) whose first cells hold non-negative
+    integers, or else the general advice."""
+    places = [CountsLocation("raw")] if getattr(adata, "raw", None) is not None else []
+    places += [CountsLocation("layer", key) for key in adata.layers.keys()]
+    for place in places:
+        if place == current:
+            continue
+        try:
+            source = counts_source(adata, place, name, argument)
+            peek = CountReader(
+                source.X, name=name, chunk_size=_PEEK_CELLS, rows=source.rows, genes=source.genes
+            )
+            values = peek._read(0, min(_PEEK_CELLS, peek.shape[0])).data
+        except Exception:  # noqa: BLE001 - a place that cannot be read is no suggestion
+            continue
+        if (
+            values.size
+            and np.all(values >= 0)
+            and np.all(np.isfinite(values))
+            and np.all(values == np.rint(values))
+        ):
+            return (
+                f"{part(name, place.where)} holds integer counts: pass "
+                f"{argument_text(argument, place.value)}"
+            )
+    return (
+        f"pass the unnormalized counts, e.g. {argument_text(argument, 'layers/counts')} or "
+        f"{argument_text(argument, 'raw')} where {code_name(name)}.layers['counts'] or "
+        f"{code_name(name)}.raw hold them"
+    )
+
+
+def check_unique_symbols(study_: Study, argument: str) -> None:
+    """``ValueError`` when symbols name the genes and several genes share one (where every
+    gene is tested, there is no pass to choose one of them first)."""
+    names = study_.gene_names
+    if study_.symbols is None or names.is_unique:
+        return
+    dup = names[names.duplicated()].unique()
+    msg = (
+        f"{argument_text(argument, study_.symbols)} names several genes alike ({len(dup)} "
+        f"symbols, e.g. {dup[:5].tolist()}), and every gene is tested here; keep one gene per "
+        f"symbol first, e.g. {code_name(study_.name)}[:, ~{code_name(study_.name)}.var"
+        f"[{study_.symbols!r}].duplicated()], or use preprocess_adatas, which keeps the most "
+        "expressed gene of each symbol."
+    )
+    raise ValueError(msg)
+
+
+def resolve_gene_names(study_: Study, totals: np.ndarray, expressed: np.ndarray) -> pd.Index:
+    """Set ``study_.gene_columns`` for the ``expressed`` genes (one column per name, see
+    :func:`~pairot.pp._counts.unique_gene_columns`) and return their names."""
+    study_.gene_columns = unique_gene_columns(
+        study_.gene_names, totals, expressed, study_.name, study_.symbols
+    )
+    return study_.gene_columns.index
 
 
 def read_labels(study_: Study, columns: Columns) -> None:

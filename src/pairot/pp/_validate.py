@@ -33,6 +33,10 @@ CLI_STUDY_NAMES: Mapping[str, str] = MappingProxyType(
         "embedding_layer": "--embedding-layer",
         "n_top_genes": "--n-top-genes",
         "min_shared_genes": "--min-shared-genes",
+        "counts_adata1": "--query-counts",
+        "counts_adata2": "--ref-counts",
+        "gene_symbols_adata1": "--query-gene-symbols",
+        "gene_symbols_adata2": "--ref-gene-symbols",
     }
 )
 
@@ -92,7 +96,12 @@ def code_name(name: str) -> str:
 
 
 def check_adata(adata, name: str) -> None:
-    """Raise ``TypeError`` unless ``adata`` is an AnnData with cells, genes and unique genes."""
+    """Raise ``TypeError`` unless ``adata`` is an AnnData with cells, genes and unique genes
+    (a SOMA query is checked when it is opened, :mod:`pairot.pp._soma`)."""
+    from ._soma import is_soma_query
+
+    if is_soma_query(adata):
+        return
     if not isinstance(adata, AnnData):
         msg = f"{study(name, start=True)} must be an anndata.AnnData, got {type(adata).__name__}."
         raise TypeError(msg)
@@ -111,21 +120,24 @@ def check_adata(adata, name: str) -> None:
         raise ValueError(msg)
 
 
-def check_count_matrix(X, name: str) -> None:
-    """Raise unless ``X`` can hold raw counts: present and numeric.
+def check_count_matrix(X, name: str, where: str = "X", argument: str | None = None) -> None:
+    """Raise unless ``X`` (the study's ``where``) can hold raw counts: present and numeric.
 
     The values themselves (finite, non-negative integers) are checked while the counts are
     streamed (:func:`pairot.pp._stream.count_error`), so a matrix on disk is read only once.
     """
+    argument = argument or f"counts_{name}"
     if X is None:
         msg = (
-            f"{part(name, 'X')} is None; pairot reads raw UMI counts from X: set it first, "
-            f"e.g. {code_name(name)}.X = {code_name(name)}.layers['counts']."
+            f"{part(name, where)} is None; pairot reads raw UMI counts from {where}: set it "
+            f"first, e.g. {code_name(name)}.X = {code_name(name)}.layers['counts'], or say "
+            f"where the counts are with {argument_text(argument, 'layers/counts')} "
+            f"or {argument_text(argument, 'raw')}."
         )
         raise ValueError(msg)
     dtype = getattr(X, "dtype", None)
     if dtype is None or not (np.issubdtype(dtype, np.number) or np.dtype(dtype).kind == "b"):
-        msg = f"{part(name, 'X')} has dtype {dtype}; raw UMI counts (numbers) are needed."
+        msg = f"{part(name, where)} has dtype {dtype}; raw UMI counts (numbers) are needed."
         raise TypeError(msg)
 
 

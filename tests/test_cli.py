@@ -639,3 +639,74 @@ def test_readme_demo_claims_hold(demo_run):
     low, high = figures["t_block"]
     too_tight = {**claims, "t_range": (low + 0.01, high)}
     assert script.check_claims(mapping, too_tight) != []
+
+
+# -------------------------------------------------------------------- CELLxGENE layout
+@pytest.fixture(scope="module")
+def cellxgene_h5ad(demo_h5ad, tmp_path_factory):
+    """The demo query as a CELLxGENE file: normalized values in X, counts in raw.X and
+    layers['counts'], Ensembl-like ids as var_names, symbols in var['feature_name']."""
+    import anndata as ad
+    import numpy as np
+    from scipy import sparse
+
+    folder = tmp_path_factory.mktemp("cellxgene")
+    query = ad.read_h5ad(demo_h5ad / "query.h5ad")
+    counts = sparse.csr_matrix(query.X, dtype=np.float32)
+    var = pd.DataFrame(
+        {"feature_name": np.asarray(query.var_names)},
+        index=[f"ENSG{i:011d}" for i in range(query.n_vars)],
+    )
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    normalized = sparse.csr_matrix(sparse.diags(1e4 / totals) @ counts)
+    normalized.data = np.log1p(normalized.data)
+    cxg = ad.AnnData(X=normalized, obs=query.obs.copy(), var=var)
+    cxg.raw = ad.AnnData(X=counts.copy(), obs=query.obs.copy(), var=var.copy())
+    cxg.layers["counts"] = counts.copy()
+    cxg.write_h5ad(folder / "query.h5ad")
+    (folder / "reference.h5ad").symlink_to(demo_h5ad / "reference.h5ad")
+    return folder
+
+
+@pytest.mark.parametrize("counts", ["raw", "layers/counts"])
+def test_run_on_a_cellxgene_file(demo_h5ad, cellxgene_h5ad, tmp_path, capsys, counts):
+    """--query-counts and --query-gene-symbols give the tables of counts in X with symbols
+    as var_names; the outputs name genes by symbol."""
+    expected, got = tmp_path / "x", tmp_path / "cxg"
+    assert main(_run_args(demo_h5ad, expected, "--quiet", "--no-cells")) == 0
+    extra = ("--query-counts", counts, "--query-gene-symbols", "feature_name")
+    code = main(_run_args(cellxgene_h5ad, got, "--quiet", "--no-cells", *extra))
+    assert code == 0, capsys.readouterr().err
+    for name in ("mapping.parquet", "distance.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(expected / name), pd.read_parquet(got / name))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(expected / "matches.csv"), pd.read_csv(got / "matches.csv")
+    )
+    parameters = json.loads((got / "run.json").read_text())["parameters"]
+    assert parameters["query_counts"] == counts
+    assert parameters["query_gene_symbols"] == "feature_name"
+    assert parameters["ref_counts"] == "X" and parameters["ref_gene_symbols"] is None
+
+
+def test_cellxgene_file_without_counts_option(cellxgene_h5ad, tmp_path, capsys):
+    """X refused as normalized: the one-line error names the option that reads the counts."""
+    assert main(_run_args(cellxgene_h5ad, tmp_path / "out", "--quiet")) == 2
+    _assert_one_line_error(
+        capsys.readouterr().err,
+        "the query's X contains non-integer values",
+        "the query's raw.X holds integer counts: pass --query-counts 'raw'",
+    )
+    assert main(_run_args(cellxgene_h5ad, tmp_path / "out", "--query-counts", "layers/x")) == 2
+    _assert_one_line_error(
+        capsys.readouterr().err, "--query-counts 'layers/x' but the query study has no layer 'x'"
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main(_run_args(cellxgene_h5ad, tmp_path / "out", "--ref-counts", "counts"))
+    assert exit_.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err, "--ref-counts", "'counts' is not a place")
+    args = ("--query-counts", "raw", "--query-gene-symbols", "symbol")
+    assert main(_run_args(cellxgene_h5ad, tmp_path / "out", *args)) == 2
+    _assert_one_line_error(
+        capsys.readouterr().err,
+        "--query-gene-symbols 'symbol' but the query's raw.var has no column 'symbol'",
+    )

@@ -87,6 +87,12 @@ class RunParameters:
         ``obs`` columns with the cluster labels of the query and the reference.
     query_sample, ref_sample
         ``obs`` columns with the sample (donor) of each cell, for pseudobulk DE.
+    query_counts, ref_counts
+        Where each study's raw counts are: ``"X"``, ``"raw"`` or ``"layers/<name>"``
+        (``counts_adata1`` / ``counts_adata2`` of :func:`pairot.pp.preprocess_adatas`).
+    query_gene_symbols, ref_gene_symbols
+        The ``var`` column naming each study's genes (``gene_symbols_adata1`` / ``_adata2``),
+        or ``None`` for the ``var_names``.
     n_top_genes
         Highly variable genes kept by :func:`pairot.pp.preprocess_adatas`.
     min_shared_genes
@@ -127,6 +133,10 @@ class RunParameters:
     ref_cell_type: str
     query_sample: str
     ref_sample: str
+    query_counts: str = "X"
+    ref_counts: str = "X"
+    query_gene_symbols: str | None = None
+    ref_gene_symbols: str | None = None
     n_top_genes: int = 500
     min_shared_genes: int = 50  # pairot.pp._preprocess.MIN_SHARED_GENES (a test checks)
     n_samples: int | None = None
@@ -314,6 +324,10 @@ def run_pipeline(
             cell_type_column_adata2=p.ref_cell_type,
             sample_column_adata1=p.query_sample,
             sample_column_adata2=p.ref_sample,
+            counts_adata1=p.query_counts,
+            counts_adata2=p.ref_counts,
+            gene_symbols_adata1=p.query_gene_symbols,
+            gene_symbols_adata2=p.ref_gene_symbols,
             n_top_genes=p.n_top_genes,
             min_shared_genes=p.min_shared_genes,
             filter_genes=p.filter_genes,

@@ -255,8 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run pairot on QUERY and REFERENCE (h5ad files with raw counts in X) and "
         "write mapping, distance, suggested matches, figures and report.html into --out.",
     )
-    run.add_argument("query", help="query study (.h5ad, raw counts in X)")
-    run.add_argument("reference", help="reference study (.h5ad, raw counts in X)")
+    run.add_argument("query", help="query study (.h5ad; raw counts in X, or see --query-counts)")
+    run.add_argument(
+        "reference", help="reference study (.h5ad; raw counts in X, or see --ref-counts)"
+    )
     columns = run.add_argument_group("obs columns (required)")
     for side, study in (("query", "query"), ("ref", "reference")):
         columns.add_argument(
@@ -272,6 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="COL",
             help=f"obs column of the {study} holding each cell's sample (donor or batch), "
             "for pseudobulk differential expression; at least two samples are needed",
+        )
+    genes = run.add_argument_group(
+        "where the counts and the gene names are (a CELLxGENE file: --query-counts raw "
+        "--query-gene-symbols feature_name)"
+    )
+    for side, study in (("query", "query"), ("ref", "reference")):
+        genes.add_argument(
+            f"--{side}-counts",
+            type=_counts_location,
+            default="X",
+            metavar="WHERE",
+            help=f"where the {study}'s raw counts are: X (default), raw (raw.X) or "
+            "layers/NAME (a layer, read from disk in chunks)",
+        )
+    for side, study in (("query", "query"), ("ref", "reference")):
+        genes.add_argument(
+            f"--{side}-gene-symbols",
+            default=None,
+            metavar="COL",
+            help=f"var column holding the {study}'s gene symbols (e.g. feature_name), when "
+            "its var_names are ids (e.g. Ensembl); the outputs then name genes by symbol",
         )
     _add_method_options(run)
     run.set_defaults(func=_run_command)
@@ -299,11 +322,26 @@ def _check_input_file(path: str, role: str) -> Path:
     return file
 
 
-def _read_h5ad(path: str, role: str):
+def _counts_location(text: str) -> str:
+    from .pp._counts import COUNTS_VALUES
+
+    if text in ("X", "raw") or (text.startswith("layers/") and len(text) > len("layers/")):
+        return text
+    msg = f"{text!r} is not a place of counts; pass {COUNTS_VALUES}, e.g. layers/counts"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def _read_h5ad(path: str, role: str, counts: str = "X"):
     import anndata as ad
 
     file = _check_input_file(path, role)
     try:
+        if counts.startswith("layers/"):
+            # anndata's backed mode loads every layer into memory: read the file lazily
+            # instead (the layer is then streamed from disk in chunks, as a dask array)
+            lazy = _read_lazy(file)
+            if lazy is not None:
+                return lazy
         # backed: only obs, var and obsm are loaded; the counts are streamed in chunks
         return ad.read_h5ad(file, backed="r")
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
@@ -312,6 +350,23 @@ def _read_h5ad(path: str, role: str):
             "an .h5ad file written whole (not truncated)?"
         )
         raise CLIError(msg) from err
+
+
+def _read_lazy(file: Path):
+    """``anndata.experimental.read_lazy`` of the file (``None`` where anndata or dask lacks it,
+    with a warning: then the backed file's layers are loaded into memory)."""
+    try:
+        import dask.array  # noqa: F401 - read_lazy needs dask
+        import h5py
+        from anndata.experimental import read_lazy
+    except ImportError:
+        logging.getLogger("pairot").warning(
+            "Reading a layer's counts: this anndata (or a missing dask) cannot read the file "
+            "lazily, so its layers are loaded into memory; install 'pairot[dask]' with "
+            "anndata >= 0.12 to stream them."
+        )
+        return None
+    return read_lazy(h5py.File(file, "r"))
 
 
 def _check_column(adata, column: str, option: str, role: str) -> None:
@@ -326,6 +381,10 @@ def _parameters(args: argparse.Namespace, columns: dict[str, str]):
 
     return RunParameters(
         **columns,
+        query_counts=getattr(args, "query_counts", "X"),
+        ref_counts=getattr(args, "ref_counts", "X"),
+        query_gene_symbols=getattr(args, "query_gene_symbols", None),
+        ref_gene_symbols=getattr(args, "ref_gene_symbols", None),
         n_top_genes=args.n_top_genes,
         min_shared_genes=args.min_shared_genes,
         n_samples=args.n_samples,
@@ -390,8 +449,8 @@ def _run_command(args: argparse.Namespace) -> int:
     }
 
     def load():
-        adata_query = _read_h5ad(args.query, "query")
-        adata_ref = _read_h5ad(args.reference, "reference")
+        adata_query = _read_h5ad(args.query, "query", args.query_counts)
+        adata_ref = _read_h5ad(args.reference, "reference", args.ref_counts)
         for adata, role, side in ((adata_query, "query", "query"), (adata_ref, "reference", "ref")):
             _check_column(adata, columns[f"{side}_cell_type"], f"--{side}-cell-type", role)
             _check_column(adata, columns[f"{side}_sample"], f"--{side}-sample", role)

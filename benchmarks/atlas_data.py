@@ -583,6 +583,68 @@ def var_frame(n_genes: int) -> pd.DataFrame:
     return pd.DataFrame(index=pd.Index(_gene_names(n_genes)))
 
 
+def ensembl_ids(n_genes: int) -> list[str]:
+    """Ensembl-like ids for the genes ``GENE00001``... (``ENSG00000000001``...)."""
+    return [f"ENSG{i + 1:011d}" for i in range(n_genes)]
+
+
+def write_cellxgene_copy(source: Path, target: Path, *, log=print) -> dict:
+    """A study file rewritten in the CELLxGENE layout: the counts moved to ``raw/X`` (copied
+    dataset by dataset), ``X`` the normalized values (``log1p`` of counts per 10,000, float32,
+    the counts' sparsity, written chunk by chunk), Ensembl-like ids as ``var_names`` and the
+    symbols in ``var["feature_name"]`` and ``raw/var["feature_name"]``. Bounded memory; skipped
+    when ``target`` exists and is newer than ``source``."""
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        log(f"# {target}: exists, nothing to do", flush=True)
+        return {"path": str(target), "file_gb": round(target.stat().st_size / 1e9, 3)}
+    start = time.perf_counter()
+    tmp = target.with_name(target.name + ".partial")
+    with h5py.File(source, "r") as src, h5py.File(tmp, "w", rdcc_nbytes=64 * 2**20) as out:
+        for key, value in src.attrs.items():
+            out.attrs[key] = value
+        counts = src["X"]
+        n_cells, n_genes = (int(v) for v in counts.attrs["shape"])
+        names = pd.Index(_gene_names(n_genes))
+        var = pd.DataFrame({"feature_name": np.asarray(names)}, index=ensembl_ids(n_genes))
+        raw = out.create_group("raw")
+        raw.attrs["encoding-type"] = "raw"
+        raw.attrs["encoding-version"] = "0.1.0"
+        src.copy(counts, raw, "X")
+        write_elem(raw, "var", var)
+        write_elem(raw, "varm", {})
+        X = out.create_group("X")
+        for key, value in counts.attrs.items():
+            X.attrs[key] = value
+        indptr = counts["indptr"][:]
+        X.create_dataset("indptr", data=indptr)
+        X.create_dataset("indices", data=counts["indices"], chunks=(H5_CHUNK,))
+        data = X.create_dataset(
+            "data", shape=counts["data"].shape, dtype=np.float32, chunks=(H5_CHUNK,)
+        )
+        rows = 20_000
+        for lo in range(0, n_cells, rows):
+            hi = min(n_cells, lo + rows)
+            a, b = int(indptr[lo]), int(indptr[hi])
+            values = counts["data"][a:b].astype(np.float64)
+            lengths = np.diff(indptr[lo : hi + 1])
+            row = np.repeat(np.arange(hi - lo), lengths)
+            totals = np.bincount(row, weights=values, minlength=hi - lo)
+            totals[totals == 0] = 1.0
+            data[a:b] = np.log1p(values / np.repeat(totals, lengths) * 1e4).astype(np.float32)
+        for key in ("obs", "uns", "obsm", "varm", "obsp", "varp", "layers"):
+            if key in src:
+                src.copy(src[key], out, key)
+        write_elem(out, "var", var)
+    os.replace(tmp, target)
+    figures = {
+        "path": str(target),
+        "file_gb": round(target.stat().st_size / 1e9, 3),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    log(f"  {target.name} (CELLxGENE layout): {json.dumps(figures)}", flush=True)
+    return figures
+
+
 # ---------------------------------------------------------------------------------------------
 # writing
 

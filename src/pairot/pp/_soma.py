@@ -41,6 +41,8 @@ from ._validate import argument_text, check_count_matrix, code_name, part, study
 LAYER_OF = {"X": "data", "raw": "raw"}
 #: Cells read from another X layer to judge whether it holds counts.
 _PEEK_CELLS = 2000
+#: Cells read when a query is opened to estimate its stored values (the chunks' size).
+_SIZE_CELLS = 500
 #: The id columns of a SOMA ``var`` used as gene names when the index column is missing.
 _VAR_ID_FALLBACKS = ("feature_id",)
 
@@ -89,7 +91,7 @@ class SomaRows:
     ``soma_joinid`` runs as one range, others as a list of points.
     """
 
-    def __init__(self, array, obs_joinids, var_joinids, description: str, sizes) -> None:
+    def __init__(self, array, obs_joinids, var_joinids, description: str) -> None:
         tiledbsoma = _tiledbsoma()
         self._array = array
         self._obs = np.asarray(obs_joinids, dtype=np.int64)
@@ -99,24 +101,48 @@ class SomaRows:
         self._var_index = tiledbsoma.IntIndexer(self._var)
         self.shape = (self._obs.size, self._var.size)
         self.dtype = np.dtype(array.schema.field("soma_data").type.to_pandas_dtype())
-        self.stored_entries = _stored_entries(array, self.shape, sizes)
         self.description = description
+        self._stored_entries: int | None = None
+
+    @property
+    def stored_entries(self) -> int:
+        """The stored values of the query's cells and genes, estimated from its first
+        :data:`_SIZE_CELLS` cells (to size the chunks; a layer's own count of its values can
+        mean a scan of the whole layer, and covers all of its cells and genes)."""
+        if self._stored_entries is None:
+            n_obs = self.shape[0]
+            peek = min(n_obs, _SIZE_CELLS)
+            stored = self._read(0, peek).nnz if peek else 0
+            self._stored_entries = int(round(stored * n_obs / peek)) if peek else 0
+        return self._stored_entries
 
     def pairot_rows(self, start: int, stop: int) -> sparse.csr_matrix:
         """Rows ``start:stop`` (positions in the query) as CSR over the query's genes."""
+        return self._read(start, stop)
+
+    def _read(self, start: int, stop: int) -> sparse.csr_matrix:
+        """Rows ``start:stop`` of the query as CSR: the layer's values of those cells, read
+        batch by batch and placed at their positions in the query."""
         ids = self._obs[start:stop]
         shape = (ids.size, self.shape[1])
         if ids.size == 0 or shape[1] == 0:
             return sparse.csr_matrix(shape, dtype=self.dtype)
-        table = self._array.read(coords=(_coords(np.sort(ids)), self._var_coords)).tables()
-        table = table.concat()
-        rows = self._obs_index.get_indexer(table["soma_dim_0"].to_numpy()) - start
-        cols = self._var_index.get_indexer(table["soma_dim_1"].to_numpy())
-        data = table["soma_data"].to_numpy().astype(self.dtype, copy=False)
+        index = np.int32 if max(shape) < np.iinfo(np.int32).max else np.int64
+        rows, cols, data = [], [], []
+        for table in self._array.read(coords=(_coords(np.sort(ids)), self._var_coords)).tables():
+            rows.append(
+                (self._obs_index.get_indexer(table["soma_dim_0"].to_numpy()) - start).astype(index)
+            )
+            cols.append(self._var_index.get_indexer(table["soma_dim_1"].to_numpy()).astype(index))
+            data.append(table["soma_data"].to_numpy().astype(self.dtype, copy=False))
+            del table
+        if not data:
+            return sparse.csr_matrix(shape, dtype=self.dtype)
+        rows, cols, data = (np.concatenate(parts) for parts in (rows, cols, data))
         if rows.size and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0):
             msg = "the layer returned values outside the cells and genes read"
             raise ValueError(msg)
-        return sparse.csr_matrix((data, (rows, cols)), shape=shape)
+        return sparse.coo_matrix((data, (rows, cols)), shape=shape).tocsr()
 
 
 def _coords(ids: np.ndarray):
@@ -124,17 +150,6 @@ def _coords(ids: np.ndarray):
     if ids.size and int(ids[-1]) - int(ids[0]) == ids.size - 1 and np.all(np.diff(ids) == 1):
         return slice(int(ids[0]), int(ids[-1]))
     return ids
-
-
-def _stored_entries(array, shape: tuple[int, int], sizes: tuple[int, int]) -> int:
-    """The stored values of the query's cells and genes, estimated from the layer's (to size
-    the chunks): the layer's values times the query's share of its cells and genes."""
-    try:
-        nnz = int(array.nnz)
-    except Exception:  # noqa: BLE001 - no count: size the chunks as for a dense-ish layer
-        return shape[0] * shape[1]
-    share = (shape[0] / max(1, sizes[0])) * (shape[1] / max(1, sizes[1]))
-    return max(1, int(round(nnz * share)))
 
 
 def _frames(query, obsm: bool) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -265,13 +280,11 @@ def _naming_rule() -> str:
 
 def _rows(query, array, layer: str) -> SomaRows:
     experiment = query.experiment
-    ms = experiment.ms[query.measurement_name]
     description = (
         f"SOMA experiment {experiment.uri}, measurement {query.measurement_name!r}, X layer "
         f"{layer!r}"
     )
-    sizes = (int(experiment.obs.count), int(ms.var.count))
-    return SomaRows(array, query.obs_joinids(), query.var_joinids(), description, sizes)
+    return SomaRows(array, query.obs_joinids(), query.var_joinids(), description)
 
 
 def counts_fix(query, name: str, current: str, argument: str) -> str:

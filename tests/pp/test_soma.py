@@ -194,6 +194,29 @@ def test_soma_as_the_reference_and_as_both(soma):
     assert snapshot(soma["folder"]) == soma["before"]
 
 
+def test_names_without_id_columns_are_joinids_and_feature_ids(soma, tmp_path):
+    """As in the Census: no obs_id / var_id column; the cells are named by their soma_joinid,
+    the genes by var["feature_id"]; the results are those of the same data."""
+    tiledbsoma = soma["tiledbsoma"]
+    q = soma["q"].copy()
+    q.var["feature_id"] = [f"ENSG{i:011d}" for i in range(q.n_vars)]
+    uri = str(tmp_path / "census_names")
+    tiledbsoma.io.from_anndata(uri, q, "RNA", obs_id_name="barcode", var_id_name="feature_name")
+    with tiledbsoma.Experiment.open(uri) as experiment, experiment.axis_query("RNA") as query:
+        got = pr.pp.preprocess_adatas(
+            query, soma["r"], *ARGS, **KW, gene_symbols_adata1="feature_name"
+        )
+    out, expected = got[0], soma["expected"][0]
+    assert list(out.obs_names) == [str(i) for i in range(q.n_obs)]
+    assert list(out.obs["barcode"]) == list(q.obs_names)
+    assert "soma_joinid" not in out.obs.columns and "soma_joinid" not in out.var.columns
+    assert list(out.var_names) == list(expected.var_names)
+    assert list(out.var["gene_ids"]) == list(q.var.loc[expected.var_names, "feature_id"])
+    assert (out.X != expected.X).nnz == 0
+    for key in ("de_ova", "de_ava"):
+        pd.testing.assert_frame_equal(out.uns["pairot"][key], expected.uns["pairot"][key])
+
+
 def test_rank_genes_limma_on_a_query(soma):
     q = soma["q"]
     expected = pr.pp.rank_genes_limma(q, "cell_type", "sample_id", 50, result_format="long")

@@ -32,6 +32,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from anndata import ImplicitModificationWarning
 from scipy import sparse
 
 from ._counts import CountsLocation, CountsSource, gene_names
@@ -159,7 +160,7 @@ def _frames(query, obsm: bool) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     obsm_layers = list(ms["obsm"].keys()) if obsm and "obsm" in ms else []
     with warnings.catch_warnings():
         # anndata's note on the string index it makes of a default one (set below)
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", "Transforming to str index", ImplicitModificationWarning)
         adata = query.to_anndata(X_name=None, obsm_layers=obsm_layers, drop_levels=True)
     obs = _named(adata.obs, query.experiment.obs, query.obs_joinids(), ())
     var = _named(adata.var, ms.var, query.var_joinids(), _VAR_ID_FALLBACKS)

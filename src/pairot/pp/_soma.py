@@ -36,7 +36,17 @@ from anndata import ImplicitModificationWarning
 from scipy import sparse
 
 from ._counts import CountsLocation, CountsSource, gene_names
-from ._validate import argument_text, check_count_matrix, code_name, part, study
+from ._reader import CountReader, to_csr
+from ._validate import (  # is_soma_query: where pairot.pp._study looks for it
+    argument_text,
+    check_count_matrix,
+    code_name,
+    is_soma_query,
+    part,
+    study,
+)
+
+__all__ = ["is_soma_query", "open_soma_study"]
 
 #: The X layer each counts location names (``layers/<name>``: the layer ``<name>``).
 LAYER_OF = {"X": "data", "raw": "raw"}
@@ -46,14 +56,6 @@ _PEEK_CELLS = 2000
 _SIZE_CELLS = 500
 #: The id columns of a SOMA ``var`` used as gene names when the index column is missing.
 _VAR_ID_FALLBACKS = ("feature_id",)
-
-
-def is_soma_query(obj) -> bool:
-    """Whether ``obj`` is a ``tiledbsoma.ExperimentAxisQuery`` (without importing tiledbsoma)."""
-    return any(
-        cls.__module__.split(".")[0] == "tiledbsoma" and cls.__name__ == "ExperimentAxisQuery"
-        for cls in type(obj).__mro__
-    )
 
 
 def _tiledbsoma():
@@ -191,18 +193,16 @@ def _named(frame: pd.DataFrame, df, joinids, fallbacks) -> pd.DataFrame:
     return frame
 
 
-def open_soma_study(query, name, chunk_size, counts, symbols, arguments):
-    """The :class:`~pairot.pp._study.Study` of a SOMA query: its counts streamed from the
-    X layer ``counts`` names (see the module docstring), its ``obs``, ``var`` and ``obsm``
-    in memory.
+def open_soma_study(query, name, chunk_size, counts, symbols, arguments) -> dict:
+    """The fields of the :class:`~pairot.pp._study.Study` of a SOMA query (its keyword
+    arguments: :mod:`pairot.pp._study` builds it, this module does not import it): its counts'
+    reader streaming the X layer ``counts`` names (see the module docstring), its ``obs``,
+    ``var`` and ``obsm`` in memory, its gene names.
 
     ``arguments``: the names of the arguments that set ``counts`` and ``symbols`` (for
     messages, e.g. ``counts_adata1``, ``gene_symbols_adata1``).
     """
     _tiledbsoma()
-    from ._reader import CountReader
-    from ._study import Study
-
     counts = CountsLocation("X") if counts is None else counts
     counts_arg, symbols_arg = arguments
     n_obs, n_vars = query.n_obs, query.n_vars
@@ -236,16 +236,16 @@ def open_soma_study(query, name, chunk_size, counts, symbols, arguments):
         where=where,
         counts_fix=lambda: counts_fix(query, name, layer, counts_arg),
     )
-    return Study(
-        name=name,
-        reader=reader,
-        obs=obs,
-        var=var,
-        obsm=obsm,
-        gene_names=names,
-        gene_ids=ids,
-        symbols=symbols,
-    )
+    return {
+        "name": name,
+        "reader": reader,
+        "obs": obs,
+        "var": var,
+        "obsm": obsm,
+        "gene_names": names,
+        "gene_ids": ids,
+        "symbols": symbols,
+    }
 
 
 def _layers(query) -> list[str]:
@@ -292,8 +292,6 @@ def counts_fix(query, name: str, current: str, argument: str) -> str:
     """What to do when the X layer ``current`` holds no counts: the option (``argument``)
     naming another X layer whose first cells hold non-negative integers, or else the general
     advice."""
-    from ._reader import to_csr
-
     layers = _layers(query)
     for layer in layers:
         if layer == current:

@@ -95,7 +95,10 @@ def open_study(
     if is_soma_query(adata):
         from ._soma import open_soma_study
 
-        return open_soma_study(adata, name, chunk_size, counts, symbols, (counts_arg, symbols_arg))
+        fields = open_soma_study(
+            adata, name, chunk_size, counts, symbols, (counts_arg, symbols_arg)
+        )
+        return Study(**fields)
     source = counts_source(adata, counts, name, counts_arg)
     check_count_matrix(source.X, name, source.where, counts_arg)
     names, ids = gene_names(source, adata, symbols, name, symbols_arg)

@@ -95,11 +95,17 @@ def code_name(name: str) -> str:
     return name if _NAMES.get().get(name) is None else "adata"
 
 
+def is_soma_query(obj) -> bool:
+    """Whether ``obj`` is a ``tiledbsoma.ExperimentAxisQuery`` (without importing tiledbsoma)."""
+    return any(
+        cls.__module__.split(".")[0] == "tiledbsoma" and cls.__name__ == "ExperimentAxisQuery"
+        for cls in type(obj).__mro__
+    )
+
+
 def check_adata(adata, name: str) -> None:
     """Raise ``TypeError`` unless ``adata`` is an AnnData with cells, genes and unique genes
     (a SOMA query is checked when it is opened, :mod:`pairot.pp._soma`)."""
-    from ._soma import is_soma_query
-
     if is_soma_query(adata):
         return
     if not isinstance(adata, AnnData):

@@ -202,6 +202,36 @@ def _symbol_column(source, adata, symbols: str, name: str, argument: str) -> pd.
     raise KeyError(msg)
 
 
+#: Cells read from another place of a study's counts to judge whether it holds counts.
+PEEK_CELLS = 2000
+
+
+def suggested_counts(name: str, argument: str, candidates) -> str | None:
+    """The first of ``candidates`` whose first cells hold non-negative integers, as a clause
+    naming the option that reads it (``adata1.raw.X holds integer counts: pass
+    counts_adata1='raw'``), or ``None``.
+
+    ``candidates``: ``(where, value, read)`` triples, ``where`` the place as messages name it,
+    ``value`` the option's value, ``read()`` the stored values of the place's first
+    :data:`PEEK_CELLS` cells. A place that cannot be read is no suggestion.
+    """
+    for where, value, read in candidates:
+        try:
+            values = np.asarray(read())
+        except Exception:  # noqa: BLE001 - a place that cannot be read is no suggestion
+            continue
+        if (
+            values.size
+            and np.all(np.isfinite(values))
+            and np.all(values >= 0)
+            and np.all(values == np.rint(values))
+        ):
+            return (
+                f"{part(name, where)} holds integer counts: pass {argument_text(argument, value)}"
+            )
+    return None
+
+
 def unique_gene_columns(
     names: pd.Index, totals: np.ndarray, keep: np.ndarray, name: str, symbols: str | None
 ) -> pd.Series:

@@ -35,7 +35,7 @@ import pandas as pd
 from anndata import ImplicitModificationWarning
 from scipy import sparse
 
-from ._counts import CountsLocation, CountsSource, gene_names
+from ._counts import PEEK_CELLS, CountsLocation, CountsSource, gene_names, suggested_counts
 from ._reader import CountReader, to_csr
 from ._validate import (  # is_soma_query: where pairot.pp._study looks for it
     argument_text,
@@ -50,8 +50,6 @@ __all__ = ["is_soma_query", "open_soma_study"]
 
 #: The X layer each counts location names (``layers/<name>``: the layer ``<name>``).
 LAYER_OF = {"X": "data", "raw": "raw"}
-#: Cells read from another X layer to judge whether it holds counts.
-_PEEK_CELLS = 2000
 #: Cells read when a query is opened to estimate its stored values (the chunks' size).
 _SIZE_CELLS = 500
 #: The id columns of a SOMA ``var`` used as gene names when the index column is missing.
@@ -293,25 +291,20 @@ def counts_fix(query, name: str, current: str, argument: str) -> str:
     naming another X layer whose first cells hold non-negative integers, or else the general
     advice."""
     layers = _layers(query)
-    for layer in layers:
-        if layer == current:
-            continue
-        try:
-            array = _x_layer(query, layer, name, location_of(layer), argument)
-            rows = _rows(query, array, layer)
-            values = to_csr(rows.pairot_rows(0, min(_PEEK_CELLS, rows.shape[0]))).data
-        except Exception:  # noqa: BLE001 - a layer that cannot be read is no suggestion
-            continue
-        if (
-            values.size
-            and np.all(values >= 0)
-            and np.all(np.isfinite(values))
-            and np.all(values == np.rint(values))
-        ):
-            return (
-                f"{part(name, where_of(layer))} holds integer counts: pass "
-                f"{argument_text(argument, location_of(layer).value)}"
-            )
+
+    def first_values(layer):
+        array = _x_layer(query, layer, name, location_of(layer), argument)
+        rows = _rows(query, array, layer)
+        return to_csr(rows.pairot_rows(0, min(PEEK_CELLS, rows.shape[0]))).data
+
+    candidates = (
+        (where_of(layer), location_of(layer).value, lambda layer=layer: first_values(layer))
+        for layer in layers
+        if layer != current
+    )
+    suggestion = suggested_counts(name, argument, candidates)
+    if suggestion is not None:
+        return suggestion
     return (
         f"pass the X layer of unnormalized counts, e.g. {argument_text(argument, 'raw')} (the "
         f"CELLxGENE Census's layer 'raw') or {argument_text(argument, 'layers/counts')}; "

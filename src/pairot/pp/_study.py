@@ -14,12 +14,19 @@ from anndata import AnnData
 
 from .._logging import logger
 from ._constants import MIN_CELLS_PER_PROFILE
-from ._counts import CountsLocation, counts_source, gene_names, unique_gene_columns
+from ._counts import (
+    PEEK_CELLS,
+    CountsLocation,
+    counts_source,
+    gene_names,
+    suggested_counts,
+    unique_gene_columns,
+)
 from ._pseudobulk import Profiles, profiles_of
 from ._reader import CountReader
 from ._soma import is_soma_query
 from ._stream import PassResult, PassSpec, run_pass
-from ._validate import argument_text, check_count_matrix, code_name, get_labels, part, study
+from ._validate import argument_text, check_count_matrix, code_name, get_labels, study
 
 
 @dataclass(frozen=True)
@@ -125,38 +132,26 @@ def open_study(
     )
 
 
-#: Cells read from another place of a study's counts to judge whether it holds counts.
-_PEEK_CELLS = 2000
-
-
 def counts_fix(adata: AnnData, name: str, current: CountsLocation, argument: str) -> str:
     """What to do when the counts at ``current`` are no counts: the option (``argument``)
     naming another place of the study (``raw``, a layer) whose first cells hold non-negative
-    integers, or else the general advice."""
+    integers (:func:`~pairot.pp._counts.suggested_counts`), or else the general advice."""
     places = [CountsLocation("raw")] if getattr(adata, "raw", None) is not None else []
     places += [CountsLocation("layer", key) for key in adata.layers.keys()]
-    for place in places:
-        if place == current:
-            continue
-        try:
-            source = counts_source(adata, place, name, argument)
-            peek = CountReader(
-                source.X, name=name, chunk_size=_PEEK_CELLS, rows=source.rows, genes=source.genes
-            )
-            values = peek._read(0, min(_PEEK_CELLS, peek.shape[0])).data
-        except Exception:  # noqa: BLE001 - a place that cannot be read is no suggestion
-            continue
-        if (
-            values.size
-            and np.all(values >= 0)
-            and np.all(np.isfinite(values))
-            and np.all(values == np.rint(values))
-        ):
-            return (
-                f"{part(name, place.where)} holds integer counts: pass "
-                f"{argument_text(argument, place.value)}"
-            )
-    return (
+
+    def first_values(place):
+        source = counts_source(adata, place, name, argument)
+        peek = CountReader(
+            source.X, name=name, chunk_size=PEEK_CELLS, rows=source.rows, genes=source.genes
+        )
+        return peek._read(0, min(PEEK_CELLS, peek.shape[0])).data
+
+    candidates = (
+        (place.where, place.value, lambda place=place: first_values(place))
+        for place in places
+        if place != current
+    )
+    return suggested_counts(name, argument, candidates) or (
         f"pass the unnormalized counts, e.g. {argument_text(argument, 'layers/counts')} or "
         f"{argument_text(argument, 'raw')} where {code_name(name)}.layers['counts'] or "
         f"{code_name(name)}.raw hold them"

@@ -682,6 +682,9 @@ def test_run_on_a_cellxgene_file(demo_h5ad, cellxgene_h5ad, tmp_path, capsys, co
     pd.testing.assert_frame_equal(
         pd.read_csv(expected / "matches.csv"), pd.read_csv(got / "matches.csv")
     )
+    report = (got / "report.html").read_text(encoding="utf-8")
+    assert "ENSG0" not in report  # the marker genes behind the matches are named by symbol
+    assert "feature_name" in report  # the parameters say where the names came from
     parameters = json.loads((got / "run.json").read_text())["parameters"]
     assert parameters["query_counts"] == counts
     assert parameters["query_gene_symbols"] == "feature_name"

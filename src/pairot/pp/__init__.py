@@ -1,9 +1,11 @@
-"""Preprocessing: shared genes, pseudobulk differential expression, HVGs, downsampling."""
+"""Preprocessing: shared genes, pseudobulk differential expression, HVGs, downsampling; of a
+pair (``preprocess_adatas``) or of many studies (``preprocess_studies``)."""
 
 from ._gene_filter import gene_filter_mask
 from ._genes import flag_uninformative_genes
 from ._markers import filter_genes_ava, filter_genes_ova, select_genes, similar_clusters
 from ._preprocess import preprocess_adatas, rank_genes_limma
+from ._preprocess_studies import preprocess_studies
 from ._sampling import downsample_indices
 from ._upstream import de_tables_from_dicts, de_tables_to_dicts
 
@@ -18,6 +20,7 @@ __all__ = [
     "flag_uninformative_genes",
     "gene_filter_mask",
     "preprocess_adatas",
+    "preprocess_studies",
     "rank_genes_limma",
     "select_genes",
     "similar_clusters",

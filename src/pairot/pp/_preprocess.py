@@ -384,94 +384,28 @@ def preprocess_adatas(
             ("adata2", cell_type_column_adata2, sample_column_adata2),
         )
     }
-    studies = {
-        name: open_study(adata, name, chunk_size, locations[name], symbols[name])
-        for name, adata in (("adata1", adata1), ("adata2", adata2))
-    }
-    for name, study_ in studies.items():
-        read_labels(study_, columns[name])
-    for name, study_ in studies.items():
-        check_limma_design(study_, columns[name])
-
-    # pass 1: count checks and gene totals, then the shared genes and the gene filter
-    expressed = [expressed_genes(study_) for study_ in studies.values()]
-    genes = shared_genes(
-        expressed,
-        filter_genes=filter_genes,
-        keep=keep,
-        drop=drop,
-        min_shared_genes=min_shared_genes,
-    )
-    gene_index = {name: gene_positions(study_, genes) for name, study_ in studies.items()}
-
-    # pass 2: pseudobulk sums and the HVG subsample, then limma and the HVG statistics
-    all_hvgs = uses_all_genes(n_top_genes, len(genes))
-    rng = np.random.default_rng([random_state, 1])
-    hvg_tables, limma_results, take_auroc, auroc_counts, stored_profiles = [], {}, {}, {}, {}
-    for name, study_ in studies.items():
-        take_hvg = None if all_hvgs else hvg_subsample(study_, n_samples_hvg_selection, rng)
-        profiles = study_profiles(study_)
-        take_auroc[name] = auroc_rows(study_.clusters, n_samples_auroc, random_state)
-        result = read_pseudobulk(
-            study_, profiles, gene_index[name], take_hvg=take_hvg, take_auroc=take_auroc[name][0]
-        )
-        auroc_counts[name] = result.auroc_counts
-        if store_pseudobulk:
-            stored_profiles[name] = keep_pseudobulk(result, profiles, study_, genes)
-        # limma first: it frees the summed counts before scanpy copies the HVG subsample
-        expr = pseudobulk_expression(result)
-        n_clusters = len(study_.clusters.categories)
-        limma_results[name] = pseudobulk_limma(expr, profiles, n_clusters, name)
-        del expr
-        if not all_hvgs:
-            hvg_tables.append(hvg_statistics(result, genes, n_top_genes))
-        del result
-    hvg = highly_variable_genes(hvg_tables, genes, n_top_genes, all_hvgs=all_hvgs)
-    del hvg_tables
-    params = _params(
+    outputs = preprocess_steps(
+        {"adata1": adata1, "adata2": adata2},
+        columns,
+        locations,
+        symbols,
         n_top_genes=n_top_genes,
         filter_genes=filter_genes,
         n_samples_auroc=n_samples_auroc,
         n_samples_hvg_selection=n_samples_hvg_selection,
         random_state=random_state,
-        n_shared_genes=len(genes),
-        min_shared_genes=min_shared_genes,
-        store_pseudobulk=store_pseudobulk,
         keep=keep,
         drop=drop,
-        counts={name: location.value for name, location in locations.items()},
-        symbols=symbols,
+        chunk_size=chunk_size,
+        store_pseudobulk=store_pseudobulk,
+        min_shared_genes=min_shared_genes,
     )
-
-    # pass 3: the AUROC subsample, then the DE tables (each step pops what it frees)
-    aurocs, tables = {}, {}
-    for name, study_ in studies.items():
-        aurocs[name] = subsample_aurocs(
-            study_, gene_index[name], take_auroc.pop(name), auroc_counts.pop(name)
-        )
-        tables[name] = de_tables(limma_results.pop(name), aurocs.pop(name), genes, study_.clusters)
-
-    # pass 4: the output counts, read once every subsample is gone, then the output AnnData
-    outputs = []
-    for name, study_ in studies.items():
-        out_columns = gene_index[name][hvg]
-        X_out = read_output_counts(study_, out_columns)
-        out = output_adata(
-            study_,
-            columns[name],
-            X_out,
-            out_columns,
-            genes[hvg],
-            tables.pop(name),
-            params,
-            stored_profiles.pop(name, None),
-        )
-        outputs.append(out)
-    return outputs[0], outputs[1]
+    return outputs["adata1"], outputs["adata2"]
 
 
 def _params(
     *,
+    names: list[str],
     n_top_genes: int,
     filter_genes: bool,
     n_samples_auroc: int | None,
@@ -500,7 +434,7 @@ def _params(
         "pseudobulk_target_sum": PSEUDOBULK_TARGET_SUM,
         "store_pseudobulk": bool(store_pseudobulk),
     }
-    for name in ("adata1", "adata2"):
+    for name in names:
         params[f"counts_{name}"] = counts[name]
         # None (var_names) is stored as "": h5ad cannot hold None in uns
         params[f"gene_symbols_{name}"] = symbols[name] or ""
@@ -509,3 +443,118 @@ def _params(
     if drop:
         params["genes_to_drop"] = np.asarray(drop, dtype=str)
     return params
+
+
+def preprocess_steps(
+    adatas: dict,
+    columns: dict[str, Columns],
+    locations: dict,
+    symbols: dict[str, str | None],
+    *,
+    n_top_genes: int,
+    filter_genes: bool,
+    n_samples_auroc: int | None,
+    n_samples_hvg_selection: int | None,
+    random_state: int,
+    keep: list[str] | None,
+    drop: list[str] | None,
+    chunk_size: int | None,
+    store_pseudobulk: bool,
+    min_shared_genes: int,
+    arguments: dict[str, tuple[str, str]] | None = None,
+) -> dict[str, AnnData]:
+    """The preprocessing of any number of studies (checked arguments), in the memory order of
+    the four passes over each study's counts; ``preprocess_adatas`` runs it on two studies,
+    ``preprocess_studies`` on many. Returns the outputs by study name, in input order.
+
+    ``arguments``: per study, the names of the arguments that set its counts and symbols (for
+    messages); ``counts_<name>`` / ``gene_symbols_<name>`` by default.
+    """
+    arguments = arguments or {}
+    studies = {
+        name: open_study(
+            adata, name, chunk_size, locations[name], symbols[name], arguments.get(name)
+        )
+        for name, adata in adatas.items()
+    }
+    for name, study_ in studies.items():
+        read_labels(study_, columns[name])
+    for name, study_ in studies.items():
+        check_limma_design(study_, columns[name])
+
+    # pass 1: count checks and gene totals, then the shared genes and the gene filter
+    expressed = [expressed_genes(study_) for study_ in studies.values()]
+    genes = shared_genes(
+        expressed,
+        filter_genes=filter_genes,
+        keep=keep,
+        drop=drop,
+        min_shared_genes=min_shared_genes,
+        names=list(studies),
+    )
+    gene_index = {name: gene_positions(study_, genes) for name, study_ in studies.items()}
+    # pass 2: pseudobulk sums and the HVG subsample, then limma and the HVG statistics
+    all_hvgs = uses_all_genes(n_top_genes, len(genes))
+    rng = np.random.default_rng([random_state, 1])
+    hvg_tables, limma_results, take_auroc, auroc_counts, stored_profiles = [], {}, {}, {}, {}
+    for name, study_ in studies.items():
+        take_hvg = None if all_hvgs else hvg_subsample(study_, n_samples_hvg_selection, rng)
+        profiles = study_profiles(study_)
+        take_auroc[name] = auroc_rows(study_.clusters, n_samples_auroc, random_state)
+        result = read_pseudobulk(
+            study_, profiles, gene_index[name], take_hvg=take_hvg, take_auroc=take_auroc[name][0]
+        )
+        auroc_counts[name] = result.auroc_counts
+        if store_pseudobulk:
+            stored_profiles[name] = keep_pseudobulk(result, profiles, study_, genes)
+        # limma first: it frees the summed counts before scanpy copies the HVG subsample
+        expr = pseudobulk_expression(result)
+        n_clusters = len(study_.clusters.categories)
+        limma_results[name] = pseudobulk_limma(expr, profiles, n_clusters, name)
+        del expr
+        if not all_hvgs:
+            hvg_tables.append(hvg_statistics(result, genes, n_top_genes))
+        del result
+    hvg = highly_variable_genes(hvg_tables, genes, n_top_genes, all_hvgs=all_hvgs)
+    del hvg_tables
+    params = _params(
+        names=list(studies),
+        n_top_genes=n_top_genes,
+        filter_genes=filter_genes,
+        n_samples_auroc=n_samples_auroc,
+        n_samples_hvg_selection=n_samples_hvg_selection,
+        random_state=random_state,
+        n_shared_genes=len(genes),
+        min_shared_genes=min_shared_genes,
+        store_pseudobulk=store_pseudobulk,
+        keep=keep,
+        drop=drop,
+        counts={name: locations[name].value for name in studies},
+        symbols={name: symbols[name] for name in studies},
+    )
+
+    # pass 3: the AUROC subsample, then the DE tables (each step pops what it frees)
+    aurocs, tables = {}, {}
+    for name, study_ in studies.items():
+        aurocs[name] = subsample_aurocs(
+            study_, gene_index[name], take_auroc.pop(name), auroc_counts.pop(name)
+        )
+        tables[name] = de_tables(limma_results.pop(name), aurocs.pop(name), genes, study_.clusters)
+
+    # pass 4: the output counts, read once every subsample is gone, then the output AnnData
+    outputs = {}
+    for name, study_ in studies.items():
+        out_columns = gene_index[name][hvg]
+        X_out = read_output_counts(study_, out_columns)
+        out = output_adata(
+            study_,
+            columns[name],
+            X_out,
+            out_columns,
+            genes[hvg],
+            tables.pop(name),
+            params,
+            stored_profiles.pop(name, None),
+        )
+        outputs[name] = out
+    return outputs

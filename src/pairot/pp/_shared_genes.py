@@ -12,17 +12,29 @@ from ._study import Study
 from ._validate import argument_text, study
 
 
-def _check_shared_genes(n_shared: int, min_shared_genes: int, *, filtered: bool) -> None:
+def _who(names: list[str]) -> tuple[str, str]:
+    """The studies as a message's subject, and "both" / "all of them"."""
+    if len(names) == 2:
+        return f"{study(names[0], start=True)} and {study(names[1])}", "both"
+    listed = ", ".join(study(name) for name in names)
+    return f"The {len(names)} studies ({listed})", "all of them"
+
+
+def _check_shared_genes(
+    n_shared: int, min_shared_genes: int, *, filtered: bool, names: list[str]
+) -> None:
     """``ValueError`` when fewer than ``min_shared_genes`` genes are shared."""
     if n_shared >= min_shared_genes:
         return
     after = " and pass the gene filter" if filtered else ""
+    who, every = _who(names)
     msg = (
-        f"{study('adata1', start=True)} and {study('adata2')} share only {n_shared} "
+        f"{who} share only {n_shared} "
         f"gene{'s' if n_shared != 1 else ''} expressed (total count > {MIN_TOTAL_COUNT}) in "
-        f"both{after}, fewer than {argument_text('min_shared_genes', min_shared_genes)}: "
-        f"{NO_INFORMATION}. Check that both studies name genes the same way (e.g. both gene "
-        "symbols, not symbols and Ensembl IDs, and the same species); to run anyway, pass "
+        f"{every}{after}, fewer than {argument_text('min_shared_genes', min_shared_genes)}: "
+        f"{NO_INFORMATION}. Check that {'both' if len(names) == 2 else 'all'} studies name "
+        "genes the same way (e.g. gene symbols in each, not symbols and Ensembl IDs, and the "
+        "same species; gene_symbols names a var column of symbols); to run anyway, pass "
         f"{argument_text('min_shared_genes', n_shared)}."
     )
     raise ValueError(msg)
@@ -35,18 +47,35 @@ def shared_genes(
     keep: list[str] | None,
     drop: list[str] | None,
     min_shared_genes: int,
+    names: list[str] = ("adata1", "adata2"),
 ) -> pd.Index:
     """The genes expressed in every study (in the first study's order), without the genes the
     gene filter drops (``filter_genes``) and those of ``drop``, as an Index of ``str``.
 
-    ``ValueError`` when no gene or fewer than ``min_shared_genes`` genes remain.
+    ``expressed``: each study's expressed genes, in the order of ``names``. A gene that one
+    study lacks is left out of every study (an INFO line per study says how many of its
+    expressed genes go that way). ``ValueError`` when no gene or fewer than
+    ``min_shared_genes`` genes remain.
     """
+    names = list(names)
     genes = expressed[0]
     for other in expressed[1:]:
         genes = genes[genes.isin(other)]
     logger.info(
-        "%d genes are expressed (total count > %d) in both studies.", len(genes), MIN_TOTAL_COUNT
+        "%d genes are expressed (total count > %d) in %s studies.",
+        len(genes),
+        MIN_TOTAL_COUNT,
+        "both" if len(names) == 2 else f"all {len(names)}",
     )
+    if len(names) > 2:
+        for name, own in zip(names, expressed, strict=True):
+            logger.info(
+                "%s: %d of its %d expressed genes are missing (or not expressed) in another "
+                "study and are left out.",
+                study(name),
+                len(own) - len(genes),
+                len(own),
+            )
     if filter_genes:
         flagged = gene_filter_mask(
             np.asarray(genes, dtype=object), keep=keep, drop=drop, what="the shared genes"
@@ -57,13 +86,14 @@ def shared_genes(
         logger.info("Dropping %d uninformative genes.", int(flagged.sum()))
         genes = genes[~np.asarray(flagged)]
     if len(genes) == 0:
+        who, every = _who(names)
         msg = (
-            f"{study('adata1', start=True)} and {study('adata2')} share no gene expressed "
-            "(total count > 10) in both studies; check that var_names use the same gene "
-            "identifiers (e.g. both symbols)."
+            f"{who} share no gene expressed (total count > 10) in {every}; check that "
+            "var_names use the same gene identifiers (e.g. both symbols), or name the symbols' "
+            "var column (gene_symbols)."
         )
         raise ValueError(msg)
-    _check_shared_genes(len(genes), min_shared_genes, filtered=bool(flagged.any()))
+    _check_shared_genes(len(genes), min_shared_genes, filtered=bool(flagged.any()), names=names)
     return pd.Index(np.asarray(genes, dtype=str))
 
 

@@ -360,15 +360,18 @@ def preprocess_adatas(
     """
     check_adata(adata1, "adata1")
     check_adata(adata2, "adata2")
-    n_top_genes = check_positive_int(n_top_genes, "n_top_genes")
-    min_shared_genes = check_min_shared_genes(min_shared_genes, n_top_genes)
-    n_samples_auroc = check_max_cells(n_samples_auroc, "n_samples_auroc")
-    n_samples_hvg_selection = check_max_cells(n_samples_hvg_selection, "n_samples_hvg_selection")
-    chunk_size = check_chunk_size(chunk_size)
-    check_flag(filter_genes, "filter_genes")
-    check_flag(store_pseudobulk, "store_pseudobulk")
-    keep = as_gene_list(genes_to_keep, "genes_to_keep")
-    drop = as_gene_list(genes_to_drop, "genes_to_drop")
+    options = checked_options(
+        n_top_genes=n_top_genes,
+        filter_genes=filter_genes,
+        n_samples_auroc=n_samples_auroc,
+        n_samples_hvg_selection=n_samples_hvg_selection,
+        random_state=random_state,
+        genes_to_keep=genes_to_keep,
+        genes_to_drop=genes_to_drop,
+        chunk_size=chunk_size,
+        store_pseudobulk=store_pseudobulk,
+        min_shared_genes=min_shared_genes,
+    )
     locations = {
         "adata1": parse_counts(counts_adata1, "counts_adata1"),
         "adata2": parse_counts(counts_adata2, "counts_adata2"),
@@ -384,23 +387,43 @@ def preprocess_adatas(
             ("adata2", cell_type_column_adata2, sample_column_adata2),
         )
     }
-    outputs = preprocess_steps(
-        {"adata1": adata1, "adata2": adata2},
-        columns,
-        locations,
-        symbols,
-        n_top_genes=n_top_genes,
-        filter_genes=filter_genes,
-        n_samples_auroc=n_samples_auroc,
-        n_samples_hvg_selection=n_samples_hvg_selection,
-        random_state=random_state,
-        keep=keep,
-        drop=drop,
-        chunk_size=chunk_size,
-        store_pseudobulk=store_pseudobulk,
-        min_shared_genes=min_shared_genes,
-    )
+    adatas = {"adata1": adata1, "adata2": adata2}
+    outputs = preprocess_steps(adatas, columns, locations, symbols, **options)
     return outputs["adata1"], outputs["adata2"]
+
+
+def checked_options(
+    *,
+    n_top_genes,
+    filter_genes,
+    n_samples_auroc,
+    n_samples_hvg_selection,
+    random_state,
+    genes_to_keep,
+    genes_to_drop,
+    chunk_size,
+    store_pseudobulk,
+    min_shared_genes,
+) -> dict:
+    """The options common to ``preprocess_adatas`` and ``preprocess_studies``, checked, as
+    the keyword arguments of :func:`preprocess_steps`."""
+    n_top_genes = check_positive_int(n_top_genes, "n_top_genes")
+    check_flag(filter_genes, "filter_genes")
+    check_flag(store_pseudobulk, "store_pseudobulk")
+    return {
+        "n_top_genes": n_top_genes,
+        "min_shared_genes": check_min_shared_genes(min_shared_genes, n_top_genes),
+        "n_samples_auroc": check_max_cells(n_samples_auroc, "n_samples_auroc"),
+        "n_samples_hvg_selection": check_max_cells(
+            n_samples_hvg_selection, "n_samples_hvg_selection"
+        ),
+        "chunk_size": check_chunk_size(chunk_size),
+        "filter_genes": filter_genes,
+        "store_pseudobulk": store_pseudobulk,
+        "keep": as_gene_list(genes_to_keep, "genes_to_keep"),
+        "drop": as_gene_list(genes_to_drop, "genes_to_drop"),
+        "random_state": random_state,
+    }
 
 
 def _params(

@@ -10,16 +10,10 @@ from anndata import AnnData
 from .._interrupt import interruptible_call
 from ._constants import MIN_SHARED_GENES
 from ._counts import check_gene_symbols, parse_counts
-from ._preprocess import preprocess_steps
+from ._preprocess import checked_options, preprocess_steps
 from ._study import Columns
 from ._validate import (
-    as_gene_list,
     check_adata,
-    check_chunk_size,
-    check_flag,
-    check_max_cells,
-    check_min_shared_genes,
-    check_positive_int,
 )
 
 
@@ -145,15 +139,18 @@ genes_to_keep, genes_to_drop, chunk_size, store_pseudobulk, min_shared_genes
     names = _study_names(studies)
     for name in names:
         check_adata(studies[name], name)
-    n_top_genes = check_positive_int(n_top_genes, "n_top_genes")
-    min_shared_genes = check_min_shared_genes(min_shared_genes, n_top_genes)
-    n_samples_auroc = check_max_cells(n_samples_auroc, "n_samples_auroc")
-    n_samples_hvg_selection = check_max_cells(n_samples_hvg_selection, "n_samples_hvg_selection")
-    chunk_size = check_chunk_size(chunk_size)
-    check_flag(filter_genes, "filter_genes")
-    check_flag(store_pseudobulk, "store_pseudobulk")
-    keep = as_gene_list(genes_to_keep, "genes_to_keep")
-    drop = as_gene_list(genes_to_drop, "genes_to_drop")
+    options = checked_options(
+        n_top_genes=n_top_genes,
+        filter_genes=filter_genes,
+        n_samples_auroc=n_samples_auroc,
+        n_samples_hvg_selection=n_samples_hvg_selection,
+        random_state=random_state,
+        genes_to_keep=genes_to_keep,
+        genes_to_drop=genes_to_drop,
+        chunk_size=chunk_size,
+        store_pseudobulk=store_pseudobulk,
+        min_shared_genes=min_shared_genes,
+    )
     clusters = _per_study(cell_type_column, "cell_type_column", names)
     samples = _per_study(sample_column, "sample_column", names)
     counts_of = _per_study(counts, "counts", names)
@@ -178,20 +175,5 @@ genes_to_keep, genes_to_drop, chunk_size, store_pseudobulk, min_shared_genes
     }
     locations = {name: parse_counts(counts_of[name], arguments[name][0]) for name in names}
     symbols = {name: check_gene_symbols(symbols_of[name], arguments[name][1]) for name in names}
-    return preprocess_steps(
-        {name: studies[name] for name in names},
-        columns,
-        locations,
-        symbols,
-        n_top_genes=n_top_genes,
-        filter_genes=filter_genes,
-        n_samples_auroc=n_samples_auroc,
-        n_samples_hvg_selection=n_samples_hvg_selection,
-        random_state=random_state,
-        keep=keep,
-        drop=drop,
-        chunk_size=chunk_size,
-        store_pseudobulk=store_pseudobulk,
-        min_shared_genes=min_shared_genes,
-        arguments=arguments,
-    )
+    adatas = {name: studies[name] for name in names}
+    return preprocess_steps(adatas, columns, locations, symbols, arguments=arguments, **options)

@@ -242,7 +242,13 @@ def section_wrong(dm, name, fit_, scored, raw_q, raw_r) -> None:
     L, D = dm.label_distance, dm._rank_distance
     de_r = dm._info[1]["de_ova"]
     wrong = [t for t, a in scored.items() if fit_["best"][t] not in a]
-    print(f"\n3. {name}: wrong top-1 answers ({len(wrong)})")
+    rows = L.reindex(list(scored))
+    print(
+        f"\n3. {name}: wrong top-1 answers ({len(wrong)}); scored rows: L saturated "
+        f"{(rows >= SATURATED).to_numpy().mean():.2f}, min D per row "
+        f"{D.reindex(list(scored)).min(axis=1).min():.2f} to "
+        f"{D.reindex(list(scored)).min(axis=1).max():.2f}"
+    )
     q_labels = raw_q.obs["cell_type"].astype(str).to_numpy()
     r_labels = raw_r.obs["cell_type"].astype(str).to_numpy()
     for t in wrong:
@@ -341,10 +347,14 @@ def section_competition(dm, fits, scored) -> None:
     for t in dm.query_clusters:
         if not constant[t]:
             claims.setdefault(L.loc[t].idxmin(), []).append(t)
-    print("\n4. balanced marginals: each query type carries 1/%d of the mass, each reference" % (
-        len(dm.query_clusters)))
-    print(f"   type 1/{len(dm.reference_clusters)}; reference types claimed (argmin of a "
-          "non-constant L row):")
+    n_query = len(dm.query_clusters)
+    print(
+        f"\n4. balanced marginals: each query type carries 1/{n_query} of the mass, each reference"
+    )
+    print(
+        f"   type 1/{len(dm.reference_clusters)}; reference types claimed (argmin of a "
+        "non-constant L row):"
+    )
     for c, ts in claims.items():
         print(f"     {c:12s} <- {', '.join(ts)}")
     unclaimed = [c for c in dm.reference_clusters if c not in claims]
@@ -369,7 +379,7 @@ def section_scale(dm_cell, dm_label, scored) -> None:
     print("\n5. cost scale (default weights 0.5 / 1.5): per query cell, the cell term's mean")
     print("   cost to its true type minus to its cheapest type, against the label term's")
     print("   1.5 * (L[true] - min L) of its row")
-    print(f"   {'type':6s} {'cell gap (median, max)':>24s} {'label gap':>10s}  {'range of row':>12s}")
+    print(f"   {'type':6s} {'cell gap (median, max)':>24s} {'label gap':>10s} {'row range':>12s}")
     gaps = []
     for t, accepted in scored.items():
         rows = np.flatnonzero(lab == t)

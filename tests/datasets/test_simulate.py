@@ -489,3 +489,44 @@ def test_full_length_removes_length_from_the_mean_but_not_from_the_detection(ful
 def test_opt_in_parameters_reject_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         simulate_pair(300, 300, 400, n_cell_types=6, **kwargs)
+
+
+def test_marker_divergence_moves_type_genes_to_another_type_in_the_reference_only():
+    kwargs = dict(
+        n_cell_types=4, n_markers_type=10, study_effect_sd=0.0, donor_effect_sd=0.0,
+        mean_library_size=5000.0, type_imbalance=1.0, random_state=8,
+    )  # fmt: skip
+    q0, r0 = simulate_pair(3000, 3000, 600, **kwargs)
+    q1, r1 = simulate_pair(3000, 3000, 600, marker_divergence=0.3, **kwargs)
+    assert (q0.X != q1.X).nnz == 0  # the query keeps the programs as drawn
+    assert q1.uns["simulation"]["params"]["marker_divergence"] == 0.3
+    assert "moved_markers" not in q0.uns["simulation"]
+    moved = r1.uns["simulation"]["moved_markers"]
+    assert moved.groupby("from_type").size().eq(3).all() and len(moved) == 12
+    assert (moved["from_type"] != moved["to_type"]).all()
+    own = q1.uns["simulation"]["markers"].set_index("gene")
+    np.testing.assert_array_equal(
+        moved["log_fold_change"], own.loc[moved["gene"], "log_fold_change"]
+    )
+    assert (own.loc[moved["gene"], "program"].to_numpy() == moved["from_type"].to_numpy()).all()
+
+    def log_share(adata, cluster, genes):
+        x = np.asarray(adata[adata.obs["cell_type"] == cluster][:, genes].X.sum(axis=0)).ravel()
+        total = adata[adata.obs["cell_type"] == cluster].X.sum()
+        return np.log(x / total)
+
+    # in the reference the gene goes up in to_type and down in from_type by its effect, in the
+    # query not: the difference of the two studies' log-ratios is twice the effect
+    shifts = []
+    for row in moved.itertuples():
+        ref = log_share(r1, row.to_type, [row.gene]) - log_share(r1, row.from_type, [row.gene])
+        query = log_share(q1, row.to_type, [row.gene]) - log_share(q1, row.from_type, [row.gene])
+        shifts.append(float(ref[0] - query[0]) / (2 * row.log_fold_change))
+    assert abs(np.median(shifts) - 1) < 0.1, shifts
+    assert np.min(shifts) > 0.6, shifts
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "0.3", True])
+def test_marker_divergence_rejects_bad_values(value):
+    with pytest.raises(ValueError, match="marker_divergence must be a number in"):
+        simulate_pair(300, 300, 400, marker_divergence=value)

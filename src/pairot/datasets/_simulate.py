@@ -111,6 +111,7 @@ def simulate_pair(
     reference_protocol: str = "umi",
     gene_length_log_sd: float | None = None,
     pseudo_count_scale: float | None = None,
+    marker_divergence: float = 0.0,
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Simulate a query and a reference study with a known cluster correspondence.
 
@@ -214,6 +215,16 @@ def simulate_pair(
     pseudo_count_scale
         ``"full_length"`` only: the factor on RPKM before rounding (default ``None``: 100, as
         in Tasic et al. 2016); must be > 0. Small values round many entries to 0.
+    marker_divergence
+        Share in [0, 1] of each cell type's own program genes (``n_markers_type``, rounded
+        to the nearest integer) that mark another type in the reference: there the gene's
+        up-regulation moves from its type to a type drawn at random among the others, as a
+        gene that is a marker of one type in one lab's data and of another type in the
+        other's (Gal: Int14 in Zeisel, Sst_Th in Tasic, docs/method.md#accuracy-on-real-
+        studies). Default 0. The query keeps the programs as drawn (the ``markers`` table);
+        ``uns["simulation"]["moved_markers"]`` (columns ``gene, from_type, to_type,
+        log_fold_change``) lists the moved genes and ``params`` records the share, both only
+        when > 0. Drawn from a stream of its own: the query is that of the default draw.
 
     Returns
     -------
@@ -325,6 +336,18 @@ def simulate_pair(
         raise ValueError(msg)
     n_reference_only = n_reference_only_types
     _check_int("n_reference_only_types", n_reference_only, 0)
+    divergence = marker_divergence
+    if (
+        isinstance(divergence, bool)
+        or not isinstance(divergence, int | float | np.integer | np.floating)
+        or not 0 <= divergence <= 1
+    ):
+        msg = (
+            f"marker_divergence must be a number in [0, 1], got {divergence!r}; pass 0 for "
+            "the same programs in both studies, e.g. 0.3 for a third of each type's genes "
+            "marking another type in the reference."
+        )
+        raise ValueError(msg)
     n_query_types = n_cell_types - n_reference_only - (scenario == "missing_type")
     if n_query_types < 2:
         msg = (
@@ -392,9 +415,9 @@ def simulate_pair(
     seed_model, seed_query, seed_reference = seed.spawn(3)
     # the opt-in parameters draw from streams of their own, spawned only when used, so that
     # every default output stays bit-identical to earlier versions
-    seed_types = seed_protocol = None
-    if n_reference_only or full_length:
-        seed_types, seed_protocol = seed.spawn(2)
+    seed_types = seed_protocol = seed_divergence = None
+    if n_reference_only or full_length or divergence:
+        seed_types, seed_protocol, seed_divergence = seed.spawn(3)
     rng = np.random.default_rng(seed_model)
 
     # --- hierarchy and names ---------------------------------------------------------------
@@ -480,6 +503,12 @@ def simulate_pair(
     )
     present_query[reference_only] = False
 
+    type_log_reference, moved = type_log, None
+    if divergence:
+        type_log_reference, moved = _move_markers(
+            type_log, markers, type_names, gene_names, divergence, n_markers_type, seed_divergence
+        )
+
     studies = []
     expected_props = {}
     for name, n_cells, n_samples, present, seed_study, mean_library in (
@@ -508,8 +537,9 @@ def simulate_pair(
         order = np.lexsort((study_rng.permutation(n_cells), donor_of_cell))
         type_of_cell, donor_of_cell = type_of_cell[order], donor_of_cell[order]
         group_of_cell = type_of_cell * n_samples + donor_of_cell
+        own_log = type_log_reference if name == "reference" else type_log
         log_profiles = (
-            type_log[:, None, :] + study_effect[None, None, :] + donor_effect[None, :, :]
+            own_log[:, None, :] + study_effect[None, None, :] + donor_effect[None, :, :]
         ).reshape(n_cell_types * n_samples, n_genes)
         log_profiles -= log_profiles.max(axis=1, keepdims=True)
         profiles = np.exp(log_profiles)
@@ -565,6 +595,8 @@ def simulate_pair(
     if similarity:  # recorded only when set, so that default outputs stay as they were
         params["missing_type_similarity"] = float(similarity)
         params["missing_type_nearest"] = type_names[nearest]
+    if divergence:
+        params["marker_divergence"] = float(divergence)
     if n_reference_only:
         params["n_reference_only_types"] = int(n_reference_only)
         params["reference_only_types"] = ",".join(type_names[t] for t in reference_only)
@@ -615,6 +647,8 @@ def simulate_pair(
                 "params": {**params, "study": study.name},
             }
         }
+        if moved is not None:
+            uns["simulation"]["moved_markers"] = moved.copy()
         out.append(ad.AnnData(X=X, obs=obs, var=study_var, uns=uns))
     return out[0], out[1]
 
@@ -791,6 +825,39 @@ def _reference_only_types(
             chosen.append(int(t))
             in_query[t] = False
     return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def _move_markers(
+    type_log: np.ndarray,
+    markers: pd.DataFrame,
+    type_names: list[str],
+    gene_names: list[str],
+    share: float,
+    n_markers_type: int,
+    seed: np.random.SeedSequence,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The reference's log-profiles with ``round(share * n_markers_type)`` of each type's own
+    program genes moved to another type drawn at random, and the table of moves."""
+    rng = np.random.default_rng(seed)
+    moved_log = type_log.copy()
+    n_move = int(round(share * n_markers_type))
+    gene_index = {g: i for i, g in enumerate(gene_names)}
+    rows = []
+    own = markers[markers["level"] == "cell_type"]
+    for t, name in enumerate(type_names):
+        program = own[own["program"] == name]
+        if n_move == 0 or program.empty:
+            continue
+        pick = rng.choice(len(program), size=min(n_move, len(program)), replace=False)
+        for k in np.sort(pick):
+            gene, effect = program["gene"].iloc[k], float(program["log_fold_change"].iloc[k])
+            target = int(rng.choice([u for u in range(len(type_names)) if u != t]))
+            g = gene_index[gene]
+            moved_log[t, g] -= effect
+            moved_log[target, g] += effect
+            rows.append((gene, name, type_names[target], effect))
+    columns = ["gene", "from_type", "to_type", "log_fold_change"]
+    return moved_log, pd.DataFrame(rows, columns=columns)
 
 
 def _gene_lengths(n_genes: int, log_sd: float, seed: np.random.SeedSequence) -> np.ndarray:

@@ -220,8 +220,15 @@ class DatasetMap:
             clusters' one-vs-all AUROC up-regulation profiles over all genes, for studies
             whose clusters have few or no markers passing the filters (few samples, small
             clusters, subtle subtypes); it uses ``gene_filtering`` and ``q_norm``, not the
-            marker thresholds (docs/method.md#robust-label-distance).
-            ``DEGs_label_distance`` lists the marker genes in both modes.
+            marker thresholds (docs/method.md#robust-label-distance). ``"auto"`` (not part
+            of the published method): the robust label distance, weighted to the scale of the
+            cell term (``lambda_feature=1``, ``lambda_label`` = the median spread of a query
+            cell's cell-term cost across the reference clusters), or left out
+            (``lambda_label=0``) when it agrees with the cell term no better than chance; the
+            decision and its reason are in ``label_distance_params["auto_decision"]``
+            (docs/method.md#automatic-label-distance). It decides the weights, so
+            ``lambda_feature`` and ``lambda_label`` must stay at their defaults.
+            ``DEGs_label_distance`` lists the marker genes in every mode.
         **kwargs
             Upstream pairOT forwarded extra arguments to OTT-JAX's ``PointCloud``; pairot
             accepts ``relative_epsilon=None/False`` and ``scale_cost=1`` (what it computes)
@@ -235,6 +242,14 @@ class DatasetMap:
         epsilon = checks.check_positive(epsilon, "epsilon")
         batch_size = checks.check_positive(batch_size, "batch_size", integer=True)
         lambda_feature, lambda_label = checks.check_weights(lambda_feature, lambda_label)
+        if label_distance_mode == "auto" and (lambda_feature, lambda_label) != (0.5, 1.5):
+            msg = (
+                f"label_distance_mode='auto' decides the weights itself, got "
+                f"lambda_feature={lambda_feature}, lambda_label={lambda_label}; leave both at "
+                "their defaults (0.5, 1.5) with 'auto', or pass label_distance_mode='pairot' "
+                "or 'robust' to set them (docs/method.md#automatic-label-distance)."
+            )
+            raise ValueError(msg)
         # kept for bootstrap(), which rebuilds the label distance from resampled DE tables
         self._label_params = _labels.label_parameters(
             n_genes_ova=n_genes_ova,
@@ -261,6 +276,8 @@ class DatasetMap:
             lambda_feature=lambda_feature,
             lambda_label=lambda_label,
         )
+        if labels.auto is not None:
+            self._label_params["auto_decision"] = dict(labels.auto)
         self._rank_distance = labels.rank_distance
         self._label_distance = labels.label_distance
         self._label_details = labels.details
@@ -920,7 +937,7 @@ class DatasetMap:
     # -------------------------------------------------------------- properties
     @property
     def label_distance_mode(self) -> str:
-        """The label distance ``init_geom`` built: ``"pairot"`` or ``"robust"``
+        """The label distance ``init_geom`` built: ``"pairot"``, ``"robust"`` or ``"auto"``
         (:class:`StageError` before ``init_geom``)."""
         self._require("geom")
         return self._label_params["label_distance_mode"]
@@ -928,9 +945,15 @@ class DatasetMap:
     @property
     def label_distance_params(self) -> dict:
         """The marker and label-distance parameters ``init_geom`` used (a copy), with
-        ``label_distance_mode``; :meth:`bootstrap` rebuilds the label distance with them."""
+        ``label_distance_mode``; :meth:`bootstrap` rebuilds the label distance with them.
+        With ``label_distance_mode="auto"`` also ``auto_decision``: ``label_distance``
+        (``"robust"`` or ``"none"``), the weights used, ``cell_scale``, ``association``,
+        ``p_value`` and ``reason``."""
         self._require("geom")
-        return dict(self._label_params)
+        params = dict(self._label_params)
+        if "auto_decision" in params:
+            params["auto_decision"] = dict(params["auto_decision"])
+        return params
 
     @property
     def label_distance(self) -> pd.DataFrame:

@@ -7,7 +7,8 @@ MetaNeighbor match, see its README) is preprocessed as ``bench_min_genes.py --re
 
 - ``pairot``: ``init_geom()``, the published label distance (the default);
 - ``robust``: ``init_geom(label_distance_mode="robust")``;
-- ``cell``: ``init_geom(lambda_label=0, lambda_feature=1)``, the Spearman cell term alone.
+- ``cell``: ``init_geom(lambda_label=0, lambda_feature=1)``, the Spearman cell term alone;
+- ``auto``: ``init_geom(label_distance_mode="auto")`` (its decision is printed).
 
 Printed, type by type for the 13 scored query types:
 
@@ -30,8 +31,10 @@ Printed, type by type for the 13 scored query types:
    cluster's row.
 
 ``--resplit K`` redraws the ``pseudo_sample`` split of both studies with K other seeds (4
-groups, as the data's README describes) and reports the ``pairot`` and ``robust`` hits: a test
-of how much the answer rests on the pseudo-replicates.
+groups, as the data's README describes) and reports the ``pairot``, ``robust`` and ``auto``
+hits: a test of how much the answer rests on the pseudo-replicates. ``--leave-one-out`` fits
+``auto`` once per scored query type with that type's cells left out of the query, and prints
+the decision and the hits of the other types: how stable the rule's decision is.
 
     python benchmarks/bench_real_pair.py [--pair ../shared/data/realpairs/zeisel_tasic]
         [--resplit 3]
@@ -60,6 +63,7 @@ VARIANTS = {
     "pairot": {},
     "robust": {"label_distance_mode": "robust"},
     "cell": {"lambda_label": 0.0, "lambda_feature": 1.0},
+    "auto": {"label_distance_mode": "auto"},
 }
 #: ``L`` at or above this counts as saturated (the normalization caps ``L`` at 1).
 SATURATED = 0.999
@@ -411,16 +415,34 @@ def resplit(query, reference, scored, n: int) -> None:
             )
         q, r = preprocess(q0, r0)
         line = f"   split seed {seed}:"
-        for name in ("pairot", "robust"):
+        for name in ("pairot", "robust", "auto"):
             s = scores(fit(q, r, VARIANTS[name]), scored)
             line += f" {name} {s['hits']}/{len(scored)}, per cell {s['cell_accuracy']:.3f};"
         print(line)
+
+
+def leave_one_out(q, r, scored) -> None:
+    """``auto`` with one scored query type left out at a time."""
+    print("\n7. auto with one scored query type left out (the others scored)")
+    labels = q.obs["cell_type"].astype(str)
+    for t in scored:
+        others = {k: a for k, a in scored.items() if k != t}
+        dm = fit(q[(labels != t).to_numpy()], r, VARIANTS["auto"])
+        s = scores(dm, others)
+        d = dm.label_distance_params["auto_decision"]
+        wrong = [k for k in others if s["best"][k] not in others[k]]
+        print(
+            f"   without {t:6s}: {d['label_distance']}, lambda_label {d['lambda_label']:.4f}, "
+            f"p {d['p_value']:.3f}; {s['hits']}/{len(others)} clusters, per cell "
+            f"{s['cell_accuracy']:.3f}; wrong {wrong}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", type=Path, default=DEFAULT_PAIR)
     parser.add_argument("--resplit", type=int, default=0, help="redraw the pseudo-samples")
+    parser.add_argument("--leave-one-out", action="store_true", help="auto without each type")
     args = parser.parse_args()
     logging.getLogger("pairot").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -439,8 +461,11 @@ def main() -> None:
     section_absent(dms["pairot"], scored, query, reference)
     section_competition(dms["pairot"], fits, scored)
     section_scale(dms["cell"], dms["pairot"], scored)
+    print(f"\n   auto decided: {dms['auto'].label_distance_params['auto_decision']}")
     if args.resplit:
         resplit(query, reference, scored, args.resplit)
+    if args.leave_one_out:
+        leave_one_out(q, r, scored)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

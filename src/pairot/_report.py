@@ -603,6 +603,11 @@ def _data_section(summary: Mapping[str, Any]) -> str:
                     _td(sinkhorn.get("skipped_mass_bound"), True, digits=3),
                 ]
             )
+    decision = summary.get("label_distance_decision")
+    if isinstance(decision, Mapping):  # label_distance_mode="auto"
+        extra.append([_td("label distance (auto)"), _td(decision.get("label_distance"))])
+        extra.append([_td("lambda_label (auto)"), _td(decision.get("lambda_label"), True)])
+        extra.append([_td("why (auto)"), _td(decision.get("reason"))])
     if extra:
         parts.append(_table(["", "value"], extra))
     parts.append(_small_clusters_note(summary.get("small_clusters")))

@@ -107,7 +107,8 @@ class RunParameters:
     embedding_layer
         ``obsm`` key of a shared embedding used as cell features instead of Spearman ranks.
     label_distance_mode
-        ``"pairot"`` (the published method) or ``"robust"``, see
+        ``"pairot"`` (the published method), ``"robust"`` or ``"auto"`` (its decision is
+        in ``run.json`` under ``data.label_distance_decision`` and in the report), see
         :meth:`pairot.tl.DatasetMap.init_geom`.
     threshold_mapping, threshold_distance
         Thresholds of :meth:`pairot.tl.DatasetMap.select_similar_clusters`.
@@ -408,6 +409,9 @@ def run_pipeline(
         "n_matches": int(len(matches)),
         "unmatched_query_clusters": [str(q) for q in unmatched.index[unmatched["unmatched"]]],
     }
+    decision = dataset_map.label_distance_params.get("auto_decision")
+    if decision is not None:  # label_distance_mode="auto": what it decided and why
+        summary["label_distance_decision"] = dict(decision)
     if intervals is not None:
         summary["bootstrap"] = {
             key: intervals.attrs[key]

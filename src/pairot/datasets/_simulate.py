@@ -181,14 +181,14 @@ def simulate_pair(
     n_reference_only_types
         How many of the ``n_cell_types`` fine types only the reference holds (default 0), as
         when a reference is annotated more finely than the query or covers more of the tissue:
-        23 reference against 16 query interneuron types in docs/method.md#accuracy-on-real-
-        studies. They are chosen at random, preferring types whose lineage keeps another type
-        in the query (so they have a sibling there), from a stream of their own: the
-        reference is exactly that of the default draw, and the query differs only in lacking
-        them. Every query type keeps its true match; the truth table has no rows for them.
-        With balanced marginals their share of the reference mass must come from some query
-        cluster. ``params`` records ``n_reference_only_types`` and ``reference_only_types``
-        (comma-separated) when > 0.
+        23 reference against 16 query interneuron types in
+        docs/method.md#accuracy-on-real-studies. They are chosen at random, preferring types
+        whose lineage keeps another type in the query (so they have a sibling there), from a
+        stream of their own: the reference is exactly that of the default draw, and the query
+        differs only in lacking them. Every query type keeps its true match; the truth table has
+        no rows for them. With balanced marginals their share of the reference mass must come
+        from some query cluster. ``params`` records ``n_reference_only_types`` and
+        ``reference_only_types`` (comma-separated) when > 0.
     mean_library_size_reference
         Mean expected total count per reference cell, when the two studies differ in depth
         (and so in how many genes a cell detects); default ``None``, the same
@@ -216,12 +216,12 @@ def simulate_pair(
         ``"full_length"`` only: the factor on RPKM before rounding (default ``None``: 100, as
         in Tasic et al. 2016); must be > 0. Small values round many entries to 0.
     marker_divergence
-        Share in [0, 1] of each cell type's own program genes (``n_markers_type``, rounded
-        to the nearest integer) that mark another type in the reference: there the gene's
-        up-regulation moves from its type to a type drawn at random among the others, as a
-        gene that is a marker of one type in one lab's data and of another type in the
-        other's (Gal: Int14 in Zeisel, Sst_Th in Tasic, docs/method.md#accuracy-on-real-
-        studies). Default 0. The query keeps the programs as drawn (the ``markers`` table);
+        Share in [0, 1] of each cell type's own program genes (``n_markers_type``, rounded to
+        the nearest integer) that mark another type in the reference: there the gene's
+        up-regulation moves from its type to a type drawn at random among the others, as a gene
+        that is a marker of one type in one lab's data and of another type in the other's (Gal:
+        Int14 in Zeisel, Sst_Th in Tasic, see docs/method.md#accuracy-on-real-studies). Default
+        0. The query keeps the programs as drawn (the ``markers`` table);
         ``uns["simulation"]["moved_markers"]`` (columns ``gene, from_type, to_type,
         log_fold_change``) lists the moved genes and ``params`` records the share, both only
         when > 0. Drawn from a stream of its own: the query is that of the default draw.

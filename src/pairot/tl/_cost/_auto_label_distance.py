@@ -1,12 +1,13 @@
 """``label_distance_mode="auto"``: how far to trust the label term, decided from the pair
 (docs/method.md#automatic-label-distance).
 
-Not part of the published method. On a real pair of studies (docs/method.md#accuracy-on-real-
-studies) the label term of the published weights (``lambda_label=1.5`` against
-``lambda_feature=0.5``) spans up to 1.5 cost units in a row while the cell term of a query
-cell varies by a median 0.03 across the reference clusters: a row of ``L`` resting on one or
-two marker genes then moves every cell of its cluster, whatever the cells say. The rule here
-puts the two terms on an equal footing and drops a label term the cells do not corroborate:
+Not part of the published method. On a real pair of studies
+(docs/method.md#accuracy-on-real-studies) the label term of the published weights
+(``lambda_label=1.5`` against ``lambda_feature=0.5``) spans up to 1.5 cost units in a row while
+the cell term of a query cell varies by a median 0.03 across the reference clusters: a row of
+``L`` resting on one or two marker genes then moves every cell of its cluster, whatever the
+cells say. The rule here puts the two terms on an equal footing and drops a label term the cells
+do not corroborate:
 
 1. **Which label distance**: the robust one (:mod:`._robust_label_distance`), which was the most
    accurate label distance on every simulated regime of ``benchmarks/bench_accuracy.py``,

@@ -148,3 +148,52 @@ def test_auto_mode_refuses_weights(studies):
     dm = pr.tl.DatasetMap(*studies)
     with pytest.raises(ValueError, match=r"'auto' decides the weights itself.*lambda_label=1.0"):
         dm.init_geom(label_distance_mode="auto", lambda_label=1.0)
+
+
+# ------------------------------------------------------------ label-term diagnostics
+def test_label_term_diagnostics_kernel_on_a_hand_made_case():
+    from pairot.tl._cost._label_diagnostics import label_term_diagnostics
+
+    L = np.array([[0.2, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.5, 0.999]])
+    # reference cluster "c" is close to every query cluster (a hub): centring removes it
+    M = np.array([[0.30, 0.45, 0.28], [0.40, 0.42, 0.35], [0.44, 0.41, 0.36]])
+    table = label_term_diagnostics(L, M, [4, 0, 2], [10, 20, 30], ["q1", "q2", "q3"], list("abc"))
+    assert table.index.tolist() == ["q1", "q2", "q3"]
+    assert table["n_markers"].tolist() == [4, 0, 2]
+    assert table["n_cells"].tolist() == [10, 20, 30]
+    np.testing.assert_allclose(table["saturated_share"], [2 / 3, 1.0, 2 / 3])
+    assert table["constant_row"].tolist() == [False, True, False]
+    assert table["label_nearest"].tolist() == ["a", None, "b"]
+    # column means a 0.38, b 0.4267, c 0.33; centred rows q1 (-0.08, 0.023, -0.05),
+    # q2 (0.02, -0.0067, 0.02), q3 (0.06, -0.0167, 0.03): argmin a, b, b (uncentred: c, c, c)
+    assert table["cell_nearest"].tolist() == ["a", "b", "b"]
+    assert table["disagree"].tolist() == [False, False, False]
+    M2 = M.copy()
+    M2[2] = [0.30, 0.50, 0.36]  # q3's cells now prefer a
+    # column means a 0.3333, b 0.4567, c 0.33: q1 centred (-0.033, -0.007, -0.05) -> c, q3
+    # (-0.033, 0.043, 0.03) -> a: both now disagree with their label rows (a and b)
+    table = label_term_diagnostics(L, M2, [4, 0, 2], [1, 1, 1], ["q1", "q2", "q3"], list("abc"))
+    assert table["cell_nearest"].tolist() == ["c", "b", "a"]
+    assert table["disagree"].tolist() == [True, False, True]
+
+
+def test_label_term_diagnostics_in_dataset_map_match_hand_counts(studies):
+    dm = pr.tl.DatasetMap(*studies)
+    with pytest.raises(ValueError, match=r"call init_geom\(\) first"):
+        dm.label_term_diagnostics()
+    dm.init_geom(batch_size=128)
+    table = dm.label_term_diagnostics()
+    degs = dm.DEGs_label_distance
+    first = dm.reference_clusters[0]
+    L = dm.label_distance
+    labels = pd.Series(np.asarray(dm.query_labels, dtype=object))
+    for q in dm.query_clusters:
+        assert table.loc[q, "n_markers"] == len(degs[q][first])
+        assert table.loc[q, "n_cells"] == int((labels == q).sum())
+        assert table.loc[q, "saturated_share"] == pytest.approx(float((L.loc[q] >= 0.999).mean()))
+        if not table.loc[q, "constant_row"]:
+            assert table.loc[q, "label_nearest"] == L.loc[q].idxmin()
+    # the PBMC halves share their cell types: the cells' nearest cluster is the own type, but
+    # for the 10 memory T cells, nearest to the regulatory T cells (as measured)
+    own = table["cell_nearest"] == table.index
+    assert own.sum() == 7 and not own["CD4+/CD45RO+ Memory"]

@@ -19,7 +19,9 @@ from .._interrupt import interruptible
 from . import _checks as checks
 from ._answers import _cell_mapping, _matches, _novelty, _plan, _scores
 from ._cost import _geometry, _labels, _studies
+from ._cost._auto_label_distance import cell_term_summary
 from ._cost._geometry import Geometry
+from ._cost._label_diagnostics import label_term_diagnostics
 from ._cost._ott_arguments import translate
 from ._cost._problem import OTProblem, build_problem
 from ._cost._robust_label_distance import check_mode
@@ -932,6 +934,43 @@ class DatasetMap:
             tau_a=tau_a,
             min_retained=min_retained,
             max_mapping_ratio=max_mapping_ratio,
+        )
+
+    def label_term_diagnostics(self) -> pd.DataFrame:
+        """Per query cluster, how much evidence its row of the label term has and whether the
+        cells agree with it (docs/method.md#accuracy-on-real-studies).
+
+        Returns
+        -------
+        DataFrame
+            Indexed by query cluster; columns ``n_cells`` (cells in the fit), ``n_markers``
+            (genes in the cluster's published marker list after ``init_geom``'s selection,
+            in every mode), ``saturated_share`` (share of its row of ``label_distance`` at
+            1), ``constant_row`` (a constant row does not move the plan), ``label_nearest``
+            (the reference cluster of smallest ``L``; None for a constant row),
+            ``cell_nearest`` (the reference cluster of smallest cluster-level cell-term cost,
+            each reference cluster's mean over the query clusters subtracted so that a
+            cluster close to all is nobody's default; on a seeded subsample of at most 2,000
+            cells per study) and ``disagree`` (both defined and different). Rows with few
+            markers, a high ``saturated_share`` or ``disagree`` are where the label term can
+            carry a cluster's cells to a reference cluster its cells do not resemble.
+        """
+        geom = self._require("geom")
+        clusters_q, clusters_r = self.query_clusters, self.reference_clusters
+        M, _ = cell_term_summary(
+            geom.x, geom.y, geom.query_codes, geom.ref_codes, len(clusters_q), len(clusters_r)
+        )
+        details = self._label_details
+        genes = details.groupby("query_cluster", observed=False)["gene"].nunique()
+        genes.index = genes.index.astype(str)
+        n_cells = np.bincount(geom.query_codes, minlength=len(clusters_q))
+        return label_term_diagnostics(
+            self._label_distance.to_numpy(),
+            M,
+            genes.reindex(clusters_q).fillna(0).to_numpy(),
+            n_cells,
+            clusters_q,
+            clusters_r,
         )
 
     # -------------------------------------------------------------- properties

@@ -127,6 +127,7 @@ $cells
 <p class="note">Normalized marker-rank distance between query and reference clusters (0 = the
 same marker genes in the same order, 1 = unrelated); it enters the transport cost.</p>
 $label_distance_plot
+$label_diagnostics
 
 <h2>Data</h2>
 $data
@@ -569,6 +570,38 @@ def _small_clusters_note(records) -> str:
     )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _label_diagnostics_section(rows: Any) -> str:
+    """The table of ``DatasetMap.label_term_diagnostics`` (empty without it)."""
+    if not rows:
+        return ""
+    columns = [
+        ("query cluster", "query_cluster"),
+        ("cells", "n_cells"),
+        ("markers kept", "n_markers"),
+        ("share of L at 1", "saturated_share"),
+        ("label term's nearest", "label_nearest"),
+        ("cells' nearest", "cell_nearest"),
+        ("disagree", "disagree"),
+    ]
+    body = [
+        [_td(row.get(key), numeric=_is_number(row.get(key))) for _, key in columns]
+        for row in rows
+        if isinstance(row, Mapping)
+    ]
+    note = (
+        '<p class="note">How much evidence each query cluster\'s row of the label term has '
+        "(markers kept, share of its row at 1; a constant row has no nearest cluster and does "
+        "not move the cells) and whether its nearest reference cluster is the one its cells "
+        "resemble most. The label term moves all cells of a cluster together: rows with few "
+        "markers or a disagreement deserve a look.</p>"
+    )
+    return note + _table([label for label, _ in columns], body)
+
+
 def _data_section(summary: Mapping[str, Any]) -> str:
     studies = [s for s in ("query", "reference") if isinstance(summary.get(s), Mapping)]
     rows = []
@@ -603,6 +636,11 @@ def _data_section(summary: Mapping[str, Any]) -> str:
                     _td(sinkhorn.get("skipped_mass_bound"), True, digits=3),
                 ]
             )
+    decision = summary.get("label_distance_decision")
+    if isinstance(decision, Mapping):  # label_distance_mode="auto"
+        extra.append([_td("label distance (auto)"), _td(decision.get("label_distance"))])
+        extra.append([_td("lambda_label (auto)"), _td(decision.get("lambda_label"), True)])
+        extra.append([_td("why (auto)"), _td(decision.get("reason"))])
     if extra:
         parts.append(_table(["", "value"], extra))
     parts.append(_small_clusters_note(summary.get("small_clusters")))
@@ -771,6 +809,7 @@ def render_report(
         label_distance_plot=label_plot,
         cells=_cell_section(cell_summary, cell_counts, cells, embedding),
         data=_data_section(summary or {}),
+        label_diagnostics=_label_diagnostics_section((summary or {}).get("label_term_diagnostics")),
         parameters=_key_values(parameters),
         versions=_key_values(versions),
     )

@@ -113,7 +113,8 @@ class RunParameters:
     embedding_layer
         ``obsm`` key of a shared embedding used as cell features instead of Spearman ranks.
     label_distance_mode
-        ``"pairot"`` (the published method) or ``"robust"``, see
+        ``"pairot"`` (the published method), ``"robust"`` or ``"auto"`` (its decision is
+        in ``run.json`` under ``data.label_distance_decision`` and in the report), see
         :meth:`pairot.tl.DatasetMap.init_geom`.
     threshold_mapping, threshold_distance
         Thresholds of :meth:`pairot.tl.DatasetMap.select_similar_clusters`.
@@ -269,6 +270,31 @@ def _study_summary(raw: AnnData, fitted: AnnData, column: str) -> dict[str, Any]
     }
 
 
+def _warn_label_term(diagnostics: pd.DataFrame, mode: str) -> None:
+    """One WARNING when the label term looks unreliable: the label term's nearest reference
+    cluster differs from the cell term's for most query clusters whose label row is not
+    constant (docs/method.md#accuracy-on-real-studies)."""
+    informative = diagnostics[~diagnostics["constant_row"]]
+    n_disagree = int(informative["disagree"].sum())
+    if informative.empty or 2 * n_disagree <= len(informative):
+        return
+    names = ", ".join(map(str, informative.index[informative["disagree"]][:8]))
+    logger.warning(
+        "The label term looks unreliable: for %d of the %d query clusters with an informative "
+        "label row, its nearest reference cluster is not the one their cells resemble most "
+        "(%s%s); %d clusters keep 3 markers or fewer. The label term moves all cells of a "
+        "cluster together, so check these matches; label distance mode %r%s "
+        "(docs/method.md#accuracy-on-real-studies).",
+        n_disagree,
+        len(informative),
+        names,
+        ", ..." if n_disagree > 8 else "",
+        int((diagnostics["n_markers"] <= 3).sum()),
+        mode,
+        "" if mode == "auto" else "; --label-distance-mode auto weighs it by the cells",
+    )
+
+
 def run_pipeline(
     adata_query: AnnData,
     adata_ref: AnnData,
@@ -359,6 +385,8 @@ def run_pipeline(
             embedding_layer=p.embedding_layer,
             label_distance_mode=p.label_distance_mode,
         )
+        diagnostics = dataset_map.label_term_diagnostics()
+        _warn_label_term(diagnostics, p.label_distance_mode)
     with step("init_problem", "Marginals of the transport problem"):
         dataset_map.init_problem(tau_a=p.tau_a, tau_b=p.tau_b)
     with step(
@@ -422,6 +450,12 @@ def run_pipeline(
         "n_matches": int(len(matches)),
         "unmatched_query_clusters": [str(q) for q in unmatched.index[unmatched["unmatched"]]],
     }
+    summary["label_term_diagnostics"] = (
+        diagnostics.reset_index().astype(object).where(diagnostics.reset_index().notna(), None)
+    ).to_dict("records")
+    decision = dataset_map.label_distance_params.get("auto_decision")
+    if decision is not None:  # label_distance_mode="auto": what it decided and why
+        summary["label_distance_decision"] = dict(decision)
     if intervals is not None:
         summary["bootstrap"] = {
             key: intervals.attrs[key]

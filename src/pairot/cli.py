@@ -188,12 +188,13 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     )
     method.add_argument(
         "--label-distance-mode",
-        choices=("pairot", "robust"),
+        choices=("pairot", "robust", "auto"),
         default="pairot",
         help="label distance between clusters: 'pairot', the published method's ranked "
         "marker lists, or 'robust', the correlation of the clusters' AUROC profiles over all "
-        "genes, for studies whose clusters have few markers (few samples, small clusters) "
-        "(pairot)",
+        "genes, for studies whose clusters have few markers (few samples, small clusters), "
+        "or 'auto', the robust one weighted to the cell term's scale or left out, decided "
+        "from the pair (pairot)",
     )
     method.add_argument(
         "--threshold-mapping",

@@ -325,3 +325,208 @@ def test_missing_type_similarity_rejects_bad_values(value):
 def test_missing_type_similarity_needs_the_missing_type_scenario():
     with pytest.raises(ValueError, match="applies to scenario='missing_type' only"):
         simulate_pair(300, 300, 400, missing_type_similarity=0.5)
+
+
+# ------------------------------------------------------------------- opt-in regimes (issue 26)
+OPT_IN = dict(n_cell_types=6, random_state=7)
+
+
+def test_opt_in_parameters_at_their_defaults_give_the_default_output():
+    q0, r0 = simulate_pair(500, 500, 400, **OPT_IN)
+    q1, r1 = simulate_pair(
+        500,
+        500,
+        400,
+        n_reference_only_types=0,
+        mean_library_size_reference=None,
+        reference_protocol="umi",
+        gene_length_log_sd=None,
+        pseudo_count_scale=None,
+        **OPT_IN,
+    )
+    for a, b in ((q0, q1), (r0, r1)):
+        assert a.X.dtype == b.X.dtype == np.float32
+        assert (a.X != b.X).nnz == 0
+        pd.testing.assert_frame_equal(a.obs, b.obs)
+        pd.testing.assert_frame_equal(a.var, b.var)
+        assert a.uns["simulation"]["params"].keys() == b.uns["simulation"]["params"].keys()
+
+
+def test_reference_only_types_leave_the_reference_as_drawn_and_the_query_without_them():
+    q0, r0 = simulate_pair(600, 600, 400, **OPT_IN)
+    q1, r1 = simulate_pair(600, 600, 400, n_reference_only_types=2, **OPT_IN)
+    params = q1.uns["simulation"]["params"]
+    only = params["reference_only_types"].split(",")
+    assert params["n_reference_only_types"] == 2 and len(set(only)) == 2
+    assert (r0.X != r1.X).nnz == 0  # the reference is the default draw
+    pd.testing.assert_frame_equal(r0.obs, r1.obs)
+    assert q1.n_obs == 600
+    assert not q1.obs["cell_type"].isin(only).any()
+    assert set(q1.obs["cell_type"].cat.categories) == set(r1.obs["cell_type"].cat.categories) - set(
+        only
+    )
+    truth = q1.uns["simulation"]["truth"]
+    assert sorted(truth["query_cluster"]) == sorted(q1.obs["cell_type"].cat.categories)
+    assert (truth["query_cluster"] == truth["reference_cluster"]).all()
+    # each reference-only type keeps a sibling (same lineage) in the query
+    lineage = r1.obs.groupby("cell_type", observed=True)["lineage"].first().astype(str)
+    in_query = set(q1.obs["cell_type"].astype(str))
+    for t in only:
+        assert any(lineage[s] == lineage[t] for s in in_query), t
+
+
+def test_mean_library_size_reference_sets_the_reference_depth_only():
+    q0, r0 = simulate_pair(500, 800, 400, **OPT_IN)
+    q1, r1 = simulate_pair(500, 800, 400, mean_library_size_reference=6000.0, **OPT_IN)
+    assert (q0.X != q1.X).nnz == 0
+    assert q1.uns["simulation"]["params"]["mean_library_size_reference"] == 6000.0
+    # counts per cell have the library size as expectation (profiles sum to 1, gamma mean 1)
+    depth = np.asarray(r1.X.sum(axis=1)).ravel()
+    assert abs(depth.mean() / 6000.0 - 1) < 0.05, depth.mean()
+    # the reference detects more genes per cell at the larger depth
+    assert np.diff(r1.X.indptr).mean() > 1.3 * np.diff(r0.X.indptr).mean()
+
+
+def test_study_effect_is_the_gene_specific_bias_the_docstring_states():
+    """Within one type, the log-ratio of the studies' mean shares of each gene has sd
+    sqrt(2) * study_effect_sd (each study its own per-gene shift)."""
+    q, r = simulate_pair(
+        4000, 4000, 600, n_cell_types=2, study_effect_sd=0.5, donor_effect_sd=0.0,
+        mean_library_size=5000.0, random_state=2,
+    )  # fmt: skip
+    t = q.obs["cell_type"].cat.categories[0]
+    share_q = np.asarray(q[q.obs["cell_type"] == t].X.sum(axis=0)).ravel()
+    share_r = np.asarray(r[r.obs["cell_type"] == t].X.sum(axis=0)).ravel()
+    expressed = (share_q > 2000) & (share_r > 2000)  # Poisson noise well below the effect
+    ratio = np.log(share_r[expressed] / share_r.sum()) - np.log(share_q[expressed] / share_q.sum())
+    assert expressed.sum() > 100
+    assert abs(ratio.std() / (np.sqrt(2) * 0.5) - 1) < 0.15, ratio.std()
+
+
+@pytest.fixture(scope="module")
+def full_length_pair():
+    kwargs = dict(
+        n_cell_types=3, study_effect_sd=0.0, donor_effect_sd=0.0, random_state=4,
+        mean_library_size=3000.0,
+    )  # fmt: skip
+    umi = simulate_pair(1500, 1500, 600, **kwargs)
+    full = simulate_pair(1500, 1500, 600, reference_protocol="full_length", **kwargs)
+    return umi, full
+
+
+def test_full_length_reference_is_rpkm_of_fragments_of_the_umi_molecules(full_length_pair):
+    (q0, r0), (q1, r1) = full_length_pair
+    params = r1.uns["simulation"]["params"]
+    assert params["reference_protocol"] == "full_length"
+    assert params["gene_length_log_sd"] == 0.7 and params["pseudo_count_scale"] == 100.0
+    assert (q0.X != q1.X).nnz == 0  # the query is untouched
+    assert r1.X.dtype == np.float64
+    X = r1.X.toarray()
+    assert np.array_equal(X, np.round(X)) and X.min() >= 0
+    length = r1.var["gene_length"].to_numpy()
+    assert 200 <= length.min() and length.max() <= 50_000
+    assert "gene_length" not in q1.var.columns
+    # fragments only where the UMI draw has molecules
+    molecules = r0.X.toarray().astype(np.float64)
+    assert not ((X > 0) & (molecules == 0)).any()
+    # RPKM: sum_g X_g * len_g / 1e3 = 100 * 1e6 per cell, up to the rounding of each entry
+    kb = length / 1e3
+    total = X @ kb
+    bound = 0.5 * (X > 0) @ kb
+    fragments = X.sum(axis=1) > 0
+    np.testing.assert_array_less(np.abs(total - 1e8)[fragments], bound[fragments] + 1e-6)
+    # per cell, X_g len_g / sum_h X_h len_h is the gene's share of fragments, whose
+    # expectation given the molecules m is m_g len_g / sum_h m_h len_h: pooled over cells
+    observed = ((X * kb) / total[:, None])[fragments].sum(axis=0)
+    weighted = molecules * length
+    expected = (weighted / weighted.sum(axis=1, keepdims=True))[fragments].sum(axis=0)
+    strong = expected > 3  # summed shares: genes with a few percent of each cell's fragments
+    assert strong.sum() > 50
+    np.testing.assert_allclose(observed[strong], expected[strong], rtol=0.05)
+    assert abs(np.median(observed[strong] / expected[strong]) - 1) < 0.01
+
+
+def test_full_length_removes_length_from_the_mean_but_not_from_the_detection(full_length_pair):
+    (q0, r0), (q1, r1) = full_length_pair
+    length = r1.var["gene_length"].to_numpy()
+    X = r1.X.toarray()
+    share_ref = (X / X.sum(axis=1, keepdims=True)).mean(axis=0)
+    Q = q1.X.toarray().astype(np.float64)
+    share_query = (Q / Q.sum(axis=1, keepdims=True)).mean(axis=0)
+    expressed = (share_query > 1e-3) & (share_ref > 0)
+    ratio = np.log(share_ref[expressed] / share_query[expressed])
+    slope = np.polyfit(np.log(length[expressed]), ratio, 1)[0]
+    assert abs(slope) < 0.15, slope  # without the normalization it would be 1
+    # among genes of similar expression, the short ones are zero more often
+    middle = (share_query > 2e-4) & (share_query < 2e-3)
+    zeros_ref = (X[:, middle] == 0).mean(axis=0)
+    zeros_query = (Q[:, middle] == 0).mean(axis=0)
+    excess = zeros_ref - zeros_query
+    rho = stats.spearmanr(np.log(length[middle]), excess).statistic
+    assert middle.sum() > 50 and rho < -0.3, (middle.sum(), rho)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_reference_only_types": -1}, "n_reference_only_types must be an integer >= 0"),
+        ({"n_reference_only_types": 1.5}, "n_reference_only_types must be an integer >= 0"),
+        ({"n_reference_only_types": 5}, "n_reference_only_types=5 leaves the query 1"),
+        ({"mean_library_size_reference": 0.0}, "mean_library_size_reference must be a positive"),
+        ({"reference_protocol": "smartseq"}, "reference_protocol must be one of"),
+        ({"gene_length_log_sd": 0.5}, "applies to reference_protocol='full_length' only"),
+        ({"pseudo_count_scale": 10.0}, "applies to reference_protocol='full_length' only"),
+        (
+            {"reference_protocol": "full_length", "gene_length_log_sd": -1.0},
+            "gene_length_log_sd must be a number >= 0",
+        ),
+        (
+            {"reference_protocol": "full_length", "pseudo_count_scale": 0},
+            "pseudo_count_scale must be a positive number",
+        ),
+    ],
+)
+def test_opt_in_parameters_reject_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        simulate_pair(300, 300, 400, n_cell_types=6, **kwargs)
+
+
+def test_marker_divergence_moves_type_genes_to_another_type_in_the_reference_only():
+    kwargs = dict(
+        n_cell_types=4, n_markers_type=10, study_effect_sd=0.0, donor_effect_sd=0.0,
+        mean_library_size=5000.0, type_imbalance=1.0, random_state=8,
+    )  # fmt: skip
+    q0, r0 = simulate_pair(3000, 3000, 600, **kwargs)
+    q1, r1 = simulate_pair(3000, 3000, 600, marker_divergence=0.3, **kwargs)
+    assert (q0.X != q1.X).nnz == 0  # the query keeps the programs as drawn
+    assert q1.uns["simulation"]["params"]["marker_divergence"] == 0.3
+    assert "moved_markers" not in q0.uns["simulation"]
+    moved = r1.uns["simulation"]["moved_markers"]
+    assert moved.groupby("from_type").size().eq(3).all() and len(moved) == 12
+    assert (moved["from_type"] != moved["to_type"]).all()
+    own = q1.uns["simulation"]["markers"].set_index("gene")
+    np.testing.assert_array_equal(
+        moved["log_fold_change"], own.loc[moved["gene"], "log_fold_change"]
+    )
+    assert (own.loc[moved["gene"], "program"].to_numpy() == moved["from_type"].to_numpy()).all()
+
+    def log_share(adata, cluster, genes):
+        x = np.asarray(adata[adata.obs["cell_type"] == cluster][:, genes].X.sum(axis=0)).ravel()
+        total = adata[adata.obs["cell_type"] == cluster].X.sum()
+        return np.log(x / total)
+
+    # in the reference the gene goes up in to_type and down in from_type by its effect, in the
+    # query not: the difference of the two studies' log-ratios is twice the effect
+    shifts = []
+    for row in moved.itertuples():
+        ref = log_share(r1, row.to_type, [row.gene]) - log_share(r1, row.from_type, [row.gene])
+        query = log_share(q1, row.to_type, [row.gene]) - log_share(q1, row.from_type, [row.gene])
+        shifts.append(float(ref[0] - query[0]) / (2 * row.log_fold_change))
+    assert abs(np.median(shifts) - 1) < 0.1, shifts
+    assert np.min(shifts) > 0.6, shifts
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "0.3", True])
+def test_marker_divergence_rejects_bad_values(value):
+    with pytest.raises(ValueError, match="marker_divergence must be a number in"):
+        simulate_pair(300, 300, 400, marker_divergence=value)

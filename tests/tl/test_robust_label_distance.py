@@ -127,9 +127,12 @@ def test_profiles_and_constant_rows():
 
 
 def test_check_mode():
-    assert LABEL_DISTANCE_MODES == ("pairot", "robust")
+    assert LABEL_DISTANCE_MODES == ("pairot", "robust", "auto")
     assert check_mode("robust") == "robust"
-    with pytest.raises(ValueError, match=r"label_distance_mode='Robust'.*\['pairot', 'robust'\]"):
+    assert check_mode("auto") == "auto"
+    with pytest.raises(
+        ValueError, match=r"label_distance_mode='Robust'.*\['pairot', 'robust', 'auto'\]"
+    ):
         check_mode("Robust")
     with pytest.raises(TypeError, match="label_distance_mode must be a string"):
         check_mode(None)

@@ -6,6 +6,6 @@
 """
 
 from ._pbmc import pbmc_demo
-from ._simulate import SCENARIOS, UNINFORMATIVE_GENES, simulate_pair
+from ._simulate import PROTOCOLS, SCENARIOS, UNINFORMATIVE_GENES, simulate_pair
 
-__all__ = ["SCENARIOS", "UNINFORMATIVE_GENES", "pbmc_demo", "simulate_pair"]
+__all__ = ["PROTOCOLS", "SCENARIOS", "UNINFORMATIVE_GENES", "pbmc_demo", "simulate_pair"]

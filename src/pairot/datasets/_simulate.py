@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["simulate_pair", "SCENARIOS", "UNINFORMATIVE_GENES"]
+__all__ = ["simulate_pair", "PROTOCOLS", "SCENARIOS", "UNINFORMATIVE_GENES"]
 
 #: Scenarios understood by :func:`simulate_pair`.
 SCENARIOS: tuple[str, ...] = ("one_to_one", "coarse_reference", "missing_type")
+#: Reference protocols understood by :func:`simulate_pair` (``reference_protocol``).
+PROTOCOLS: tuple[str, ...] = ("umi", "full_length")
 
 #: Realistic uninformative gene names included in every simulated study (mitochondrial,
 #: ribosomal, lncRNA-like, clone-based and immune-receptor segment names). They are highly or
@@ -56,6 +58,15 @@ _MARKER_MIN_MEAN = 0.1
 _DISPERSION_LOG_SD = 0.5
 # Concentration of the Dirichlet that draws donor proportions within a study.
 _DONOR_CONCENTRATION = 10.0
+# ``reference_protocol="full_length"``: median gene length (bp), the bounds its log-normal
+# lengths are clipped to, and the mean number of sequenced fragments per captured molecule of a
+# gene of median length (fragments scale with length; see ``_full_length_counts``).
+_MEDIAN_GENE_LENGTH = 2000.0
+_GENE_LENGTH_BOUNDS = (200.0, 50_000.0)
+_FRAGMENTS_PER_MOLECULE = 2.0
+# Defaults of the full-length protocol's parameters.
+_DEFAULT_GENE_LENGTH_LOG_SD = 0.7
+_DEFAULT_PSEUDO_COUNT_SCALE = 100.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,12 @@ def simulate_pair(
     min_cells_per_type: int | None = None,
     random_state: int | np.random.Generator = 0,
     missing_type_similarity: float = 0.0,
+    n_reference_only_types: int = 0,
+    mean_library_size_reference: float | None = None,
+    reference_protocol: str = "umi",
+    gene_length_log_sd: float | None = None,
+    pseudo_count_scale: float | None = None,
+    marker_divergence: float = 0.0,
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Simulate a query and a reference study with a known cluster correspondence.
 
@@ -161,6 +178,53 @@ def simulate_pair(
         reference type (at 1 it would be one). When ``s > 0``, ``params`` also records
         ``missing_type_similarity`` and ``missing_type_nearest``; the ``markers`` table
         lists the programs as drawn, before the blend.
+    n_reference_only_types
+        How many of the ``n_cell_types`` fine types only the reference holds (default 0), as
+        when a reference is annotated more finely than the query or covers more of the tissue:
+        23 reference against 16 query interneuron types in
+        docs/method.md#accuracy-on-real-studies. They are chosen at random, preferring types
+        whose lineage keeps another type in the query (so they have a sibling there), from a
+        stream of their own: the reference is exactly that of the default draw, and the query
+        differs only in lacking them. Every query type keeps its true match; the truth table has
+        no rows for them. With balanced marginals their share of the reference mass must come
+        from some query cluster. ``params`` records ``n_reference_only_types`` and
+        ``reference_only_types`` (comma-separated) when > 0.
+    mean_library_size_reference
+        Mean expected total count per reference cell, when the two studies differ in depth
+        (and so in how many genes a cell detects); default ``None``, the same
+        ``mean_library_size`` as the query. Recorded in ``params`` when given.
+    reference_protocol
+        ``"umi"`` (default): the reference holds UMI counts like the query. ``"full_length"``:
+        full-length reads reported as gene-length-normalized pseudo-counts, as
+        ``round(100 * RPKM)`` in Tasic et al. 2016. The molecules of a cell are drawn as for
+        UMI counts; each captured molecule of gene ``g`` then yields
+        ``Poisson(2 * len_g / 2000)`` sequenced fragments (longer transcripts give more
+        fragments, shorter ones are lost more often: the length bias of full-length
+        protocols), with gene lengths ``len_g = 2000 * LogNormal(0, gene_length_log_sd)`` bp
+        clipped to [200, 50,000]; and ``X = round(pseudo_count_scale * RPKM)`` with
+        ``RPKM_g = fragments_g / (len_g / 1e3) / (sum of the cell's fragments / 1e6)``. The
+        length normalization removes the length from the expected values (``X_g / sum_h X_h``
+        has the molecules' expected share), not from the detection: a short gene is zero more
+        often. ``X`` is then float64 (integer values beyond float32's exact range),
+        ``var["gene_length"]`` of the reference holds the lengths, and ``params`` records the
+        protocol and its two parameters. The lengths and fragments come from a stream of their
+        own: the molecules are those of the ``"umi"`` draw.
+    gene_length_log_sd
+        ``"full_length"`` only: log-scale sd of the gene lengths (default ``None``: 0.7); must
+        be >= 0.
+    pseudo_count_scale
+        ``"full_length"`` only: the factor on RPKM before rounding (default ``None``: 100, as
+        in Tasic et al. 2016); must be > 0. Small values round many entries to 0.
+    marker_divergence
+        Share in [0, 1] of each cell type's own program genes (``n_markers_type``, rounded to
+        the nearest integer) that mark another type in the reference: there the gene's
+        up-regulation moves from its type to a type drawn at random among the others, as a gene
+        that is a marker of one type in one lab's data and of another type in the other's (Gal:
+        Int14 in Zeisel, Sst_Th in Tasic, see docs/method.md#accuracy-on-real-studies). Default
+        0. The query keeps the programs as drawn (the ``markers`` table);
+        ``uns["simulation"]["moved_markers"]`` (columns ``gene, from_type, to_type,
+        log_fold_change``) lists the moved genes and ``params`` records the share, both only
+        when > 0. Drawn from a stream of its own: the query is that of the default draw.
 
     Returns
     -------
@@ -168,6 +232,7 @@ def simulate_pair(
 
     - ``X``: raw UMI counts as a :class:`scipy.sparse.csr_matrix` of dtype ``float32``
       (integer values, exactly representable; float32 so that normalization works in place);
+      for a ``"full_length"`` reference, its pseudo-counts in float64;
     - ``obs``: ``cell_type`` (Categorical; lineage names for the ``"coarse_reference"``
       reference), ``sample_id`` (Categorical donor, e.g. ``"query_donor1"``), ``cell_type_fine``
       (the fine type each cell was drawn from) and ``lineage``;
@@ -210,6 +275,14 @@ def simulate_pair(
 
     Cells are ordered by donor (as if samples were concatenated), in random order within a
     donor.
+
+    The gene-specific multiplicative bias between two studies' protocols (a gene captured or
+    sequenced better by one of them) is ``study_effect_sd``: each study multiplies every gene
+    by its own ``exp(N(0, study_effect_sd))``, so the two studies differ per gene by a
+    log-ratio of sd ``sqrt(2) * study_effect_sd`` (about 0.9 in natural-log units on the
+    Zeisel-Tasic pair, i.e. ``study_effect_sd`` about 0.65). Different detection rates are
+    ``mean_library_size_reference`` (depth) and ``reference_protocol="full_length"``
+    (gene-length-dependent detection).
     """
     _check_int("n_cells_query", n_cells_query, 1)
     _check_int("n_cells_reference", n_cells_reference, 1)
@@ -261,6 +334,59 @@ def simulate_pair(
             f"got scenario={scenario!r}; pass 0 or use scenario='missing_type'."
         )
         raise ValueError(msg)
+    n_reference_only = n_reference_only_types
+    _check_int("n_reference_only_types", n_reference_only, 0)
+    divergence = marker_divergence
+    if (
+        isinstance(divergence, bool)
+        or not isinstance(divergence, int | float | np.integer | np.floating)
+        or not 0 <= divergence <= 1
+    ):
+        msg = (
+            f"marker_divergence must be a number in [0, 1], got {divergence!r}; pass 0 for "
+            "the same programs in both studies, e.g. 0.3 for a third of each type's genes "
+            "marking another type in the reference."
+        )
+        raise ValueError(msg)
+    n_query_types = n_cell_types - n_reference_only - (scenario == "missing_type")
+    if n_query_types < 2:
+        msg = (
+            f"n_reference_only_types={n_reference_only} leaves the query {n_query_types} of "
+            f"n_cell_types={n_cell_types} types (scenario={scenario!r}); the query needs at "
+            f"least 2: pass n_reference_only_types <= "
+            f"{n_cell_types - 2 - (scenario == 'missing_type')} or more n_cell_types."
+        )
+        raise ValueError(msg)
+    library_reference = mean_library_size
+    if mean_library_size_reference is not None:
+        _check_positive("mean_library_size_reference", mean_library_size_reference)
+        library_reference = float(mean_library_size_reference)
+    if reference_protocol not in PROTOCOLS:
+        msg = (
+            f"reference_protocol must be one of {PROTOCOLS}, got {reference_protocol!r}; pass "
+            "'umi' (UMI counts, the default) or 'full_length' (round(100 x RPKM) of "
+            "full-length reads)."
+        )
+        raise ValueError(msg)
+    full_length = reference_protocol == "full_length"
+    for name, value in (
+        ("gene_length_log_sd", gene_length_log_sd),
+        ("pseudo_count_scale", pseudo_count_scale),
+    ):
+        if value is not None and not full_length:
+            msg = (
+                f"{name}={value!r} applies to reference_protocol='full_length' only, got "
+                f"reference_protocol={reference_protocol!r}; leave {name}=None or pass "
+                "reference_protocol='full_length'."
+            )
+            raise ValueError(msg)
+    if full_length:
+        if gene_length_log_sd is None:
+            gene_length_log_sd = _DEFAULT_GENE_LENGTH_LOG_SD
+        _check_nonnegative("gene_length_log_sd", gene_length_log_sd)
+        if pseudo_count_scale is None:
+            pseudo_count_scale = _DEFAULT_PSEUDO_COUNT_SCALE
+        _check_positive("pseudo_count_scale", pseudo_count_scale)
     n_uninformative = len(UNINFORMATIVE_GENES)
     n_program_genes = n_lineages * n_markers_lineage + n_cell_types * n_markers_type
     if n_genes < n_uninformative + n_program_genes:
@@ -273,7 +399,7 @@ def simulate_pair(
         raise ValueError(msg)
     n_types_reference = n_cell_types - (scenario == "missing_type")
     for name, n_cells, n_samples, n_types in (
-        ("n_cells_query", n_cells_query, n_samples_query, n_cell_types),
+        ("n_cells_query", n_cells_query, n_samples_query, n_query_types),
         ("n_cells_reference", n_cells_reference, n_samples_reference, n_types_reference),
     ):
         min_cells = 5 * n_samples if min_cells_per_type is None else min_cells_per_type
@@ -287,6 +413,11 @@ def simulate_pair(
 
     seed = _seed_sequence(random_state)
     seed_model, seed_query, seed_reference = seed.spawn(3)
+    # the opt-in parameters draw from streams of their own, spawned only when used, so that
+    # every default output stays bit-identical to earlier versions
+    seed_types = seed_protocol = seed_divergence = None
+    if n_reference_only or full_length or divergence:
+        seed_types, seed_protocol, seed_divergence = seed.spawn(3)
     rng = np.random.default_rng(seed_model)
 
     # --- hierarchy and names ---------------------------------------------------------------
@@ -367,12 +498,29 @@ def simulate_pair(
             type_log[t_missing] = (1.0 - similarity) * type_log[t_missing] + (
                 similarity * type_log[nearest]
             )
+    reference_only = _reference_only_types(
+        n_reference_only, lineage_of_type, present_reference, seed_types
+    )
+    present_query[reference_only] = False
+
+    type_log_reference, moved = type_log, None
+    if divergence:
+        type_log_reference, moved = _move_markers(
+            type_log, markers, type_names, gene_names, divergence, n_markers_type, seed_divergence
+        )
 
     studies = []
     expected_props = {}
-    for name, n_cells, n_samples, present, seed_study in (
-        ("query", n_cells_query, n_samples_query, present_query, seed_query),
-        ("reference", n_cells_reference, n_samples_reference, present_reference, seed_reference),
+    for name, n_cells, n_samples, present, seed_study, mean_library in (
+        ("query", n_cells_query, n_samples_query, present_query, seed_query, mean_library_size),
+        (
+            "reference",
+            n_cells_reference,
+            n_samples_reference,
+            present_reference,
+            seed_reference,
+            library_reference,
+        ),
     ):
         study_rng = np.random.default_rng(seed_study.spawn(1)[0])
         prop = base_prop * np.exp(rng.normal(0.0, composition_log_sd, size=n_cell_types)) * present
@@ -389,13 +537,14 @@ def simulate_pair(
         order = np.lexsort((study_rng.permutation(n_cells), donor_of_cell))
         type_of_cell, donor_of_cell = type_of_cell[order], donor_of_cell[order]
         group_of_cell = type_of_cell * n_samples + donor_of_cell
+        own_log = type_log_reference if name == "reference" else type_log
         log_profiles = (
-            type_log[:, None, :] + study_effect[None, None, :] + donor_effect[None, :, :]
+            own_log[:, None, :] + study_effect[None, None, :] + donor_effect[None, :, :]
         ).reshape(n_cell_types * n_samples, n_genes)
         log_profiles -= log_profiles.max(axis=1, keepdims=True)
         profiles = np.exp(log_profiles)
         profiles /= profiles.sum(axis=1, keepdims=True)
-        library_size = mean_library_size * np.exp(
+        library_size = mean_library * np.exp(
             study_rng.normal(-0.5 * library_size_log_sd**2, library_size_log_sd, size=n_cells)
         )
         studies.append(
@@ -407,6 +556,8 @@ def simulate_pair(
     # --- truth ------------------------------------------------------------------------------
     truth_rows = []
     for t in range(n_cell_types):
+        if not present_query[t]:  # a reference-only type: no query cluster, no truth row
+            continue
         if scenario == "coarse_reference":
             truth_rows.append((type_names[t], lineage_names[lineage_of_type[t]], "parent"))
         elif not present_reference[t]:
@@ -444,12 +595,32 @@ def simulate_pair(
     if similarity:  # recorded only when set, so that default outputs stay as they were
         params["missing_type_similarity"] = float(similarity)
         params["missing_type_nearest"] = type_names[nearest]
+    if divergence:
+        params["marker_divergence"] = float(divergence)
+    if n_reference_only:
+        params["n_reference_only_types"] = int(n_reference_only)
+        params["reference_only_types"] = ",".join(type_names[t] for t in reference_only)
+    if mean_library_size_reference is not None:
+        params["mean_library_size_reference"] = float(library_reference)
+    if full_length:
+        params["reference_protocol"] = reference_protocol
+        params["gene_length_log_sd"] = float(gene_length_log_sd)
+        params["pseudo_count_scale"] = float(pseudo_count_scale)
+        seed_lengths, seed_fragments = seed_protocol.spawn(2)
+        gene_length = _gene_lengths(n_genes, gene_length_log_sd, seed_lengths)
 
     # --- counts and AnnData -------------------------------------------------------------------
     var = pd.DataFrame(index=pd.Index(gene_names, dtype=object))
     out = []
-    for study, n_samples in zip(studies, (n_samples_query, n_samples_reference), strict=True):
-        X = _sample_counts(study, phi, _POISSON_THRESHOLD / mean_library_size)
+    libraries = (mean_library_size, library_reference)
+    for study, n_samples, mean_library in zip(
+        studies, (n_samples_query, n_samples_reference), libraries, strict=True
+    ):
+        X = _sample_counts(study, phi, _POISSON_THRESHOLD / mean_library)
+        study_var = var.copy()
+        if study.name == "reference" and full_length:
+            X = _full_length_counts(X, gene_length, pseudo_count_scale, seed_fragments)
+            study_var["gene_length"] = gene_length
         fine = pd.Categorical.from_codes(study.type_of_cell, categories=type_names)
         lineage = pd.Categorical.from_codes(
             lineage_of_type[study.type_of_cell], categories=lineage_names
@@ -476,7 +647,9 @@ def simulate_pair(
                 "params": {**params, "study": study.name},
             }
         }
-        out.append(ad.AnnData(X=X, obs=obs, var=var.copy(), uns=uns))
+        if moved is not None:
+            uns["simulation"]["moved_markers"] = moved.copy()
+        out.append(ad.AnnData(X=X, obs=obs, var=study_var, uns=uns))
     return out[0], out[1]
 
 
@@ -621,6 +794,103 @@ def _search_right(cum: np.ndarray, target: np.ndarray) -> np.ndarray:
         pos[active] -= 1
         active = active[cum_ext[pos[active]] > target[active]]
     return pos
+
+
+# ---------------------------------------------------------------------------------------------
+# opt-in regimes: reference-only types, full-length protocol
+
+
+def _reference_only_types(
+    n: int,
+    lineage_of_type: np.ndarray,
+    present_reference: np.ndarray,
+    seed: np.random.SeedSequence | None,
+) -> np.ndarray:
+    """``n`` types only the reference holds, drawn from their own stream: in a random order of
+    the types the reference holds, a type is taken while its lineage keeps another query type;
+    then, if fewer than ``n`` were taken, the next ones in that order."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(np.flatnonzero(present_reference))
+    in_query = np.ones(lineage_of_type.size, dtype=bool)
+    chosen = []
+    for t in order:
+        lineage = lineage_of_type == lineage_of_type[t]
+        if len(chosen) < n and (in_query & lineage).sum() >= 2:
+            chosen.append(int(t))
+            in_query[t] = False
+    for t in order:
+        if len(chosen) < n and in_query[t]:
+            chosen.append(int(t))
+            in_query[t] = False
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def _move_markers(
+    type_log: np.ndarray,
+    markers: pd.DataFrame,
+    type_names: list[str],
+    gene_names: list[str],
+    share: float,
+    n_markers_type: int,
+    seed: np.random.SeedSequence,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The reference's log-profiles with ``round(share * n_markers_type)`` of each type's own
+    program genes moved to another type drawn at random, and the table of moves."""
+    rng = np.random.default_rng(seed)
+    moved_log = type_log.copy()
+    n_move = int(round(share * n_markers_type))
+    gene_index = {g: i for i, g in enumerate(gene_names)}
+    rows = []
+    own = markers[markers["level"] == "cell_type"]
+    for t, name in enumerate(type_names):
+        program = own[own["program"] == name]
+        if n_move == 0 or program.empty:
+            continue
+        pick = rng.choice(len(program), size=min(n_move, len(program)), replace=False)
+        for k in np.sort(pick):
+            gene, effect = program["gene"].iloc[k], float(program["log_fold_change"].iloc[k])
+            target = int(rng.choice([u for u in range(len(type_names)) if u != t]))
+            g = gene_index[gene]
+            moved_log[t, g] -= effect
+            moved_log[target, g] += effect
+            rows.append((gene, name, type_names[target], effect))
+    columns = ["gene", "from_type", "to_type", "log_fold_change"]
+    return moved_log, pd.DataFrame(rows, columns=columns)
+
+
+def _gene_lengths(n_genes: int, log_sd: float, seed: np.random.SeedSequence) -> np.ndarray:
+    """Gene lengths in bp: ``2000 * LogNormal(0, log_sd)`` clipped to [200, 50,000]."""
+    rng = np.random.default_rng(seed)
+    lengths = _MEDIAN_GENE_LENGTH * np.exp(rng.normal(0.0, log_sd, size=n_genes))
+    return np.clip(lengths, *_GENE_LENGTH_BOUNDS)
+
+
+def _full_length_counts(
+    molecules: sp.csr_matrix,
+    gene_length: np.ndarray,
+    scale: float,
+    seed: np.random.SeedSequence,
+) -> sp.csr_matrix:
+    """Full-length reads of the captured ``molecules`` as ``round(scale * RPKM)`` (float64).
+
+    Each molecule of gene ``g`` yields ``Poisson(2 * len_g / 2000)`` fragments (a sum of
+    Poisson draws is one Poisson draw, so a cell's ``m`` molecules give
+    ``Poisson(m * 2 * len_g / 2000)``), and ``RPKM_g = fragments_g / (len_g / 1e3) /
+    (total fragments of the cell / 1e6)``.
+    """
+    rng = np.random.default_rng(seed)
+    X = molecules.tocsr().astype(np.float64)
+    rate = _FRAGMENTS_PER_MOLECULE * gene_length / _MEDIAN_GENE_LENGTH
+    X.data = rng.poisson(X.data * rate[X.indices]).astype(np.float64)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    row = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rpkm = X.data / (gene_length[X.indices] / 1e3) / (totals[row] / 1e6)
+    X.data = np.round(scale * np.nan_to_num(rpkm))
+    X.eliminate_zeros()
+    return X
 
 
 # ---------------------------------------------------------------------------------------------

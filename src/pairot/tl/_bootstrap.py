@@ -471,7 +471,7 @@ class Resampler:
         self.studies: dict[str, StudyDE] = {}
         self.cells = "cells" in kinds
         params = label_params(dm)
-        if "samples" in kinds and params["label_distance_mode"] == "robust":
+        if "samples" in kinds and params["label_distance_mode"] in ("robust", "auto"):
             log = logger.info if self.cells else logger.warning
             log(
                 "DatasetMap.bootstrap: the samples (donors) are not resampled: the robust label "

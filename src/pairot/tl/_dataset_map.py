@@ -20,6 +20,7 @@ from . import _checks as checks
 from ._checks import StageError
 from ._cost import _geometry, _labels, _studies
 from ._cost._geometry import Geometry
+from ._cost._label_diagnostics import diagnostics_of as label_term_diagnostics
 from ._cost._ott_arguments import translate
 from ._cost._problem import OTProblem, build_problem
 from ._cost._robust_label_distance import check_mode
@@ -216,8 +217,15 @@ class DatasetMap(DatasetMapAnswers):
             clusters' one-vs-all AUROC up-regulation profiles over all genes, for studies
             whose clusters have few or no markers passing the filters (few samples, small
             clusters, subtle subtypes); it uses ``gene_filtering`` and ``q_norm``, not the
-            marker thresholds (docs/method.md#robust-label-distance).
-            ``DEGs_label_distance`` lists the marker genes in both modes.
+            marker thresholds (docs/method.md#robust-label-distance). ``"auto"`` (not part
+            of the published method): the robust label distance, weighted to the scale of the
+            cell term (``lambda_feature=1``, ``lambda_label`` = the median spread of a query
+            cell's cell-term cost across the reference clusters), or left out
+            (``lambda_label=0``) when it agrees with the cell term no better than chance; the
+            decision and its reason are in ``label_distance_params["auto_decision"]``
+            (docs/method.md#automatic-label-distance). It decides the weights, so
+            ``lambda_feature`` and ``lambda_label`` must stay at their defaults.
+            ``DEGs_label_distance`` lists the marker genes in every mode.
         **kwargs
             Upstream pairOT forwarded extra arguments to OTT-JAX's ``PointCloud``; pairot
             accepts ``relative_epsilon=None/False`` and ``scale_cost=1`` (what it computes)
@@ -231,6 +239,14 @@ class DatasetMap(DatasetMapAnswers):
         epsilon = checks.check_positive(epsilon, "epsilon")
         batch_size = checks.check_positive(batch_size, "batch_size", integer=True)
         lambda_feature, lambda_label = checks.check_weights(lambda_feature, lambda_label)
+        if label_distance_mode == "auto" and (lambda_feature, lambda_label) != (0.5, 1.5):
+            msg = (
+                f"label_distance_mode='auto' decides the weights itself, got "
+                f"lambda_feature={lambda_feature}, lambda_label={lambda_label}; leave both at "
+                "their defaults (0.5, 1.5) with 'auto', or pass label_distance_mode='pairot' "
+                "or 'robust' to set them (docs/method.md#automatic-label-distance)."
+            )
+            raise ValueError(msg)
         # kept for bootstrap(), which rebuilds the label distance from resampled DE tables
         self._label_params = _labels.label_parameters(
             n_genes_ova=n_genes_ova,
@@ -257,6 +273,8 @@ class DatasetMap(DatasetMapAnswers):
             lambda_feature=lambda_feature,
             lambda_label=lambda_label,
         )
+        if labels.auto is not None:
+            self._label_params["auto_decision"] = dict(labels.auto)
         self._rank_distance = labels.rank_distance
         self._label_distance = labels.label_distance
         self._label_details = labels.details
@@ -436,10 +454,38 @@ class DatasetMap(DatasetMapAnswers):
         self._aggregates = None
         return self.ot_solution
 
+    def label_term_diagnostics(self) -> pd.DataFrame:
+        """Per query cluster, how much evidence its row of the label term has and whether the
+        cells agree with it (docs/method.md#accuracy-on-real-studies).
+
+        Returns
+        -------
+        DataFrame
+            Indexed by query cluster; columns ``n_cells`` (cells in the fit), ``n_markers``
+            (genes in the cluster's published marker list after ``init_geom``'s selection,
+            in every mode), ``saturated_share`` (share of its row of ``label_distance`` at
+            1), ``constant_row`` (a constant row does not move the plan), ``label_nearest``
+            (the reference cluster of smallest ``L``; None for a constant row),
+            ``cell_nearest`` (the reference cluster of smallest cluster-level cell-term cost,
+            each reference cluster's mean over the query clusters subtracted so that a
+            cluster close to all is nobody's default; on a seeded subsample of at most 2,000
+            cells per study) and ``disagree`` (both defined and different). Rows with few
+            markers, a high ``saturated_share`` or ``disagree`` are where the label term can
+            carry a cluster's cells to a reference cluster its cells do not resemble.
+        """
+        self._require("geom")
+        return label_term_diagnostics(
+            self.geom,
+            self._label_distance,
+            self._label_details,
+            self.query_clusters,
+            self.reference_clusters,
+        )
+
     # -------------------------------------------------------------- properties
     @property
     def label_distance_mode(self) -> str:
-        """The label distance ``init_geom`` built: ``"pairot"`` or ``"robust"``
+        """The label distance ``init_geom`` built: ``"pairot"``, ``"robust"`` or ``"auto"``
         (:class:`StageError` before ``init_geom``)."""
         self._require("geom")
         return self._label_params["label_distance_mode"]
@@ -447,9 +493,15 @@ class DatasetMap(DatasetMapAnswers):
     @property
     def label_distance_params(self) -> dict:
         """The marker and label-distance parameters ``init_geom`` used (a copy), with
-        ``label_distance_mode``; :meth:`bootstrap` rebuilds the label distance with them."""
+        ``label_distance_mode``; :meth:`bootstrap` rebuilds the label distance with them.
+        With ``label_distance_mode="auto"`` also ``auto_decision``: ``label_distance``
+        (``"robust"`` or ``"none"``), the weights used, ``cell_scale``, ``association``,
+        ``p_value`` and ``reason``."""
         self._require("geom")
-        return dict(self._label_params)
+        params = dict(self._label_params)
+        if "auto_decision" in params:
+            params["auto_decision"] = dict(params["auto_decision"])
+        return params
 
     @property
     def label_distance(self) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from scipy import sparse
 
 from ..._logging import logger
 from ...pp._validate import argument_text, part, study
+from ._auto_label_distance import cell_term_summary, decide
 from ._features import cosine_features, spearman_features, uninformative_features
 from ._labels import LabelModel, build_label_model
 
@@ -142,10 +143,16 @@ def build_cost(
     reference_clusters = list(reference_labels.categories)
     labels = build_label_model(info, query_clusters, reference_clusters, label_params)
     x, y = cell_features(adata1, adata2, embedding_layer)
-    if lambda_feature > 0:
-        _warn_uninformative(x, y, embedding_layer)
     qc = query_labels.codes.astype(np.int64)
     rc = reference_labels.codes.astype(np.int64)
+    if label_params["label_distance_mode"] == "auto":
+        M, scale = cell_term_summary(x, y, qc, rc, len(query_clusters), len(reference_clusters))
+        decision = decide(labels.label_distance.to_numpy(dtype=np.float64), M, scale)
+        lambda_feature, lambda_label = decision.lambda_feature, decision.lambda_label
+        labels.auto = decision.record()
+        logger.info("init_geom(label_distance_mode='auto'): %s.", decision.reason)
+    if lambda_feature > 0:
+        _warn_uninformative(x, y, embedding_layer)
     L = labels.label_distance
     Lv = L.to_numpy(dtype=np.float32)
     x_aug = np.concatenate([(-0.5 * lambda_feature) * x, (lambda_label * Lv)[qc]], axis=1).astype(

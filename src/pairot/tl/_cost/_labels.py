@@ -87,6 +87,8 @@ class LabelModel:
     rank_distance: pd.DataFrame
     label_distance: pd.DataFrame
     details: pd.DataFrame
+    #: ``label_distance_mode="auto"``: the decision (``AutoDecision.record()``), else None.
+    auto: dict | None = None
 
 
 def build_label_model(
@@ -104,7 +106,7 @@ def build_label_model(
     reference_markers = restrict_markers(reference_markers, reference_clusters, "adata2")
     q_norm = params["q_norm"]
     D, L, details = label_distance(query_markers, reference_markers, q_norm=q_norm)
-    if params["label_distance_mode"] == "robust":
+    if params["label_distance_mode"] in ("robust", "auto"):  # auto weighs the robust L
         D, L = robust_label_distance(
             info1["de_ova"],
             info2["de_ova"],

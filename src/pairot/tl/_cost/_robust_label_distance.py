@@ -32,8 +32,10 @@ from ._label_distance import _check_q_norm, normalize_label_distance
 __all__ = ["LABEL_DISTANCE_MODES", "check_mode", "robust_label_distance", "up_profiles"]
 
 #: The label distances ``DatasetMap.init_geom(label_distance_mode=...)`` can build:
-#: ``"pairot"``, the published method's ranked marker lists (the default), and ``"robust"``.
-LABEL_DISTANCE_MODES = ("pairot", "robust")
+#: ``"pairot"``, the published method's ranked marker lists (the default), ``"robust"``, and
+#: ``"auto"``, the robust one weighted (or dropped) by a rule on the pair's data
+#: (:mod:`._auto_label_distance`).
+LABEL_DISTANCE_MODES = ("pairot", "robust", "auto")
 
 _OVA_COLUMNS = ("cluster", "gene", "auroc")
 
@@ -50,7 +52,8 @@ def check_mode(mode) -> str:
         msg = (
             f"label_distance_mode={mode!r} is not a label distance; choose one of "
             f"{list(LABEL_DISTANCE_MODES)} ('pairot', the published method, is the default; "
-            "'robust' for studies with few markers, see docs/method.md#robust-label-distance)."
+            "'robust' for studies with few markers, see docs/method.md#robust-label-distance; "
+            "'auto' to let the pair decide, see docs/method.md#automatic-label-distance)."
         )
         raise ValueError(msg)
     return mode

@@ -244,8 +244,12 @@ def test_two_clusters_of_one_study_that_are_one_type_are_joined(sim):
     assert apart.loc[apart["A"] == "L1_T2", "B"].tolist() == ["L1_T2a", "L1_T2b"]
 
 
-def test_resume_loads_every_stored_pair_and_refits_what_changed(three, monkeypatch, caplog):
-    studies, out, fitted = three
+def test_resume_loads_every_stored_pair_and_refits_what_changed(
+    three, tmp_path, monkeypatch, caplog
+):
+    studies, shared, fitted = three
+    out = tmp_path / "copy"  # the fixture's folder stays as it is for the other tests
+    shutil.copytree(shared, out)
     calls = counting(monkeypatch)
     again = pr.tl.AtlasMap(studies, out_dir=out, init_geom=GEOM).solve(progress=False)
     assert calls == [] and set(again.solve_log.values()) == {"loaded"}
@@ -324,3 +328,66 @@ def test_bad_inputs(pair, sim):
         atlas.harmonize()
     with pytest.raises(KeyError, match="none: call solve\\(\\) first"):
         atlas.distance("A", "B")
+
+
+def test_a_star_around_one_study(three):
+    """solve(reference="B"): pairs (A, B) and (C, B) only; A and C, never fitted together,
+    are assumed compatible and meet in one row through B."""
+    studies, out, _ = three
+    star = pr.tl.AtlasMap(studies, out_dir=out, init_geom=GEOM).solve(reference="B", progress=False)
+    assert star.solve_log == {("A", "B"): "loaded", ("C", "B"): "fitted"}
+    table = star.harmonize()
+    assert columns(table, ["A", "B", "C"])[:3] == [
+        ("a1", "L1_T1", "c-one", "one-to-one"),
+        ("a2", "L1_T2", "c-two", "one-to-one"),
+        ("a3", "L2_T1", "c-three", "one-to-one"),
+    ]
+    assert (table.loc[:2, "n_tested"] == 2).all() and (table.loc[:2, "n_links"] == 2).all()
+
+
+def fake(a, b, rows, cols, links):
+    """A PairResult whose "mean" mapping (and transported mass) is 1 on ``links``, else 0."""
+    from pairot.tl._atlas._pair import PairResult
+
+    values = pd.DataFrame(
+        0.0, index=pd.Index(rows, name="query"), columns=pd.Index(cols, name="reference")
+    )
+    for k, c in links:
+        values.loc[k, c] = 1.0
+    distance = 1.5 - values
+    return PairResult(a, b, values, values.copy(), distance, None, None)
+
+
+def test_rows_are_maximal_cliques_and_open_triangles_are_reported():
+    from pairot.tl._atlas import _harmonize
+
+    clusters = {"A": ["T"], "B": ["T1", "T2"], "C": ["u1", "u2"]}
+    results = {
+        ("A", "B"): fake("A", "B", ["T"], ["T1", "T2"], [("T", "T1"), ("T", "T2")]),
+        ("A", "C"): fake("A", "C", ["T"], ["u1", "u2"], [("T", "u1"), ("T", "u2")]),
+        ("B", "C"): fake("B", "C", ["T1", "T2"], ["u1", "u2"], [("T1", "u1"), ("T2", "u2")]),
+    }
+    run = lambda results: _harmonize.harmonize(  # noqa: E731
+        ["A", "B", "C"],
+        clusters,
+        results,
+        threshold_mapping=0.25,
+        threshold_distance=None,
+        separated=lambda *_: True,
+    )
+    table, disagreements, links = run(results)
+    assert columns(table, ["A", "B", "C"]) == [
+        ("T", "T1", "u1", "split"),
+        ("T", "T2", "u2", "split"),
+    ]
+    assert disagreements.empty and len(links) == 6
+    # B and C disagree with A: B's T2 and C's u2 are linked to A's T, not to each other
+    results[("B", "C")] = fake("B", "C", ["T1", "T2"], ["u1", "u2"], [("T1", "u1")])
+    table, disagreements, _ = run(results)
+    assert columns(table, ["A", "B", "C"]) == [
+        ("T", "T1", "u1", "split"),
+        ("T", "T2", "NONE", "split"),
+        ("T", "NONE", "u2", "split"),
+    ]
+    assert disagreements["kind"].tolist() == ["not_transitive"]
+    assert disagreements["clusters"].tolist() == ["B:T2; A:T; C:u2"]

@@ -300,5 +300,5 @@ class AtlasMap:
         """Where the pairs disagree (columns ``kind, clusters, detail``): a no-match flag
         against a match passing the thresholds (``"flagged_but_matched"``; the link is
         dropped) and two clusters linked through a third that their own fitted pair does not
-        link (``"not_transitive"``)."""
+        link while neither has a partner in the other's study (``"not_transitive"``)."""
         return self.harmonize(threshold_mapping, threshold_distance).attrs["disagreements"]

@@ -316,7 +316,8 @@ def _table(rows, names, clusters, linked, index, tested) -> pd.DataFrame:
 def _disagreements(links, nodes, linked, tested, study_of) -> pd.DataFrame:
     """Where the pairs disagree: a no-match flag against a passing match (the link is
     dropped), and two clusters linked through a third cluster that their own pair, fitted,
-    does not link."""
+    does not link, while neither has any partner in the other's study (with a partner, the
+    third cluster is simply coarser: a split)."""
     out = []
     for row in links[~links["kept"]].itertuples(index=False):
         out.append(
@@ -345,7 +346,11 @@ def _disagreements(links, nodes, linked, tested, study_of) -> pd.DataFrame:
                     or study_of[w] == study_of[v]
                 ):
                     continue
-                if tested(u, w) and frozenset((u, w)) not in linked:
+                # explained by v being coarser when u or w has a partner in the other's study
+                explained = any(study_of[x] == study_of[w] for x in neighbours[u]) or any(
+                    study_of[x] == study_of[u] for x in neighbours[w]
+                )
+                if tested(u, w) and frozenset((u, w)) not in linked and not explained:
                     (su, cu), (sv, cv), (sw, cw) = nodes[u], nodes[v], nodes[w]
                     out.append(
                         {
@@ -353,8 +358,9 @@ def _disagreements(links, nodes, linked, tested, study_of) -> pd.DataFrame:
                             "clusters": f"{su}:{cu}; {sv}:{cv}; {sw}:{cw}",
                             "detail": (
                                 f"{sv}:{cv} is linked to {su}:{cu} and to {sw}:{cw}, which the "
-                                f"pair ({su}, {sw}) does not link: {sv}:{cv} is coarser, or a "
-                                "pair disagrees."
+                                f"pair ({su}, {sw}) does not link, nor either of them to any "
+                                f"cluster of the other study: {sv}:{cv} is coarser than two "
+                                "types each study lacks, or the pairs disagree."
                             ),
                         }
                     )

@@ -305,6 +305,8 @@ def test_bad_inputs(pair, sim):
         pr.tl.AtlasMap({"A": a, "B": b[:, 1:].copy()})
     with pytest.raises(ValueError, match="preprocess_studies"):
         pr.tl.AtlasMap({"A": a, "B": sim["B"]})
+    with pytest.raises(ValueError, match="uses for its own columns"):
+        pr.tl.AtlasMap({"A": a, "relation": b})
     with pytest.raises(ValueError, match="differ only in case"):
         pr.tl.AtlasMap({"A": a, "a": b})
     bad = b.copy()

@@ -10,6 +10,21 @@ from anndata import AnnData
 
 from .._dataset_map import DatasetMap
 
+#: The columns of the harmonized table besides the studies' (no study may be named so).
+RESERVED = frozenset(
+    {
+        "relation",
+        "group",
+        "n_studies",
+        "n_links",
+        "n_tested",
+        "n_reciprocal",
+        "mean_mapping",
+        "max_distance",
+        "joined",
+    }
+)
+
 
 def check_studies(studies) -> list[str]:
     """The study names, in order, after checking that ``studies`` is what
@@ -29,6 +44,13 @@ def check_studies(studies) -> list[str]:
         msg = (
             f"studies has {len(names)} stud{'y' if len(names) == 1 else 'ies'} ({names}); an "
             "atlas needs at least two (for one pair, DatasetMap does the same)."
+        )
+        raise ValueError(msg)
+    reserved = [name for name in names if name in RESERVED]
+    if reserved:
+        msg = (
+            f"studies has the name(s) {reserved}, which harmonize() uses for its own columns "
+            f"{sorted(RESERVED)}; rename those studies."
         )
         raise ValueError(msg)
     folded: dict[str, list[str]] = {}

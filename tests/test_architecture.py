@@ -117,6 +117,7 @@ _FACADE = (
     "pairot.tl._bootstrap",
     "pairot.tl._solve",
     "pairot.tl._checks",
+    "pairot.tl._atlas",
 )
 #: The figures and the command line, on top of everything.
 _FRONT = ("pairot.pl", "pairot.cli", "pairot._run", "pairot._report")
@@ -128,6 +129,17 @@ FORBIDDEN = {
     "pairot.tl._cost": ("pairot.tl._ot", "pairot.tl._answers", *_FACADE, *_FRONT),
     "pairot.tl._answers": (*_FACADE, *_FRONT),
     "pairot.tl._dataset_map_answers": ("pairot.tl._cost", "pairot.tl._ot", "pairot.tl._solve"),
+    # the atlas sits above DatasetMap and uses only its public methods (and pp)
+    "pairot.tl._atlas": (
+        "pairot.tl._cost",
+        "pairot.tl._ot",
+        "pairot.tl._answers",
+        "pairot.tl._solve",
+        "pairot.tl._bootstrap",
+        "pairot.tl._checks",
+        "pairot.tl._dataset_map_answers",
+        *_FRONT,
+    ),
     "pairot.tl": _FRONT,
     "pairot.pl": _FRONT[1:],
 }

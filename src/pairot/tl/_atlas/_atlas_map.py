@@ -1,0 +1,304 @@
+"""``AtlasMap``: many studies, fitted pair by pair with ``DatasetMap``, harmonized into one
+table of cell types (docs/method.md#many-studies-atlas).
+
+A facade: each public method checks its arguments (``_checks``) and makes one call into the
+pair fits (``_pair``), the store (``_store``) or the harmonization (``_harmonize``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from .._dataset_map import DatasetMap
+from . import _checks as checks
+from . import _harmonize, _store
+from ._pair import PairResult, fit_pair
+
+logger = logging.getLogger("pairot")
+
+
+class AtlasMap:
+    """Map the cell types of many studies onto each other, pair by pair, and harmonize them.
+
+    Parameters
+    ----------
+    studies
+        Study name -> preprocessed AnnData, as :func:`pairot.pp.preprocess_studies` returns
+        (at least two, the same genes in the same order). Never modified.
+    out_dir
+        A folder for each fitted pair's outputs (mapping in both directions, distance,
+        no-match tables, ``pair.json``); a later :meth:`solve` with the same folder and
+        parameters loads them instead of fitting again (resume). ``None``: in memory only.
+    init_geom, init_problem, solve
+        Keyword options given to every pair's ``DatasetMap.init_geom``, ``init_problem`` and
+        ``solve`` (``None``: DatasetMap's defaults). Per-cell marginals (``a``, ``b``) are
+        refused: they belong to one pair.
+    unmatched
+        The options of ``DatasetMap.unmatched_clusters`` for the no-match flags (``tau_a``,
+        ``min_retained``, ``max_mapping_ratio``; ``None`` or ``True``: its defaults), or
+        ``False`` to skip them (two solves fewer per pair; no link is then dropped by a flag).
+
+    Examples
+    --------
+    >>> studies = pr.pp.preprocess_studies(raw, "cell_type", "sample_id")
+    >>> atlas = pr.tl.AtlasMap(studies, out_dir="atlas")
+    >>> atlas.solve()                      # every pair once
+    >>> atlas.mapping("B", "A")            # either direction
+    >>> table = atlas.harmonize()
+    """
+
+    def __init__(
+        self,
+        studies: Mapping[str, AnnData],
+        *,
+        out_dir: str | Path | None = None,
+        init_geom: Mapping | None = None,
+        init_problem: Mapping | None = None,
+        solve: Mapping | None = None,
+        unmatched: Mapping | bool | None = None,
+    ):
+        self.study_names = checks.check_studies(studies)
+        self.studies = {name: studies[name] for name in self.study_names}
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self._options = {
+            "init_geom": checks.check_options("init_geom", init_geom),
+            "init_problem": checks.check_options("init_problem", init_problem),
+            "solve": checks.check_options("solve", solve),
+            "unmatched": checks.check_unmatched(unmatched),
+        }
+        self._results: dict[tuple[str, str], PairResult] = {}
+        self._fingerprints: dict[str, str] = {}
+        #: What the last :meth:`solve` did per pair: ``"fitted"`` or ``"loaded"``.
+        self.solve_log: dict[tuple[str, str], str] = {}
+
+    # ----------------------------------------------------------------- fitting
+    def _record(self, a: str, b: str) -> dict:
+        for name in (a, b):
+            if name not in self._fingerprints:
+                self._fingerprints[name] = _store.study_fingerprint(self.studies[name])
+        return {
+            "init_geom": _store.jsonable(self._options["init_geom"]),
+            "init_problem": _store.jsonable(self._options["init_problem"]),
+            "solve": _store.jsonable(self._options["solve"]),
+            "unmatched": _store.jsonable(self._options["unmatched"]),
+            "fingerprint_a": self._fingerprints[a],
+            "fingerprint_b": self._fingerprints[b],
+        }
+
+    def solve(self, pairs=None, *, reference: str | None = None, progress: bool = True):
+        """Fit the pairs, each once (its first study as the query).
+
+        Parameters
+        ----------
+        pairs
+            ``None`` (default): every unordered pair ``(a, b)`` in study order, ``a`` before
+            ``b``; or a list of ``(query, reference)`` tuples, each pair once.
+        reference
+            A study name: the star of pairs ``(s, reference)`` for every other study ``s``.
+        progress
+            A progress bar over the pairs, and each solve's own bar.
+
+        Each pair is read in both directions from its one fit (see :meth:`mapping`). With
+        ``out_dir``, a pair already stored there with the same parameters and studies is
+        loaded instead of fitted; a finished pair is written at once, so an interrupted run
+        loses at most the pair in progress. Returns ``self``.
+        """
+        todo = checks.check_pairs(pairs, reference, self.study_names)
+        self.solve_log = {}
+        with tqdm(total=len(todo), desc="Pairs", disable=not progress, leave=False) as bar:
+            for a, b in todo:
+                result = None
+                record = self._record(a, b) if self.out_dir is not None else None
+                if self.out_dir is not None:
+                    result = _store.load_pair(self.out_dir, a, b, record)
+                if result is None:
+                    logger.info("Pair (%s, %s): fitting %s as query, %s as reference.", a, b, a, b)
+                    result = fit_pair(
+                        self.studies[a], self.studies[b], a, b, self._options, progress
+                    )
+                    if self.out_dir is not None:
+                        _store.write_pair(self.out_dir, result, record)
+                    self.solve_log[(a, b)] = "fitted"
+                else:
+                    self.solve_log[(a, b)] = "loaded"
+                # the same pair fitted earlier the other way round is replaced
+                self._results.pop((b, a), None)
+                self._results[(a, b)] = result
+                bar.update()
+        return self
+
+    # ------------------------------------------------------------- the answers
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The fitted pairs, as ``(query, reference)`` of their fit."""
+        return list(self._results)
+
+    def _pair(self, a: str, b: str) -> PairResult:
+        for name in (a, b):
+            if name not in self.studies:
+                msg = f"{name!r} is not a study of this atlas; the studies are {self.study_names}."
+                raise KeyError(msg)
+        result = self._results.get((a, b)) or self._results.get((b, a))
+        if result is None:
+            fitted = (
+                ", ".join(f"({x}, {y})" for x, y in self._results) or "none: call solve() first"
+            )
+            msg = f"the pair ({a}, {b}) is not fitted; fitted pairs: {fitted}."
+            raise KeyError(msg)
+        return result
+
+    def mapping(self, a: str, b: str, method: str = "mean") -> pd.DataFrame:
+        """The mapping of study ``a``'s clusters (rows, ``query``) onto ``b``'s (columns,
+        ``reference``), in either direction of a fitted pair.
+
+        ``method``: ``"mean"`` (default) or ``"transported_mass"``, with DatasetMap's
+        meaning. For the direction of the fit it is ``DatasetMap(a, b).compute_mapping``;
+        the other direction is read from the same plan: ``mapping(b, a, "mean")`` is
+        ``mapping(a, b, "transported_mass")`` transposed, exactly (docs/method.md: the reverse
+        reading). ``KeyError`` naming the fitted pairs when ``(a, b)`` is not one.
+        """
+        return self._pair(a, b).mapping(a, method)
+
+    def distance(self, a: str, b: str) -> pd.DataFrame:
+        """The distance between ``a``'s clusters (rows) and ``b``'s (columns): DatasetMap's
+        ``compute_distance`` of the pair's fit, transposed for the other direction."""
+        return self._pair(a, b).distance_from(a)
+
+    def unmatched(self, a: str, b: str) -> pd.DataFrame:
+        """The no-match flags of ``a``'s clusters against ``b`` (index ``cluster``; columns
+        ``unmatched, score, retained, mapping_ratio, best_match, best_mapping, reason``).
+        For the query of the fit it is ``DatasetMap.unmatched_clusters``; for the reference,
+        the same rule mirrored (docs/method.md)."""
+        table = self._pair(a, b).unmatched(a)
+        if table is None:
+            msg = "the no-match flags were not computed (AtlasMap(..., unmatched=False))."
+            raise ValueError(msg)
+        return table
+
+    def matches(
+        self,
+        a: str,
+        b: str,
+        threshold_mapping: float | None = 0.25,
+        threshold_distance: float | None = 1.0,
+    ) -> pd.DataFrame:
+        """``DatasetMap.select_similar_clusters(..., output="table")`` of the direction
+        ``a -> b`` (query ``a``)."""
+        self._pair(a, b)  # KeyError for a pair not fitted
+        return DatasetMap.select_similar_clusters(
+            self.mapping(a, b),
+            self.distance(a, b),
+            threshold_mapping,
+            threshold_distance,
+            output="table",
+        )
+
+    def _clusters(self) -> dict[str, list[str]]:
+        out = {}
+        for name in self.study_names:
+            adata = self.studies[name]
+            labels = adata.obs[adata.uns["pairot"]["cell_type_key"]]
+            if isinstance(labels.dtype, pd.CategoricalDtype):
+                present = set(labels.astype(str))
+                names = [str(c) for c in labels.cat.categories if str(c) in present]
+            else:
+                names = list(dict.fromkeys(labels.astype(str)))
+            out[name] = names
+        return out
+
+    def _separated(self):
+        geom = self._options["init_geom"]
+        lfc = geom.get("logfc_threshold", 1.0)
+        p = geom.get("adj_p_val_threshold", 0.05)
+        auroc = geom.get("auroc_threshold", 0.6)
+        passing = {}
+        for name in self.study_names:
+            table = self.studies[name].uns["pairot"].get("de_ava")
+            if not isinstance(table, pd.DataFrame):
+                passing[name] = None
+                continue
+            keep = (table["logFC"] >= lfc) & (table["adj.P.Val"] <= p) & (table["auroc"] >= auroc)
+            hit = table.loc[keep, ["cluster", "versus"]].astype(str)
+            passing[name] = set(zip(hit["cluster"], hit["versus"], strict=True))
+
+        def separated(study: str, x: str, y: str) -> bool:
+            pairs = passing[study]
+            return pairs is None or (x, y) in pairs or (y, x) in pairs
+
+        return separated
+
+    def harmonize(
+        self,
+        threshold_mapping: float = 0.25,
+        threshold_distance: float | None = None,
+        *,
+        join: bool = True,
+    ) -> pd.DataFrame:
+        """One row per harmonized cell type, at the finest level any study resolves.
+
+        Columns: one per study (its cluster for the row; ``"NONE"`` where it has none; a
+        coarser cluster repeated in each finer row it covers; clusters of one study that are
+        one type joined with ``" | "``), then ``relation`` (``"one-to-one"``, ``"split"``,
+        ``"merge"``, ``"complex"``, ``"unique"``), ``group`` (the connected group of links),
+        ``n_studies``, ``n_links`` (links among the row's clusters), ``n_tested`` (pairs of
+        the row's clusters whose studies' pair was fitted), ``n_reciprocal`` (links that are
+        reciprocal best matches), ``mean_mapping`` (mean over the
+        links of the higher of the two directions' ``"mean"`` mapping), ``max_distance`` and
+        ``joined`` (studies whose clusters were joined). The rule is in docs/method.md
+        (many studies); ``attrs["disagreements"]`` is :meth:`disagreements`,
+        ``attrs["links"]`` every candidate link.
+
+        Parameters
+        ----------
+        threshold_mapping, threshold_distance
+            Those of ``DatasetMap.select_similar_clusters`` for a link, in either direction.
+            No distance threshold by default (``None``): with pairot's label distance a
+            coarse cluster and each of its finer subtypes are as far apart (about 1.6 on the
+            simulations) as unrelated types, because their marker lists differ, so the
+            distance would cut every split and merge; the no-match flags guard against
+            links of a type the other study lacks. ``1.0`` applies
+            ``select_similar_clusters``' default.
+        join
+            Join clusters of one study that fall into rows differing only in them, when that
+            study's DE finds no marker between them; ``False`` keeps every cluster apart.
+        """
+        if not self._results:
+            msg = "AtlasMap has no fitted pairs yet: call solve() first."
+            raise ValueError(msg)
+        table, disagreements, links = _harmonize.harmonize(
+            self.study_names,
+            self._clusters(),
+            self._results,
+            threshold_mapping=threshold_mapping,
+            threshold_distance=threshold_distance,
+            separated=self._separated() if join else None,
+        )
+        if len(disagreements):
+            logger.warning(
+                "The pairs disagree in %d place(s); see AtlasMap.disagreements().",
+                len(disagreements),
+            )
+        table.attrs["disagreements"] = disagreements
+        table.attrs["links"] = links
+        table.attrs["params"] = {
+            "threshold_mapping": threshold_mapping,
+            "threshold_distance": threshold_distance,
+            "join": join,
+            "pairs": [list(p) for p in self._results],
+        }
+        return table
+
+    def disagreements(
+        self, threshold_mapping: float = 0.25, threshold_distance: float | None = None
+    ) -> pd.DataFrame:
+        """Where the pairs disagree (columns ``kind, clusters, detail``): a no-match flag
+        against a match passing the thresholds (``"flagged_but_matched"``; the link is
+        dropped) and two clusters linked through a third that their own fitted pair does not
+        link while neither has a partner in the other's study (``"not_transitive"``)."""
+        return self.harmonize(threshold_mapping, threshold_distance).attrs["disagreements"]

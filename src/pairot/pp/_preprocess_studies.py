@@ -12,40 +12,7 @@ from ._constants import MIN_SHARED_GENES
 from ._counts import check_gene_symbols, parse_counts
 from ._preprocess import checked_options, preprocess_steps
 from ._study import Columns
-from ._validate import (
-    check_adata,
-)
-
-
-def _study_names(studies) -> list[str]:
-    if not isinstance(studies, Mapping):
-        msg = (
-            f"studies must be a dict of study name -> AnnData, got {type(studies).__name__}; "
-            "e.g. studies={'smith2020': adata_a, 'lee2021': adata_b}."
-        )
-        raise TypeError(msg)
-    names = list(studies)
-    bad = [name for name in names if not isinstance(name, str) or not name]
-    if bad:
-        msg = f"studies has names {bad!r}; name every study by a non-empty string."
-        raise TypeError(msg)
-    if len(names) < 2:
-        msg = (
-            f"studies has {len(names)} stud{'y' if len(names) == 1 else 'ies'} ({names}); "
-            "preprocess_studies needs at least two (for one pair, preprocess_adatas does the same)."
-        )
-        raise ValueError(msg)
-    folded = {}
-    for name in names:
-        folded.setdefault(name.casefold(), []).append(name)
-    clash = [group for group in folded.values() if len(group) > 1]
-    if clash:
-        msg = (
-            f"studies has names that differ only in case, {clash[0]}; output files and tables "
-            "name studies by these names: make them distinct."
-        )
-        raise ValueError(msg)
-    return names
+from ._validate import check_adata, check_study_names
 
 
 def _per_study(value, argument: str, names: list[str], *, allow_none: bool = False) -> dict:
@@ -136,7 +103,7 @@ genes_to_keep, genes_to_drop, chunk_size, store_pseudobulk, min_shared_genes
     of all studies (HVG counts, DE tables and, with ``store_pseudobulk``, the summed
     profiles) are held in memory together.
     """
-    names = _study_names(studies)
+    names = check_study_names(studies, what="AnnData", one_study="preprocess_adatas")
     for name in names:
         check_adata(studies[name], name)
     options = checked_options(

@@ -327,3 +327,37 @@ def as_gene_list(genes, argument: str) -> list[str] | None:
         msg = f"{argument} must be a list of gene names, got {genes!r}."
         raise TypeError(msg)
     return [str(g) for g in genes]
+
+
+def check_study_names(studies, *, what: str, one_study: str) -> list[str]:
+    """The names of ``studies`` (a dict name -> study), in order: at least two, non-empty
+    strings, distinct also ignoring case (they name files and columns). ``what``: what the
+    values must be, for the message; ``one_study``: what to use for a single pair."""
+    if not isinstance(studies, Mapping):
+        msg = (
+            f"studies must be a dict of study name -> {what}, got {type(studies).__name__}; "
+            "e.g. studies={'smith2020': adata_a, 'lee2021': adata_b}."
+        )
+        raise TypeError(msg)
+    names = list(studies)
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if bad:
+        msg = f"studies has names {bad!r}; name every study by a non-empty string."
+        raise TypeError(msg)
+    if len(names) < 2:
+        msg = (
+            f"studies has {len(names)} stud{'y' if len(names) == 1 else 'ies'} ({names}); "
+            f"at least two are needed (for one pair, {one_study} does the same)."
+        )
+        raise ValueError(msg)
+    folded: dict[str, list[str]] = {}
+    for name in names:
+        folded.setdefault(name.casefold(), []).append(name)
+    clash = [group for group in folded.values() if len(group) > 1]
+    if clash:
+        msg = (
+            f"studies has names that differ only in case, {clash[0]}; files and tables name "
+            "studies by these names: make them distinct."
+        )
+        raise ValueError(msg)
+    return names

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from anndata import AnnData
 
+from ...pp._validate import check_study_names
 from .._dataset_map import DatasetMap
 
 #: The columns of the harmonized table besides the studies' (no study may be named so).
@@ -29,38 +30,14 @@ RESERVED = frozenset(
 def check_studies(studies) -> list[str]:
     """The study names, in order, after checking that ``studies`` is what
     :func:`pairot.pp.preprocess_studies` returns."""
-    if not isinstance(studies, Mapping):
-        msg = (
-            f"studies must be a dict of study name -> preprocessed AnnData (what "
-            f"pr.pp.preprocess_studies returns), got {type(studies).__name__}."
-        )
-        raise TypeError(msg)
-    names = list(studies)
-    bad = [name for name in names if not isinstance(name, str) or not name]
-    if bad:
-        msg = f"studies has names {bad!r}; name every study by a non-empty string."
-        raise TypeError(msg)
-    if len(names) < 2:
-        msg = (
-            f"studies has {len(names)} stud{'y' if len(names) == 1 else 'ies'} ({names}); an "
-            "atlas needs at least two (for one pair, DatasetMap does the same)."
-        )
-        raise ValueError(msg)
+    names = check_study_names(
+        studies, what="preprocessed AnnData (pr.pp.preprocess_studies)", one_study="DatasetMap"
+    )
     reserved = [name for name in names if name in RESERVED]
     if reserved:
         msg = (
             f"studies has the name(s) {reserved}, which harmonize() uses for its own columns "
             f"{sorted(RESERVED)}; rename those studies."
-        )
-        raise ValueError(msg)
-    folded: dict[str, list[str]] = {}
-    for name in names:
-        folded.setdefault(name.casefold(), []).append(name)
-    clash = [group for group in folded.values() if len(group) > 1]
-    if clash:
-        msg = (
-            f"studies has names that differ only in case, {clash[0]}; the output folder names "
-            "pairs by study: make the names distinct."
         )
         raise ValueError(msg)
     for name in names:

@@ -86,7 +86,8 @@ class CountsSource:
     where: str
 
 
-def _in_memory(frame) -> pd.DataFrame:
+def in_memory(frame) -> pd.DataFrame:
+    """``obs`` / ``var`` as a pandas DataFrame (a lazy AnnData holds them as ``Dataset2D``)."""
     return frame if isinstance(frame, pd.DataFrame) else frame.to_memory()
 
 
@@ -110,7 +111,7 @@ def counts_source(adata, location: CountsLocation, name: str, argument: str) -> 
         X, rows, genes = x_of(adata)
         # a backed view reads its parent's X at its positions: its genes index the parent's var
         var = adata._adata_ref.var if genes is not None else adata.var
-        return CountsSource(X, rows, genes, _in_memory(var), "X")
+        return CountsSource(X, rows, genes, in_memory(var), "X")
     parent, rows, genes = _parent(adata)
     if location.kind == "raw":
         raw = parent.raw
@@ -124,7 +125,7 @@ def counts_source(adata, location: CountsLocation, name: str, argument: str) -> 
         if _is_lazy(adata):  # a lazy view subsets raw lazily itself
             raw = adata.raw
             rows = None
-        var = _in_memory(raw.var)
+        var = in_memory(raw.var)
         if not var.index.is_unique:
             dup = var.index[var.index.duplicated()].unique()[:5].tolist()
             msg = (
@@ -145,7 +146,7 @@ def counts_source(adata, location: CountsLocation, name: str, argument: str) -> 
     if _is_lazy(adata):
         rows = genes = None
     var = adata.var if _is_lazy(adata) else parent.var
-    return CountsSource(X, rows, genes, _in_memory(var), location.where)
+    return CountsSource(X, rows, genes, in_memory(var), location.where)
 
 
 def _layers_text(adata) -> str:
@@ -190,7 +191,7 @@ def _symbol_column(source, adata, symbols: str, name: str, argument: str) -> pd.
     if symbols in var.columns:
         return var[symbols]
     if source.where == "raw.X":
-        main = _in_memory(adata.var)
+        main = in_memory(adata.var)
         if symbols in main.columns and var.index.isin(main.index).all():
             return main[symbols].reindex(var.index)
     where = "raw.var" if source.where == "raw.X" else "var"

@@ -19,6 +19,7 @@ from ._counts import (
     CountsLocation,
     counts_source,
     gene_names,
+    in_memory,
     suggested_counts,
     unique_gene_columns,
 )
@@ -76,13 +77,6 @@ class Study:
         return run_pass(self.reader, spec, **kwargs)
 
 
-def _in_memory_frame(frame) -> pd.DataFrame:
-    """``obs`` / ``var`` as a pandas DataFrame (a lazy AnnData holds them as ``Dataset2D``)."""
-    if isinstance(frame, pd.DataFrame):
-        return frame
-    return frame.to_memory()
-
-
 def open_study(
     adata: AnnData,
     name: str,
@@ -119,7 +113,7 @@ def open_study(
         counts_fix=lambda: counts_fix(adata, name, counts, counts_arg),
     )
     var = source.var if source.genes is None else source.var.iloc[source.genes]
-    obs = _in_memory_frame(adata.obs)
+    obs = in_memory(adata.obs)
     return Study(
         name=name,
         reader=reader,

@@ -199,3 +199,35 @@ def decide(L: np.ndarray, M: np.ndarray, s: float) -> AutoDecision:
         f"{association:.3f}, permutation p = {p_value:.3f} < {ALPHA}); weighted to the cell "
         f"term's scale (lambda_label = s = {s:.4f}, lambda_feature = 1)",
     )  # fmt: skip
+
+
+def coverage_association(L: np.ndarray, M: np.ndarray, **kwargs) -> tuple[float, float]:
+    """:func:`label_cell_association` with a constant row of ``L`` counted as agreement 0
+    (it says nothing about its cluster) instead of left out: the mean is over every row of
+    ``M`` without a missing value, so two label distances with different numbers of constant
+    rows are compared on the same clusters. The p-value is the same as
+    :func:`label_cell_association`'s (observed and null means are scaled alike)."""
+    L = np.asarray(L, dtype=np.float64)
+    M = np.asarray(M, dtype=np.float64)
+    finite = np.isfinite(M).all(axis=1)
+    informative = finite & (np.ptp(L, axis=1) > 0)
+    association, p_value = label_cell_association(L, M, **kwargs)
+    if not finite.any():
+        return 0.0, p_value
+    return association * informative.sum() / finite.sum(), p_value
+
+
+def choose(candidates: dict, M: np.ndarray, s: float) -> tuple[str, float, dict]:
+    """Of several label distances (name -> ``L``), the one whose rows agree best with the
+    cell-term cost ``M`` (:func:`coverage_association`) among those that agree beyond chance
+    (permutation ``p < ALPHA``), weighted ``lambda_label = s``; ``"none"`` (weight 0) when no
+    candidate is significant. Ties keep the first candidate given. Returns the name, the
+    weight and ``{name: (association, p_value)}``."""
+    tests = {name: coverage_association(L, M) for name, L in candidates.items()}
+    eligible = [
+        name for name, (_, p) in tests.items() if p < ALPHA and np.ptp(candidates[name]) > 0
+    ]
+    if not eligible or not s > 0:
+        return "none", 0.0, tests
+    best = max(eligible, key=lambda name: tests[name][0])  # first wins a tie
+    return best, float(s), tests

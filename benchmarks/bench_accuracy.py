@@ -15,7 +15,9 @@ then fit the map three times:
 - ``auto_choice``: a tested variant of ``auto`` (see docs/method.md#automatic-label-distance):
   the same weights, but the label distance (published or robust) whose rows agree better with
   the cell term (:func:`~pairot.tl._cost._auto_label_distance.choose`), or none when neither
-  agrees beyond chance; built by the script from the ``auto`` fit's geometry;
+  agrees beyond chance; built by the script from the ``auto`` fit's geometry (where it picks
+  what ``auto`` picked, the geometry is ``auto``'s and its row is copied);
+- ``auto_shrink``: ``auto_choice`` with the weight times the chosen distance's agreement;
 
 and count the query clusters whose best ``"mean"`` mapping score is their true reference
 cluster (top-1 correct), and the query cells (of the scored clusters) whose ``best`` in
@@ -30,7 +32,7 @@ PBMC pairs the truth is the same ``bulk_labels`` name in both halves.
 robust mode (built here from the same DE tables and put into the same geometry).
 
     python benchmarks/bench_accuracy.py [--regimes plentiful,few_samples,...] [--seeds 10]
-        [--variants]
+        [--variants] [--methods default,robust,cell,auto,auto_choice] [--csv rows.csv]
 """
 
 from __future__ import annotations

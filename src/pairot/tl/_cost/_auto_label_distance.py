@@ -26,6 +26,13 @@ do not corroborate:
 
 The cell-term figures are computed on a seeded, stratified subsample (at most 2,000 cells per
 study, every cluster kept), so the decision costs one ``2,000 x 2,000`` matrix product.
+
+:func:`choose` and :func:`coverage_association` are a tested and rejected variant of step 1
+(``init_geom`` does not use them; ``benchmarks/bench_accuracy.py`` and
+``benchmarks/bench_real_pair.py`` measure them as ``auto_choice`` and ``auto_shrink``): of the
+published and the robust label distance, take the one whose rows agree better with the cell
+term. It chose the robust one on every simulated seed and on the real pair, so it changed
+nothing (docs/method.md#automatic-label-distance).
 """
 
 from __future__ import annotations
@@ -35,7 +42,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["AutoDecision", "cell_term_summary", "decide", "label_cell_association"]
+__all__ = [
+    "AutoDecision",
+    "cell_term_summary",
+    "choose",
+    "coverage_association",
+    "decide",
+    "label_cell_association",
+]
 
 #: Significance level of the association test (a label term that agrees with the cells no
 #: better than a permutation of itself gets no weight).

@@ -10,7 +10,8 @@ MetaNeighbor match, see its README) is preprocessed as ``bench_min_genes.py --re
 - ``cell``: ``init_geom(lambda_label=0, lambda_feature=1)``, the Spearman cell term alone;
 - ``auto``: ``init_geom(label_distance_mode="auto")`` (its decision is printed);
 - ``auto_choice``: the tested variant of ``auto`` of ``bench_accuracy.py`` (the label
-  distance, published or robust, that agrees better with the cell term, at auto's weight).
+  distance, published or robust, that agrees better with the cell term, at auto's weight);
+- ``auto_shrink``: ``auto_choice`` with the weight times that agreement (tested, rejected).
 
 Printed, type by type for the 13 scored query types:
 

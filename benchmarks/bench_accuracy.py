@@ -12,6 +12,12 @@ then fit the map three times:
 - ``auto``: ``init_geom(label_distance_mode="auto")``; the goal table after the summary counts,
   per regime, the seeds on which it is below the better of ``default`` and ``cell``, for the
   clusters and for the cells;
+- ``auto_choice``: a tested variant of ``auto`` (see docs/method.md#automatic-label-distance):
+  the same weights, but the label distance (published or robust) whose rows agree better with
+  the cell term (:func:`~pairot.tl._cost._auto_label_distance.choose`), or none when neither
+  agrees beyond chance; built by the script from the ``auto`` fit's geometry (where it picks
+  what ``auto`` picked, the geometry is ``auto``'s and its row is copied);
+- ``auto_shrink``: ``auto_choice`` with the weight times the chosen distance's agreement;
 
 and count the query clusters whose best ``"mean"`` mapping score is their true reference
 cluster (top-1 correct), and the query cells (of the scored clusters) whose ``best`` in
@@ -26,7 +32,7 @@ PBMC pairs the truth is the same ``bulk_labels`` name in both halves.
 robust mode (built here from the same DE tables and put into the same geometry).
 
     python benchmarks/bench_accuracy.py [--regimes plentiful,few_samples,...] [--seeds 10]
-        [--variants]
+        [--variants] [--methods default,robust,cell,auto,auto_choice] [--csv rows.csv]
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import pandas as pd
 from scipy import stats
 
 import pairot as pr
+from pairot.tl._cost._auto_label_distance import cell_term_summary, choose
 from pairot.tl._cost._label_distance import marker_lists, normalize_label_distance
 from pairot.tl._cost._robust_label_distance import robust_label_distance
 
@@ -346,6 +353,32 @@ def variant_distances(dm) -> dict[str, np.ndarray]:
     return out
 
 
+def auto_choice(dm, candidates: dict[str, np.ndarray], shrink: bool = False):
+    """``dm`` (fitted with ``label_distance_mode="auto"``: ``lambda_feature = 1``) with its
+    label columns rebuilt from the label distance :func:`choose` picks among ``candidates``,
+    at the weight it gives (``shrink``: times the chosen distance's association, at least 0);
+    returns ``(dm, chosen name, {name: (association, p)})``."""
+    geom = dm.geom
+    M, s = cell_term_summary(
+        geom.x,
+        geom.y,
+        geom.query_codes,
+        geom.ref_codes,
+        len(dm.query_clusters),
+        len(dm.reference_clusters),
+    )
+    name, weight, tests = choose(candidates, M, s)
+    if shrink and name != "none":
+        weight *= max(float(tests[name][0]), 0.0)
+    L = candidates.get(name, geom.label_distance)
+    x_aug = geom.x_aug.copy()
+    x_aug[:, -L.shape[1] :] = (weight * L.astype(np.float32))[geom.query_codes]
+    dm.geom = dataclasses.replace(
+        geom, x_aug=x_aug, label_distance=np.asarray(L, dtype=np.float64), lambda_label=weight
+    )
+    return dm, name, tests
+
+
 def with_label_distance(dm, L: np.ndarray):
     """``dm`` with the label columns of its geometry rebuilt from ``L`` (lambda kept)."""
     geom = dm.geom
@@ -356,7 +389,10 @@ def with_label_distance(dm, L: np.ndarray):
 
 
 # ----------------------------------------------------------------------------- the run
-def run_seed(regime: str, seed: int, variants: bool) -> list[dict]:
+METHODS = ("default", "robust", "spearman", "cell", "auto", "auto_choice")
+
+
+def run_seed(regime: str, seed: int, variants: bool, methods=METHODS) -> list[dict]:
     query, reference, truth = study_pair(regime, seed)
     q, r = preprocess(query, reference)
     rows = []
@@ -366,11 +402,33 @@ def run_seed(regime: str, seed: int, variants: bool) -> list[dict]:
         "spearman": {"lambda_label": 0.0},
         "cell": {"lambda_label": 0.0, "lambda_feature": 1.0},
         "auto": {"label_distance_mode": "auto"},
+        "auto_choice": {"label_distance_mode": "auto"},
+        "auto_shrink": {"label_distance_mode": "auto"},
     }
     n_markers = None
+    candidates: dict[str, np.ndarray] = {}
+    if {"auto_choice", "auto_shrink"} & set(methods):  # the candidates, without a fit
+        for name, kwargs in (("robust", fits["robust"]), ("pairot", fits["default"])):
+            dm = pr.tl.DatasetMap(q, r)
+            dm.init_geom(**kwargs)
+            candidates[name] = dm.label_distance.to_numpy(dtype=np.float64)
     for method, kwargs in fits.items():
+        if method not in methods:
+            continue
         dm = pr.tl.DatasetMap(q, r)
         dm.init_geom(**kwargs)
+        chosen = None
+        if method == "auto":
+            chosen = dm.label_distance_params["auto_decision"]["label_distance"]
+        if method == "auto_choice":
+            order = {name: candidates[name] for name in ("robust", "pairot")}
+            dm, chosen, _ = auto_choice(dm, order)
+            same = [row for row in rows if row["method"] == "auto" and row["chosen"] == chosen]
+            if same:  # the same label distance at the same weight: the same geometry and fit
+                rows.append({**same[0], "method": "auto_choice"})
+                continue
+        if method == "auto_shrink":  # robust first: it wins a tie
+            dm, chosen, _ = auto_choice(dm, candidates, shrink=True)
         if n_markers is None:
             degs = dm.DEGs_label_distance
             first = dm.reference_clusters[0]
@@ -382,6 +440,7 @@ def run_seed(regime: str, seed: int, variants: bool) -> list[dict]:
                 "correct": correct,
                 "scored": scored,
                 "cells": cell_accuracy(dm, truth),
+                "chosen": chosen,
             }
         )
     if variants:
@@ -431,18 +490,30 @@ def goal(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         best_c = wide["correct"][["default", "cell"]].max(axis=1)
         best_x = wide["cells"][["default", "cell"]].max(axis=1)
-        out.append(
-            {
-                "regime": regime,
-                "seeds": len(wide),
-                "auto clusters": wide["correct"]["auto"].mean(),
-                "best of default/cell": best_c.mean(),
-                "seeds below (clusters)": int((wide["correct"]["auto"] < best_c).sum()),
-                "auto cells": wide["cells"]["auto"].mean(),
-                "best cells": best_x.mean(),
-                "seeds below (cells)": int((wide["cells"]["auto"] < best_x - 1e-12).sum()),
-            }
-        )
+        row = {
+            "regime": regime,
+            "seeds": len(wide),
+            "auto clusters": wide["correct"]["auto"].mean(),
+            "best of default/cell": best_c.mean(),
+            "seeds below (clusters)": int((wide["correct"]["auto"] < best_c).sum()),
+            "auto cells": wide["cells"]["auto"].mean(),
+            "best cells": best_x.mean(),
+            "seeds below (cells)": int((wide["cells"]["auto"] < best_x - 1e-12).sum()),
+        }
+        for variant, short in (("auto_choice", "choice"), ("auto_shrink", "shrink")):
+            if variant not in wide["correct"]:
+                continue
+            new_c, new_x = wide["correct"][variant], wide["cells"][variant]
+            old_c = wide["correct"]["auto"]
+            row.update(
+                {
+                    f"{short} below (clusters)": int((new_c < best_c).sum()),
+                    f"{short} below (cells)": int((new_x < best_x - 1e-12).sum()),
+                    f"{short} < auto (clusters)": int((new_c < old_c).sum()),
+                    f"{short} > auto (clusters)": int((new_c > old_c).sum()),
+                }
+            )
+        out.append(row)
     return pd.DataFrame(out)
 
 
@@ -455,6 +526,12 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1 (10)")
     parser.add_argument("--variants", action="store_true", help="also score the variants")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated fits (auto_choice needs default and robust)",
+    )
+    parser.add_argument("--first-seed", type=int, default=0, help="start at this seed (0)")
     parser.add_argument("--csv", default=None, help="write the per-seed rows to this file")
     args = parser.parse_args()
     logging.getLogger("pairot").setLevel(logging.ERROR)
@@ -467,8 +544,8 @@ def main() -> None:
     start = time.perf_counter()
     for regime in regimes:
         t0 = time.perf_counter()
-        for seed in range(args.seeds):
-            rows += run_seed(regime, seed, args.variants)
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            rows += run_seed(regime, seed, args.variants, args.methods.split(","))
         print(f"{regime}: {REGIMES[regime][0]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     frame = pd.DataFrame(rows)
     if args.csv:
@@ -476,6 +553,11 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summarize(frame).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         print(goal(frame).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        decided = frame[frame.method.isin(["auto", "auto_choice", "auto_shrink"])]
+        if not decided.empty:
+            print("label distance chosen, seed by seed (auto / auto_choice):")
+            wide = decided.pivot(index=["regime", "seed"], columns="method", values="chosen")
+            print(wide.to_string())
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -8,7 +8,10 @@ MetaNeighbor match, see its README) is preprocessed as ``bench_min_genes.py --re
 - ``pairot``: ``init_geom()``, the published label distance (the default);
 - ``robust``: ``init_geom(label_distance_mode="robust")``;
 - ``cell``: ``init_geom(lambda_label=0, lambda_feature=1)``, the Spearman cell term alone;
-- ``auto``: ``init_geom(label_distance_mode="auto")`` (its decision is printed).
+- ``auto``: ``init_geom(label_distance_mode="auto")`` (its decision is printed);
+- ``auto_choice``: the tested variant of ``auto`` of ``bench_accuracy.py`` (the label
+  distance, published or robust, that agrees better with the cell term, at auto's weight);
+- ``auto_shrink``: ``auto_choice`` with the weight times that agreement (tested, rejected).
 
 Printed, type by type for the 13 scored query types:
 
@@ -33,8 +36,9 @@ Printed, type by type for the 13 scored query types:
 ``--resplit K`` redraws the ``pseudo_sample`` split of both studies with K other seeds (4
 groups, as the data's README describes) and reports the ``pairot``, ``robust`` and ``auto``
 hits: a test of how much the answer rests on the pseudo-replicates. ``--leave-one-out`` fits
-``auto`` once per scored query type with that type's cells left out of the query, and prints
-the decision and the hits of the other types: how stable the rule's decision is.
+``auto`` (and ``auto_choice``) once per scored query type with that type's cells left out of
+the query, and prints the decision and the hits of the other types: how stable the rule's
+decision is.
 
     python benchmarks/bench_real_pair.py [--pair ../shared/data/realpairs/zeisel_tasic]
         [--resplit 3]
@@ -57,6 +61,11 @@ import pandas as pd
 import pairot as pr
 from pairot.tl._cost._labels import restrict_markers, study_markers
 
+try:  # run as a script from benchmarks/
+    from bench_accuracy import auto_choice
+except ImportError:  # imported as benchmarks.bench_real_pair
+    from .bench_accuracy import auto_choice
+
 DEFAULT_PAIR = Path(__file__).resolve().parents[1] / ".." / "shared/data/realpairs/zeisel_tasic"
 COLUMNS = ("cell_type", "cell_type", "pseudo_sample", "pseudo_sample")
 VARIANTS = {
@@ -64,6 +73,8 @@ VARIANTS = {
     "robust": {"label_distance_mode": "robust"},
     "cell": {"lambda_label": 0.0, "lambda_feature": 1.0},
     "auto": {"label_distance_mode": "auto"},
+    "auto_choice": "auto_choice",
+    "auto_shrink": "auto_shrink",
 }
 #: ``L`` at or above this counts as saturated (the normalization caps ``L`` at 1).
 SATURATED = 0.999
@@ -85,10 +96,33 @@ def preprocess(query, reference):
 
 
 def fit(q, r, kwargs) -> pr.tl.DatasetMap:
+    if kwargs in ("auto_choice", "auto_shrink"):
+        return fit_choice(q, r, shrink=kwargs == "auto_shrink")
     dm = pr.tl.DatasetMap(q, r)
     dm.init_geom(**kwargs)
     dm.init_problem()
     dm.solve(progress=False)
+    return dm
+
+
+def fit_choice(q, r, shrink: bool = False) -> pr.tl.DatasetMap:
+    """The ``auto_choice`` variant (``shrink``: ``auto_shrink``, its weight times the chosen
+    distance's association); its choice and tests in ``dm.auto_choice``."""
+    candidates = {}
+    for name, kwargs in (("robust", VARIANTS["robust"]), ("pairot", VARIANTS["pairot"])):
+        dm = pr.tl.DatasetMap(q, r)
+        dm.init_geom(**kwargs)
+        candidates[name] = dm.label_distance.to_numpy(dtype=np.float64)
+    dm = pr.tl.DatasetMap(q, r)
+    dm.init_geom(**VARIANTS["auto"])
+    dm, chosen, tests = auto_choice(dm, candidates, shrink=shrink)
+    dm.init_problem()
+    dm.solve(progress=False)
+    dm.auto_choice = {
+        "chosen": chosen,
+        "lambda_label": float(dm.geom.lambda_label),
+        **{f"{k} (association, p)": (round(a, 4), round(p, 4)) for k, (a, p) in tests.items()},
+    }
     return dm
 
 
@@ -415,9 +449,12 @@ def resplit(query, reference, scored, n: int) -> None:
             )
         q, r = preprocess(q0, r0)
         line = f"   split seed {seed}:"
-        for name in ("pairot", "robust", "auto"):
-            s = scores(fit(q, r, VARIANTS[name]), scored)
+        for name in ("pairot", "robust", "auto", "auto_choice", "auto_shrink"):
+            dm = fit(q, r, VARIANTS[name])
+            s = scores(dm, scored)
             line += f" {name} {s['hits']}/{len(scored)}, per cell {s['cell_accuracy']:.3f};"
+            if name.startswith("auto_"):
+                line += f" (chose {dm.auto_choice['chosen']}, {dm.auto_choice['lambda_label']:.4f})"
         print(line)
 
 
@@ -436,6 +473,14 @@ def leave_one_out(q, r, scored) -> None:
             f"p {d['p_value']:.3f}; {s['hits']}/{len(others)} clusters, per cell "
             f"{s['cell_accuracy']:.3f}; wrong {wrong}"
         )
+        for name in ("auto_choice", "auto_shrink"):
+            dm = fit_choice(q[(labels != t).to_numpy()], r, shrink=name == "auto_shrink")
+            s = scores(dm, others)
+            wrong = [k for k in others if s["best"][k] not in others[k]]
+            print(
+                f"   {'':15s}{name} {dm.auto_choice}; {s['hits']}/{len(others)} clusters, "
+                f"per cell {s['cell_accuracy']:.3f}; wrong {wrong}"
+            )
 
 
 def main() -> None:
@@ -462,6 +507,8 @@ def main() -> None:
     section_competition(dms["pairot"], fits, scored)
     section_scale(dms["cell"], dms["pairot"], scored)
     print(f"\n   auto decided: {dms['auto'].label_distance_params['auto_decision']}")
+    for name in ("auto_choice", "auto_shrink"):
+        print(f"   {name} chose: {dms[name].auto_choice}")
     if args.resplit:
         resplit(query, reference, scored, args.resplit)
     if args.leave_one_out:

@@ -12,6 +12,8 @@ import pairot as pr
 from pairot.tl._cost._auto_label_distance import (
     ALPHA,
     cell_term_summary,
+    choose,
+    coverage_association,
     decide,
     label_cell_association,
 )
@@ -103,6 +105,60 @@ def test_constant_label_term_or_flat_cells_get_no_weight():
     L = np.minimum(M * 2, 1.0)
     d = decide(L, M, 0.0)
     assert (d.label_distance, d.lambda_label) == ("none", 0.0) and "does not vary" in d.reason
+
+
+# --------------------------------------- which label distance (the tested variant)
+def agreeing(rng, M, noise=0.05):
+    """A label distance whose rows rank the reference clusters as ``M`` does."""
+    return np.minimum((M - M.min(axis=1, keepdims=True)) * 3 + noise * rng.random(M.shape), 1.0)
+
+
+def test_coverage_association_counts_a_constant_row_as_no_agreement():
+    rng = np.random.default_rng(6)
+    M = rng.random((8, 10))
+    L = agreeing(rng, M)
+    full, p_full = coverage_association(L, M)
+    L[:6] = 1.0  # six clusters without markers: their rows say nothing
+    part, p_part = coverage_association(L, M)
+    left_out, p_left_out = label_cell_association(L, M)
+    assert part == pytest.approx(left_out * 2 / 8)  # 2 informative rows of 8
+    assert p_part == p_left_out  # observed and null means scaled alike
+    assert part < full
+
+
+def test_choose_gives_a_label_distance_of_pure_noise_no_weight():
+    """Two candidates of pure noise: each test rejects at about alpha, so 'none' at least
+    about 1 - 2 * alpha of the time."""
+    rng = np.random.default_rng(7)
+    M = rng.random((10, 12))
+    picks = [
+        choose({"robust": rng.random((10, 12)), "pairot": rng.random((10, 12))}, M, 0.05)
+        for _ in range(60)
+    ]
+    none = [p for p in picks if p[0] == "none"]
+    assert len(none) >= 48  # 60 * (1 - 2 * 0.05) = 54 expected at worst
+    assert all(weight == 0.0 for _, weight, _ in none)
+    assert all(min(p for _, p in tests.values()) >= ALPHA for _, _, tests in none)
+
+
+def test_choose_takes_the_label_distance_that_agrees_with_the_cells():
+    rng = np.random.default_rng(8)
+    M = rng.random((10, 12))
+    good, noise = agreeing(rng, M), rng.random((10, 12))
+    for candidates in ({"robust": noise, "pairot": good}, {"pairot": good, "robust": noise}):
+        name, weight, tests = choose(candidates, M, 0.03)
+        assert (name, weight) == ("pairot", 0.03)
+        assert tests["pairot"][0] > 0.8 and tests["pairot"][1] < ALPHA
+    # both agree: the stronger agreement wins, whatever the order
+    weaker = agreeing(rng, M, noise=0.6)
+    assert choose({"robust": weaker, "pairot": good}, M, 0.03)[0] == "pairot"
+    assert choose({"pairot": weaker, "robust": good}, M, 0.03)[0] == "robust"
+    # a label distance with only a few informative rows loses to one that covers every cluster
+    sparse = good.copy()
+    sparse[3:] = 1.0
+    assert choose({"pairot": sparse, "robust": weaker}, M, 0.03)[0] == "robust"
+    # no scale to weigh against: none
+    assert choose({"robust": good}, M, 0.0)[:2] == ("none", 0.0)
 
 
 # -------------------------------------------------------------------- in DatasetMap

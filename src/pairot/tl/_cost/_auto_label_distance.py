@@ -26,6 +26,13 @@ do not corroborate:
 
 The cell-term figures are computed on a seeded, stratified subsample (at most 2,000 cells per
 study, every cluster kept), so the decision costs one ``2,000 x 2,000`` matrix product.
+
+:func:`choose` and :func:`coverage_association` are a tested and rejected variant of step 1
+(``init_geom`` does not use them; ``benchmarks/bench_accuracy.py`` and
+``benchmarks/bench_real_pair.py`` measure them as ``auto_choice`` and ``auto_shrink``): of the
+published and the robust label distance, take the one whose rows agree better with the cell
+term. It chose the robust one on every simulated seed and on the real pair, so it changed
+nothing (docs/method.md#automatic-label-distance).
 """
 
 from __future__ import annotations
@@ -35,7 +42,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["AutoDecision", "cell_term_summary", "decide", "label_cell_association"]
+__all__ = [
+    "AutoDecision",
+    "cell_term_summary",
+    "choose",
+    "coverage_association",
+    "decide",
+    "label_cell_association",
+]
 
 #: Significance level of the association test (a label term that agrees with the cells no
 #: better than a permutation of itself gets no weight).
@@ -199,3 +213,35 @@ def decide(L: np.ndarray, M: np.ndarray, s: float) -> AutoDecision:
         f"{association:.3f}, permutation p = {p_value:.3f} < {ALPHA}); weighted to the cell "
         f"term's scale (lambda_label = s = {s:.4f}, lambda_feature = 1)",
     )  # fmt: skip
+
+
+def coverage_association(L: np.ndarray, M: np.ndarray, **kwargs) -> tuple[float, float]:
+    """:func:`label_cell_association` with a constant row of ``L`` counted as agreement 0
+    (it says nothing about its cluster) instead of left out: the mean is over every row of
+    ``M`` without a missing value, so two label distances with different numbers of constant
+    rows are compared on the same clusters. The p-value is the same as
+    :func:`label_cell_association`'s (observed and null means are scaled alike)."""
+    L = np.asarray(L, dtype=np.float64)
+    M = np.asarray(M, dtype=np.float64)
+    finite = np.isfinite(M).all(axis=1)
+    informative = finite & (np.ptp(L, axis=1) > 0)
+    association, p_value = label_cell_association(L, M, **kwargs)
+    if not finite.any():
+        return 0.0, p_value
+    return association * informative.sum() / finite.sum(), p_value
+
+
+def choose(candidates: dict, M: np.ndarray, s: float) -> tuple[str, float, dict]:
+    """Of several label distances (name -> ``L``), the one whose rows agree best with the
+    cell-term cost ``M`` (:func:`coverage_association`) among those that agree beyond chance
+    (permutation ``p < ALPHA``), weighted ``lambda_label = s``; ``"none"`` (weight 0) when no
+    candidate is significant. Ties keep the first candidate given. Returns the name, the
+    weight and ``{name: (association, p_value)}``."""
+    tests = {name: coverage_association(L, M) for name, L in candidates.items()}
+    eligible = [
+        name for name, (_, p) in tests.items() if p < ALPHA and np.ptp(candidates[name]) > 0
+    ]
+    if not eligible or not s > 0:
+        return "none", 0.0, tests
+    best = max(eligible, key=lambda name: tests[name][0])  # first wins a tie
+    return best, float(s), tests

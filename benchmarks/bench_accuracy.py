@@ -71,6 +71,25 @@ NOISY = {
 }
 
 #: name -> (description, simulate_pair arguments, or ("pbmc", pseudo-donors per study))
+#: The diverged_markers regime (real_like starts from it).
+DIVERGED = {
+    **NOISY,
+    "n_cells_query": 250,
+    "n_cells_reference": 700,
+    "n_genes": 3000,
+    "n_cell_types": 16,
+    "n_lineages": 3,
+    "n_reference_only_types": 6,
+    "n_markers_type": 40,
+    "n_markers_lineage": 60,
+    "marker_log_fold_change": (0.5, 1.5),
+    "marker_divergence": 0.4,
+    "mean_library_size": 4000.0,
+    "min_cells_per_type": 10,
+    "type_imbalance": 3.0,
+    "donor_effect_sd": 0.0,
+}
+
 REGIMES = {
     "plentiful": (
         "simulator defaults (8 types, 20 markers per type, 4 donors), 800 + 800 cells",
@@ -169,43 +188,13 @@ REGIMES = {
         "16 types in 3 lineages, 6 only in the reference, 40 type genes (log-FC 0.5-1.5) of "
         "which 40% mark another type in the reference, 10-30 cells, pseudo-samples, "
         "4,000 UMI per cell",
-        {
-            **NOISY,
-            "n_cells_query": 250,
-            "n_cells_reference": 700,
-            "n_genes": 3000,
-            "n_cell_types": 16,
-            "n_lineages": 3,
-            "n_reference_only_types": 6,
-            "n_markers_type": 40,
-            "n_markers_lineage": 60,
-            "marker_log_fold_change": (0.5, 1.5),
-            "marker_divergence": 0.4,
-            "mean_library_size": 4000.0,
-            "min_cells_per_type": 10,
-            "type_imbalance": 3.0,
-            "donor_effect_sd": 0.0,
-        },
+        DIVERGED,
     ),
     "real_like": (
         "diverged_markers with a full-length reference at 4x the depth as round(100 x RPKM) "
         "and a gene-specific study bias of sd 0.65",
         {
-            **NOISY,
-            "n_cells_query": 250,
-            "n_cells_reference": 700,
-            "n_genes": 3000,
-            "n_cell_types": 16,
-            "n_lineages": 3,
-            "n_reference_only_types": 6,
-            "n_markers_type": 40,
-            "n_markers_lineage": 60,
-            "marker_log_fold_change": (0.5, 1.5),
-            "marker_divergence": 0.4,
-            "mean_library_size": 4000.0,
-            "min_cells_per_type": 10,
-            "type_imbalance": 3.0,
-            "donor_effect_sd": 0.0,
+            **DIVERGED,
             "reference_protocol": "full_length",
             "mean_library_size_reference": 16000.0,
             "study_effect_sd": 0.65,

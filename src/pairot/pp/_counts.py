@@ -77,7 +77,8 @@ def check_gene_symbols(value, argument: str) -> str | None:
 @dataclass
 class CountsSource:
     """The matrix to stream, the positions of its rows and genes to read (``None``: all), the
-    ``var`` of its genes and where it is, in words (``"X"``, ``"raw.X"``)."""
+    ``var`` of those genes (in the order read) and where it is, in words (``"X"``,
+    ``"raw.X"``)."""
 
     X: object
     rows: object
@@ -93,7 +94,8 @@ def in_memory(frame) -> pd.DataFrame:
 
 def _parent(adata):
     """The AnnData the rows (and genes) of ``adata`` are read from, and their positions: a
-    view of a backed or in-memory AnnData reads its parent's matrices at its positions."""
+    view of a backed or in-memory AnnData reads its parent's matrices at its positions (a
+    lazy AnnData subsets its dask arrays itself)."""
     if adata.is_view and not _is_lazy(adata):
         return adata._adata_ref, adata._oidx, adata._vidx
     return adata, None, None
@@ -103,15 +105,23 @@ def _is_lazy(adata) -> bool:
     return not isinstance(adata.obs, pd.DataFrame)
 
 
+def _source(X, rows, genes, var, where: str) -> CountsSource:
+    """A :class:`CountsSource` whose ``var`` is restricted to the ``genes`` read."""
+    var = in_memory(var)
+    return CountsSource(X, rows, genes, var if genes is None else var.iloc[genes], where)
+
+
 def counts_source(adata, location: CountsLocation, name: str, argument: str) -> CountsSource:
     """The counts of ``adata`` at ``location``, unread."""
     if location.kind == "X":
-        from ._reader import x_of
-
-        X, rows, genes = x_of(adata)
-        # a backed view reads its parent's X at its positions: its genes index the parent's var
-        var = adata._adata_ref.var if genes is not None else adata.var
-        return CountsSource(X, rows, genes, in_memory(var), "X")
+        if not adata.isbacked:  # in memory or lazy: X as anndata gives it (a view's subset)
+            return _source(adata.X, None, None, adata.var, "X")
+        parent, rows, genes = _parent(adata)  # a backed view: the parent's X on disk
+        try:
+            X = parent.X
+        except KeyError:  # a backed file without X
+            X = None
+        return _source(X, rows, genes, parent.var, "X")
     parent, rows, genes = _parent(adata)
     if location.kind == "raw":
         raw = parent.raw
@@ -122,9 +132,8 @@ def counts_source(adata, location: CountsLocation, name: str, argument: str) -> 
                 f"({_layers_text(adata)})."
             )
             raise ValueError(msg)
-        if _is_lazy(adata):  # a lazy view subsets raw lazily itself
+        if _is_lazy(adata):  # a lazy view subsets its raw itself
             raw = adata.raw
-            rows = None
         var = in_memory(raw.var)
         if not var.index.is_unique:
             dup = var.index[var.index.duplicated()].unique()[:5].tolist()
@@ -133,20 +142,16 @@ def counts_source(adata, location: CountsLocation, name: str, argument: str) -> 
                 "them unique first."
             )
             raise ValueError(msg)
-        return CountsSource(raw.X, rows, None, var, "raw.X")
-    layers = parent.layers if not _is_lazy(adata) else adata.layers
-    if location.layer not in layers.keys():
+        # raw keeps all of its genes, also in a view that subsets the genes (as anndata's raw)
+        return _source(raw.X, rows, None, var, "raw.X")
+    if location.layer not in parent.layers.keys():
         msg = (
             f"{argument_text(argument, location.value)} but {study(name)} has no layer "
             f"{location.layer!r} ({_layers_text(adata)}); pass one of its layers, "
             f"{argument_text(argument, 'raw')} or {argument_text(argument, 'X')}."
         )
         raise KeyError(msg)
-    X = layers[location.layer]
-    if _is_lazy(adata):
-        rows = genes = None
-    var = adata.var if _is_lazy(adata) else parent.var
-    return CountsSource(X, rows, genes, in_memory(var), location.where)
+    return _source(parent.layers[location.layer], rows, genes, parent.var, location.where)
 
 
 def _layers_text(adata) -> str:
@@ -159,15 +164,10 @@ def gene_names(
 ) -> tuple[pd.Index, pd.Index | None]:
     """The names the genes are matched by (symbols, or the ids where a gene has none) and
     the original ids (``None`` without ``symbols``), both in the counts' gene order."""
-    var = source.var
-    ids = pd.Index(np.asarray(var.index.astype(str)))
-    if source.genes is not None:
-        ids = ids[_positions(source.genes, len(ids))]
+    ids = pd.Index(np.asarray(source.var.index.astype(str)))
     if symbols is None:
         return ids, None
     column = _symbol_column(source, adata, symbols, name, argument)
-    if source.genes is not None:
-        column = column.iloc[_positions(source.genes, len(column))]
     values = column.to_numpy(dtype=object)
     missing = pd.isna(values) | (column.astype(str).str.strip().to_numpy() == "")
     names = np.where(missing, np.asarray(ids, dtype=object), column.astype(str).to_numpy())
@@ -180,10 +180,6 @@ def gene_names(
             ids[missing][:3].tolist(),
         )
     return pd.Index(names.astype(str)), ids
-
-
-def _positions(index, n: int) -> np.ndarray:
-    return np.arange(n)[index] if isinstance(index, slice) else np.asarray(index)
 
 
 def _symbol_column(source, adata, symbols: str, name: str, argument: str) -> pd.Series:

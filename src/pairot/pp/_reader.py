@@ -71,20 +71,6 @@ def _is_backed_dense(X) -> bool:
     return module in ("h5py", "zarr") and hasattr(X, "shape") and hasattr(X, "dtype")
 
 
-def x_of(adata):
-    """The count matrix of ``adata`` without loading it: ``adata.X``, or for a view of a
-    backed AnnData the on-disk matrix of its parent with the view's rows and genes."""
-    if adata.isbacked:
-        try:
-            if adata.is_view:
-                parent = adata._adata_ref  # the backed AnnData the view was taken from
-                return parent.X, adata._oidx, adata._vidx
-            return adata.X, None, None
-        except KeyError:  # a backed file without X
-            return None, None, None
-    return adata.X, None, None
-
-
 def _index_array(index, n: int) -> np.ndarray | None:
     """``None`` for all of ``range(n)``, else the selected positions as an int64 array."""
     if index is None:

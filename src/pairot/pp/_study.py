@@ -112,13 +112,11 @@ def open_study(
         where=source.where,
         counts_fix=lambda: counts_fix(adata, name, counts, counts_arg),
     )
-    var = source.var if source.genes is None else source.var.iloc[source.genes]
-    obs = in_memory(adata.obs)
     return Study(
         name=name,
         reader=reader,
-        obs=obs,
-        var=var,
+        obs=in_memory(adata.obs),
+        var=source.var,
         obsm=dict(adata.obsm.items()),
         gene_names=names,
         gene_ids=ids,

@@ -450,9 +450,10 @@ def run_pipeline(
         "n_matches": int(len(matches)),
         "unmatched_query_clusters": [str(q) for q in unmatched.index[unmatched["unmatched"]]],
     }
+    table = diagnostics.reset_index()
     summary["label_term_diagnostics"] = (
-        diagnostics.reset_index().astype(object).where(diagnostics.reset_index().notna(), None)
-    ).to_dict("records")
+        table.astype(object).where(table.notna(), None).to_dict("records")
+    )
     decision = dataset_map.label_distance_params.get("auto_decision")
     if decision is not None:  # label_distance_mode="auto": what it decided and why
         summary["label_distance_decision"] = dict(decision)

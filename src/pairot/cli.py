@@ -324,12 +324,13 @@ def _check_input_file(path: str, role: str) -> Path:
 
 
 def _counts_location(text: str) -> str:
-    from .pp._counts import COUNTS_VALUES
+    from .pp._counts import COUNTS_VALUES, parse_counts
 
-    if text in ("X", "raw") or (text.startswith("layers/") and len(text) > len("layers/")):
-        return text
-    msg = f"{text!r} is not a place of counts; pass {COUNTS_VALUES}, e.g. layers/counts"
-    raise argparse.ArgumentTypeError(msg)
+    try:
+        return parse_counts(text, "counts").value
+    except ValueError:
+        msg = f"{text!r} is not a place of counts; pass {COUNTS_VALUES}, e.g. layers/counts"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _read_h5ad(path: str, role: str, counts: str = "X"):

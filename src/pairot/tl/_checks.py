@@ -63,14 +63,27 @@ def check_positive(value, argument: str, *, integer: bool = False):
     return int(value) if integer else float(value)
 
 
-def check_weights(lambda_feature, lambda_label) -> tuple[float, float]:
-    """``lambda_feature`` and ``lambda_label``: finite and >= 0."""
+#: ``init_geom``'s default weights; ``label_distance_mode="auto"`` needs them untouched.
+DEFAULT_WEIGHTS = (0.5, 1.5)
+
+
+def check_weights(lambda_feature, lambda_label, mode: str = "pairot") -> tuple[float, float]:
+    """``lambda_feature`` and ``lambda_label``: finite and >= 0, and at their defaults with
+    the label distance ``mode`` ``"auto"`` (which decides them)."""
     lambda_feature = float(lambda_feature)
     lambda_label = float(lambda_label)
     for value, argument in ((lambda_feature, "lambda_feature"), (lambda_label, "lambda_label")):
         if not np.isfinite(value) or value < 0:
             msg = f"{argument} must be a finite number >= 0, got {value}."
             raise ValueError(msg)
+    if mode == "auto" and (lambda_feature, lambda_label) != DEFAULT_WEIGHTS:
+        msg = (
+            f"label_distance_mode='auto' decides the weights itself, got "
+            f"lambda_feature={lambda_feature}, lambda_label={lambda_label}; leave both at "
+            "their defaults (0.5, 1.5) with 'auto', or pass label_distance_mode='pairot' "
+            "or 'robust' to set them (docs/method.md#automatic-label-distance)."
+        )
+        raise ValueError(msg)
     return lambda_feature, lambda_label
 
 

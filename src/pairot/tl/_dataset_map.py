@@ -238,15 +238,9 @@ class DatasetMap(DatasetMapAnswers):
         label_distance_mode = check_mode(label_distance_mode)
         epsilon = checks.check_positive(epsilon, "epsilon")
         batch_size = checks.check_positive(batch_size, "batch_size", integer=True)
-        lambda_feature, lambda_label = checks.check_weights(lambda_feature, lambda_label)
-        if label_distance_mode == "auto" and (lambda_feature, lambda_label) != (0.5, 1.5):
-            msg = (
-                f"label_distance_mode='auto' decides the weights itself, got "
-                f"lambda_feature={lambda_feature}, lambda_label={lambda_label}; leave both at "
-                "their defaults (0.5, 1.5) with 'auto', or pass label_distance_mode='pairot' "
-                "or 'robust' to set them (docs/method.md#automatic-label-distance)."
-            )
-            raise ValueError(msg)
+        lambda_feature, lambda_label = checks.check_weights(
+            lambda_feature, lambda_label, label_distance_mode
+        )
         # kept for bootstrap(), which rebuilds the label distance from resampled DE tables
         self._label_params = _labels.label_parameters(
             n_genes_ova=n_genes_ova,

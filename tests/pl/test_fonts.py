@@ -151,6 +151,10 @@ def test_an_installed_font_has_the_glyphs(caplog):
     installed), and every figure kind uses them after the default font."""
     name = "CD4のT"
     assert not default_covers("の")
+    if not any(ord("の") in _fonts._coverage(path) for _, path in _fonts.font_candidates()):
+        # a matplotlib packaged without its own fonts, on a machine without a CJK font: the
+        # no-font path is pinned by test_no_font_has_the_glyphs
+        pytest.skip("no installed font covers 'の' on this machine")
     families, uncovered = _fonts.choose_fonts(["の"])
     assert uncovered == []
     paths = dict(_fonts.font_candidates())
@@ -162,7 +166,8 @@ def test_the_bundled_font_is_chosen_among_matplotlibs_own(monkeypatch, caplog):
     """With the candidates restricted to the fonts matplotlib ships (the same everywhere),
     pairot picks STIXGeneral for 'の'."""
     candidates = _bundled_candidates()
-    assert "STIXGeneral" in dict(candidates)
+    if "STIXGeneral" not in dict(candidates):  # a matplotlib packaged without its fonts
+        pytest.skip("this matplotlib does not ship STIXGeneral")
     monkeypatch.setattr(_fonts, "font_candidates", lambda: candidates)
     assert _fonts.choose_fonts(["の"]) == (["STIXGeneral"], [])
     _check_figures_use("CD4のT", ["STIXGeneral"], caplog)

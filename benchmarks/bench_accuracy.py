@@ -377,8 +377,99 @@ def with_label_distance(dm, L: np.ndarray):
     return dm
 
 
+def auto_confirm(dm, low: str = "scale", gate: bool = True):
+    """``dm`` (fitted with ``label_distance_mode="auto"``) with a weight per row of the robust
+    ``L``: the published label weight (1.5) on the rows whose nearest reference cluster is also
+    the cell term's (the diagnostics' ``disagree`` is false and the row is not constant), and on
+    the other rows ``s`` (``low="scale"``, auto's equal footing) or 0 (``low="zero"``).
+    ``gate``: keep auto's association test (no label term when it fails). Returns
+    ``(dm, chosen)``, ``chosen`` naming how many rows were confirmed."""
+    geom = dm.geom
+    L = np.asarray(geom.label_distance, dtype=np.float64)
+    M, s = cell_term_summary(
+        geom.x,
+        geom.y,
+        geom.query_codes,
+        geom.ref_codes,
+        len(dm.query_clusters),
+        len(dm.reference_clusters),
+    )
+    decision = dm.label_distance_params["auto_decision"]
+    if (gate and decision["label_distance"] == "none") or not np.ptp(L) > 0 or not s > 0:
+        return dm, "none"
+    centred = M - np.nanmean(M, axis=0, keepdims=True)
+    constant = np.ptp(L, axis=1) <= 1e-12
+    finite = np.isfinite(centred).any(axis=1)
+    cell_nearest = np.where(finite, np.nanargmin(np.where(finite[:, None], centred, 0), 1), -1)
+    confirmed = ~constant & finite & (np.argmin(L, axis=1) == cell_nearest)
+    weight = np.where(confirmed, 1.5, s if low == "scale" else 0.0)
+    x_aug = geom.x_aug.copy()
+    x_aug[:, -L.shape[1] :] = (weight[:, None] * L).astype(np.float32)[geom.query_codes]
+    dm.geom = dataclasses.replace(geom, x_aug=x_aug, lambda_label=1.0)
+    return dm, f"{int(confirmed.sum())}/{len(confirmed)}"
+
+
+def _set_label_columns(dm, weighted: np.ndarray, L: np.ndarray, lambda_label: float):
+    """``dm`` with its geometry's label columns replaced by ``weighted`` (query x reference
+    clusters, weights included), its label distance by ``L`` (recorded weight
+    ``lambda_label``)."""
+    geom = dm.geom
+    x_aug = geom.x_aug.copy()
+    x_aug[:, -weighted.shape[1] :] = weighted.astype(np.float32)[geom.query_codes]
+    dm.geom = dataclasses.replace(
+        geom, x_aug=x_aug, label_distance=L, lambda_label=float(lambda_label)
+    )
+    return dm
+
+
+def auto_mean(dm, published: np.ndarray):
+    """``dm`` (fitted with ``label_distance_mode="auto"``) with the label distance replaced by
+    the mean of the robust and the published one, at auto's weight ``s``, kept only when that
+    mean passes auto's association test. Returns ``(dm, chosen)``."""
+    from pairot.tl._cost._auto_label_distance import decide
+
+    geom = dm.geom
+    L = 0.5 * (np.asarray(geom.label_distance, dtype=np.float64) + published)
+    M, s = cell_term_summary(
+        geom.x,
+        geom.y,
+        geom.query_codes,
+        geom.ref_codes,
+        len(dm.query_clusters),
+        len(dm.reference_clusters),
+    )
+    decision = decide(L, M, s)
+    dm = _set_label_columns(dm, decision.lambda_label * L, L, decision.lambda_label)
+    return dm, "mean" if decision.lambda_label > 0 else "none"
+
+
+def auto_follow(dm, make):
+    """Two stages: ``dm`` fitted as it is (auto's weights), then ``make()`` (a fresh copy of
+    ``dm``'s configuration) refitted with the published label weight 1.5 on the rows whose
+    nearest reference cluster (argmin of ``L``) is that cluster's top-1 in the first fit's
+    ``"mean"`` mapping (the label term, the cells and the marginals agree), the first fit's
+    weight elsewhere. Returns ``(dm, chosen)``."""
+    geom = dm.geom
+    weight = float(geom.lambda_label)
+    L = np.asarray(geom.label_distance, dtype=np.float64)
+    if not weight > 0:
+        return dm, "none"
+    dm.init_problem()
+    dm.solve(progress=False)
+    top = dm.compute_mapping().to_numpy().argmax(axis=1)
+    confirmed = (np.ptp(L, axis=1) > 1e-12) & (np.argmin(L, axis=1) == top)
+    w = np.where(confirmed, 1.5, weight)
+    fresh = _set_label_columns(make(), w[:, None] * L, L, weight)
+    return fresh, f"{int(confirmed.sum())}/{len(confirmed)}"
+
+
 # ----------------------------------------------------------------------------- the run
 METHODS = ("default", "robust", "spearman", "cell", "auto", "auto_choice")
+CONFIRM = {
+    "auto_confirm": {"low": "scale"},
+    "auto_confirm0": {"low": "zero"},
+    "auto_confirm_nogate": {"low": "scale", "gate": False},
+}
 
 
 def run_seed(regime: str, seed: int, variants: bool, methods=METHODS) -> list[dict]:
@@ -393,10 +484,15 @@ def run_seed(regime: str, seed: int, variants: bool, methods=METHODS) -> list[di
         "auto": {"label_distance_mode": "auto"},
         "auto_choice": {"label_distance_mode": "auto"},
         "auto_shrink": {"label_distance_mode": "auto"},
+        **{name: {"label_distance_mode": "auto"} for name in CONFIRM},
+        "auto_equal": {"label_distance_mode": "auto"},
+        "auto_mean": {"label_distance_mode": "auto"},
+        "auto_follow": {"label_distance_mode": "auto"},
+        "auto_mean_follow": {"label_distance_mode": "auto"},
     }
     n_markers = None
     candidates: dict[str, np.ndarray] = {}
-    if {"auto_choice", "auto_shrink"} & set(methods):  # the candidates, without a fit
+    if {"auto_choice", "auto_shrink", "auto_mean", "auto_mean_follow"} & set(methods):
         for name, kwargs in (("robust", fits["robust"]), ("pairot", fits["default"])):
             dm = pr.tl.DatasetMap(q, r)
             dm.init_geom(**kwargs)
@@ -418,6 +514,25 @@ def run_seed(regime: str, seed: int, variants: bool, methods=METHODS) -> list[di
                 continue
         if method == "auto_shrink":  # robust first: it wins a tie
             dm, chosen, _ = auto_choice(dm, candidates, shrink=True)
+        if method in CONFIRM:
+            dm, chosen = auto_confirm(dm, **CONFIRM[method])
+        if method == "auto_equal":  # the rule before its step 4: s on every row
+            weight = dm.label_distance_params["auto_decision"]["lambda_label"]
+            L = np.asarray(dm.geom.label_distance, dtype=np.float64)
+            dm = _set_label_columns(dm, weight * L, L, weight)
+            dm.geom = dataclasses.replace(dm.geom, label_weights=None)
+            chosen = dm.label_distance_params["auto_decision"]["label_distance"]
+        if method in ("auto_mean", "auto_mean_follow"):
+            dm, chosen = auto_mean(dm, candidates["pairot"])
+        if method in ("auto_follow", "auto_mean_follow"):
+
+            def make(mean=method == "auto_mean_follow"):
+                fresh = pr.tl.DatasetMap(q, r)
+                fresh.init_geom(label_distance_mode="auto")
+                return auto_mean(fresh, candidates["pairot"])[0] if mean else fresh
+
+            dm, stage = auto_follow(dm, make)
+            chosen = f"{chosen} {stage}"
         if n_markers is None:
             degs = dm.DEGs_label_distance
             first = dm.reference_clusters[0]
@@ -489,7 +604,15 @@ def goal(frame: pd.DataFrame) -> pd.DataFrame:
             "best cells": best_x.mean(),
             "seeds below (cells)": int((wide["cells"]["auto"] < best_x - 1e-12).sum()),
         }
-        for variant, short in (("auto_choice", "choice"), ("auto_shrink", "shrink")):
+        for variant, short in (
+            ("auto_choice", "choice"),
+            ("auto_shrink", "shrink"),
+            *((name, name.removeprefix("auto_")) for name in CONFIRM),
+            ("auto_equal", "equal"),
+            ("auto_mean", "mean"),
+            ("auto_follow", "follow"),
+            ("auto_mean_follow", "mean_follow"),
+        ):
             if variant not in wide["correct"]:
                 continue
             new_c, new_x = wide["correct"][variant], wide["cells"][variant]
@@ -542,7 +665,7 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summarize(frame).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         print(goal(frame).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-        decided = frame[frame.method.isin(["auto", "auto_choice", "auto_shrink"])]
+        decided = frame[frame.method.str.startswith("auto")]
         if not decided.empty:
             print("label distance chosen, seed by seed (auto / auto_choice):")
             wide = decided.pivot(index=["regime", "seed"], columns="method", values="chosen")

@@ -62,9 +62,9 @@ import pairot as pr
 from pairot.tl._cost._labels import restrict_markers, study_markers
 
 try:  # run as a script from benchmarks/
-    from bench_accuracy import auto_choice
+    from bench_accuracy import CONFIRM, auto_choice, auto_confirm
 except ImportError:  # imported as benchmarks.bench_real_pair
-    from .bench_accuracy import auto_choice
+    from .bench_accuracy import CONFIRM, auto_choice, auto_confirm
 
 DEFAULT_PAIR = Path(__file__).resolve().parents[1] / ".." / "shared/data/realpairs/zeisel_tasic"
 COLUMNS = ("cell_type", "cell_type", "pseudo_sample", "pseudo_sample")
@@ -75,6 +75,7 @@ VARIANTS = {
     "auto": {"label_distance_mode": "auto"},
     "auto_choice": "auto_choice",
     "auto_shrink": "auto_shrink",
+    **{name: name for name in CONFIRM},
 }
 #: ``L`` at or above this counts as saturated (the normalization caps ``L`` at 1).
 SATURATED = 0.999
@@ -98,6 +99,14 @@ def preprocess(query, reference):
 def fit(q, r, kwargs) -> pr.tl.DatasetMap:
     if kwargs in ("auto_choice", "auto_shrink"):
         return fit_choice(q, r, shrink=kwargs == "auto_shrink")
+    if kwargs in CONFIRM:
+        dm = pr.tl.DatasetMap(q, r)
+        dm.init_geom(label_distance_mode="auto")
+        dm, chosen = auto_confirm(dm, **CONFIRM[kwargs])
+        dm.auto_choice = {"confirmed rows": chosen}
+        dm.init_problem()
+        dm.solve(progress=False)
+        return dm
     dm = pr.tl.DatasetMap(q, r)
     dm.init_geom(**kwargs)
     dm.init_problem()

@@ -18,6 +18,11 @@ then fit the map three times:
   agrees beyond chance; built by the script from the ``auto`` fit's geometry (where it picks
   what ``auto`` picked, the geometry is ``auto``'s and its row is copied);
 - ``auto_shrink``: ``auto_choice`` with the weight times the chosen distance's agreement;
+- ``auto_confirm``, ``auto_confirm0``, ``auto_confirm_nogate``, ``auto_mean``, ``auto_follow``,
+  ``auto_mean_follow``: tested and rejected variants of ``auto`` that give rows of ``L`` the
+  published weight 1.5 where the cells confirm them, or average the two label distances (see
+  :func:`auto_confirm`, :func:`auto_mean`, :func:`auto_follow` and
+  docs/method.md#automatic-label-distance);
 
 and count the query clusters whose best ``"mean"`` mapping score is their true reference
 cluster (top-1 correct), and the query cells (of the scored clusters) whose ``best`` in
@@ -485,7 +490,6 @@ def run_seed(regime: str, seed: int, variants: bool, methods=METHODS) -> list[di
         "auto_choice": {"label_distance_mode": "auto"},
         "auto_shrink": {"label_distance_mode": "auto"},
         **{name: {"label_distance_mode": "auto"} for name in CONFIRM},
-        "auto_equal": {"label_distance_mode": "auto"},
         "auto_mean": {"label_distance_mode": "auto"},
         "auto_follow": {"label_distance_mode": "auto"},
         "auto_mean_follow": {"label_distance_mode": "auto"},
@@ -516,12 +520,6 @@ def run_seed(regime: str, seed: int, variants: bool, methods=METHODS) -> list[di
             dm, chosen, _ = auto_choice(dm, candidates, shrink=True)
         if method in CONFIRM:
             dm, chosen = auto_confirm(dm, **CONFIRM[method])
-        if method == "auto_equal":  # the rule before its step 4: s on every row
-            weight = dm.label_distance_params["auto_decision"]["lambda_label"]
-            L = np.asarray(dm.geom.label_distance, dtype=np.float64)
-            dm = _set_label_columns(dm, weight * L, L, weight)
-            dm.geom = dataclasses.replace(dm.geom, label_weights=None)
-            chosen = dm.label_distance_params["auto_decision"]["label_distance"]
         if method in ("auto_mean", "auto_mean_follow"):
             dm, chosen = auto_mean(dm, candidates["pairot"])
         if method in ("auto_follow", "auto_mean_follow"):
@@ -608,7 +606,6 @@ def goal(frame: pd.DataFrame) -> pd.DataFrame:
             ("auto_choice", "choice"),
             ("auto_shrink", "shrink"),
             *((name, name.removeprefix("auto_")) for name in CONFIRM),
-            ("auto_equal", "equal"),
             ("auto_mean", "mean"),
             ("auto_follow", "follow"),
             ("auto_mean_follow", "mean_follow"),

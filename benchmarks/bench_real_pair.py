@@ -11,7 +11,9 @@ MetaNeighbor match, see its README) is preprocessed as ``bench_min_genes.py --re
 - ``auto``: ``init_geom(label_distance_mode="auto")`` (its decision is printed);
 - ``auto_choice``: the tested variant of ``auto`` of ``bench_accuracy.py`` (the label
   distance, published or robust, that agrees better with the cell term, at auto's weight);
-- ``auto_shrink``: ``auto_choice`` with the weight times that agreement (tested, rejected).
+- ``auto_shrink``: ``auto_choice`` with the weight times that agreement (tested, rejected);
+- ``auto_follow``: the two-stage variant of ``bench_accuracy.py`` (rows of ``L`` whose argmin
+  is the ``auto`` fit's top-1 refitted at the published weight 1.5; tested and rejected).
 
 Printed, type by type for the 13 scored query types:
 
@@ -36,9 +38,9 @@ Printed, type by type for the 13 scored query types:
 ``--resplit K`` redraws the ``pseudo_sample`` split of both studies with K other seeds (4
 groups, as the data's README describes) and reports the ``pairot``, ``robust`` and ``auto``
 hits: a test of how much the answer rests on the pseudo-replicates. ``--leave-one-out`` fits
-``auto`` (and ``auto_choice``) once per scored query type with that type's cells left out of
-the query, and prints the decision and the hits of the other types: how stable the rule's
-decision is.
+``auto`` (and ``pairot``, ``cell`` and ``auto_follow``) once per scored query type with that
+type's cells left out of the query, and prints the decision and the hits of the other types:
+how stable the rule's decision is.
 
     python benchmarks/bench_real_pair.py [--pair ../shared/data/realpairs/zeisel_tasic]
         [--resplit 3]
@@ -62,9 +64,9 @@ import pairot as pr
 from pairot.tl._cost._labels import restrict_markers, study_markers
 
 try:  # run as a script from benchmarks/
-    from bench_accuracy import CONFIRM, auto_choice, auto_confirm
+    from bench_accuracy import auto_choice, auto_follow
 except ImportError:  # imported as benchmarks.bench_real_pair
-    from .bench_accuracy import CONFIRM, auto_choice, auto_confirm
+    from .bench_accuracy import auto_choice, auto_follow
 
 DEFAULT_PAIR = Path(__file__).resolve().parents[1] / ".." / "shared/data/realpairs/zeisel_tasic"
 COLUMNS = ("cell_type", "cell_type", "pseudo_sample", "pseudo_sample")
@@ -75,7 +77,7 @@ VARIANTS = {
     "auto": {"label_distance_mode": "auto"},
     "auto_choice": "auto_choice",
     "auto_shrink": "auto_shrink",
-    **{name: name for name in CONFIRM},
+    "auto_follow": "auto_follow",
 }
 #: ``L`` at or above this counts as saturated (the normalization caps ``L`` at 1).
 SATURATED = 0.999
@@ -99,11 +101,15 @@ def preprocess(query, reference):
 def fit(q, r, kwargs) -> pr.tl.DatasetMap:
     if kwargs in ("auto_choice", "auto_shrink"):
         return fit_choice(q, r, shrink=kwargs == "auto_shrink")
-    if kwargs in CONFIRM:
-        dm = pr.tl.DatasetMap(q, r)
-        dm.init_geom(label_distance_mode="auto")
-        dm, chosen = auto_confirm(dm, **CONFIRM[kwargs])
-        dm.auto_choice = {"confirmed rows": chosen}
+    if kwargs == "auto_follow":  # tested and rejected, see bench_accuracy.auto_follow
+
+        def make():
+            fresh = pr.tl.DatasetMap(q, r)
+            fresh.init_geom(label_distance_mode="auto")
+            return fresh
+
+        dm, confirmed = auto_follow(make(), make)
+        dm.auto_choice = {"confirmed rows": confirmed}
         dm.init_problem()
         dm.solve(progress=False)
         return dm
@@ -458,12 +464,10 @@ def resplit(query, reference, scored, n: int) -> None:
             )
         q, r = preprocess(q0, r0)
         line = f"   split seed {seed}:"
-        for name in ("pairot", "robust", "auto", "auto_choice", "auto_shrink"):
+        for name in ("pairot", "robust", "auto", "auto_follow"):
             dm = fit(q, r, VARIANTS[name])
             s = scores(dm, scored)
             line += f" {name} {s['hits']}/{len(scored)}, per cell {s['cell_accuracy']:.3f};"
-            if name.startswith("auto_"):
-                line += f" (chose {dm.auto_choice['chosen']}, {dm.auto_choice['lambda_label']:.4f})"
         print(line)
 
 
@@ -482,12 +486,12 @@ def leave_one_out(q, r, scored) -> None:
             f"p {d['p_value']:.3f}; {s['hits']}/{len(others)} clusters, per cell "
             f"{s['cell_accuracy']:.3f}; wrong {wrong}"
         )
-        for name in ("auto_choice", "auto_shrink"):
-            dm = fit_choice(q[(labels != t).to_numpy()], r, shrink=name == "auto_shrink")
+        for name in ("pairot", "cell", "auto_follow"):
+            dm = fit(q[(labels != t).to_numpy()], r, VARIANTS[name])
             s = scores(dm, others)
             wrong = [k for k in others if s["best"][k] not in others[k]]
             print(
-                f"   {'':15s}{name} {dm.auto_choice}; {s['hits']}/{len(others)} clusters, "
+                f"   {'':15s}{name}: {s['hits']}/{len(others)} clusters, "
                 f"per cell {s['cell_accuracy']:.3f}; wrong {wrong}"
             )
 

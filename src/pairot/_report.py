@@ -586,7 +586,6 @@ def _label_diagnostics_section(rows: Any) -> str:
         ("label term's nearest", "label_nearest"),
         ("cells' nearest", "cell_nearest"),
         ("disagree", "disagree"),
-        ("label weight", "label_weight"),
     ]
     body = [
         [_td(row.get(key), numeric=_is_number(row.get(key))) for _, key in columns]

@@ -11,18 +11,11 @@ from scipy import stats
 import pairot as pr
 from pairot.tl._cost._auto_label_distance import (
     ALPHA,
-    CONFIRMED_WEIGHT,
-    AutoDecision,
-    _kernel_sinkhorn,
-    _log_sinkhorn,
     cell_term_summary,
     choose,
-    confirm_rows,
     coverage_association,
     decide,
-    first_fit_top1,
     label_cell_association,
-    subsample,
 )
 from pairot.tl._cost._robust_label_distance import robust_label_distance
 
@@ -101,76 +94,8 @@ def test_a_decisive_label_term_keeps_a_weight_on_the_cell_terms_scale():
     record = d.record()
     assert set(record) == {
         "label_distance", "lambda_feature", "lambda_label", "cell_scale", "association",
-        "p_value", "reason", "confirmed_weight", "confirmed", "first_fit_converged",
+        "p_value", "reason",
     }  # fmt: skip
-    # before step 4 no row is confirmed: every row weighs s
-    np.testing.assert_array_equal(d.weights([f"q{k}" for k in range(10)]), np.full(10, 0.042))
-
-
-# ------------------------------------------------------- step 4: confirmed rows
-def test_first_fit_plans_equal_pot_sinkhorn():
-    """Both Sinkhorn paths of the first fit give POT's balanced entropic plan."""
-    ot = pytest.importorskip("ot")
-    rng = np.random.default_rng(11)
-    C = rng.random((30, 40)) * 1.2
-    a = rng.random(30) + 0.5
-    b = rng.random(40) + 0.5
-    a, b = a / a.sum(), b / b.sum()
-    eps = 0.05
-    expected = ot.sinkhorn(a, b, C, reg=eps, method="sinkhorn_log", stopThr=1e-12, numItermax=20000)
-    logK = -(C - C.min(axis=1, keepdims=True)) / eps
-    for P, converged in (
-        _kernel_sinkhorn(np.exp(logK), a, b, 1e-10, 20000),
-        _log_sinkhorn(logK, a, b, 1e-10, 20000),
-    ):
-        assert converged
-        np.testing.assert_allclose(P, expected, atol=1e-9)
-
-
-def test_first_fit_top1_is_the_argmax_of_the_cluster_plan():
-    """Against POT on the same cost and balanced marginals, aggregated by a naive loop."""
-    ot = pytest.importorskip("ot")
-    rng = np.random.default_rng(12)
-    x, y = unit_rows(rng, 50, 6), unit_rows(rng, 45, 6)
-    qc, rc = np.repeat(np.arange(4), [20, 15, 10, 5]), rng.integers(0, 5, 45)
-    WL = 0.1 * rng.random((4, 5))
-    top1, converged = first_fit_top1(x, y, qc, rc, WL, 1.0, 0.05)
-    assert converged
-    C = 0.5 * (1 - x @ y.T) + WL[np.ix_(qc, rc)]
-    a = 1 / (4 * np.bincount(qc)[qc])
-    b = 1 / (5 * np.bincount(rc, minlength=5)[rc])
-    P = ot.sinkhorn(a, b, C, reg=0.05, method="sinkhorn_log", stopThr=1e-10, numItermax=20000)
-    sums = np.array([[P[qc == k][:, rc == c].sum() for c in range(5)] for k in range(4)])
-    np.testing.assert_array_equal(top1, sums.argmax(axis=1))
-    # a cluster without cells gets -1
-    top1, _ = first_fit_top1(x, y, qc, rc, np.vstack([WL, np.ones(5)]), 1.0, 0.05)
-    assert top1[-1] == -1 and (top1[:4] == sums.argmax(axis=1)).all()
-
-
-def test_first_fit_falls_back_to_the_log_domain_at_a_tiny_epsilon():
-    rng = np.random.default_rng(13)
-    x, y = unit_rows(rng, 20, 4), unit_rows(rng, 20, 4)
-    qc, rc = np.repeat(np.arange(2), 10), np.repeat(np.arange(2), 10)
-    WL = np.array([[0.0, 1.0], [1.0, 0.0]])
-    top1, _ = first_fit_top1(x, y, qc, rc, WL, 1.0, 1e-3)  # C / eps up to 2000: no kernel
-    np.testing.assert_array_equal(top1, [0, 1])
-
-
-def test_confirm_rows_on_a_hand_made_case():
-    L = np.array(
-        [
-            [0.1, 1.0, 1.0],  # argmin a, first fit a: confirmed
-            [1.0, 0.2, 1.0],  # argmin b, first fit c: not confirmed
-            [1.0, 1.0, 1.0],  # constant: never confirmed
-            [0.5, 1.0, 0.3],  # argmin c, first fit c: confirmed
-        ]
-    )
-    base = AutoDecision("robust", 1.0, 0.04, 0.04, 0.9, 0.005, "kept")
-    d = confirm_rows(base, L, np.array([0, 2, 0, 2]), ["q1", "q2", "q3", "q4"], True)
-    assert d.confirmed == ("q1", "q4") and d.confirmed_weight == CONFIRMED_WEIGHT == 1.5
-    np.testing.assert_array_equal(d.weights(["q1", "q2", "q3", "q4"]), [1.5, 0.04, 0.04, 1.5])
-    assert d.first_fit_converged is True and "2 of 4 rows confirmed" in d.reason
-    assert d.record()["confirmed"] == ["q1", "q4"]
 
 
 def test_constant_label_term_or_flat_cells_get_no_weight():
@@ -262,32 +187,9 @@ def test_auto_mode_in_dataset_map_records_its_decision(studies):
         len(dm.query_clusters), len(dm.reference_clusters),
     )  # fmt: skip
     assert record["cell_scale"] == pytest.approx(s) and record["lambda_label"] == pytest.approx(s)
-    # step 4: the first fit on the subsample (here every cell) at weight s, by POT
-    ot = pytest.importorskip("ot")
-    geom = dm.geom
-    rows, cols = subsample(
-        geom.query_codes, geom.ref_codes, len(dm.query_clusters), len(dm.reference_clusters)
-    )
-    qc, rc = geom.query_codes[rows], geom.ref_codes[cols]
-    C = 0.5 * (1 - geom.x[rows].astype(np.float64) @ geom.y[cols].astype(np.float64).T)
-    C += s * L.to_numpy()[np.ix_(qc, rc)]
-    a = 1 / (len(dm.query_clusters) * np.bincount(qc)[qc])
-    b = 1 / (len(dm.reference_clusters) * np.bincount(rc)[rc])
-    P = ot.sinkhorn(a, b, C, reg=dm.geom.epsilon, method="sinkhorn_log", stopThr=1e-9)
-    sums = np.array(
-        [[P[qc == k][:, rc == c].sum() for c in range(len(dm.reference_clusters))]
-         for k in range(len(dm.query_clusters))]
-    )  # fmt: skip
-    top1 = sums.argmax(axis=1)
-    argmin = L.to_numpy().argmin(axis=1)
-    confirmed = [c for k, c in enumerate(dm.query_clusters) if top1[k] == argmin[k]]
-    assert record["confirmed"] == confirmed and len(confirmed) >= 6  # most PBMC rows agree
-    assert record["confirmed_weight"] == 1.5 and record["first_fit_converged"]
-    weights = np.where(np.isin(dm.query_clusters, confirmed), 1.5, s)
-    np.testing.assert_allclose(geom.row_label_weights, weights)
     n_ref = len(dm.reference_clusters)
     label_columns = dm.geom.x_aug[:, -n_ref:]
-    expected = (weights[:, None] * L.to_numpy())[dm.geom.query_codes]
+    expected = (record["lambda_label"] * L.to_numpy())[dm.geom.query_codes]
     np.testing.assert_allclose(label_columns, expected, rtol=1e-6)
     # a copy: changing it does not change the map
     dm.label_distance_params["auto_decision"]["lambda_label"] = -1
@@ -351,9 +253,3 @@ def test_label_term_diagnostics_in_dataset_map_match_hand_counts(studies):
     # for the 10 memory T cells, nearest to the regulatory T cells (as measured)
     own = table["cell_nearest"] == table.index
     assert own.sum() == 7 and not own["CD4+/CD45RO+ Memory"]
-    assert (table["label_weight"] == 1.5).all()  # the published weight on every row
-    dm.init_geom(batch_size=128, label_distance_mode="auto")
-    auto = dm.label_term_diagnostics()
-    decision = dm.label_distance_params["auto_decision"]
-    expected = [1.5 if q in decision["confirmed"] else decision["lambda_label"] for q in auto.index]
-    np.testing.assert_allclose(auto["label_weight"], expected)

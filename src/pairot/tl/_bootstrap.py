@@ -519,8 +519,7 @@ class Resampler:
         geom = self.dm.geom
         if L is None:
             return geom.x_aug[rows]
-        weights = geom.row_label_weights.astype(np.float32)[:, None]
-        label = (weights * L.astype(np.float32))[geom.query_codes[rows]]
+        label = (geom.lambda_label * L.astype(np.float32))[geom.query_codes[rows]]
         return np.concatenate([self.features[rows], label], axis=1).astype(np.float32)
 
     def one(self, index: int):

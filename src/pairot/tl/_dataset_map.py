@@ -463,10 +463,7 @@ class DatasetMap(DatasetMapAnswers):
             ``cell_nearest`` (the reference cluster of smallest cluster-level cell-term cost,
             each reference cluster's mean over the query clusters subtracted so that a
             cluster close to all is nobody's default; on a seeded subsample of at most 2,000
-            cells per study), ``disagree`` (both defined and different) and
-            ``label_weight`` (the weight of the row in the cost: ``lambda_label``, or with
-            ``label_distance_mode="auto"`` 1.5 on its confirmed rows and ``s`` on the
-            others, docs/method.md#automatic-label-distance). Rows with few
+            cells per study) and ``disagree`` (both defined and different). Rows with few
             markers, a high ``saturated_share`` or ``disagree`` are where the label term can
             carry a cluster's cells to a reference cluster its cells do not resemble.
         """

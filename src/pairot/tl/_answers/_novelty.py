@@ -108,7 +108,7 @@ def components(dataset_map, mapping: pd.DataFrame, distance: pd.DataFrame, tau_a
         best_distance, others, out=np.full(rows.size, np.nan), where=others > 0
     )
     lab = label.to_numpy(dtype=np.float64)
-    feature_part = best_distance - geom.row_label_weights * lab[rows, closest]
+    feature_part = best_distance - geom.lambda_label * lab[rows, closest]
     internal = geom.lambda_feature * within_cluster_cost(geom.x, geom.query_codes, rows.size)
     feature_ratio = np.divide(
         feature_part, internal, out=np.full(rows.size, np.nan), where=internal > 0

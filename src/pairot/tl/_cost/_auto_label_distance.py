@@ -6,9 +6,8 @@ Not part of the published method. On a real pair of studies
 (``lambda_label=1.5`` against ``lambda_feature=0.5``) spans up to 1.5 cost units in a row while
 the cell term of a query cell varies by a median 0.03 across the reference clusters: a row of
 ``L`` resting on one or two marker genes then moves every cell of its cluster, whatever the
-cells say. The rule here first puts the two terms on an equal footing, drops a label term the
-cells do not corroborate, and then gives the label term back its full weight on the rows where
-the cells and the marginals confirm it:
+cells say. The rule here puts the two terms on an equal footing and drops a label term the cells
+do not corroborate:
 
 1. **Which label distance**: the robust one (:mod:`._robust_label_distance`), which was the most
    accurate label distance on every simulated regime of ``benchmarks/bench_accuracy.py``,
@@ -24,16 +23,9 @@ the cells and the marginals confirm it:
    row of the cluster-level cell-term cost must exceed that of row-wise permutations of ``L``
    (one-sided permutation test, ``alpha = 0.05``, 199 seeded permutations). A label term
    of pure noise, or a constant one, gets ``lambda_label = 0``.
-4. **Confirmed rows**: a first, balanced fit at the weights of step 2 on the subsample
-   (:func:`first_fit_top1`, a dense float64 Sinkhorn) gives each query cluster its top-1
-   reference cluster. Where that is the label term's own nearest cluster (argmin of the row of
-   ``L``; the label term, the cells and the marginals agree), the row gets the published label
-   weight ``CONFIRMED_WEIGHT = 1.5``, so that every cell of the cluster follows the answer, as
-   it does with the published method; the other rows keep ``s``.
 
-The cell-term figures and the first fit are computed on a seeded, stratified subsample (at most
-2,000 cells per study, every cluster kept), so the decision costs one ``2,000 x 2,000`` cost
-matrix and a few hundred matrix-vector products.
+The cell-term figures are computed on a seeded, stratified subsample (at most 2,000 cells per
+study, every cluster kept), so the decision costs one ``2,000 x 2,000`` matrix product.
 
 :func:`choose` and :func:`coverage_association` are a tested and rejected variant of step 1
 (``init_geom`` does not use them; ``benchmarks/bench_accuracy.py`` and
@@ -45,21 +37,18 @@ nothing (docs/method.md#automatic-label-distance).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 __all__ = [
     "AutoDecision",
     "cell_term_summary",
     "choose",
-    "confirm_rows",
     "coverage_association",
     "decide",
-    "first_fit_top1",
     "label_cell_association",
-    "subsample",
 ]
 
 #: Significance level of the association test (a label term that agrees with the cells no
@@ -71,12 +60,6 @@ N_PERMUTATIONS = 199
 MAX_CELLS = 2000
 #: Seed of the subsample and the permutations.
 SEED = 0
-#: The label weight of a confirmed row (step 4): the published ``lambda_label``.
-CONFIRMED_WEIGHT = 1.5
-#: The first fit's stopping rule: the solver's default marginal error, checked every 10
-#: iterations, at most this many iterations.
-FIRST_FIT_THRESHOLD = 1e-3
-FIRST_FIT_MAX_ITERATIONS = 2000
 
 
 @dataclass(frozen=True)
@@ -85,27 +68,15 @@ class AutoDecision:
 
     label_distance: str  # "robust" or "none"
     lambda_feature: float
-    lambda_label: float  # the weight of the rows not confirmed (s), 0 for none
+    lambda_label: float
     cell_scale: float  # s: the median spread of a query cell's cell-term cost
     association: float  # mean row-wise Spearman correlation of L with the cell-term cost
     p_value: float
     reason: str
-    confirmed_weight: float = 0.0  # the weight of the confirmed rows (step 4)
-    confirmed: tuple[str, ...] = ()  # the query clusters whose row is confirmed
-    first_fit_converged: bool | None = None  # None: no first fit (no label term)
-
-    def weights(self, query_clusters) -> np.ndarray:
-        """The label weight of each query cluster's row of ``L`` (float64)."""
-        confirmed = set(self.confirmed)
-        high, low = self.confirmed_weight, self.lambda_label
-        return np.array([high if c in confirmed else low for c in query_clusters], np.float64)
 
     def record(self) -> dict:
-        """The decision as a dict of scalars and one list of cluster names (``confirmed``),
-        for ``label_distance_params`` and run.json."""
-        out = asdict(self)
-        out["confirmed"] = [str(c) for c in self.confirmed]
-        return out
+        """The decision as a flat dict of scalars (for ``label_distance_params``, run.json)."""
+        return asdict(self)
 
 
 def _stratified(labels: np.ndarray, n_clusters: int, total: int, rng) -> np.ndarray:
@@ -119,23 +90,6 @@ def _stratified(labels: np.ndarray, n_clusters: int, total: int, rng) -> np.ndar
             cells = rng.choice(cells, size=per, replace=False)
         keep.append(cells)
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
-
-
-def subsample(
-    query_codes: np.ndarray,
-    ref_codes: np.ndarray,
-    n_query: int,
-    n_reference: int,
-    *,
-    max_cells: int = MAX_CELLS,
-    seed: int = SEED,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The seeded, stratified subsample of both studies' cells the decision reads: sorted
-    query rows and reference columns (every cluster keeps at least one cell)."""
-    rng = np.random.default_rng(seed)
-    rows = _stratified(np.asarray(query_codes), n_query, max_cells, rng)
-    cols = _stratified(np.asarray(ref_codes), n_reference, max_cells, rng)
-    return rows, cols
 
 
 def cell_term_summary(
@@ -171,9 +125,9 @@ def cell_term_summary(
         The median over the sampled query cells of ``max_c m_i(c) - min_c m_i(c)``, with
         ``m_i(c)`` the mean cell-term cost of cell ``i`` to reference cluster ``c``.
     """
-    rows, cols = subsample(
-        query_codes, ref_codes, n_query, n_reference, max_cells=max_cells, seed=seed
-    )
+    rng = np.random.default_rng(seed)
+    rows = _stratified(np.asarray(query_codes), n_query, max_cells, rng)
+    cols = _stratified(np.asarray(ref_codes), n_reference, max_cells, rng)
     rho = np.asarray(x[rows], dtype=np.float64) @ np.asarray(y[cols], dtype=np.float64).T
     cost = 0.5 * (1.0 - rho)
     codes_r = np.asarray(ref_codes)[cols]
@@ -259,125 +213,6 @@ def decide(L: np.ndarray, M: np.ndarray, s: float) -> AutoDecision:
         f"{association:.3f}, permutation p = {p_value:.3f} < {ALPHA}); weighted to the cell "
         f"term's scale (lambda_label = s = {s:.4f}, lambda_feature = 1)",
     )  # fmt: skip
-
-
-def _balanced(codes: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Every present cluster the same total mass, split evenly over its cells (sums to 1)."""
-    counts = np.bincount(codes, minlength=n_clusters).astype(np.float64)
-    return 1.0 / (np.count_nonzero(counts) * counts[codes])
-
-
-def _kernel_sinkhorn(K, a, b, threshold, max_iterations):
-    """Balanced Sinkhorn on a kernel ``K``: the plan and whether it converged."""
-    u, v = np.ones_like(a), np.ones_like(b)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        for iteration in range(max_iterations):
-            u = a / (K @ v)
-            v = b / (K.T @ u)
-            if iteration % 10 == 9:
-                if not (np.isfinite(u).all() and np.isfinite(v).all()):
-                    return None, False
-                if np.abs(u * (K @ v) - a).sum() < threshold:
-                    return u[:, None] * K * v[None, :], True
-    if not (np.isfinite(u).all() and np.isfinite(v).all()):
-        return None, False
-    return u[:, None] * K * v[None, :], False
-
-
-def _log_sinkhorn(logK, a, b, threshold, max_iterations):
-    """Balanced log-domain Sinkhorn (for a kernel that would underflow)."""
-    f, g = np.zeros_like(a), np.zeros_like(b)
-    for iteration in range(max_iterations):
-        f = np.log(a) - special.logsumexp(logK + g[None, :], axis=1)
-        g = np.log(b) - special.logsumexp(logK + f[:, None], axis=0)
-        if iteration % 10 == 9:
-            rows = np.exp(special.logsumexp(logK + f[:, None] + g[None, :], axis=1))
-            if np.abs(rows - a).sum() < threshold:
-                return np.exp(logK + f[:, None] + g[None, :]), True
-    return np.exp(logK + f[:, None] + g[None, :]), False
-
-
-def first_fit_top1(
-    x: np.ndarray,
-    y: np.ndarray,
-    query_codes: np.ndarray,
-    ref_codes: np.ndarray,
-    weighted_label: np.ndarray,
-    lambda_feature: float,
-    epsilon: float,
-    *,
-    threshold: float = FIRST_FIT_THRESHOLD,
-    max_iterations: int = FIRST_FIT_MAX_ITERATIONS,
-) -> tuple[np.ndarray, bool]:
-    """Each query cluster's top-1 reference cluster in a balanced entropic fit of the given
-    cells (step 4 of the module docstring), by a dense float64 Sinkhorn.
-
-    Parameters
-    ----------
-    x, y
-        Feature rows of the (subsampled) query and reference cells.
-    query_codes, ref_codes
-        Their cluster codes.
-    weighted_label
-        ``lambda_label * L`` (query x reference clusters, weights included).
-    lambda_feature, epsilon
-        The cost's feature weight and the entropic regularization.
-
-    Returns
-    -------
-    top1
-        Per query cluster, the reference cluster receiving most of its plan mass (with
-        balanced marginals this is the argmax of the ``"mean"`` mapping), ``-1`` for a
-        cluster without cells.
-    converged
-        Whether the row marginal error fell below ``threshold`` (checked every 10 iterations).
-    """
-    qc = np.asarray(query_codes)
-    rc = np.asarray(ref_codes)
-    n_q, n_r = weighted_label.shape
-    C = lambda_feature * 0.5 * (1.0 - np.asarray(x, np.float64) @ np.asarray(y, np.float64).T)
-    C += np.asarray(weighted_label, dtype=np.float64)[np.ix_(qc, rc)]
-    a, b = _balanced(qc, n_q), _balanced(rc, n_r)
-    logK = -(C - C.min(axis=1, keepdims=True)) / epsilon  # row shifts fold into f
-    P = None
-    if logK.min() > -700.0:  # the kernel does not underflow: matrix-vector products
-        P, converged = _kernel_sinkhorn(np.exp(logK), a, b, threshold, max_iterations)
-    if P is None:  # it would underflow, or the scalings overflowed: the log domain
-        P, converged = _log_sinkhorn(logK, a, b, threshold, max_iterations)
-    onehot_q = np.zeros((qc.size, n_q))
-    onehot_q[np.arange(qc.size), qc] = 1.0
-    onehot_r = np.zeros((rc.size, n_r))
-    onehot_r[np.arange(rc.size), rc] = 1.0
-    clusters = onehot_q.T @ P @ onehot_r
-    top1 = np.where(onehot_q.sum(axis=0) > 0, clusters.argmax(axis=1), -1)
-    return top1, converged
-
-
-def confirm_rows(
-    decision: AutoDecision,
-    L: np.ndarray,
-    top1: np.ndarray,
-    query_clusters,
-    converged: bool,
-) -> AutoDecision:
-    """Step 4: the rows of ``L`` whose argmin is the first fit's ``top1`` (and that are not
-    constant) get ``CONFIRMED_WEIGHT``; the others keep ``decision.lambda_label``."""
-    L = np.asarray(L, dtype=np.float64)
-    varying = np.ptp(L, axis=1) > 1e-12
-    confirmed = varying & (np.argmin(L, axis=1) == np.asarray(top1))
-    names = tuple(str(c) for c, keep in zip(query_clusters, confirmed, strict=True) if keep)
-    reason = (
-        f"{decision.reason}; {len(names)} of {len(confirmed)} rows confirmed by a first fit at "
-        f"that weight (its top-1 reference cluster is the row's nearest in L) and weighted "
-        f"lambda_label = {CONFIRMED_WEIGHT}"
-    )
-    return replace(
-        decision,
-        reason=reason,
-        confirmed_weight=CONFIRMED_WEIGHT,
-        confirmed=names,
-        first_fit_converged=bool(converged),
-    )
 
 
 def coverage_association(L: np.ndarray, M: np.ndarray, **kwargs) -> tuple[float, float]:

@@ -14,13 +14,7 @@ from scipy import sparse
 
 from ..._logging import logger
 from ...pp._validate import argument_text, part, study
-from ._auto_label_distance import (
-    cell_term_summary,
-    confirm_rows,
-    decide,
-    first_fit_top1,
-    subsample,
-)
+from ._auto_label_distance import cell_term_summary, decide
 from ._features import cosine_features, spearman_features, uninformative_features
 from ._labels import LabelModel, build_label_model
 
@@ -29,11 +23,9 @@ from ._labels import LabelModel, build_label_model
 class Geometry:
     """Cell features and the cost structure of the OT problem.
 
-    ``C[i, j] = lambda_feature * 0.5 * (1 - x[i] . y[j]) + w[k_i] * L[k_i, c_j]``, written as
-    ``offset + x_aug[i] . y_aug[j]`` with ``x_aug = [-0.5 * lambda_feature * x, w[k_i] *
-    L[k_i]]`` and ``y_aug = [y, onehot(c_j)]``. The label weight ``w`` of a query cluster's
-    row is ``lambda_label`` for every row, except with ``label_distance_mode="auto"``, whose
-    confirmed rows weigh more (``label_weights``; docs/method.md#automatic-label-distance).
+    ``C[i, j] = lambda_feature * 0.5 * (1 - x[i] . y[j]) + lambda_label * L[k_i, c_j]``, written as
+    ``offset + x_aug[i] . y_aug[j]`` with ``x_aug = [-0.5 * lambda_feature * x, lambda_label *
+    L[k_i]]`` and ``y_aug = [y, onehot(c_j)]``.
     """
 
     x: np.ndarray
@@ -48,15 +40,6 @@ class Geometry:
     batch_size: int
     lambda_feature: float
     lambda_label: float
-    #: Per query cluster, the weight of its row of ``L`` (``None``: ``lambda_label`` for all).
-    label_weights: np.ndarray | None = None
-
-    @property
-    def row_label_weights(self) -> np.ndarray:
-        """The label weight of each query cluster's row of ``L`` (float64)."""
-        if self.label_weights is not None:
-            return np.asarray(self.label_weights, dtype=np.float64)
-        return np.full(self.label_distance.shape[0], float(self.lambda_label))
 
     def cost(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """The cost of the given query cells against every reference cell (float64).
@@ -162,21 +145,19 @@ def build_cost(
     x, y = cell_features(adata1, adata2, embedding_layer)
     qc = query_labels.codes.astype(np.int64)
     rc = reference_labels.codes.astype(np.int64)
-    weights = np.full(len(query_clusters), float(lambda_label))
-    label_weights = None
     if label_params["label_distance_mode"] == "auto":
-        decision = _auto_decision(x, y, qc, rc, labels, query_clusters, epsilon)
+        M, scale = cell_term_summary(x, y, qc, rc, len(query_clusters), len(reference_clusters))
+        decision = decide(labels.label_distance.to_numpy(dtype=np.float64), M, scale)
         lambda_feature, lambda_label = decision.lambda_feature, decision.lambda_label
-        weights = label_weights = decision.weights(query_clusters)
         labels.auto = decision.record()
         logger.info("init_geom(label_distance_mode='auto'): %s.", decision.reason)
     if lambda_feature > 0:
         _warn_uninformative(x, y, embedding_layer)
     L = labels.label_distance
     Lv = L.to_numpy(dtype=np.float32)
-    # float32 products, as (lambda_label * Lv) was before per-row weights: bit-identical
-    label = weights.astype(np.float32)[:, None] * Lv
-    x_aug = np.concatenate([(-0.5 * lambda_feature) * x, label[qc]], axis=1).astype(np.float32)
+    x_aug = np.concatenate([(-0.5 * lambda_feature) * x, (lambda_label * Lv)[qc]], axis=1).astype(
+        np.float32
+    )
     y_aug = np.concatenate(
         [y, np.eye(len(reference_clusters), dtype=np.float32)[rc]], axis=1
     ).astype(np.float32)
@@ -193,28 +174,5 @@ def build_cost(
         batch_size=batch_size,
         lambda_feature=lambda_feature,
         lambda_label=lambda_label,
-        label_weights=label_weights,
     )
     return geom, labels
-
-
-def _auto_decision(x, y, qc, rc, labels: LabelModel, query_clusters, epsilon: float):
-    """``label_distance_mode="auto"``'s decision (docs/method.md#automatic-label-distance):
-    steps 1-3 on the subsample's cell-term summary, then step 4's first fit."""
-    n_q, n_r = labels.label_distance.shape
-    L = labels.label_distance.to_numpy(dtype=np.float64)
-    M, scale = cell_term_summary(x, y, qc, rc, n_q, n_r)
-    decision = decide(L, M, scale)
-    if not decision.lambda_label > 0:
-        return decision
-    rows, cols = subsample(qc, rc, n_q, n_r)
-    top1, converged = first_fit_top1(
-        x[rows], y[cols], qc[rows], rc[cols], decision.lambda_label * L,
-        decision.lambda_feature, epsilon,
-    )  # fmt: skip
-    if not converged:
-        logger.warning(
-            "init_geom(label_distance_mode='auto'): the first fit on the subsample did not "
-            "converge; its top-1 clusters decide which rows of L are confirmed anyway."
-        )
-    return confirm_rows(decision, L, top1, query_clusters, converged)

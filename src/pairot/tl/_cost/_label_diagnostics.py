@@ -91,7 +91,7 @@ def diagnostics_of(
     M, _ = cell_term_summary(geom.x, geom.y, geom.query_codes, geom.ref_codes, n_q, n_r)
     genes = details.groupby("query_cluster", observed=False)["gene"].nunique()
     genes.index = genes.index.astype(str)
-    table = label_term_diagnostics(
+    return label_term_diagnostics(
         label_distance.to_numpy(),
         M,
         genes.reindex(query_clusters).fillna(0).to_numpy(),
@@ -99,6 +99,3 @@ def diagnostics_of(
         query_clusters,
         reference_clusters,
     )
-    # the weight of each row in the cost (lambda_label; auto's confirmed rows weigh more)
-    table["label_weight"] = geom.row_label_weights
-    return table

@@ -8,15 +8,15 @@ Nothing on the site is fetched from the network: no intersphinx inventories, no 
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import sys
 from pathlib import Path
-
-from sphinx.pycode import ModuleAnalyzer
 
 import pairot
 
 DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS / "_ext"))
+
+import pairot_docs  # noqa: E402 - pairot's own extension, in docs/_ext
 
 project = "pairot"
 author = "the pairot developers"
@@ -29,36 +29,23 @@ extensions = [
     "sphinx.ext.napoleon",
     "myst_nb",  # MyST Markdown pages and notebooks (it loads myst_parser)
     "sphinxarg.ext",  # the command line's options, from pairot.cli.build_parser
+    "pairot_docs",  # docstrings as written, examples from the tutorials (docs/_ext)
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "demo_figures.py"]
+exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 
 # -- API reference ---------------------------------------------------------------------------
 autosummary_generate = True
 autosummary_ignore_module_all = False
 autodoc_typehints = "description"  # types from the signatures, beside each parameter
 autodoc_typehints_format = "short"
+autodoc_typehints_description_target = "documented"  # no "Return type: None" lines
 autodoc_member_order = "bysource"
 autodoc_default_options = {"show-inheritance": False}
-PUBLIC_MODULES = ("pairot.pp", "pairot.tl", "pairot.pl", "pairot.datasets")
-
-
-def _tables() -> list[str]:
-    """Public constants whose value is a table: their page shows no value line."""
-    names = []
-    for module_name in PUBLIC_MODULES:
-        module = importlib.import_module(module_name)
-        for name in module.__all__:
-            value = getattr(module, name)
-            if not callable(value) and not isinstance(value, (tuple, str, int, float)):
-                names.append(f"{module_name}.{name}")
-    return names
-
-
-autosummary_context = {"no_value": _tables()}
+autosummary_context = {"no_value": pairot_docs.no_value_names()}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
@@ -90,132 +77,3 @@ html_copy_source = False
 html_show_sourcelink = False
 # MathJax (from a CDN) is only linked from pages that hold math, and none does:
 # tests/test_docs_site.py checks that no built page links anything outside the site
-
-
-def _attribute_doc(module_name: str, name: str) -> list[str] | None:
-    """The ``#:`` doc comment of ``name`` where it is defined: the package's private modules."""
-    package = importlib.import_module(module_name)
-    folder = Path(package.__file__).parent
-    for path in sorted(folder.glob("_*.py")):
-        sub = f"{module_name}.{path.stem}"
-        try:
-            docs = ModuleAnalyzer.for_module(sub).find_attr_docs()
-        except Exception:  # noqa: BLE001 - a module the analyzer cannot read has no docs
-            continue
-        if ("", name) in docs:
-            return list(docs[("", name)])
-    getter = getattr(package, "__getattr__", None)
-    if getter is not None and getter.__doc__ and name in getter.__doc__.split("\n", 1)[0]:
-        return inspect.cleandoc(getter.__doc__).splitlines()  # a lazily read module attribute
-    return None
-
-
-def _data_docstring(app, what, name, obj, options, lines):
-    """Public constants: their own doc comment, never their type's docstring."""
-    if what != "data" or not name.startswith("pairot."):
-        return
-    module_name, _, attr = name.rpartition(".")
-    doc = _attribute_doc(module_name, attr)
-    if doc is None:
-        msg = f"{name} has no doc comment ('#: ...' above its definition)"
-        raise ValueError(msg)
-    lines[:] = doc
-
-
-# -- numpy-style sections that napoleon reads otherwise ---------------------------------------
-# pairot's docstrings use three forms that numpydoc readers accept and napoleon does not; they
-# are rewritten before napoleon sees them (priority 400 < napoleon's 500), so the sources keep
-# the form that reads best in a terminal:
-# - a Returns / Yields section of plain prose (no "type" line, no indented description):
-#   napoleon would make each line a bullet; it becomes one ":returns:" field;
-# - a parameter list spread over two lines, the first ending with ",": joined;
-# - a paragraph after a Parameters (or other field) section, without a header of its own:
-#   napoleon would read it as more parameters.
-# Two blank lines end a napoleon section: that is what ends the field lists before these.
-_FIELD_SECTIONS = {
-    "parameters",
-    "other parameters",
-    "attributes",
-    "raises",
-    "warns",
-    "receives",
-    "keyword arguments",
-}
-_PROSE_SECTIONS = {"returns": ":returns:", "yields": ":Yields:"}
-
-
-def _is_header(lines: list[str], i: int) -> bool:
-    return (
-        i + 1 < len(lines)
-        and bool(lines[i].strip())
-        and not lines[i].startswith(" ")
-        and set(lines[i + 1].strip()) == {"-"}
-        and len(lines[i + 1].strip()) >= 3
-    )
-
-
-def _indented(line: str) -> bool:
-    return line.startswith(" ") and bool(line.strip())
-
-
-def _section_end(lines: list[str], start: int) -> int:
-    end = start
-    while end < len(lines) and not _is_header(lines, end):
-        end += 1
-    return end
-
-
-def _rewrite_sections(lines: list[str]) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        if not _is_header(lines, i):
-            out.append(lines[i])
-            i += 1
-            continue
-        name = lines[i].strip().lower()
-        body_start = i + 2
-        end = _section_end(lines, body_start)
-        body = lines[body_start:end]
-        if name in _PROSE_SECTIONS:
-            text = [line for line in body if line.strip()]
-            if len(text) >= 2 and not _indented(text[1]):  # prose, not "type" + description
-                while body and not body[-1].strip():
-                    body.pop()
-                out.extend(["", "", f"{_PROSE_SECTIONS[name]} {body[0].strip()}"])
-                out.extend(f"   {line}" if line.strip() else "" for line in body[1:])
-                out.append("")
-                i = end
-                continue
-        elif name in _FIELD_SECTIONS:
-            out.extend(lines[i : i + 2])
-            j = 0
-            while j < len(body):
-                line = body[j]
-                nxt = body[j + 1] if j + 1 < len(body) else ""
-                continued = line.rstrip().endswith(",") and not _indented(line)
-                if continued and nxt.strip() and not _indented(nxt):
-                    body[j + 1] = f"{line.rstrip()} {nxt.strip()}"
-                    j += 1
-                    continue
-                previous_blank = j > 0 and not body[j - 1].strip()
-                if previous_blank and line.strip() and not _indented(line) and not _indented(nxt):
-                    out.extend(["", *body[j:]])
-                    break
-                out.append(line)
-                j += 1
-            i = end
-            continue
-        out.extend(lines[i:end])
-        i = end
-    return out
-
-
-def _numpy_sections(app, what, name, obj, options, lines):
-    if name.startswith("pairot."):
-        lines[:] = _rewrite_sections(list(lines))
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _data_docstring)
-    app.connect("autodoc-process-docstring", _numpy_sections, priority=400)

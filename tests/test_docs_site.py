@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,6 +28,9 @@ PUBLIC_MODULES = ("pairot.pp", "pairot.tl", "pairot.pl", "pairot.datasets")
 # the tutorial the browser test opens, and the figures it draws at least
 TUTORIAL = "tutorials/pbmc_demo.html"
 TUTORIAL_FIGURES = 3
+
+sys.path.insert(0, str(DOCS / "_ext"))
+import pairot_docs  # noqa: E402 - the site's own extension: how examples are found
 
 needs_site = pytest.mark.skipif(
     not (SITE / "index.html").is_file(),
@@ -89,6 +94,56 @@ def _submodules(module) -> set[str]:
     return {n for n in dir(module) if type(getattr(module, n)).__name__ == "module"}
 
 
+def public_callables() -> list[tuple[str, object]]:
+    """``(full name, object)`` of every public function and class, and of every public
+    method of a public class (properties excluded)."""
+    found = []
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not callable(obj):
+                continue
+            found.append((f"{module_name}.{name}", obj))
+            if inspect.isclass(obj):
+                for member in dir(obj):
+                    static = inspect.getattr_static(obj, member)
+                    if member.startswith("_") or isinstance(static, property):
+                        continue
+                    found.append((f"{module_name}.{name}.{member}", getattr(obj, member)))
+    return found
+
+
+def test_every_public_callable_has_an_example():
+    """Each public function, class and method shows an example on its page: its docstring's
+    Examples section, or else the first tutorial cell that calls it (executed at build)."""
+    callables = public_callables()
+    assert len(callables) > 40
+    missing = [
+        name
+        for name, obj in callables
+        if not pairot_docs.has_examples_section((inspect.getdoc(obj) or "").splitlines())
+        and pairot_docs.tutorial_example(name) is None
+    ]
+    assert missing == [], (
+        f"no example for {missing}: call them in a tutorial (docs/tutorials/) or add an "
+        "Examples section to the docstring"
+    )
+
+
+def test_tutorial_example_lookup():
+    """The lookup finds calls through the module and through a variable of the class, and
+    not a method of the same name on another class."""
+    document, code = pairot_docs.tutorial_example("pairot.pp.preprocess_adatas")
+    assert document == "tutorials/pbmc_demo" and "pr.pp.preprocess_adatas(" in code
+    document, code = pairot_docs.tutorial_example("pairot.tl.DatasetMap.solve")
+    assert document == "tutorials/pbmc_demo" and "dataset_map.solve()" in code
+    document, code = pairot_docs.tutorial_example("pairot.tl.AtlasMap.solve")
+    assert document == "tutorials/atlas" and "atlas.solve(" in code
+    assert pairot_docs.tutorial_example("pairot.tl.DatasetMap.no_such_method") is None
+    assert pairot_docs.tutorial_example("pairot.pp.no_such_function") is None
+
+
 def test_cli_page_reads_the_parser():
     """The command-line page is generated from the parser ``pairot`` itself uses."""
     text = (DOCS / "cli.rst").read_text(encoding="utf-8")
@@ -122,6 +177,20 @@ def test_readme_documentation_command_is_what_ci_runs():
     # the site is built before the tests run, so that the tests below find it
     assert ci.index(command) < ci.index("python -m pytest")
     assert "docs/_build/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+
+
+def test_build_configuration_is_offline_and_strict():
+    """conf.py: notebooks are executed at build time and a failing cell fails the build; no
+    inventory is fetched; the theme bundles its assets."""
+    import runpy
+
+    conf = runpy.run_path(str(DOCS / "conf.py"))
+    assert conf["nb_execution_mode"] in ("cache", "force")
+    assert conf["nb_execution_raise_on_error"] is True
+    assert Path(conf["nb_execution_cache_path"]).is_relative_to(DOCS / "_build")
+    assert conf["intersphinx_mapping"] == {}
+    assert conf["html_theme"] == "furo"
+    assert "sphinxarg.ext" in conf["extensions"]
 
 
 def test_tutorials_are_stored_without_outputs():
@@ -206,8 +275,14 @@ def test_built_site_has_every_page():
         "tutorials/pbmc_demo",
         "tutorials/cell_mapping",
         "tutorials/atlas",
+        "tutorials/building_blocks",
     ):
         assert (SITE / f"{page}.html").is_file(), page
+    # the class pages document the inherited methods too (DatasetMap's answers)
+    page = (SITE / "generated" / "pairot.tl.DatasetMap.html").read_text(encoding="utf-8")
+    for name, _ in public_callables():
+        if name.startswith("pairot.tl.DatasetMap."):
+            assert f'id="{name}"' in page, name
     cli = (SITE / "cli.html").read_text(encoding="utf-8")
     for option in ("--query-cell-type", "--n-top-genes", "--bootstrap", "--overwrite"):
         assert option in cli, option

@@ -77,3 +77,6 @@ html_copy_source = False
 html_show_sourcelink = False
 # MathJax (from a CDN) is only linked from pages that hold math, and none does:
 # tests/test_docs_site.py checks that no built page links anything outside the site
+
+# "--out" stays two hyphens (option names in help texts), not an en dash
+smartquotes_action = "qe"

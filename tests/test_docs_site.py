@@ -262,7 +262,8 @@ def test_built_site_has_every_page():
     """Every public name and every page the issue lists has its page in the built site."""
     for module_name in PUBLIC_MODULES:
         for name in importlib.import_module(module_name).__all__:
-            assert (SITE / "generated" / f"{module_name}.{name}.html").is_file(), name
+            page = SITE / "generated" / f"{module_name}.{name}.html"
+            assert page.is_file(), f"{name}: no page in the built site; rebuild it"
     for page in (
         "getting_started",
         "api",

@@ -35,6 +35,8 @@ class AtlasMap:
         A folder for each fitted pair's outputs (mapping in both directions, distance,
         no-match tables, ``pair.json``); a later :meth:`solve` with the same folder and
         parameters loads them instead of fitting again (resume). ``None``: in memory only.
+        Needed by the dask engine (:meth:`solve`), which also writes in-memory studies to
+        ``out_dir/studies/`` for its workers to read.
     init_geom, init_problem, solve
         Keyword options given to every pair's ``DatasetMap.init_geom``, ``init_problem`` and
         ``solve`` (``None``: DatasetMap's defaults). Per-cell marginals (``a``, ``b``) are
@@ -222,8 +224,8 @@ class AtlasMap:
     def unmatched(self, a: str, b: str) -> pd.DataFrame:
         """The no-match flags of ``a``'s clusters against ``b`` (index ``cluster``; columns
         ``unmatched, score, retained, mapping_ratio, best_match, best_mapping, reason``).
-        For the query of the fit it is ``DatasetMap.unmatched_clusters``; for the reference,
-        the same rule mirrored (docs/method.md)."""
+        It is ``DatasetMap.unmatched_clusters("query")`` of the pair's fit for its query, and
+        ``unmatched_clusters("reference")`` (the same rule mirrored) for its reference."""
         table = self._pair(a, b).unmatched(a)
         if table is None:
             msg = "the no-match flags were not computed (AtlasMap(..., unmatched=False))."

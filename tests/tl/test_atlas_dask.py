@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -37,7 +38,13 @@ def studies():
     )
     first = q.obs["sample_id"].astype(str).isin([f"query_donor{i}" for i in (1, 2, 3)]).to_numpy()
     raw = {"A": q[first].copy(), "B": r.copy(), "C": q[~first].copy()}
-    return pr.pp.preprocess_studies(raw, "cell_type", "sample_id", **KW)
+    studies = pr.pp.preprocess_studies(raw, "cell_type", "sample_id", **KW)
+    # 140 cells each, so that every pair has one shape: each process compiles the solve once
+    rng = np.random.default_rng(0)
+    return {
+        name: adata[np.sort(rng.choice(adata.n_obs, 140, replace=False))].copy()
+        for name, adata in studies.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +176,7 @@ def test_resume_after_failed_tasks_and_an_interrupt(studies, local, client, tmp_
     assert_same_answers(resumed, local, unmatched=False)
 
 
-def test_bad_engines(studies, client, monkeypatch, caplog):
+def test_bad_engines(studies, client, tmp_path, monkeypatch, caplog):
     atlas = pr.tl.AtlasMap(studies, init_geom=GEOM)
     for bad in ("gpu", None, 3):
         with pytest.raises(ValueError, match=r"engine must be one of \['auto', 'local', 'dask'\]"):
@@ -182,8 +189,11 @@ def test_bad_engines(studies, client, monkeypatch, caplog):
         atlas.solve([("A", "B")], progress=False)
     assert calls == [] and atlas.solve_log == {("A", "B"): "fitted"}
     assert "the dask engine needs out_dir" in caplog.text
+    # the client's devices mean nothing on a worker: refused before any file is written
+    pinned = pr.tl.AtlasMap(studies, out_dir=tmp_path, init_geom=GEOM, solve={"devices": ["x"]})
     with pytest.raises(ValueError, match="names devices of this process"):
-        _dask.task_options({"solve": {"devices": ["cpu:0"]}})
+        pinned.solve(progress=False, engine="dask")
+    assert not (tmp_path / "studies").exists()
     monkeypatch.setattr(_dask, "active_client", lambda: None)
     with pytest.raises(ValueError, match="needs an active dask.distributed client"):
         atlas.solve(progress=False, engine="dask")

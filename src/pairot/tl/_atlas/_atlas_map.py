@@ -134,7 +134,7 @@ class AtlasMap:
         engine = checks.check_engine(engine)
         engine, client = _dask.resolve_engine(engine, self.out_dir)
         self.solve_log = {}
-        records = {pair: self._record(*pair) for pair in todo} if self.out_dir else {}
+        records = {} if self.out_dir is None else {pair: self._record(*pair) for pair in todo}
         to_fit = []
         for a, b in todo:
             result = None
@@ -153,6 +153,7 @@ class AtlasMap:
                 self._keep(result, "fitted")
 
             if engine == "dask" and to_fit:
+                options = _dask.task_options(self._options)  # checked before any file is written
                 names = sorted(
                     {name for pair in to_fit for name in pair}, key=self.study_names.index
                 )
@@ -164,7 +165,7 @@ class AtlasMap:
                     )
                     for name in names
                 }
-                _dask.run(client, to_fit, paths, self._options, store, bar)
+                _dask.run(client, to_fit, paths, options, store, bar)
             else:
                 for a, b in to_fit:
                     logger.info("Pair (%s, %s): fitting %s as query, %s as reference.", a, b, a, b)
@@ -175,6 +176,7 @@ class AtlasMap:
             **{k: v for k, v in self._results.items() if k not in set(todo)},
             **{pair: self._results[pair] for pair in todo},
         }
+        self.solve_log = {pair: self.solve_log[pair] for pair in todo}
         return self
 
     def _keep(self, result: PairResult, how: str) -> None:

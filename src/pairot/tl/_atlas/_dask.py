@@ -99,7 +99,7 @@ def fit_pair_task(path_a: str, path_b: str, a: str, b: str, options: dict) -> Pa
     import anndata
 
     adata_a = anndata.read_h5ad(path_a)
-    adata_b = adata_a if path_b == path_a else anndata.read_h5ad(path_b)
+    adata_b = anndata.read_h5ad(path_b)
     result = fit_pair(adata_a, adata_b, a, b, options, progress=False)
     try:
         from distributed import get_worker
@@ -111,7 +111,8 @@ def fit_pair_task(path_a: str, path_b: str, a: str, b: str, options: dict) -> Pa
 
 
 def run(client, todo, paths: dict[str, str], options: dict, store, bar) -> list:
-    """Submit every pair of ``todo`` to ``client``; ``store(result)`` each one as it arrives.
+    """Submit every pair of ``todo`` to ``client`` (``options`` as :func:`task_options`
+    gives them); ``store(result)`` each one as it arrives.
 
     Returns the pairs that finished, in the order they did. A ``KeyboardInterrupt``
     (or any error on the client) cancels the pending tasks and is raised once what finished
@@ -120,7 +121,6 @@ def run(client, todo, paths: dict[str, str], options: dict, store, bar) -> list:
     """
     from distributed import as_completed
 
-    options = task_options(options)
     futures = {}
     done: list[tuple[str, str]] = []
     failed: list[tuple[tuple[str, str], BaseException]] = []

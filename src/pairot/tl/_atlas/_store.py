@@ -119,6 +119,7 @@ def study_file(out_dir: Path, name: str, adata, fingerprint: str) -> Path:
         except (OSError, ValueError):
             pass
     tmp = folder / f".tmp-{path.stem}-{uuid.uuid4().hex[:8]}.h5ad"
+    sidecar.unlink(missing_ok=True)  # no stale fingerprint may vouch for the new file
     try:
         # write_h5ad turns string columns into categoricals in place: write a copy
         adata.copy().write_h5ad(tmp)

@@ -38,6 +38,9 @@ def studies():
     )
     first = q.obs["sample_id"].astype(str).isin([f"query_donor{i}" for i in (1, 2, 3)]).to_numpy()
     raw = {"A": q[first].copy(), "B": r.copy(), "C": q[~first].copy()}
+    # a cluster name that h5ad files and folder names must survive
+    labels = raw["C"].obs["cell_type"].astype(str).replace("L1_T1", "L1/T1 ü+")
+    raw["C"].obs["cell_type"] = pd.Categorical(labels)
     studies = pr.pp.preprocess_studies(raw, "cell_type", "sample_id", **KW)
     # 140 cells each, so that every pair has one shape: each process compiles the solve once
     rng = np.random.default_rng(0)

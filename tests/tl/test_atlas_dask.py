@@ -123,6 +123,9 @@ def test_dask_engine_equals_the_local_one_and_runs_on_the_workers(
     assert sorted(p.name for p in (out / "studies").glob("*.h5ad")) == sorted(
         _store.study_path(out, name).name for name in "AB"
     )
+    for name in "AB":  # the file a worker reads is the study: same fingerprint, same fit
+        read = ad.read_h5ad(_store.study_path(out, name))
+        assert _store.study_fingerprint(read) == _store.study_fingerprint(studies[name])
     # the tasks ran on the worker processes (recorded by the task, and in the task stream)
     workers = set(client.scheduler_info()["workers"])
     assert {atlas._pair(*pair).info["worker"] for pair in local.pairs} <= workers

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 from ._pair import PairResult, fit_pair
@@ -105,7 +106,7 @@ def fit_pair_task(path_a: str, path_b: str, a: str, b: str, options: dict) -> Pa
         from distributed import get_worker
 
         result.info["worker"] = str(get_worker().address)
-    except (ImportError, ValueError):  # run outside a worker (tests call it directly)
+    except (ImportError, ValueError):  # run outside a worker
         result.info["worker"] = None
     return result
 
@@ -130,8 +131,12 @@ def run(client, todo, paths: dict[str, str], options: dict, store, bar) -> list:
             futures[future] = (a, b)
         for future in as_completed(futures):
             pair = futures[future]
-            if future.status == "error":
-                error = future.exception()
+            if future.status != "finished":  # "error", or "cancelled" / "lost" elsewhere
+                error = (
+                    future.exception()
+                    if future.status == "error"
+                    else CancelledError(f"the task of pair {pair} ended {future.status!r}")
+                )
                 logger.error("Pair (%s, %s) failed on its worker: %r", *pair, error)
                 failed.append((pair, error))
             else:
@@ -144,7 +149,7 @@ def run(client, todo, paths: dict[str, str], options: dict, store, bar) -> list:
         pending = [f for f in futures if not f.done()]
         logger.warning(
             "AtlasMap.solve interrupted: %d finished pair(s) stored, %d pending task(s) "
-            "cancelled; a new solve() with the same out_dir fits only those.",
+            "cancelled; a new solve() with the same out_dir fits only the pairs not stored.",
             len(done),
             len(pending),
         )

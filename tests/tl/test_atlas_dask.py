@@ -136,6 +136,7 @@ def test_dask_engine_equals_the_local_one_and_runs_on_the_workers(
     again = pr.tl.AtlasMap(backed, out_dir=out, init_geom=GEOM).solve(progress=False)
     assert calls == [] and set(again.solve_log.values()) == {"loaded"}
     assert_same_answers(again, local)
+    backed["C"].file.close()
 
 
 def _plain(value) -> bool:

@@ -113,6 +113,69 @@ def test_two_studies_equal_dataset_map(pair):
         atlas.mapping("A", "Z")
 
 
+def mirrored_rule(pair, tau=0.95, min_retained=0.6, max_ratio=0.7):
+    """The reference side's no-match rule computed by hand from two independent fits (the
+    computation AtlasMap's _pair.py held before it moved into DatasetMap): the fit, and a
+    fresh fit with tau_b relaxed; retained = b-cluster's share of the plan mass over its
+    share of b; mapping_ratio = its best reverse "mean" (the forward transported_mass,
+    transposed) over the median best of the other b-clusters."""
+    fits = []
+    for tau_b in (1.0, tau):
+        dm = pr.tl.DatasetMap(pair["A"], pair["B"])
+        dm.init_geom(**GEOM)
+        dm.init_problem(tau_b=tau_b)
+        dm.solve(progress=False)
+        fits.append(dm)
+    dm, relaxed = fits
+    labels_a = pd.Categorical(dm.query_labels, categories=dm.query_clusters).codes
+    labels_b = pd.Categorical(dm.reference_labels, categories=dm.reference_clusters).codes
+    mass_a = np.bincount(labels_a, weights=dm.ot_prob.a)
+    mass_b = np.bincount(labels_b, weights=dm.ot_prob.b)
+    moved = (mass_a[:, None] * relaxed.compute_mapping("transported_mass").to_numpy()).sum(0)
+    retained = moved / moved.sum() / mass_b
+    reverse = dm.compute_mapping("transported_mass").to_numpy().T
+    best = reverse.max(axis=1)
+    typical = np.array([np.median(np.delete(best, k)) for k in range(best.size)])
+    ratio = best / typical
+    return pd.DataFrame(
+        {
+            "retained": retained,
+            "mapping_ratio": ratio,
+            "score": np.maximum(retained / min_retained, ratio / max_ratio),
+            "best_mapping": best,
+            "best_query": np.asarray(dm.query_clusters)[reverse.argmax(axis=1)],
+        },
+        index=dm.reference_clusters,
+    )
+
+
+def test_reference_side_no_match_rule_is_the_mirrored_rule(pair):
+    dm = pr.tl.DatasetMap(pair["A"], pair["B"])
+    dm.init_geom(**GEOM)
+    dm.init_problem()
+    dm.solve(progress=False)
+    query = dm.unmatched_clusters()
+    table = dm.unmatched_clusters("reference")
+    assert table.index.name == "reference" and list(table.index) == dm.reference_clusters
+    assert "best_query" in table.columns and "closest_query" in table.columns
+    expected = mirrored_rule(pair)
+    for column in ("retained", "mapping_ratio", "score", "best_mapping"):
+        np.testing.assert_allclose(table[column], expected[column], rtol=1e-6, err_msg=column)
+    assert list(table["best_query"]) == list(expected["best_query"])
+    np.testing.assert_array_equal(table["unmatched"], expected["score"] < 1)
+    assert table["reason"].str.contains("reference marginal is relaxed").all()
+    # the query side is unchanged by the reference side's call (the object is left alone)
+    pd.testing.assert_frame_equal(dm.unmatched_clusters(), query, check_exact=True)
+    # the atlas reads both sides from DatasetMap's one rule
+    atlas = pr.tl.AtlasMap(pair, init_geom=GEOM).solve(progress=False)
+    got = atlas.unmatched("B", "A")
+    for column in ("unmatched", "score", "retained", "mapping_ratio", "best_mapping", "reason"):
+        np.testing.assert_array_equal(got[column].to_numpy(), table[column].to_numpy())
+    assert list(got["best_match"]) == list(table["best_query"])
+    with pytest.raises(ValueError, match="side must be 'query' or 'reference', got 'both'"):
+        dm.unmatched_clusters("both")
+
+
 def test_reverse_reading_equals_the_reversed_fit_when_the_cost_is_symmetric(pair):
     """With the robust label distance (a correlation, symmetric) the cost of (B, A) is the
     transpose of that of (A, B): the reverse reading is then the reversed fit's answer. The

@@ -416,6 +416,7 @@ class DatasetMapAnswers:
 
     def unmatched_clusters(
         self,
+        side: str = "query",
         *,
         tau_a: float = 0.95,
         min_retained: float = 0.6,
@@ -443,11 +444,26 @@ class DatasetMapAnswers:
         sheds mass when relaxed, but it stays that cluster's main source (calibration:
         benchmarks/bench_novelty.py and benchmarks/README.md).
 
+        ``side="reference"`` flags the reference clusters instead, by the same rule mirrored
+        on the same fit: the extra solve relaxes the reference marginal (``tau_b`` set to
+        ``tau_a``, ``tau_a`` as fitted); ``retained`` is a reference cluster's share of the
+        plan's mass over its share of ``b``; ``mapping_ratio`` reads its best reverse
+        ``"mean"`` mapping (the fit's ``"transported_mass"`` transposed: the plan mass from
+        query cluster ``k`` to it over ``k``'s mass, the ``a``-weighted mean over ``k``'s
+        cells of the share of their mass it receives; docs/method.md#many-studies-atlas),
+        over the median best of the other reference clusters. This is how
+        :class:`~pairot.tl.AtlasMap` flags both studies of a pair from one fit.
+
         Parameters
         ----------
+        side
+            ``"query"`` (default): flag the query clusters; ``"reference"``: the reference
+            clusters, by the mirrored rule.
         tau_a
-            Relaxation of the query marginal in the extra solve, in (0, 1); 1 would enforce
-            it and tell nothing. The thresholds are calibrated at 0.95.
+            Relaxation of the marginal of ``side`` in the extra solve, in (0, 1); 1 would
+            enforce it and tell nothing (named after the query side; with
+            ``side="reference"`` it is the extra solve's ``tau_b``). The thresholds are
+            calibrated at 0.95 (on query clusters).
         min_retained
             Flag only clusters keeping less than this share (> 0) of their mass.
         max_mapping_ratio
@@ -457,6 +473,9 @@ class DatasetMapAnswers:
         Returns
         -------
         DataFrame indexed by query cluster (``query``), in the mapping's row order, with
+        (for ``side="reference"``: indexed by reference cluster, ``reference``, in the
+        mapping's column order, with ``best_query`` and ``closest_query`` in place of
+        ``best_reference`` and ``closest_reference``, and every figure mirrored)
 
         - ``unmatched`` (bool): the flag;
         - ``score``: ``max(retained / min_retained, mapping_ratio / max_mapping_ratio)``, the
@@ -483,16 +502,21 @@ class DatasetMapAnswers:
         look the same), and an unflagged cluster may still be novel when it is very close to a
         reference type (see the calibration figures).
         """
+        side = checks.check_side(side)
         for stage in ("geom", "problem", "solution"):
             self._require(stage)
         tau_a, min_retained, max_mapping_ratio = checks.check_unmatched(
             tau_a, min_retained, max_mapping_ratio
         )
+        # the query side reads the "mean" mapping; the reference side the reverse "mean",
+        # which is the fit's "transported_mass" (transposed in _novelty)
+        method = "mean" if side == "query" else "transported_mass"
         return _novelty.unmatched_table(
             self,
-            self.compute_mapping("mean"),
+            self.compute_mapping(method),
             self.compute_distance(),
             tau_a=tau_a,
             min_retained=min_retained,
             max_mapping_ratio=max_mapping_ratio,
+            side=side,
         )

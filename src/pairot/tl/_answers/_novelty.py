@@ -18,6 +18,11 @@ module turns that into a flag with a score, from figures the method already has:
 
 Which of them flags is decided in :func:`flag`, with thresholds calibrated on simulated
 pairs (``benchmarks/bench_novelty.py``; docs/method.md#unmatched-query-clusters).
+
+The reference side (``side="reference"``) is the same rule mirrored on the same fit: the
+extra solve relaxes ``tau_b``, the shares are of ``b``, the mapping read is the reverse
+``"mean"`` (the fit's ``"transported_mass"`` transposed), and the distances and label
+distances are read down the columns. ``AtlasMap`` flags both studies of a pair with it.
 """
 
 from __future__ import annotations
@@ -62,17 +67,28 @@ def within_cluster_cost(x: np.ndarray, codes: np.ndarray, n_clusters: int) -> np
     return 0.5 * (1.0 - mean_inner)
 
 
-def relaxed_retained(dataset_map, tau_a: float) -> np.ndarray:
-    """Per query cluster: (its share of the plan's mass) / (its share of the marginal ``a``),
-    from a second solve of ``dataset_map``'s problem with ``tau_a`` relaxed.
+#: Per side: the tau the extra solve relaxes, the other side, and the index name.
+_SIDES = {
+    "query": {"tau": "tau_a", "other": "reference", "source": "source"},
+    "reference": {"tau": "tau_b", "other": "query", "source": "destination"},
+}
+
+
+def relaxed_retained(dataset_map, tau: float, side: str = "query") -> np.ndarray:
+    """Per cluster of ``side``: (its share of the plan's mass) / (its share of its marginal,
+    ``a`` for the query, ``b`` for the reference), from a second solve of ``dataset_map``'s
+    problem with that side's marginal relaxed to ``tau`` (the other tau as fitted).
 
     The caller's object is not changed: the solve runs on a shallow copy that shares the
     geometry (read only) and gets its own problem and solution.
     """
     problem = dataset_map.ot_prob
     relaxed = copy.copy(dataset_map)
-    relaxed.init_problem(tau_a=tau_a, tau_b=problem.tau_b, a=problem.a.copy(), b=problem.b.copy())
-    logger.info("Solving again with tau_a=%g to find query clusters without a match.", tau_a)
+    query = side == "query"
+    tau_a, tau_b = (tau, problem.tau_b) if query else (problem.tau_a, tau)
+    relaxed.init_problem(tau_a=tau_a, tau_b=tau_b, a=problem.a.copy(), b=problem.b.copy())
+    name = _SIDES[side]["tau"]
+    logger.info("Solving again with %s=%g to find %s clusters without a match.", name, tau, side)
     relaxed.solve(
         progress=dataset_map._progress,
         block_memory_budget=dataset_map._block_memory_budget,
@@ -80,23 +96,34 @@ def relaxed_retained(dataset_map, tau_a: float) -> np.ndarray:
     )
     if not bool(relaxed.ot_solution.converged):
         logger.warning(
-            "The relaxed solve (tau_a=%g) of unmatched_clusters did not converge; the "
+            "The relaxed solve (%s=%g) of unmatched_clusters did not converge; the "
             "retained shares are approximate.",
-            tau_a,
+            name,
+            tau,
         )
-    mass = relaxed._aggregate()["mass"].sum(axis=1)
-    codes = dataset_map.geom.query_codes
-    source = np.bincount(codes, weights=problem.a, minlength=mass.size)
+    geom = dataset_map.geom
+    mass = relaxed._aggregate()["mass"].sum(axis=1 if query else 0)
+    codes, weights = (geom.query_codes, problem.a) if query else (geom.ref_codes, problem.b)
+    source = np.bincount(codes, weights=weights, minlength=mass.size)
     share = mass / mass.sum()
     return np.divide(share, source, out=np.full(mass.size, np.nan), where=source > 0)
 
 
-def components(dataset_map, mapping: pd.DataFrame, distance: pd.DataFrame, tau_a: float):
-    """The per-query-cluster figures the rule reads (see the module docstring)."""
+def components(
+    dataset_map, mapping: pd.DataFrame, distance: pd.DataFrame, tau: float, side: str = "query"
+):
+    """The per-cluster figures the rule reads (see the module docstring), for the clusters of
+    ``side``. ``mapping`` is the fit's ``"mean"`` for the query side and its
+    ``"transported_mass"`` for the reference side (transposed here: the reverse reading's
+    ``"mean"``, docs/method.md#unmatched-query-clusters); ``distance`` the fit's distance."""
     geom = dataset_map.geom
     label = dataset_map.label_distance
+    query = side == "query"
     m = mapping.to_numpy(dtype=np.float64)
     d = distance.to_numpy(dtype=np.float64)
+    lab = label.to_numpy(dtype=np.float64)
+    if not query:
+        m, d, lab = m.T, d.T, lab.T
     best = np.nanargmax(m, axis=1)
     rows = np.arange(m.shape[0])
     closest = np.nanargmin(d, axis=1)
@@ -107,9 +134,9 @@ def components(dataset_map, mapping: pd.DataFrame, distance: pd.DataFrame, tau_a
     distance_ratio = np.divide(
         best_distance, others, out=np.full(rows.size, np.nan), where=others > 0
     )
-    lab = label.to_numpy(dtype=np.float64)
     feature_part = best_distance - geom.lambda_label * lab[rows, closest]
-    internal = geom.lambda_feature * within_cluster_cost(geom.x, geom.query_codes, rows.size)
+    x, codes = (geom.x, geom.query_codes) if query else (geom.y, geom.ref_codes)
+    internal = geom.lambda_feature * within_cluster_cost(x, codes, rows.size)
     feature_ratio = np.divide(
         feature_part, internal, out=np.full(rows.size, np.nan), where=internal > 0
     )
@@ -120,22 +147,29 @@ def components(dataset_map, mapping: pd.DataFrame, distance: pd.DataFrame, tau_a
     mapping_ratio = np.divide(
         best_mapping, typical, out=np.full(rows.size, np.nan), where=typical > 0
     )
-    columns = np.asarray(mapping.columns, dtype=object)
+    other = _SIDES[side]["other"]
+    columns = np.asarray(mapping.columns if query else mapping.index, dtype=object)
     table = pd.DataFrame(
         {
-            "retained": relaxed_retained(dataset_map, tau_a),
+            "retained": relaxed_retained(dataset_map, tau, side),
             "mapping_ratio": mapping_ratio,
-            "best_reference": columns[best],
+            f"best_{other}": columns[best],
             "best_mapping": best_mapping,
-            "closest_reference": columns[closest],
+            f"closest_{other}": columns[closest],
             "best_distance": best_distance,
             "distance_ratio": distance_ratio,
             "feature_ratio": feature_ratio,
             "label_distance": lab.min(axis=1),
         },
-        index=pd.Index(mapping.index, name="query"),
+        index=pd.Index(mapping.index if query else mapping.columns, name=side),
     )
-    return table[list(COMPONENTS)]
+    return table[columns_of(side)]
+
+
+def columns_of(side: str) -> list[str]:
+    """The component columns of ``unmatched_clusters(side)``, in order."""
+    other = _SIDES[side]["other"]
+    return [c.replace("reference", other) if side != "query" else c for c in COMPONENTS]
 
 
 def unmatched_table(
@@ -146,10 +180,19 @@ def unmatched_table(
     tau_a: float,
     min_retained: float,
     max_mapping_ratio: float,
+    side: str = "query",
 ) -> pd.DataFrame:
-    """``DatasetMap.unmatched_clusters``: the components and the flag (arguments checked)."""
-    table = components(dataset_map, mapping, distance, tau_a)
-    return flag(table, tau_a=tau_a, min_retained=min_retained, max_mapping_ratio=max_mapping_ratio)
+    """``DatasetMap.unmatched_clusters``: the components and the flag (arguments checked);
+    ``tau_a`` relaxes the marginal of ``side`` (``tau_b`` of the extra solve for the
+    reference side)."""
+    table = components(dataset_map, mapping, distance, tau_a, side)
+    return flag(
+        table,
+        tau_a=tau_a,
+        min_retained=min_retained,
+        max_mapping_ratio=max_mapping_ratio,
+        side=side,
+    )
 
 
 def flag(
@@ -158,6 +201,7 @@ def flag(
     tau_a: float,
     min_retained: float,
     max_mapping_ratio: float,
+    side: str = "query",
 ) -> pd.DataFrame:
     """Apply the rule to the component table; add ``unmatched``, ``score`` and ``reason``.
 
@@ -165,7 +209,8 @@ def flag(
     ``min_retained`` (its cells find no partner once they may stay untransported) and its
     ``mapping_ratio`` is below ``max_mapping_ratio`` (it is not the main source of any
     reference cluster). ``score = max(retained / min_retained, mapping_ratio /
-    max_mapping_ratio)``: flagged exactly when ``score < 1``; lower is more novel.
+    max_mapping_ratio)``: flagged exactly when ``score < 1``; lower is more novel. The
+    reference side (``side="reference"``) reads the same rule from its mirrored components.
     """
     out = table.copy()
     retained = out["retained"].to_numpy(dtype=np.float64)
@@ -173,7 +218,7 @@ def flag(
     score = np.fmax(retained / min_retained, ratio / max_mapping_ratio)
     unmatched = score < 1  # NaN (e.g. a single query cluster) never flags
     reasons = [
-        _reason(row, bool(flagged), tau_a, min_retained, max_mapping_ratio)
+        _reason(row, bool(flagged), tau_a, min_retained, max_mapping_ratio, side)
         for (_, row), flagged in zip(out.iterrows(), unmatched, strict=True)
     ]
     out.insert(0, "reason", reasons)
@@ -186,19 +231,23 @@ def _percent(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
-def _reason(row, flagged: bool, tau_a: float, min_retained: float, max_ratio: float) -> str:
+def _reason(
+    row, flagged: bool, tau_a: float, min_retained: float, max_ratio: float, side: str = "query"
+) -> str:
+    words = _SIDES[side]
+    other = words["other"]
     if not np.isfinite(row["retained"]) or not np.isfinite(row["mapping_ratio"]):
-        return "not assessed: it needs at least two query clusters to compare with."
+        return f"not assessed: it needs at least two {side} clusters to compare with."
     kept = (
-        f"keeps {_percent(row['retained'])} of its share of the mass when the query "
-        f"marginal is relaxed (tau_a={tau_a:g})"
+        f"keeps {_percent(row['retained'])} of its share of the mass when the {side} "
+        f"marginal is relaxed ({words['tau']}={tau_a:g})"
     )
     mapped = (
-        f"its best mapping ({row['best_mapping']:.2f}, to {row['best_reference']!r}) is "
-        f"{_percent(row['mapping_ratio'])} of the other query clusters' typical best mapping"
+        f"its best mapping ({row['best_mapping']:.2f}, to {row[f'best_{other}']!r}) is "
+        f"{_percent(row['mapping_ratio'])} of the other {side} clusters' typical best mapping"
     )
     closest = (
-        f"its closest reference cluster {row['closest_reference']!r} is "
+        f"its closest {other} cluster {row[f'closest_{other}']!r} is "
         f"{row['distance_ratio']:.1f}x farther than the typical match (distance "
         f"{row['best_distance']:.2f})"
     )
@@ -212,7 +261,8 @@ def _reason(row, flagged: bool, tau_a: float, min_retained: float, max_ratio: fl
     if low_kept:
         return (
             f"matched: it {kept}, below {_percent(min_retained)}, but {mapped}, not below "
-            f"{_percent(max_ratio)} (it is the main source of that cluster); {closest}."
+            f"{_percent(max_ratio)} (it is the main {words['source']} of that cluster); "
+            f"{closest}."
         )
     if low_mapping:
         return (

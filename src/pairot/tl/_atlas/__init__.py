@@ -9,7 +9,8 @@ the engine or the answers below it (tests/test_architecture.py).
 | --- | --- |
 | ``_checks.py`` | the argument checks of the atlas |
 | ``_pair.py`` | one pair: the DatasetMap fit and its outputs read in both directions |
-| ``_store.py`` | a pair's outputs on disk, the recorded parameters, resume |
+| ``_store.py`` | a pair's outputs on disk, the recorded parameters, resume, study files |
+| ``_dask.py`` | the dask engine: one task per pair on an active ``distributed`` client |
 | ``_harmonize.py`` | the links between all studies' clusters -> the harmonized rows |
 | ``_atlas_map.py`` | ``AtlasMap``, the facade |
 """

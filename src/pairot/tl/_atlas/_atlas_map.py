@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .._dataset_map import DatasetMap
 from . import _checks as checks
-from . import _harmonize, _store
+from . import _dask, _harmonize, _store
 from ._pair import PairResult, fit_pair
 
 logger = logging.getLogger("pairot")
@@ -35,6 +35,8 @@ class AtlasMap:
         A folder for each fitted pair's outputs (mapping in both directions, distance,
         no-match tables, ``pair.json``); a later :meth:`solve` with the same folder and
         parameters loads them instead of fitting again (resume). ``None``: in memory only.
+        Needed by the dask engine (:meth:`solve`), which also writes in-memory studies to
+        ``out_dir/studies/`` for its workers to read.
     init_geom, init_problem, solve
         Keyword options given to every pair's ``DatasetMap.init_geom``, ``init_problem`` and
         ``solve`` (``None``: DatasetMap's defaults). Per-cell marginals (``a``, ``b``) are
@@ -91,7 +93,14 @@ class AtlasMap:
             "fingerprint_b": self._fingerprints[b],
         }
 
-    def solve(self, pairs=None, *, reference: str | None = None, progress: bool = True):
+    def solve(
+        self,
+        pairs=None,
+        *,
+        reference: str | None = None,
+        progress: bool = True,
+        engine: str = "auto",
+    ):
         """Fit the pairs, each once (its first study as the query).
 
         Parameters
@@ -102,36 +111,80 @@ class AtlasMap:
         reference
             A study name: the star of pairs ``(s, reference)`` for every other study ``s``.
         progress
-            A progress bar over the pairs, and each solve's own bar.
+            A progress bar over the pairs, and (local engine) each solve's own bar.
+        engine
+            ``"auto"`` (default): on the workers of the active ``dask.distributed`` client
+            when there is one, else here; ``"local"``: here, one pair after another, on this
+            process' devices; ``"dask"``: on the active client (an error when there is none
+            or ``distributed`` is not installed). The dask engine needs ``out_dir``: each
+            pair still to fit is one task, whose worker reads the two studies from h5ad
+            files (a backed study from its own file; an in-memory study written once to
+            ``out_dir/studies/``), fits it on the worker's own devices and sends the small
+            result back; each is written to ``out_dir`` as it arrives. Both engines give
+            the same answers (docs/method.md#many-studies-atlas).
 
         Each pair is read in both directions from its one fit (see :meth:`mapping`). With
         ``out_dir``, a pair already stored there with the same parameters and studies is
         loaded instead of fitted; a finished pair is written at once, so an interrupted run
-        loses at most the pair in progress. Returns ``self``.
+        (``KeyboardInterrupt``; with dask, pending tasks are then cancelled) loses at most the
+        pairs in progress, and the next :meth:`solve` fits only the rest. ``solve_log`` says
+        which pairs were ``"fitted"`` and which ``"loaded"``. Returns ``self``.
         """
         todo = checks.check_pairs(pairs, reference, self.study_names)
+        engine = checks.check_engine(engine)
+        engine, client = _dask.resolve_engine(engine, self.out_dir)
         self.solve_log = {}
+        records = {} if self.out_dir is None else {pair: self._record(*pair) for pair in todo}
+        to_fit = []
+        for a, b in todo:
+            result = None
+            if self.out_dir is not None:
+                result = _store.load_pair(self.out_dir, a, b, records[(a, b)])
+            if result is None:
+                to_fit.append((a, b))
+            else:
+                self._keep(result, "loaded")
         with tqdm(total=len(todo), desc="Pairs", disable=not progress, leave=False) as bar:
-            for a, b in todo:
-                result = None
-                record = self._record(a, b) if self.out_dir is not None else None
+            bar.update(len(todo) - len(to_fit))
+
+            def store(result: PairResult) -> None:
                 if self.out_dir is not None:
-                    result = _store.load_pair(self.out_dir, a, b, record)
-                if result is None:
-                    logger.info("Pair (%s, %s): fitting %s as query, %s as reference.", a, b, a, b)
-                    result = fit_pair(
-                        self.studies[a], self.studies[b], a, b, self._options, progress
+                    _store.write_pair(self.out_dir, result, records[(result.a, result.b)])
+                self._keep(result, "fitted")
+
+            if engine == "dask" and to_fit:
+                options = _dask.task_options(self._options)  # checked before any file is written
+                names = sorted(
+                    {name for pair in to_fit for name in pair}, key=self.study_names.index
+                )
+                paths = {
+                    name: str(
+                        _store.study_file(
+                            self.out_dir, name, self.studies[name], self._fingerprints[name]
+                        )
                     )
-                    if self.out_dir is not None:
-                        _store.write_pair(self.out_dir, result, record)
-                    self.solve_log[(a, b)] = "fitted"
-                else:
-                    self.solve_log[(a, b)] = "loaded"
-                # the same pair fitted earlier the other way round is replaced
-                self._results.pop((b, a), None)
-                self._results[(a, b)] = result
-                bar.update()
+                    for name in names
+                }
+                _dask.run(client, to_fit, paths, options, store, bar)
+            else:
+                for a, b in to_fit:
+                    logger.info("Pair (%s, %s): fitting %s as query, %s as reference.", a, b, a, b)
+                    store(fit_pair(self.studies[a], self.studies[b], a, b, self._options, progress))
+                    bar.update()
+        # the pairs in the order asked for, whichever order they finished in
+        self._results = {
+            **{k: v for k, v in self._results.items() if k not in set(todo)},
+            **{pair: self._results[pair] for pair in todo},
+        }
+        self.solve_log = {pair: self.solve_log[pair] for pair in todo}
         return self
+
+    def _keep(self, result: PairResult, how: str) -> None:
+        a, b = result.a, result.b
+        self.solve_log[(a, b)] = how
+        # the same pair fitted earlier the other way round is replaced
+        self._results.pop((b, a), None)
+        self._results[(a, b)] = result
 
     # ------------------------------------------------------------- the answers
     @property
@@ -173,8 +226,8 @@ class AtlasMap:
     def unmatched(self, a: str, b: str) -> pd.DataFrame:
         """The no-match flags of ``a``'s clusters against ``b`` (index ``cluster``; columns
         ``unmatched, score, retained, mapping_ratio, best_match, best_mapping, reason``).
-        For the query of the fit it is ``DatasetMap.unmatched_clusters``; for the reference,
-        the same rule mirrored (docs/method.md)."""
+        It is ``DatasetMap.unmatched_clusters("query")`` of the pair's fit for its query, and
+        ``unmatched_clusters("reference")`` (the same rule mirrored) for its reference."""
         table = self._pair(a, b).unmatched(a)
         if table is None:
             msg = "the no-match flags were not computed (AtlasMap(..., unmatched=False))."

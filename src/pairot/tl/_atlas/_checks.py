@@ -178,3 +178,18 @@ def check_pairs(pairs, reference, names: list[str]) -> list[tuple[str, str]]:
         msg = "pairs is empty; give at least one (study, study) pair, or None for all pairs."
         raise ValueError(msg)
     return out
+
+
+ENGINES = ("auto", "local", "dask")
+
+
+def check_engine(engine) -> str:
+    """``AtlasMap.solve(engine=...)``: one of ``ENGINES``."""
+    if not isinstance(engine, str) or engine not in ENGINES:
+        msg = (
+            f"engine must be one of {list(ENGINES)}, got {engine!r}: 'auto' runs the pairs on "
+            "an active dask.distributed client when there is one, 'local' here, 'dask' on the "
+            "client."
+        )
+        raise ValueError(msg)
+    return engine

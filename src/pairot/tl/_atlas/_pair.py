@@ -17,13 +17,10 @@ distance the query side uses top-n marker lists and the reference side full list
 ``DatasetMap(b, a)`` fit has a different cost; the reverse reading is then not that fit but
 the same coupling, which keeps every pair one coupling and the atlas consistent.
 
-No-match flags of the reference side. ``DatasetMap.unmatched_clusters`` flags query
-clusters (relaxing ``tau_a``). b's clusters get the same rule from the same fit, mirrored:
-the problem is solved once more with ``tau_b`` relaxed instead (``tau_a`` as fitted), each
-b-cluster's ``retained`` share is its share of the plan mass over its share of ``b``, and its
-``mapping_ratio`` is its best reverse ``"mean"`` mapping over the median best of the other
-b-clusters; flagged when ``retained < min_retained`` and ``mapping_ratio <
-max_mapping_ratio``.
+No-match flags. ``DatasetMap.unmatched_clusters("query")`` flags a's clusters (relaxing
+``tau_a``), ``unmatched_clusters("reference")`` b's, by the same rule mirrored on the same
+fit (relaxing ``tau_b``; the reverse ``"mean"`` mapping): one rule, in DatasetMap, for both
+sides.
 """
 
 from __future__ import annotations
@@ -106,82 +103,22 @@ def fit_pair(adata_a, adata_b, a: str, b: str, options: dict, progress: bool) ->
     unmatched_a = unmatched_b = None
     unm = options["unmatched"]
     if unm is not None:
-        table = dm.unmatched_clusters(**unm)
-        unmatched_a = pd.DataFrame(
-            {
-                "unmatched": table["unmatched"].astype(bool),
-                "score": table["score"].astype(np.float64),
-                "retained": table["retained"].astype(np.float64),
-                "mapping_ratio": table["mapping_ratio"].astype(np.float64),
-                "best_match": table["best_reference"].astype(str),
-                "best_mapping": table["best_mapping"].astype(np.float64),
-                "reason": table["reason"].astype(str),
-            },
-            index=pd.Index([str(q) for q in table.index], name="cluster"),
-        )
-        unmatched_b = _reference_unmatched(dm, options, transported, progress, unm)
+        unmatched_a = _side_table(dm.unmatched_clusters("query", **unm), "reference")
+        unmatched_b = _side_table(dm.unmatched_clusters("reference", **unm), "query")
     return PairResult(a, b, mean, transported, distance, unmatched_a, unmatched_b, info)
 
 
-def _reference_unmatched(dm, options, transported, progress, unm) -> pd.DataFrame:
-    """The no-match rule for the reference (b) clusters, mirrored (module docstring)."""
-    problem = dm.ot_prob
-    tau = unm["tau_a"]
-    kwargs = {**options["init_problem"], "tau_a": problem.tau_a, "tau_b": tau}
-    dm.init_problem(**kwargs)
-    logger.info("Solving again with tau_b=%g to find reference clusters without a match.", tau)
-    relaxed = dm.solve(progress=progress, **options["solve"])
-    if not bool(relaxed.converged):
-        logger.warning(
-            "The relaxed solve (tau_b=%g) did not converge; the retained shares of the "
-            "reference clusters are approximate.",
-            tau,
-        )
-    t_relaxed = dm.compute_mapping("transported_mass").to_numpy(dtype=np.float64)
-    a_clusters = _cluster_mass(dm.ot_prob.a, dm.query_labels, dm.query_clusters)
-    b_clusters = _cluster_mass(dm.ot_prob.b, dm.reference_labels, dm.reference_clusters)
-    mass = np.nansum(a_clusters[:, None] * t_relaxed, axis=0)
-    share = mass / mass.sum()
-    retained = np.divide(share, b_clusters, out=np.full(share.size, np.nan), where=b_clusters > 0)
-    reverse = transported.to_numpy(dtype=np.float64).T  # b-clusters x a-clusters, "mean"
-    best = np.nanargmax(reverse, axis=1)
-    best_mapping = reverse[np.arange(reverse.shape[0]), best]
-    n = best_mapping.size
-    typical = np.array(
-        [np.median(np.delete(best_mapping, k)) if n > 1 else np.nan for k in range(n)]
-    )
-    ratio = np.divide(best_mapping, typical, out=np.full(n, np.nan), where=typical > 0)
-    score = np.fmax(retained / unm["min_retained"], ratio / unm["max_mapping_ratio"])
-    flagged = score < 1
-    columns = np.asarray(transported.index, dtype=object)
-    reasons = [
-        (
-            f"{'no match' if f else 'matched'}: keeps {100 * r:.0f}% of its share of the mass "
-            f"when the reference marginal is relaxed (tau_b={tau:g}; flag below "
-            f"{100 * unm['min_retained']:.0f}%), and its best reverse mapping ({m:.2f}, to "
-            f"{str(c)!r}) is {100 * q:.0f}% of the typical (flag below "
-            f"{100 * unm['max_mapping_ratio']:.0f}%)."
-        )
-        if np.isfinite(r) and np.isfinite(q)
-        else "not assessed: it needs at least two clusters to compare with."
-        for f, r, q, m, c in zip(flagged, retained, ratio, best_mapping, columns[best], strict=True)
-    ]
+def _side_table(table: pd.DataFrame, other: str) -> pd.DataFrame:
+    """A side's ``unmatched_clusters`` table in the atlas' columns (``UNMATCHED_COLUMNS``)."""
     return pd.DataFrame(
         {
-            "unmatched": flagged,
-            "score": score,
-            "retained": retained,
-            "mapping_ratio": ratio,
-            "best_match": [str(c) for c in columns[best]],
-            "best_mapping": best_mapping,
-            "reason": reasons,
+            "unmatched": table["unmatched"].to_numpy(dtype=bool),
+            "score": table["score"].to_numpy(dtype=np.float64),
+            "retained": table["retained"].to_numpy(dtype=np.float64),
+            "mapping_ratio": table["mapping_ratio"].to_numpy(dtype=np.float64),
+            "best_match": [str(c) for c in table[f"best_{other}"]],
+            "best_mapping": table["best_mapping"].to_numpy(dtype=np.float64),
+            "reason": [str(r) for r in table["reason"]],
         },
-        index=pd.Index([str(c) for c in transported.columns], name="cluster"),
-    )
-
-
-def _cluster_mass(weights, labels, clusters) -> np.ndarray:
-    codes = pd.Categorical(np.asarray(labels, dtype=object), categories=clusters).codes
-    return np.bincount(
-        codes, weights=np.asarray(weights, dtype=np.float64), minlength=len(clusters)
-    )
+        index=pd.Index([str(c) for c in table.index], name="cluster"),
+    )[list(UNMATCHED_COLUMNS)]

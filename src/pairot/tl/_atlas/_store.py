@@ -9,6 +9,8 @@ Layout under ``out_dir``::
         mapping_mean.csv, distance.csv    the same two tables, for a person
         unmatched_a.parquet, unmatched_b.parquet   no-match tables (when computed)
         pair.json                         studies, parameters, fingerprints, fit facts
+    studies/<slug>.h5ad   an in-memory study, written once for the dask engine's workers
+    studies/<slug>.json   its fingerprint (the file is rewritten when the study changes)
 
 A folder is written under a temporary name in ``pairs/`` and renamed when complete, so an
 interrupted run leaves either a whole pair or none (a leftover temporary folder is ignored
@@ -73,6 +75,10 @@ def study_fingerprint(adata) -> str:
         h.update("\x1f".join(map(str, values)).encode("utf-8"))
         h.update(b"\x1e")
     x = adata.X
+    if x is not None and not sparse.issparse(x) and not isinstance(x, np.ndarray):
+        # a backed study: its counts as the in-memory study has them, so that a study and
+        # its h5ad file have one fingerprint
+        x = x.to_memory() if hasattr(x, "to_memory") else x[()]
     if sparse.issparse(x):
         x = x.tocsr()
         for part in (x.data, x.indices, x.indptr):
@@ -85,6 +91,46 @@ def study_fingerprint(adata) -> str:
         if isinstance(table, pd.DataFrame):
             h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
     return h.hexdigest()
+
+
+def study_path(out_dir: Path, name: str) -> Path:
+    """Where the dask engine writes an in-memory study ``name``."""
+    return Path(out_dir) / "studies" / f"{_slug(name)}.h5ad"
+
+
+def study_file(out_dir: Path, name: str, adata, fingerprint: str) -> Path:
+    """The h5ad file a dask worker reads study ``name`` from.
+
+    A backed study (not a view) is read from its own file; an in-memory one (or a backed
+    view) is written to ``out_dir/studies/<slug>.h5ad`` once, with its fingerprint beside
+    it, and written again only when the fingerprint differs (atomically: a temporary name,
+    then a rename). The caller's AnnData is not changed (a copy is written).
+    """
+    if getattr(adata, "isbacked", False) and not adata.is_view and adata.filename is not None:
+        return Path(adata.filename).resolve()
+    path = study_path(out_dir, name).resolve()  # absolute: workers may run elsewhere
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file():
+        try:
+            if json.loads(sidecar.read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
+                return path
+        except (OSError, ValueError):
+            pass
+    tmp = folder / f".tmp-{path.stem}-{uuid.uuid4().hex[:8]}.h5ad"
+    sidecar.unlink(missing_ok=True)  # no stale fingerprint may vouch for the new file
+    try:
+        # write_h5ad turns string columns into categoricals in place: write a copy
+        adata.copy().write_h5ad(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    meta = {"study": name, "fingerprint": fingerprint}
+    sidecar.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    logger.info("Study %r written to %s for the dask workers.", name, path)
+    return path
 
 
 _TABLES = ("mapping_mean", "mapping_transported_mass", "distance")

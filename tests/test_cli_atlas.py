@@ -79,8 +79,21 @@ def _args(files, out, *extra):
 
 @pytest.fixture(scope="module")
 def cli_run(files, tmp_path_factory):
+    """One run of ``pairot atlas`` on the three files (opened backed, never written)."""
     out = tmp_path_factory.mktemp("atlas") / "out"
-    assert main(_args(files, out)) == 0
+    opened = []
+    real = ad.read_h5ad
+
+    def spy(path, *args, **kwargs):
+        opened.append(kwargs.get("backed"))
+        return real(path, *args, **kwargs)
+
+    before = [(files / f"{n}.h5ad").read_bytes() for n in "ABC"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ad, "read_h5ad", spy)
+        assert main(_args(files, out)) == 0
+    assert opened == ["r", "r", "r"]
+    assert [(files / f"{n}.h5ad").read_bytes() for n in "ABC"] == before
     return out
 
 
@@ -180,6 +193,52 @@ def test_run_json_and_resume_fit_nothing(cli_run, files, tmp_path, monkeypatch):
         ("B", "C", "loaded"),
     ]
     assert sorted(p.name for p in (out / "pairs").iterdir()) == ["A__B", "B__C"]
+
+
+def _count_solves(monkeypatch, fail_at: int | None = None) -> list:
+    calls = []
+    original = pr.tl.DatasetMap.solve
+
+    def solve(self, *args, **kwargs):
+        calls.append(1)
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pr.tl.DatasetMap, "solve", solve)
+    return calls
+
+
+def test_an_interrupted_run_resumes_from_its_finished_pairs(files, tmp_path, monkeypatch, capfd):
+    """Interrupted in the second pair (a pair is three solves: the fit and two relaxed ones
+    for the no-match flags): the first pair is stored, nothing else is; the next run loads
+    it and fits the rest. --overwrite then discards the stored fits."""
+    out = tmp_path / "out"
+    calls = _count_solves(monkeypatch, fail_at=4)
+    from pairot import _interrupt
+
+    monkeypatch.setattr(_interrupt, "_announced", False)
+    assert main(_args(files, out, "--pairs", "A:B,A:C")) == 130
+    assert len(calls) == 4
+    line = capfd.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("pairot: interrupted; the pairs finished so far are kept in")
+    assert "run the same command again to resume" in line
+    assert [p.name for p in out.iterdir()] == ["fits"]  # no run.json: unfinished
+    assert len(list((out / "fits" / "pairs").glob("*/pair.json"))) == 1
+    monkeypatch.undo()
+    calls = _count_solves(monkeypatch)
+    assert main(_args(files, out, "--pairs", "A:B,A:C")) == 0
+    assert len(calls) == 3  # one pair fitted
+    pairs = json.loads((out / "run.json").read_text())["data"]["pairs"]
+    assert [(p["query"], p["reference"], p["status"]) for p in pairs] == [
+        ("A", "B", "loaded"),
+        ("A", "C", "fitted"),
+    ]
+    monkeypatch.undo()
+    calls = _count_solves(monkeypatch, fail_at=1)
+    assert main(_args(files, out, "--pairs", "A:B,A:C", "--overwrite")) == 130
+    assert list((out / "fits" / "pairs").glob("*/pair.json")) == []
+    assert not (out / "run.json").exists()
 
 
 def test_report_is_offline_and_holds_the_picture(cli_run):

@@ -777,8 +777,24 @@ def _atlas_parameters(args: argparse.Namespace, names: list[str]):
     )
 
 
+def _check_study_column(adata, column: str, option: str, name: str, names: list[str]) -> None:
+    if column in adata.obs.columns:
+        return
+    available = ", ".join(map(repr, map(str, adata.obs.columns[:20]))) or "none"
+    hint = ""
+    if "=" in column:
+        hint = (
+            f" (to set one study's column write {option} NAME=COL, NAME one of {', '.join(names)})"
+        )
+    msg = (
+        f"{option} {column!r} is not an obs column of study {name!r}{hint}; available: {available}"
+    )
+    raise CLIError(msg)
+
+
 def _atlas_command(args: argparse.Namespace) -> int:
     from ._atlas_run import AtlasFolder, run_atlas, write_atlas_outputs
+    from ._interrupt import keep_on_interrupt
     from ._run import StepTimer
 
     names = _study_names(args.files, args.names)
@@ -793,10 +809,8 @@ def _atlas_command(args: argparse.Namespace) -> int:
         studies = {}
         for name, path in files.items():
             adata = _read_h5ad(path, f"study {name!r}", parameters.counts[name])
-            role = f"study {name!r}"
-            column = parameters.cell_type[name]
-            _check_column(adata, column, "--cell-type", role)
-            _check_column(adata, parameters.sample[name], "--sample", role)
+            _check_study_column(adata, parameters.cell_type[name], "--cell-type", name, names)
+            _check_study_column(adata, parameters.sample[name], "--sample", name, names)
             if parameters.embedding_layer is not None and (
                 parameters.embedding_layer not in adata.obsm
             ):
@@ -808,6 +822,10 @@ def _atlas_command(args: argparse.Namespace) -> int:
                 raise CLIError(msg)
             studies[name] = adata
     bars = not args.quiet and _isatty(sys.stderr)
+    keep_on_interrupt(
+        f"the pairs finished so far are kept in {folder.fits} (no other output written): "
+        "run the same command again to resume"
+    )
     result = run_atlas(studies, parameters, folder, progress=bars, timings=timings)
     run_info = {
         "command": "atlas",
@@ -906,6 +924,9 @@ def main(argv: list[str] | None = None) -> int:
     The console script is :func:`console_main`, which also handles signals.
     """
     args = build_parser().parse_args(argv)
+    from ._interrupt import keep_on_interrupt
+
+    keep_on_interrupt(None)
     verbose = getattr(args, "verbose", False)
     restore_logging = _configure_logging(verbose, getattr(args, "quiet", False))
     try:

@@ -217,7 +217,9 @@ def test_an_interrupted_run_resumes_from_its_finished_pairs(files, tmp_path, mon
     calls = _count_solves(monkeypatch, fail_at=4)
     from pairot import _interrupt
 
+    # the one interrupt line of this process, as in a fresh one (other tests ran before)
     monkeypatch.setattr(_interrupt, "_announced", False)
+    monkeypatch.setattr(_interrupt, "_committed", [])
     assert main(_args(files, out, "--pairs", "A:B,A:C")) == 130
     assert len(calls) == 4
     line = capfd.readouterr().err.strip().splitlines()[-1]

@@ -120,7 +120,14 @@ _FACADE = (
     "pairot.tl._atlas",
 )
 #: The figures and the command line, on top of everything.
-_FRONT = ("pairot.pl", "pairot.cli", "pairot._run", "pairot._report")
+_FRONT = (
+    "pairot.pl",
+    "pairot.cli",
+    "pairot._run",
+    "pairot._report",
+    "pairot._atlas_run",
+    "pairot._atlas_report",
+)
 #: What each layer must not import (docs/architecture.md): a layer imports only the layers
 #: above it in the data flow, never one below it.
 FORBIDDEN = {

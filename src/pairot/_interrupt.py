@@ -66,6 +66,7 @@ _exit_lock = threading.Lock()
 _folders: dict[Path, int | None] = {}  # temporary folder -> open descriptor holding its lock
 _committed: list[Path] = []
 _announced = False
+_kept: list[str] = []  # what an interrupted command leaves on purpose (resumable work)
 _process_handlers = False
 
 
@@ -197,6 +198,14 @@ def _remove_registered() -> None:
 
 
 # ------------------------------------------------------------------------- the command line
+def keep_on_interrupt(text: str | None) -> None:
+    """Say, in the interrupt line, what an interrupted command keeps on purpose (``pairot
+    atlas``: its finished pairs, which the next run loads) instead of "no output written";
+    ``None`` forgets it (each command starts so)."""
+    with _state_lock:
+        _kept[:] = [] if text is None else [text]
+
+
 def announce(signum: int | None = None) -> int:
     """Print the one line of an interrupted command (once) and return its exit code."""
     global _announced
@@ -205,6 +214,7 @@ def announce(signum: int | None = None) -> int:
         first = not _announced
         _announced = True
         committed = list(_committed)
+        kept = list(_kept)
     if first:
         name = signal.Signals(signum).name
         reason = "interrupted" if signum == signal.SIGINT else f"stopped by {name}"
@@ -213,6 +223,8 @@ def announce(signum: int | None = None) -> int:
                 f"pairot: {reason} after the run had finished; the outputs in "
                 f"{committed[-1]} are complete"
             )
+        elif kept:
+            line = f"pairot: {reason}; {kept[-1]}"
         else:
             line = f"pairot: {reason}; no output written"
         prefix = "\n" if _isatty(2) else ""

@@ -1,6 +1,7 @@
-"""The ``pairot`` command line: ``pairot run`` on two h5ad files, ``pairot demo`` on bundled data.
+"""The ``pairot`` command line: ``pairot run`` on two h5ad files, ``pairot demo`` on bundled data,
+``pairot atlas`` on many h5ad files (its pipeline and outputs are in :mod:`pairot._atlas_run`).
 
-Both commands run the whole method and write tables, figures, ``run.json`` and a
+``run`` and ``demo`` run the whole method and write tables, figures, ``run.json`` and a
 self-contained ``report.html`` into the ``--out`` folder (see README, "Command line").
 
 Exit codes: 0 success; 2 bad input or usage (missing or unreadable file, unknown column,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 import traceback
@@ -103,23 +105,15 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(msg) from None
 
 
-def _add_method_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``run`` and ``demo``, mirroring the Python API and its defaults."""
+def _add_output_options(parser: argparse.ArgumentParser, overwrite_help: str) -> None:
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="output folder (created; see --overwrite)"
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace DIR if it is a previous pairot output (holds run.json); the old folder "
-        "is replaced only once every new file is written",
-    )
-    parser.add_argument(
-        "--no-cells",
-        action="store_true",
-        help="skip the per-cell mapping of the query cells (cells.parquet and its report section)",
-    )
-    method = parser.add_argument_group("method")
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
+def _add_preprocessing_options(method) -> None:
+    """Options of the preprocessing, shared by ``run``, ``demo`` and ``atlas``."""
     method.add_argument(
         "--n-top-genes", type=_positive_int, default=500, help="highly variable genes (500)"
     )
@@ -138,6 +132,9 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         help="fit the OT model on at most this many cells per cluster of each study "
         "(default: all cells)",
     )
+
+
+def _add_small_cluster_options(method) -> None:
     method.add_argument(
         "--min-cells",
         type=_non_negative_int,
@@ -152,6 +149,10 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         help="what happens to clusters below --min-cells: left out of the transport, merged "
         "into their most similar cluster, or kept (drop)",
     )
+
+
+def _add_fit_options(method) -> None:
+    """Options of the OT fit, shared by ``run``, ``demo`` and ``atlas``."""
     method.add_argument(
         "--epsilon", type=_positive_float, default=0.05, help="entropic regularization (0.05)"
     )
@@ -202,6 +203,24 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         default=0.25,
         help="minimum mapping score of a suggested match (0.25)",
     )
+
+
+def _add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``demo``, mirroring the Python API and its defaults."""
+    _add_output_options(
+        parser,
+        "replace DIR if it is a previous pairot output (holds run.json); the old folder "
+        "is replaced only once every new file is written",
+    )
+    parser.add_argument(
+        "--no-cells",
+        action="store_true",
+        help="skip the per-cell mapping of the query cells (cells.parquet and its report section)",
+    )
+    method = parser.add_argument_group("method")
+    _add_preprocessing_options(method)
+    _add_small_cluster_options(method)
+    _add_fit_options(method)
     method.add_argument(
         "--bootstrap",
         type=_bootstrap_count,
@@ -300,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_options(run)
     run.set_defaults(func=_run_command)
 
+    _add_atlas_parser(sub, common)
+
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -310,6 +331,122 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_options(demo)
     demo.set_defaults(func=_demo_command)
     return parser
+
+
+_PER_STUDY = (
+    "a value for every study, or NAME=VALUE for study NAME only (repeat the option; "
+    "NAME=VALUE wins over the value for all)"
+)
+
+
+def _add_atlas_parser(sub, common) -> None:
+    atlas = sub.add_parser(
+        "atlas",
+        parents=[common],
+        help="harmonize the cell types of many h5ad files (every pair, or a star)",
+        description="Preprocess FILE ... together, fit every pair of studies (or the pairs "
+        "given), and write the harmonized table of cell types, every pair's mapping and "
+        "distance, run.json and report.html (with a picture of the harmonized types) into "
+        "--out. Run it again with the same --out to resume: the pairs already fitted with "
+        "the same parameters and data are loaded, not fitted again. Options that take "
+        "NAME=VALUE set one study's value; the study names are the files' names without "
+        "'.h5ad' (or --names).",
+        epilog="Example: pairot atlas smith.h5ad lee.h5ad kim.h5ad --cell-type cell_type "
+        "--cell-type lee=annotation --sample donor_id --out atlas/",
+    )
+    atlas.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="the studies (.h5ad with raw counts in X, or see --counts), at least two",
+    )
+    atlas.add_argument(
+        "--names",
+        default=None,
+        metavar="A,B,...",
+        help="the studies' names, comma-separated, one per FILE in order (default: the file "
+        "names without '.h5ad'); they name the table's columns and the pairs' folders",
+    )
+    columns = atlas.add_argument_group("obs columns (required)")
+    columns.add_argument(
+        "--cell-type",
+        action="append",
+        required=True,
+        metavar="COL|NAME=COL",
+        help="obs column holding each cell's cluster (cell type) label: " + _PER_STUDY,
+    )
+    columns.add_argument(
+        "--sample",
+        action="append",
+        required=True,
+        metavar="COL|NAME=COL",
+        help="obs column holding each cell's sample (donor or batch), for pseudobulk "
+        "differential expression (at least two samples per study): " + _PER_STUDY,
+    )
+    genes = atlas.add_argument_group(
+        "where the counts and the gene names are (a CELLxGENE file: --counts raw "
+        "--gene-symbols feature_name)"
+    )
+    genes.add_argument(
+        "--counts",
+        action="append",
+        default=None,
+        metavar="WHERE|NAME=WHERE",
+        help="where a study's raw counts are: X (default), raw (raw.X) or layers/NAME (a "
+        "layer, read from disk in chunks): " + _PER_STUDY,
+    )
+    genes.add_argument(
+        "--gene-symbols",
+        action="append",
+        default=None,
+        metavar="COL|NAME=COL",
+        help="var column holding a study's gene symbols (e.g. feature_name), when its "
+        "var_names are ids (e.g. Ensembl): " + _PER_STUDY,
+    )
+    _add_output_options(
+        atlas,
+        "fit every pair again: discard the fits stored in DIR (by default a DIR written by "
+        "an earlier 'pairot atlas' is resumed); also replaces a DIR holding another pairot "
+        "output (run.json)",
+    )
+    which = atlas.add_argument_group("pairs")
+    which.add_argument(
+        "--pairs",
+        default="all",
+        metavar="all|A:B,...",
+        help="the pairs to fit: all (every pair, default) or a comma-separated list of "
+        "QUERY:REFERENCE pairs",
+    )
+    which.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME",
+        help="fit the star of pairs (S, NAME) for every other study S instead of all pairs",
+    )
+    method = atlas.add_argument_group("method")
+    _add_preprocessing_options(method)
+    _add_fit_options(method)
+    method.add_argument(
+        "--threshold-distance",
+        type=_float,
+        default=None,
+        help="maximum distance of a link between two clusters (default: none; with "
+        "pairot's label distance a coarse type and its subtypes are as far apart as "
+        "unrelated types, see docs/method.md)",
+    )
+    method.add_argument(
+        "--no-unmatched",
+        action="store_true",
+        help="skip the no-match flags (two solves fewer per pair; no link is then dropped "
+        "because a pair flags one of its clusters as without a match)",
+    )
+    method.add_argument(
+        "--no-join",
+        action="store_true",
+        help="keep every cluster in its own row (by default clusters of one study that "
+        "nothing tells apart, not even the study's own DE, are joined as 'x | y')",
+    )
+    atlas.set_defaults(func=_atlas_command)
 
 
 def _check_input_file(path: str, role: str) -> Path:
@@ -490,6 +627,231 @@ def _demo_command(args: argparse.Namespace) -> int:
     return _execute(args, load, run_info)
 
 
+_UNSAFE_NAME = re.compile(r"[/\\\x00:,=]|__|^\.|^$")
+
+
+def _study_names(files: list[str], names: str | None) -> list[str]:
+    """The studies' names: ``--names`` or the files' names without ``.h5ad``."""
+    if names is None:
+        found = [Path(f).name.removesuffix(".h5ad") for f in files]
+        source = "the file names (without .h5ad)"
+    else:
+        found = [n.strip() for n in names.split(",")]
+        source = "--names"
+        if len(found) != len(files):
+            msg = (
+                f"--names gives {len(found)} name(s) ({names!r}) for {len(files)} FILE(s); "
+                "give one name per file, comma-separated, in the files' order"
+            )
+            raise CLIError(msg)
+    if len(found) < 2:
+        msg = (
+            f"pairot atlas needs at least two studies, got {len(found)} ({', '.join(files)}); "
+            "for one pair of files, 'pairot run QUERY REFERENCE' does the same"
+        )
+        raise CLIError(msg)
+    seen: dict[str, str] = {}
+    for name, file in zip(found, files, strict=True):
+        if name.casefold() in seen:
+            msg = (
+                f"two studies are named {name!r} by {source} ({seen[name.casefold()]} and "
+                f"{file}); give distinct names with --names A,B,..."
+            )
+            raise CLIError(msg)
+        seen[name.casefold()] = file
+        if _UNSAFE_NAME.search(name):
+            msg = (
+                f"the study name {name!r} (from {source}) cannot name a folder and an option "
+                "value: it must not be empty, start with '.', or hold '/', '\\', ':', ',', "
+                "'=' or '__'; give other names with --names A,B,..."
+            )
+            raise CLIError(msg)
+    from .tl._atlas._checks import RESERVED
+
+    reserved = [name for name in found if name in RESERVED]
+    if reserved:
+        msg = (
+            f"the study name(s) {reserved} (from {source}) are columns of the harmonized "
+            f"table ({', '.join(sorted(RESERVED))}); give other names with --names A,B,..."
+        )
+        raise CLIError(msg)
+    return found
+
+
+def _per_study(
+    values: list[str] | None, option: str, names: list[str], default, check=None
+) -> dict:
+    """Each study's value of a per-study option: ``VALUE`` for all, ``NAME=VALUE`` for one."""
+    common, own = None, {}
+    for text in values or []:
+        head, sep, tail = text.partition("=")
+        if sep and head in names:
+            if head in own and own[head] != tail:
+                msg = f"{option} gives study {head!r} two values ({own[head]!r} and {tail!r})"
+                raise CLIError(msg)
+            if not tail:
+                msg = f"{option} {text!r} gives study {head!r} an empty value"
+                raise CLIError(msg)
+            own[head] = tail
+        else:
+            if common is not None and common != text:
+                msg = (
+                    f"{option} is given twice for all studies ({common!r} and {text!r}); give "
+                    f"one value for all and NAME=VALUE for the studies that differ ({names})"
+                )
+                raise CLIError(msg)
+            common = text
+    out = {name: own.get(name, default if common is None else common) for name in names}
+    if check is not None:
+        out = {name: None if v is None else check(v) for name, v in out.items()}
+    return out
+
+
+def _required(values: dict, option: str) -> dict:
+    missing = [name for name, value in values.items() if value is None]
+    if missing:
+        msg = (
+            f"{option} gives no column for the studies {missing}; give {option} COL for "
+            f"every study, or {option} {missing[0]}=COL"
+        )
+        raise CLIError(msg)
+    return values
+
+
+def _atlas_pairs(text: str, names: list[str]) -> list[tuple[str, str]] | None:
+    if text.strip() == "all":
+        return None
+    pairs = []
+    for item in text.split(","):
+        a, sep, b = item.strip().partition(":")
+        if not sep or a not in names or b not in names or a == b:
+            msg = (
+                f"--pairs has the entry {item.strip()!r}; give all, or QUERY:REFERENCE pairs "
+                f"of two different studies among {names}, comma-separated"
+            )
+            raise CLIError(msg)
+        pairs.append((a, b))
+    return pairs
+
+
+def _counts_value(text: str) -> str:
+    try:
+        return _counts_location(text)
+    except argparse.ArgumentTypeError as err:
+        msg = f"--counts: {err}"
+        raise CLIError(msg) from None
+
+
+def _atlas_parameters(args: argparse.Namespace, names: list[str]):
+    from ._atlas_run import AtlasParameters
+
+    if args.reference is not None and args.reference not in names:
+        msg = f"--reference {args.reference!r} is not a study; the studies are {names}"
+        raise CLIError(msg)
+    pairs = _atlas_pairs(args.pairs, names)
+    if pairs is not None and args.reference is not None:
+        msg = "give --pairs A:B,... or --reference NAME, not both"
+        raise CLIError(msg)
+    return AtlasParameters(
+        cell_type=_required(_per_study(args.cell_type, "--cell-type", names, None), "--cell-type"),
+        sample=_required(_per_study(args.sample, "--sample", names, None), "--sample"),
+        counts=_per_study(args.counts, "--counts", names, "X", _counts_value),
+        gene_symbols=_per_study(args.gene_symbols, "--gene-symbols", names, None),
+        pairs=pairs,
+        reference=args.reference,
+        n_top_genes=args.n_top_genes,
+        min_shared_genes=args.min_shared_genes,
+        n_samples=args.n_samples,
+        epsilon=args.epsilon,
+        tau_a=args.tau_a,
+        tau_b=args.tau_b,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        filter_genes=args.filter_genes,
+        embedding_layer=args.embedding_layer,
+        label_distance_mode=args.label_distance_mode,
+        threshold_mapping=args.threshold_mapping,
+        threshold_distance=args.threshold_distance,
+        unmatched=not args.no_unmatched,
+        join=not args.no_join,
+    )
+
+
+def _check_study_column(adata, column: str, option: str, name: str, names: list[str]) -> None:
+    if column in adata.obs.columns:
+        return
+    available = ", ".join(map(repr, map(str, adata.obs.columns[:20]))) or "none"
+    hint = ""
+    if "=" in column:
+        hint = (
+            f" (to set one study's column write {option} NAME=COL, NAME one of {', '.join(names)})"
+        )
+    msg = (
+        f"{option} {column!r} is not an obs column of study {name!r}{hint}; available: {available}"
+    )
+    raise CLIError(msg)
+
+
+def _atlas_command(args: argparse.Namespace) -> int:
+    from ._atlas_run import AtlasFolder, run_atlas, write_atlas_outputs
+    from ._interrupt import keep_on_interrupt
+    from ._run import StepTimer
+
+    names = _study_names(args.files, args.names)
+    files = dict(zip(names, args.files, strict=True))
+    for name, path in files.items():
+        _check_input_file(path, f"study {name!r}")  # before any step line or folder
+    parameters = _atlas_parameters(args, names)
+    folder = AtlasFolder(args.out, overwrite=args.overwrite)
+    folder.check()
+    timings: dict[str, float] = {}
+    with StepTimer(timings)("read", f"Reading {len(names)} studies"):
+        studies = {}
+        for name, path in files.items():
+            adata = _read_h5ad(path, f"study {name!r}", parameters.counts[name])
+            _check_study_column(adata, parameters.cell_type[name], "--cell-type", name, names)
+            _check_study_column(adata, parameters.sample[name], "--sample", name, names)
+            if parameters.embedding_layer is not None and (
+                parameters.embedding_layer not in adata.obsm
+            ):
+                available = ", ".join(map(repr, adata.obsm.keys())) or "none"
+                msg = (
+                    f"--embedding-layer {parameters.embedding_layer!r} is not in study "
+                    f"{name!r}'s obsm; available: {available}"
+                )
+                raise CLIError(msg)
+            studies[name] = adata
+    bars = not args.quiet and _isatty(sys.stderr)
+    keep_on_interrupt(
+        f"the pairs finished so far are kept in {folder.fits} (no other output written): "
+        "run the same command again to resume"
+    )
+    result = run_atlas(studies, parameters, folder, progress=bars, timings=timings)
+    run_info = {
+        "command": "atlas",
+        "files": {name: str(Path(path).absolute()) for name, path in files.items()},
+    }
+    staging = folder.stage()
+    try:
+        info = write_atlas_outputs(result, staging, run_info=run_info)
+        folder.publish(staging)
+    except BaseException:
+        from ._interrupt import discard_folder
+
+        discard_folder(staging)
+        raise
+    if not args.quiet:
+        data = info["data"]
+        print(
+            f"pairot atlas: wrote {folder.out}/ ({len(names)} studies, {data['n_rows']} "
+            f"harmonized cell types in {data['n_groups']} groups, {data['n_links']} links, "
+            f"{data['n_disagreements']} disagreement(s); pairs {data['n_pairs_fitted']} "
+            f"fitted, {data['n_pairs_loaded']} loaded; {info['timings_s']['total']:.1f} s); "
+            f"open {folder.out / 'report.html'}"
+        )
+    return EXIT_OK
+
+
 def _isatty(stream) -> bool:
     try:
         return stream.isatty()
@@ -562,6 +924,9 @@ def main(argv: list[str] | None = None) -> int:
     The console script is :func:`console_main`, which also handles signals.
     """
     args = build_parser().parse_args(argv)
+    from ._interrupt import keep_on_interrupt
+
+    keep_on_interrupt(None)
     verbose = getattr(args, "verbose", False)
     restore_logging = _configure_logging(verbose, getattr(args, "quiet", False))
     try:

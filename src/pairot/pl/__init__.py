@@ -4,7 +4,9 @@
 - :func:`distance`: heatmap of cluster distances, red-yellow-green reversed, 0 to 2;
 - :func:`label_distance`: heatmap of the label distance, 0 to 1;
 - :func:`sankey`: query clusters to reference clusters, links above a mapping threshold,
-  coloured by distance.
+  coloured by distance;
+- :func:`atlas`: many studies' clusters as columns of boxes, the harmonized links between
+  them, each harmonized group in one colour (the table of ``AtlasMap.harmonize``).
 
 ``backend="plotly"`` (default) returns a ``plotly.graph_objects.Figure``;
 ``backend="matplotlib"`` returns the ``matplotlib.axes.Axes`` holding the plot; its figure is
@@ -20,7 +22,8 @@ inches). By default (``None``) the figures grow with the number of clusters and 
 for long cluster names.
 """
 
+from ._atlas import atlas
 from ._heatmap import distance, label_distance, mapping, order_by_score
 from ._sankey import sankey
 
-__all__ = ["distance", "label_distance", "mapping", "order_by_score", "sankey"]
+__all__ = ["atlas", "distance", "label_distance", "mapping", "order_by_score", "sankey"]

@@ -1,0 +1,415 @@
+"""The pipeline behind ``pairot atlas``: many studies in, the harmonized table, every pair's
+tables, the atlas picture, ``run.json`` and ``report.html`` out.
+
+Free of argument parsing (:mod:`pairot.cli` reads the files and checks the columns):
+
+- :class:`AtlasParameters` holds every option, per study where a study can differ.
+- :class:`AtlasFolder` is the output folder. Unlike ``pairot run``'s it is written while the
+  run goes: each finished pair is stored under ``DIR/fits/`` by :class:`pairot.tl.AtlasMap`
+  (its ``out_dir``) at once, so that a second run into the same folder resumes, loading
+  every pair whose parameters and data are unchanged. The other outputs are staged in a
+  hidden folder inside ``DIR`` and moved into place at the end, ``run.json`` last: a folder
+  without ``run.json`` holds an unfinished run.
+- :func:`run_atlas` runs the steps and :func:`write_atlas_outputs` writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from anndata import AnnData
+
+from ._interrupt import critical, discard_folder, remove_folder, unregister_folder
+from ._logging import logger
+from ._run import StepTimer, _fresh_folder, _save_figure, package_versions, remove_stale_folders
+
+__all__ = [
+    "ATLAS_FILES",
+    "AtlasFolder",
+    "AtlasParameters",
+    "AtlasResult",
+    "pair_folder_name",
+    "run_atlas",
+    "write_atlas_outputs",
+]
+
+#: Files and folders written into the output folder (besides ``fits/``, AtlasMap's store).
+ATLAS_FILES = (
+    "harmonization.csv",
+    "harmonization.parquet",
+    "disagreements.csv",
+    "links.csv",
+    "pairs",
+    "atlas.png",
+    "report.html",
+    "run.json",
+)
+#: AtlasMap's ``out_dir`` inside the output folder: the stored fits that a rerun loads.
+FITS = "fits"
+
+
+@dataclass
+class AtlasParameters:
+    """The options of one ``pairot atlas`` run; per-study ones are dicts name -> value.
+
+    ``cell_type``, ``sample``, ``counts``, ``gene_symbols``: each study's obs columns, place of
+    the counts and var column of the gene symbols (``preprocess_studies``' arguments).
+    ``pairs``: ``None`` (every pair) or a list of ``(query, reference)``; ``reference``: the
+    star around one study. The rest are ``pairot run``'s options of the same name; no
+    distance threshold by default (``AtlasMap.harmonize``'s default, see docs/method.md).
+    """
+
+    cell_type: dict[str, str]
+    sample: dict[str, str]
+    counts: dict[str, str]
+    gene_symbols: dict[str, str | None]
+    pairs: list[tuple[str, str]] | None = None
+    reference: str | None = None
+    n_top_genes: int = 500
+    min_shared_genes: int = 50
+    n_samples: int | None = None
+    epsilon: float = 0.05
+    tau_a: float = 1.0
+    tau_b: float = 1.0
+    batch_size: int = 1024
+    seed: int = 0
+    filter_genes: bool = False
+    embedding_layer: str | None = None
+    label_distance_mode: str = "pairot"
+    threshold_mapping: float = 0.25
+    threshold_distance: float | None = None
+    unmatched: bool = True
+    join: bool = True
+
+    def atlas_options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`pairot.tl.AtlasMap` (besides the studies)."""
+        return {
+            "init_geom": {
+                "epsilon": self.epsilon,
+                "batch_size": self.batch_size,
+                "embedding_layer": self.embedding_layer,
+                "label_distance_mode": self.label_distance_mode,
+            },
+            "init_problem": {"tau_a": self.tau_a, "tau_b": self.tau_b},
+            "unmatched": None if self.unmatched else False,
+        }
+
+    def preprocess_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`pairot.pp.preprocess_studies` (besides the
+        studies)."""
+        return {
+            "cell_type_column": dict(self.cell_type),
+            "sample_column": dict(self.sample),
+            "counts": dict(self.counts),
+            "gene_symbols": dict(self.gene_symbols),
+            "n_top_genes": self.n_top_genes,
+            "min_shared_genes": self.min_shared_genes,
+            "filter_genes": self.filter_genes,
+            "random_state": self.seed,
+            "store_pseudobulk": False,
+        }
+
+
+@dataclass
+class AtlasResult:
+    """What :func:`run_atlas` produced: the solved atlas, its table and what it did."""
+
+    parameters: AtlasParameters
+    atlas: Any
+    table: pd.DataFrame
+    disagreements: pd.DataFrame
+    links: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def pair_folder_name(a: str, b: str) -> str:
+    """``<a>__<b>``: a pair's folder under ``DIR/pairs`` (names are checked to be file-name
+    safe and free of ``__`` by the command line)."""
+    return f"{a}__{b}"
+
+
+class AtlasFolder:
+    """The output folder of ``pairot atlas``, resumable.
+
+    :meth:`check` (before any computation) accepts a missing or empty folder, or one that an
+    earlier ``pairot atlas`` wrote (it holds ``fits/``): that one is resumed, or, with
+    ``overwrite``, its stored fits are discarded. A folder holding another pairot output
+    (``run.json``) is accepted only with ``overwrite``; any other non-empty folder is
+    refused. :meth:`open` (when the fits start) creates it and discards what ``overwrite``
+    replaces; :meth:`publish` moves the staged outputs into place.
+    """
+
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False):
+        self.out = Path(out).absolute()
+        self.overwrite = overwrite
+        self.resumed = False
+        self._created = False
+
+    @property
+    def fits(self) -> Path:
+        return self.out / FITS
+
+    def check(self) -> None:
+        out = self.out
+        if not out.exists() and not out.is_symlink():
+            return
+        if not out.is_dir() or out.is_symlink():
+            msg = f"output path {str(out)!r} exists and is not a folder; choose another --out."
+            raise FileExistsError(msg)
+        if not any(out.iterdir()):
+            return
+        if (out / FITS).is_dir():
+            self.resumed = not self.overwrite
+            return
+        if not (out / "run.json").is_file():
+            msg = (
+                f"output folder {str(out)!r} is not empty and holds no pairot output (no "
+                "fits/ or run.json); refusing to write into it even with --overwrite. Choose "
+                "another --out."
+            )
+            raise FileExistsError(msg)
+        if not self.overwrite:
+            msg = (
+                f"output folder {str(out)!r} holds another pairot output (run.json, no "
+                "fits/); pass --overwrite to replace it, or choose another --out."
+            )
+            raise FileExistsError(msg)
+
+    def open(self) -> None:
+        """Create the folder (or empty what ``overwrite`` replaces) just before the fits."""
+        self.check()
+        if not self.out.exists():
+            self.out.mkdir(parents=True)
+            self._created = True
+        elif self.overwrite:
+            with critical():
+                for entry in self.out.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        remove_folder(entry)
+                    else:
+                        entry.unlink()
+        else:
+            remove_stale_folders(self.out)
+        self.fits.mkdir(exist_ok=True)
+
+    def abandon(self) -> None:
+        """After a failure: remove the folder if this run created it and stored no pair."""
+        if self._created and not any((self.fits / "pairs").glob("*/pair.json")):
+            remove_folder(self.out)
+
+    def stage(self) -> Path:
+        """A new hidden, locked folder inside the output folder for the outputs."""
+        return _fresh_folder(self.out / "outputs", "tmp")
+
+    def publish(self, staging: Path) -> None:
+        """Move every staged entry into place (``run.json`` last), replacing earlier ones."""
+        with critical():
+            (self.out / "run.json").unlink(missing_ok=True)
+            entries = sorted(staging.iterdir(), key=lambda p: p.name == "run.json")
+            for entry in entries:
+                target = self.out / entry.name
+                if target.is_dir() and not target.is_symlink():
+                    old = _fresh_folder(self.out / entry.name, "old")
+                    os.replace(target, old / entry.name)
+                    os.replace(entry, target)
+                    discard_folder(old)
+                else:
+                    os.replace(entry, target)
+            unregister_folder(staging)
+            remove_folder(staging)
+
+
+def _downsample(studies: dict[str, AnnData], parameters: AtlasParameters) -> dict:
+    import pairot as pr
+
+    out = {}
+    for name, adata in studies.items():
+        labels = adata.obs[adata.uns["pairot"]["cell_type_key"]].to_numpy()
+        keep = pr.pp.downsample_indices(labels, parameters.n_samples, random_state=parameters.seed)
+        out[name] = adata[keep, :]
+    return out
+
+
+def _names_for_messages(names: list[str]) -> dict[str, str]:
+    """How the preprocessing's messages name the studies and their options (study_names)."""
+    words = {"n_top_genes": "--n-top-genes", "min_shared_genes": "--min-shared-genes"}
+    for name in names:
+        words[name] = name
+        for argument, option in (
+            ("cell_type_column", "--cell-type"),
+            ("sample_column", "--sample"),
+            ("counts", "--counts"),
+            ("gene_symbols", "--gene-symbols"),
+        ):
+            words[f"{argument}[{name!r}]"] = f"{option} (study {name})"
+    return words
+
+
+def _clusters(adata: AnnData) -> dict[str, int]:
+    labels = adata.obs[adata.uns["pairot"]["cell_type_key"]].astype(str)
+    return {str(k): int(v) for k, v in labels.value_counts(sort=False).items()}
+
+
+def run_atlas(
+    studies: Mapping[str, AnnData],
+    parameters: AtlasParameters,
+    folder: AtlasFolder,
+    *,
+    progress: bool = True,
+    timings: dict[str, float] | None = None,
+) -> AtlasResult:
+    """Preprocess the studies together, fit the pairs into ``folder`` (resuming what is
+    stored there) and harmonize.
+
+    Steps, each timed: :func:`pairot.pp.preprocess_studies`, optional per-cluster
+    downsampling, :meth:`pairot.tl.AtlasMap.solve` with ``out_dir=folder.fits`` (a stored
+    pair with the same parameters and data is loaded, not fitted) and
+    :meth:`pairot.tl.AtlasMap.harmonize`. ``studies`` are never modified.
+    """
+    import pairot as pr
+
+    from .pp._validate import study_names
+
+    p = parameters
+    names = list(studies)
+    timings = {} if timings is None else timings
+    step = StepTimer(timings)
+    n_cells = sum(int(adata.n_obs) for adata in studies.values())
+    with (
+        step(
+            "preprocess",
+            f"Preprocessing {len(names)} studies ({n_cells:,} cells): shared genes, each "
+            f"study's pseudobulk differential expression and AUROC, {p.n_top_genes} highly "
+            "variable genes",
+        ),
+        study_names(_names_for_messages(names)),
+    ):
+        prepared = pr.pp.preprocess_studies(dict(studies), **p.preprocess_options())
+    if p.n_samples is not None:
+        with step("downsample", f"Downsampling to at most {p.n_samples:,} cells per cluster"):
+            prepared = _downsample(prepared, p)
+    folder.open()
+    try:
+        atlas = pr.tl.AtlasMap(prepared, out_dir=folder.fits, **p.atlas_options())
+        with step("pairs", "Fitting the pairs (stored pairs with the same inputs are loaded)"):
+            atlas.solve(p.pairs, reference=p.reference, progress=progress)
+    except BaseException:
+        folder.abandon()
+        raise
+    with step("harmonize", "Harmonizing the cell types of all studies"):
+        table = atlas.harmonize(p.threshold_mapping, p.threshold_distance, join=p.join)
+    disagreements = table.attrs["disagreements"]
+    links = table.attrs["links"]
+    log = [
+        {"query": a, "reference": b, "status": status, "folder": f"pairs/{pair_folder_name(a, b)}"}
+        for (a, b), status in atlas.solve_log.items()
+    ]
+    summary = {
+        "studies": {
+            name: {
+                "n_cells": int(studies[name].n_obs),
+                "n_cells_fit": int(prepared[name].n_obs),
+                "n_genes": int(studies[name].n_vars),
+                "n_clusters": len(_clusters(prepared[name])),
+                "cells_per_cluster_fit": _clusters(prepared[name]),
+            }
+            for name in names
+        },
+        "n_shared_genes": int(prepared[names[0]].uns["pairot"]["params"]["n_shared_genes"]),
+        "n_hvgs": int(prepared[names[0]].n_vars),
+        "pairs": log,
+        "n_pairs_fitted": sum(row["status"] == "fitted" for row in log),
+        "n_pairs_loaded": sum(row["status"] == "loaded" for row in log),
+        "resumed": folder.resumed,
+        "n_rows": len(table),
+        "n_groups": int(table["group"].nunique()),
+        "relations": {str(k): int(v) for k, v in table["relation"].value_counts().items()},
+        "n_links": int(links["kept"].sum()),
+        "n_links_dropped": int((~links["kept"].astype(bool)).sum()),
+        "n_disagreements": len(disagreements),
+    }
+    logger.info(
+        "Pairs: %d fitted, %d loaded from %s.",
+        summary["n_pairs_fitted"],
+        summary["n_pairs_loaded"],
+        folder.fits,
+    )
+    return AtlasResult(p, atlas, table, disagreements, links, timings, summary)
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy without ``attrs`` (pandas cannot print or concatenate frames holding frames)."""
+    out = frame.copy()
+    out.attrs = {}
+    return out
+
+
+def _write_pair(result: AtlasResult, a: str, b: str, folder: Path) -> None:
+    atlas = result.atlas
+    folder.mkdir(parents=True)
+    atlas.mapping(a, b).to_parquet(folder / f"mapping_{a}_to_{b}.parquet")
+    atlas.mapping(b, a).to_parquet(folder / f"mapping_{b}_to_{a}.parquet")
+    atlas.distance(a, b).to_parquet(folder / "distance.parquet")
+    if result.parameters.unmatched:
+        for side, other in ((a, b), (b, a)):
+            atlas.unmatched(side, other).to_csv(folder / f"unmatched_{side}.csv")
+
+
+def write_atlas_outputs(
+    result: AtlasResult, staging: Path, *, run_info: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write every output of an atlas run into ``staging`` (an empty folder); returns the
+    content of ``run.json``."""
+    from . import pl
+    from ._atlas_report import write_atlas_report
+
+    staging = Path(staging)
+    step = StepTimer(result.timings)
+    table = _plain(result.table)
+    with step("write_tables", "Writing the tables"):
+        table.to_csv(staging / "harmonization.csv", index=False)
+        table.to_parquet(staging / "harmonization.parquet", index=False)
+        _plain(result.disagreements).to_csv(staging / "disagreements.csv", index=False)
+        _plain(result.links).to_csv(staging / "links.csv", index=False)
+        (staging / "pairs").mkdir()
+        for a, b in result.atlas.pairs:
+            _write_pair(result, a, b, staging / "pairs" / pair_folder_name(a, b))
+    with step("figure", "Drawing atlas.png"):
+        _save_figure(
+            pl.atlas(table, _plain(result.links), backend="matplotlib"), staging / "atlas.png"
+        )
+    parameters = asdict(result.parameters)
+    versions = package_versions()
+    with step("report", "Writing report.html"):
+        write_atlas_report(
+            staging / "report.html",
+            result=result,
+            png=(staging / "atlas.png").read_bytes(),
+            parameters=parameters,
+            versions=versions,
+            run_info=run_info,
+        )
+    timings = result.timings
+    timings_s = {k: round(v, 4) for k, v in timings.items() if k != "total"}
+    timings_s["total"] = round(sum(v for k, v in timings.items() if k != "total"), 4)
+    info = {
+        **dict(run_info or {}),
+        "parameters": parameters,
+        "versions": versions,
+        "data": result.summary,
+        "timings_s": timings_s,
+        "files": [*ATLAS_FILES, FITS],
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (staging / "run.json").write_text(
+        json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
+    return info

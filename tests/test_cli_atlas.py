@@ -132,10 +132,10 @@ def test_tables_equal_atlas_map_in_python(cli_run, python_atlas):
     pd.testing.assert_frame_equal(parquet, expected, check_names=False)
     links = pd.read_csv(cli_run / "links.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(
-        links, _plain(table.attrs["links"]), check_dtype=False, check_exact=False, rtol=1e-12
+        links, _plain(python_atlas.links()), check_dtype=False, check_exact=False, rtol=1e-12
     )
     disagreements = pd.read_csv(cli_run / "disagreements.csv")
-    assert list(disagreements["clusters"]) == list(table.attrs["disagreements"]["clusters"])
+    assert list(disagreements["clusters"]) == list(python_atlas.disagreements()["clusters"])
     for a, b in [("A", "B"), ("A", "C"), ("B", "C")]:
         folder = cli_run / "pairs" / f"{a}__{b}"
         for x, y in ((a, b), (b, a)):

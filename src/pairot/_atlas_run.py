@@ -306,8 +306,8 @@ def run_atlas(
         raise
     with step("harmonize", "Harmonizing the cell types of all studies"):
         table = atlas.harmonize(p.threshold_mapping, p.threshold_distance, join=p.join)
-    disagreements = table.attrs["disagreements"]
-    links = table.attrs["links"]
+        disagreements = atlas.disagreements(p.threshold_mapping, p.threshold_distance, join=p.join)
+        links = atlas.links(p.threshold_mapping, p.threshold_distance, join=p.join)
     log = [
         {"query": a, "reference": b, "status": status, "folder": f"pairs/{pair_folder_name(a, b)}"}
         for (a, b), status in atlas.solve_log.items()

@@ -38,7 +38,12 @@ def table():
             "joined": ["C", "", "", ""],
         }
     )
-    frame.attrs["links"] = pd.DataFrame(
+    return frame
+
+
+@pytest.fixture
+def links():
+    return pd.DataFrame(
         {
             "study_1": ["A", "A", "A", "A", "A", "B", "B", "B", "A", "B"],
             "cluster_1": ["a1", "a1", "a3", "a1", "a1", "L1_T1", "L1_T1", "L1_T2", "a3", "L2_T2"],
@@ -47,7 +52,6 @@ def table():
             "kept": [True] * 9 + [False],
         }
     )
-    return frame
 
 
 CLUSTERS = {
@@ -81,14 +85,13 @@ def _lines(ax, kind):
     return [line for line in ax.lines if str(line.get_gid()).startswith(kind + ":")]
 
 
-def test_matplotlib_draws_the_table(table):
+def test_matplotlib_draws_the_table(table, links):
     snapshot = table.copy()
-    ax = pl.atlas(table, backend="matplotlib")
+    ax = pl.atlas(table, links, backend="matplotlib")
     boxes = _boxes(ax)
     nodes = [p for p in ax.patches if str(p.get_gid()).startswith("node:")]
     assert len(nodes) == len(CLUSTERS)  # one box per cluster
     assert {tuple(k.split(":", 1)) for k in boxes} == CLUSTERS
-    links = table.attrs["links"]
     assert len(_lines(ax, "link")) == int(links["kept"].sum())
     assert len(_lines(ax, "dropped")) == int((~links["kept"]).sum())
     drawn = {line.get_gid()[len("link:") :] for line in _lines(ax, "link")}
@@ -117,13 +120,14 @@ def test_matplotlib_draws_the_table(table):
     pd.testing.assert_frame_equal(table, snapshot)
 
 
-def test_options_and_the_plotly_backend(table):
-    links = table.attrs["links"]
+def test_options_and_the_plotly_backend(table, links):
     between = links["study_1"].eq("A") & links["study_2"].eq("C")
-    ax = pl.atlas(table, links_between="neighbours", show_dropped=False, backend="matplotlib")
+    ax = pl.atlas(
+        table, links, links_between="neighbours", show_dropped=False, backend="matplotlib"
+    )
     assert len(_lines(ax, "link")) == int((links["kept"] & ~between).sum())
     assert _lines(ax, "dropped") == []
-    fig = pl.atlas(table)
+    fig = pl.atlas(table, links)
     names = [s.name for s in fig.layout.shapes]
     assert sorted(n[len("node:") :] for n in names) == sorted(f"{s}:{c}" for s, c in CLUSTERS)
     traces = [t.name for t in fig.data]
@@ -131,21 +135,19 @@ def test_options_and_the_plotly_backend(table):
     assert sum(t.startswith("dropped:") for t in traces) == 1
     fills = {s.name: s.fillcolor for s in fig.layout.shapes}
     assert fills["node:A:a1"] == fills["node:C:c2"] != fills["node:A:a3"]
-    # a table read from a file has no attrs: the links are passed
-    plain = table.copy()
-    plain.attrs = {}
-    with pytest.raises(ValueError, match="links=pd.read_csv"):
-        pl.atlas(plain)
-    assert len(pl.atlas(plain, links, backend="plotly").layout.shapes) == len(CLUSTERS)
+    # with a table (not an AtlasMap) the links must be passed
+    with pytest.raises(ValueError, match=r"links=atlas.links\(\)"):
+        pl.atlas(table)
+    assert len(pl.atlas(table, links, backend="plotly").layout.shapes) == len(CLUSTERS)
 
 
-def test_errors(table):
+def test_errors(table, links):
     with pytest.raises(ValueError, match="no column"):
-        pl.atlas(table.drop(columns=["relation"]))
+        pl.atlas(table.drop(columns=["relation"]), links)
     with pytest.raises(TypeError, match="DataFrame of AtlasMap.harmonize"):
         pl.atlas(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="links_between must be one of"):
-        pl.atlas(table, links_between="some")
-    bad = table.attrs["links"].assign(study_2="Z")
+        pl.atlas(table, links, links_between="some")
+    bad = links.assign(study_2="Z")
     with pytest.raises(ValueError, match=r"studies \['Z'\]"):
         pl.atlas(table, bad)

@@ -224,6 +224,16 @@ def test_split_then_merge_by_study_order(sim, tmp_path, monkeypatch):
     assert list(table.columns[:3]) == ["A", "B", "relation"]
     assert table["group"].tolist() == [0, 0, 1, 2]
     assert atlas.disagreements().empty
+    # the table behaves as a plain DataFrame: slices joined again (as a wide repr does)
+    wide = pd.concat([table.iloc[:, :2], table.iloc[:, 2:]], axis=1)
+    pd.testing.assert_frame_equal(wide, table)
+    with pd.option_context("display.width", 40, "display.max_columns", 3):
+        assert "..." in repr(table)
+    assert set(table.attrs) == {"params"}
+    # links(): every link the rows rest on, the kept ones between the rows' clusters
+    links = atlas.links()
+    kept = {tuple(r) for r in links.loc[links["kept"], ["cluster_1", "cluster_2"]].to_numpy()}
+    assert kept == {("L1", "L1_T1"), ("L1", "L1_T2"), ("L2_T1", "L2_T1"), ("L2_T2", "L2_T2")}
     # the distance threshold of select_similar_clusters would cut the split (documented)
     cut = atlas.harmonize(threshold_distance=1.0)
     assert "L1" in set(cut.loc[cut["B"] == "NONE", "A"])

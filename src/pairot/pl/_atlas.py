@@ -99,6 +99,8 @@ def _study_columns(table: pd.DataFrame) -> list[str]:
 
 def _check_inputs(harmonization, links, which: str, show_dropped, backend):
     if hasattr(harmonization, "harmonize") and not isinstance(harmonization, pd.DataFrame):
+        if links is None:
+            links = harmonization.links()
         harmonization = harmonization.harmonize()
     if not isinstance(harmonization, pd.DataFrame):
         msg = (
@@ -111,20 +113,18 @@ def _check_inputs(harmonization, links, which: str, show_dropped, backend):
         raise ValueError(msg)
     studies = _study_columns(harmonization)
     if links is None:
-        links = harmonization.attrs.get("links")
-        if links is None:
-            msg = (
-                "links is None and harmonization.attrs has no 'links' (a table read from a "
-                "file loses them): pass links=atlas.harmonize().attrs['links'] or "
-                "links=pd.read_csv('links.csv')."
-            )
-            raise ValueError(msg)
+        msg = (
+            "links is None with a harmonization table: pass links=atlas.links() (with the "
+            "thresholds given to harmonize()) or links=pd.read_csv('links.csv'), or pass the "
+            "AtlasMap itself."
+        )
+        raise ValueError(msg)
     if not isinstance(links, pd.DataFrame):
         msg = f"links must be a DataFrame (links.csv); got {type(links).__name__}."
         raise TypeError(msg)
     missing = [c for c in LINK_COLUMNS if c not in links.columns]
     if missing:
-        msg = f"links has no column(s) {missing}; pass harmonize().attrs['links'] or links.csv."
+        msg = f"links has no column(s) {missing}; pass atlas.links() or links.csv."
         raise ValueError(msg)
     unknown = sorted(set(map(str, links["study_1"])) | set(map(str, links["study_2"])))
     unknown = [s for s in unknown if s not in studies]
@@ -369,8 +369,8 @@ def atlas(
         The table of :meth:`pairot.tl.AtlasMap.harmonize` (or ``harmonization.csv`` of
         ``pairot atlas``), or an ``AtlasMap`` (its ``harmonize()`` is drawn). Not modified.
     links
-        The candidate links (``harmonize().attrs["links"]``, ``links.csv``); ``None``: the
-        table's ``attrs["links"]``.
+        The candidate links (:meth:`pairot.tl.AtlasMap.links`, ``links.csv``); required with
+        a table, ``None`` with an ``AtlasMap``: its ``links()``.
     links_between
         ``"all"`` (default): every link, those between studies that are not neighbours as
         longer curves; ``"neighbours"``: only links between neighbouring columns.

@@ -304,8 +304,10 @@ class AtlasMap:
         reciprocal best matches), ``mean_mapping`` (mean over the
         links of the higher of the two directions' ``"mean"`` mapping), ``max_distance`` and
         ``joined`` (studies whose clusters were joined). The rule is in docs/method.md
-        (many studies); ``attrs["disagreements"]`` is :meth:`disagreements`,
-        ``attrs["links"]`` every candidate link.
+        (many studies); :meth:`disagreements` and :meth:`links` give, for the same
+        arguments, where the pairs disagree and every candidate link. ``attrs["params"]``
+        holds the arguments and the pairs read (plain values only: pandas compares
+        ``attrs`` when it joins frames, so no table is kept there).
 
         Parameters
         ----------
@@ -321,24 +323,12 @@ class AtlasMap:
             Join clusters of one study that fall into rows differing only in them, when that
             study's DE finds no marker between them; ``False`` keeps every cluster apart.
         """
-        if not self._results:
-            msg = "AtlasMap has no fitted pairs yet: call solve() first."
-            raise ValueError(msg)
-        table, disagreements, links = _harmonize.harmonize(
-            self.study_names,
-            self._clusters(),
-            self._results,
-            threshold_mapping=threshold_mapping,
-            threshold_distance=threshold_distance,
-            separated=self._separated() if join else None,
-        )
+        table, disagreements, _ = self._harmonized(threshold_mapping, threshold_distance, join)
         if len(disagreements):
             logger.warning(
                 "The pairs disagree in %d place(s); see AtlasMap.disagreements().",
                 len(disagreements),
             )
-        table.attrs["disagreements"] = disagreements
-        table.attrs["links"] = links
         table.attrs["params"] = {
             "threshold_mapping": threshold_mapping,
             "threshold_distance": threshold_distance,
@@ -347,11 +337,44 @@ class AtlasMap:
         }
         return table
 
+    def _harmonized(self, threshold_mapping, threshold_distance, join: bool):
+        """``(table, disagreements, links)`` of the harmonization (see :meth:`harmonize`)."""
+        if not self._results:
+            msg = "AtlasMap has no fitted pairs yet: call solve() first."
+            raise ValueError(msg)
+        return _harmonize.harmonize(
+            self.study_names,
+            self._clusters(),
+            self._results,
+            threshold_mapping=threshold_mapping,
+            threshold_distance=threshold_distance,
+            separated=self._separated() if join else None,
+        )
+
     def disagreements(
-        self, threshold_mapping: float = 0.25, threshold_distance: float | None = None
+        self,
+        threshold_mapping: float = 0.25,
+        threshold_distance: float | None = None,
+        *,
+        join: bool = True,
     ) -> pd.DataFrame:
         """Where the pairs disagree (columns ``kind, clusters, detail``): a no-match flag
         against a match passing the thresholds (``"flagged_but_matched"``; the link is
         dropped) and two clusters linked through a third that their own fitted pair does not
-        link while neither has a partner in the other's study (``"not_transitive"``)."""
-        return self.harmonize(threshold_mapping, threshold_distance).attrs["disagreements"]
+        link while neither has a partner in the other's study (``"not_transitive"``). The
+        arguments are :meth:`harmonize`'s."""
+        return self._harmonized(threshold_mapping, threshold_distance, join)[1]
+
+    def links(
+        self,
+        threshold_mapping: float = 0.25,
+        threshold_distance: float | None = None,
+        *,
+        join: bool = True,
+    ) -> pd.DataFrame:
+        """Every candidate link between two clusters of different studies that
+        :meth:`harmonize` read, with both directions' mappings, the distance, the
+        direction(s) passing the thresholds and the no-match flag (what
+        :func:`pairot.pl.atlas` draws; ``links.csv`` of ``pairot atlas``). The arguments are
+        :meth:`harmonize`'s."""
+        return self._harmonized(threshold_mapping, threshold_distance, join)[2]

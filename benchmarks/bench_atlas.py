@@ -15,7 +15,9 @@ one program of types annotated at different granularities (``fine``, ``mixed``, 
 - pairot: ``pr.pp.preprocess_studies(studies, "cell_type", "sample_id")`` (defaults: 500
   HVGs) and ``pr.tl.AtlasMap(prepared).solve().harmonize()``, all defaults (every pair,
   DatasetMap's defaults, the no-match flags, ``threshold_mapping=0.25``, no distance
-  threshold, joins on);
+  threshold, joins on); ``--pairot`` adds variants (:data:`PAIROT_VARIANTS`: uniform or
+  relaxed marginals, ``label_distance_mode="robust"``) and ``--thresholds`` other
+  ``harmonize(threshold_mapping=...)`` values;
 - CellHint: the studies concatenated (``dataset`` and ``cell_type`` in ``obs``), normalized to
   1e4 counts per cell and ``log1p`` (the log-normalized expression its docs ask for), 500
   HVGs (scanpy, ``batch_key="dataset"``), scaled (max 10) and 50 PCA components in
@@ -80,13 +82,20 @@ REGIMES: dict[str, dict] = {
     },
 }
 NONE_ENTRIES = {"NONE", "UNRESOLVED", "UNASSIGNED"}
-#: pairot's variants (``--pairot``): ``AtlasMap(init_problem=...)``. ``default`` is
-#: DatasetMap's default (balanced marginals: every cluster carries the same mass).
-PAIROT_VARIANTS: dict[str, dict] = {
+#: pairot's variants (``--pairot``): ``AtlasMap(init_geom=..., init_problem=...)``.
+#: ``default`` is DatasetMap's default (the published label distance, balanced marginals:
+#: every cluster carries the same mass).
+_UNIFORM = {"marginals_distribution": "uniform"}
+_RELAXED = {"tau_a": 0.95, "tau_b": 0.95}
+_ROBUST = {"label_distance_mode": "robust"}
+PAIROT_VARIANTS: dict[str, dict[str, dict]] = {
     "default": {},
-    "uniform": {"marginals_distribution": "uniform"},
-    "unbalanced": {"tau_a": 0.95, "tau_b": 0.95},
-    "uniform_unbalanced": {"marginals_distribution": "uniform", "tau_a": 0.95, "tau_b": 0.95},
+    "uniform": {"init_problem": _UNIFORM},
+    "unbalanced": {"init_problem": _RELAXED},
+    "uniform_unbalanced": {"init_problem": {**_UNIFORM, **_RELAXED}},
+    "robust": {"init_geom": _ROBUST},
+    "robust_uniform": {"init_geom": _ROBUST, "init_problem": _UNIFORM},
+    "robust_uniform_unbalanced": {"init_geom": _ROBUST, "init_problem": {**_UNIFORM, **_RELAXED}},
 }
 
 
@@ -171,7 +180,7 @@ def run_pairot(
     out = {}
     for variant in variants:
         start = time.perf_counter()
-        atlas = pr.tl.AtlasMap(prepared, init_problem=PAIROT_VARIANTS[variant] or None)
+        atlas = pr.tl.AtlasMap(prepared, **PAIROT_VARIANTS[variant])
         atlas.solve(progress=False)
         for k, threshold in enumerate(thresholds):
             table = atlas.harmonize(threshold_mapping=threshold)
@@ -263,8 +272,9 @@ def accuracy(args) -> None:
     for (regime, method), row in summary.iterrows():
         print(
             f"| {regime} | {method} | {row.recall:.1%} | {row.precision:.1%} | "
-            f"{row.links_found} / {row.true_links} | {row.rows_exact}/{row.true_rows} | "
-            f"{row.all_rows_exact}/{args.seeds} | {row.seconds:.0f} |"
+            f"{row.links_found:.0f} / {row.true_links:.0f} | "
+            f"{row.rows_exact:.0f}/{row.true_rows:.0f} | "
+            f"{row.all_rows_exact:.0f}/{args.seeds} | {row.seconds:.0f} |"
         )
     if args.csv:
         frame.drop(columns=["missed", "spurious"]).to_csv(args.csv, index=False)

@@ -420,63 +420,23 @@ def simulate_pair(
         seed_types, seed_protocol, seed_divergence = seed.spawn(3)
     rng = np.random.default_rng(seed_model)
 
-    # --- hierarchy and names ---------------------------------------------------------------
-    lineage_of_type = np.concatenate(
-        [
-            np.full(len(part), k)
-            for k, part in enumerate(np.array_split(np.arange(n_cell_types), n_lineages))
-        ]
+    # --- hierarchy and names, gene baseline and programs -----------------------------------
+    lineage_of_type, lineage_names, type_names, gene_names = _hierarchy(
+        n_cell_types, n_lineages, n_genes
     )
-    lineage_names = [f"L{k + 1}" for k in range(n_lineages)]
-    type_names = []
-    for k in range(n_lineages):
-        members = np.flatnonzero(lineage_of_type == k)
-        type_names += [f"L{k + 1}_T{j + 1}" for j in range(len(members))]
-    n_regular = n_genes - n_uninformative
-    width = max(5, len(str(n_regular)))
-    gene_names = [f"GENE{i + 1:0{width}d}" for i in range(n_regular)] + list(UNINFORMATIVE_GENES)
-
-    # --- gene baseline and programs ----------------------------------------------------------
-    # the upper tail is clipped at 3.5 sd so that no single gene dominates the library
-    baseline = np.minimum(rng.normal(0.0, baseline_log_sd, size=n_genes), 3.5 * baseline_log_sd)
-    # uninformative genes are among the highly expressed ones (as MT- and RP genes are)
-    baseline[n_regular:] = baseline_log_sd * 3.0 + rng.uniform(-1.5, 0.5, size=n_uninformative)
-    # Markers come from genes detected at >= 0.1 UMI per cell on average before up-regulation
-    # (at the mean library size), so that their fold changes survive log1p of normalized
-    # pseudobulk; the top 1% of genes, which dominate libraries, are left out. Should too few
-    # genes qualify, the highest-baseline ones below that top 1% are used.
-    share = np.exp(baseline - baseline.max())
-    share /= share.sum()
-    by_level = np.argsort(-baseline[:n_regular], kind="stable")
-    by_level = by_level[n_regular // 100 :]
-    pool = by_level[share[by_level] * mean_library_size >= _MARKER_MIN_MEAN]
-    if pool.size < n_program_genes:
-        pool = by_level[: 2 * n_program_genes]
-    if pool.size < n_program_genes:
-        pool = np.arange(n_regular)
-    program_genes = rng.choice(pool, size=n_program_genes, replace=False)
-    effects = rng.uniform(lfc_low, lfc_high, size=n_program_genes)
-    type_log = np.tile(baseline, (n_cell_types, 1))
-    marker_rows = []
-    pos = 0
-    for k in range(n_lineages):
-        genes = program_genes[pos : pos + n_markers_lineage]
-        eff = effects[pos : pos + n_markers_lineage]
-        pos += n_markers_lineage
-        type_log[np.ix_(lineage_of_type == k, genes)] += eff
-        marker_rows += [
-            (gene_names[g], lineage_names[k], "lineage", e) for g, e in zip(genes, eff, strict=True)
-        ]
-    for t in range(n_cell_types):
-        genes = program_genes[pos : pos + n_markers_type]
-        eff = effects[pos : pos + n_markers_type]
-        pos += n_markers_type
-        type_log[t, genes] += eff
-        marker_rows += [
-            (gene_names[g], type_names[t], "cell_type", e) for g, e in zip(genes, eff, strict=True)
-        ]
-    markers = pd.DataFrame(marker_rows, columns=["gene", "program", "level", "log_fold_change"])
-    phi = np.minimum(dispersion * np.exp(rng.normal(0.0, _DISPERSION_LOG_SD, size=n_genes)), 1.0)
+    type_log, markers, phi = _programs(
+        rng,
+        lineage_of_type,
+        lineage_names,
+        type_names,
+        gene_names,
+        n_markers_lineage=n_markers_lineage,
+        n_markers_type=n_markers_type,
+        lfc_range=(lfc_low, lfc_high),
+        baseline_log_sd=baseline_log_sd,
+        mean_library_size=mean_library_size,
+        dispersion=dispersion,
+    )
 
     # --- composition ---------------------------------------------------------------------------
     ranks = rng.permutation(n_cell_types)
@@ -651,6 +611,99 @@ def simulate_pair(
             uns["simulation"]["moved_markers"] = moved.copy()
         out.append(ad.AnnData(X=X, obs=obs, var=study_var, uns=uns))
     return out[0], out[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# the program of types (shared with simulate_atlas)
+
+
+def _hierarchy(
+    n_cell_types: int, n_lineages: int, n_genes: int
+) -> tuple[np.ndarray, list[str], list[str], list[str]]:
+    """The lineage of each type (contiguous, as even as possible), lineage names ``L1``...,
+    type names ``L1_T1``... and gene names (``GENE00001``... then the uninformative genes)."""
+    lineage_of_type = np.concatenate(
+        [
+            np.full(len(part), k)
+            for k, part in enumerate(np.array_split(np.arange(n_cell_types), n_lineages))
+        ]
+    )
+    lineage_names = [f"L{k + 1}" for k in range(n_lineages)]
+    type_names = []
+    for k in range(n_lineages):
+        members = np.flatnonzero(lineage_of_type == k)
+        type_names += [f"L{k + 1}_T{j + 1}" for j in range(len(members))]
+    n_regular = n_genes - len(UNINFORMATIVE_GENES)
+    width = max(5, len(str(n_regular)))
+    gene_names = [f"GENE{i + 1:0{width}d}" for i in range(n_regular)] + list(UNINFORMATIVE_GENES)
+    return lineage_of_type, lineage_names, type_names, gene_names
+
+
+def _programs(
+    rng: np.random.Generator,
+    lineage_of_type: np.ndarray,
+    lineage_names: list[str],
+    type_names: list[str],
+    gene_names: list[str],
+    *,
+    n_markers_lineage: int,
+    n_markers_type: int,
+    lfc_range: tuple[float, float],
+    baseline_log_sd: float,
+    mean_library_size: float,
+    dispersion: float,
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """The types' log-profiles before batch effects ``(n_types, n_genes)``, the ``markers``
+    table and the per-gene dispersions, drawn from ``rng`` (the model of
+    :func:`simulate_pair`'s Notes)."""
+    n_genes = len(gene_names)
+    n_uninformative = len(UNINFORMATIVE_GENES)
+    n_regular = n_genes - n_uninformative
+    n_cell_types = lineage_of_type.size
+    n_lineages = len(lineage_names)
+    n_program_genes = n_lineages * n_markers_lineage + n_cell_types * n_markers_type
+    # --- gene baseline and programs ----------------------------------------------------------
+    # the upper tail is clipped at 3.5 sd so that no single gene dominates the library
+    baseline = np.minimum(rng.normal(0.0, baseline_log_sd, size=n_genes), 3.5 * baseline_log_sd)
+    # uninformative genes are among the highly expressed ones (as MT- and RP genes are)
+    baseline[n_regular:] = baseline_log_sd * 3.0 + rng.uniform(-1.5, 0.5, size=n_uninformative)
+    # Markers come from genes detected at >= 0.1 UMI per cell on average before up-regulation
+    # (at the mean library size), so that their fold changes survive log1p of normalized
+    # pseudobulk; the top 1% of genes, which dominate libraries, are left out. Should too few
+    # genes qualify, the highest-baseline ones below that top 1% are used.
+    share = np.exp(baseline - baseline.max())
+    share /= share.sum()
+    by_level = np.argsort(-baseline[:n_regular], kind="stable")
+    by_level = by_level[n_regular // 100 :]
+    pool = by_level[share[by_level] * mean_library_size >= _MARKER_MIN_MEAN]
+    if pool.size < n_program_genes:
+        pool = by_level[: 2 * n_program_genes]
+    if pool.size < n_program_genes:
+        pool = np.arange(n_regular)
+    program_genes = rng.choice(pool, size=n_program_genes, replace=False)
+    effects = rng.uniform(*lfc_range, size=n_program_genes)
+    type_log = np.tile(baseline, (n_cell_types, 1))
+    marker_rows = []
+    pos = 0
+    for k in range(n_lineages):
+        genes = program_genes[pos : pos + n_markers_lineage]
+        eff = effects[pos : pos + n_markers_lineage]
+        pos += n_markers_lineage
+        type_log[np.ix_(lineage_of_type == k, genes)] += eff
+        marker_rows += [
+            (gene_names[g], lineage_names[k], "lineage", e) for g, e in zip(genes, eff, strict=True)
+        ]
+    for t in range(n_cell_types):
+        genes = program_genes[pos : pos + n_markers_type]
+        eff = effects[pos : pos + n_markers_type]
+        pos += n_markers_type
+        type_log[t, genes] += eff
+        marker_rows += [
+            (gene_names[g], type_names[t], "cell_type", e) for g, e in zip(genes, eff, strict=True)
+        ]
+    markers = pd.DataFrame(marker_rows, columns=["gene", "program", "level", "log_fold_change"])
+    phi = np.minimum(dispersion * np.exp(rng.normal(0.0, _DISPERSION_LOG_SD, size=n_genes)), 1.0)
+    return type_log, markers, phi
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,6 +96,11 @@ PAIROT_VARIANTS: dict[str, dict[str, dict]] = {
     "robust": {"init_geom": _ROBUST},
     "robust_uniform": {"init_geom": _ROBUST, "init_problem": _UNIFORM},
     "robust_uniform_unbalanced": {"init_geom": _ROBUST, "init_problem": {**_UNIFORM, **_RELAXED}},
+    "auto": {"init_geom": {"label_distance_mode": "auto"}},
+    "auto_uniform_unbalanced": {
+        "init_geom": {"label_distance_mode": "auto"},
+        "init_problem": {**_UNIFORM, **_RELAXED},
+    },
 }
 
 
@@ -222,7 +227,7 @@ def run_cellhint(studies: dict[str, ad.AnnData], rep: str) -> tuple[pd.DataFrame
 def accuracy(args) -> None:
     results = []
     for regime in args.regimes:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             studies, truth = pr.datasets.simulate_atlas(**REGIMES[regime], random_state=seed)
             names = list(studies)
             runs = run_pairot(studies, args.pairot, args.thresholds)
@@ -507,7 +512,10 @@ def h5_nnz(path: Path) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--regimes", type=lambda s: s.split(","), default=["easy", "hard"])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. seeds - 1")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (3)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="start at this seed (0; 3 for held-out seeds)"
+    )
     parser.add_argument(
         "--pairot",
         type=lambda s: s.split(","),

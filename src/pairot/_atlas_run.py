@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
+from ._atlas_defaults import ATLAS_DEFAULTS
 from ._interrupt import critical, discard_folder, remove_folder, unregister_folder
 from ._logging import logger
 from ._run import StepTimer, _fresh_folder, _save_figure, package_versions, remove_stale_folders
@@ -76,13 +77,14 @@ class AtlasParameters:
     min_shared_genes: int = 50
     n_samples: int | None = None
     epsilon: float = 0.05
-    tau_a: float = 1.0
-    tau_b: float = 1.0
+    tau_a: float = ATLAS_DEFAULTS["init_problem"]["tau_a"]
+    tau_b: float = ATLAS_DEFAULTS["init_problem"]["tau_b"]
+    marginals: str = ATLAS_DEFAULTS["init_problem"]["marginals_distribution"]
     batch_size: int = 1024
     seed: int = 0
     filter_genes: bool = False
     embedding_layer: str | None = None
-    label_distance_mode: str = "pairot"
+    label_distance_mode: str = ATLAS_DEFAULTS["init_geom"]["label_distance_mode"]
     threshold_mapping: float = 0.25
     threshold_distance: float | None = None
     unmatched: bool = True
@@ -97,7 +99,11 @@ class AtlasParameters:
                 "embedding_layer": self.embedding_layer,
                 "label_distance_mode": self.label_distance_mode,
             },
-            "init_problem": {"tau_a": self.tau_a, "tau_b": self.tau_b},
+            "init_problem": {
+                "tau_a": self.tau_a,
+                "tau_b": self.tau_b,
+                "marginals_distribution": self.marginals,
+            },
             "unmatched": None if self.unmatched else False,
         }
 

@@ -28,6 +28,8 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
+from ._atlas_defaults import ATLAS_DEFAULTS
+
 #: Default of --min-shared-genes: ``pairot.pp._preprocess.MIN_SHARED_GENES`` (written out
 #: here so that ``pairot --help`` does not import the preprocessing; a test keeps them equal).
 MIN_SHARED_GENES = 50
@@ -151,22 +153,23 @@ def _add_small_cluster_options(method) -> None:
     )
 
 
-def _add_fit_options(method) -> None:
-    """Options of the OT fit, shared by ``run``, ``demo`` and ``atlas``."""
+def _add_fit_options(method, *, tau: float = 1.0, label_distance_mode: str = "pairot") -> None:
+    """Options of the OT fit, shared by ``run``, ``demo`` and ``atlas`` (``atlas`` with
+    AtlasMap's defaults for the taus and the label distance)."""
     method.add_argument(
         "--epsilon", type=_positive_float, default=0.05, help="entropic regularization (0.05)"
     )
     method.add_argument(
         "--tau-a",
         type=_float,
-        default=1.0,
-        help="query marginal relaxation in (0, 1]; 1 = balanced (1.0)",
+        default=tau,
+        help=f"query marginal relaxation in (0, 1]; 1 = balanced ({tau})",
     )
     method.add_argument(
         "--tau-b",
         type=_float,
-        default=1.0,
-        help="reference marginal relaxation in (0, 1]; 1 = balanced (1.0)",
+        default=tau,
+        help=f"reference marginal relaxation in (0, 1]; 1 = balanced ({tau})",
     )
     method.add_argument(
         "--batch-size",
@@ -190,12 +193,12 @@ def _add_fit_options(method) -> None:
     method.add_argument(
         "--label-distance-mode",
         choices=("pairot", "robust", "auto"),
-        default="pairot",
+        default=label_distance_mode,
         help="label distance between clusters: 'pairot', the published method's ranked "
         "marker lists, or 'robust', the correlation of the clusters' AUROC profiles over all "
         "genes, for studies whose clusters have few markers (few samples, small clusters), "
         "or 'auto', the robust one weighted to the cell term's scale or left out, decided "
-        "from the pair (pairot)",
+        f"from the pair ({label_distance_mode})",
     )
     method.add_argument(
         "--threshold-mapping",
@@ -425,7 +428,20 @@ def _add_atlas_parser(sub, common) -> None:
     )
     method = atlas.add_argument_group("method")
     _add_preprocessing_options(method)
-    _add_fit_options(method)
+    defaults = ATLAS_DEFAULTS["init_problem"]
+    _add_fit_options(
+        method,
+        tau=defaults["tau_a"],
+        label_distance_mode=ATLAS_DEFAULTS["init_geom"]["label_distance_mode"],
+    )
+    method.add_argument(
+        "--marginals",
+        choices=("uniform", "balanced"),
+        default=defaults["marginals_distribution"],
+        help="mass of the cells: 'uniform', every cell the same (the atlas default: studies "
+        "of different granularity), or 'balanced', every cluster the same, as in 'pairot "
+        f"run' ({defaults['marginals_distribution']})",
+    )
     method.add_argument(
         "--threshold-distance",
         type=_float,
@@ -765,6 +781,7 @@ def _atlas_parameters(args: argparse.Namespace, names: list[str]):
         epsilon=args.epsilon,
         tau_a=args.tau_a,
         tau_b=args.tau_b,
+        marginals=args.marginals,
         batch_size=args.batch_size,
         seed=args.seed,
         filter_genes=args.filter_genes,

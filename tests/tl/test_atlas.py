@@ -80,12 +80,33 @@ def counting(monkeypatch):
     return calls
 
 
-def test_two_studies_equal_dataset_map(pair):
+#: the atlas's documented defaults, written out (docs/method.md#many-studies-atlas)
+ATLAS_GEOM = {"label_distance_mode": "robust"}
+ATLAS_PROBLEM = {"marginals_distribution": "uniform", "tau_a": 0.95, "tau_b": 0.95}
+#: DatasetMap's (the published method's) defaults, written out
+PUBLISHED_GEOM = {"label_distance_mode": "pairot"}
+PUBLISHED_PROBLEM = {"marginals_distribution": "balanced", "tau_a": 1.0, "tau_b": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("atlas_options", "geom", "problem"),
+    [
+        ({}, ATLAS_GEOM, ATLAS_PROBLEM),  # the atlas's defaults are those documented
+        (  # the published method per pair, when asked for
+            {"init_geom": PUBLISHED_GEOM, "init_problem": PUBLISHED_PROBLEM},
+            PUBLISHED_GEOM,
+            PUBLISHED_PROBLEM,
+        ),
+    ],
+    ids=["atlas-defaults", "published"],
+)
+def test_two_studies_equal_dataset_map(pair, atlas_options, geom, problem):
     snaps = {name: snapshot(adata) for name, adata in pair.items()}
-    atlas = pr.tl.AtlasMap(pair, init_geom=GEOM).solve(progress=False)
+    options = {**atlas_options, "init_geom": {**GEOM, **atlas_options.get("init_geom", {})}}
+    atlas = pr.tl.AtlasMap(pair, **options).solve(progress=False)
     dm = pr.tl.DatasetMap(pair["A"], pair["B"])
-    dm.init_geom(**GEOM)
-    dm.init_problem()
+    dm.init_geom(**GEOM, **geom)
+    dm.init_problem(**problem)
     dm.solve(progress=False)
     mappings = dm.compute_mapping(None)
     distance = dm.compute_distance()
@@ -167,7 +188,9 @@ def test_reference_side_no_match_rule_is_the_mirrored_rule(pair):
     # the query side is unchanged by the reference side's call (the object is left alone)
     pd.testing.assert_frame_equal(dm.unmatched_clusters(), query, check_exact=True)
     # the atlas reads both sides from DatasetMap's one rule
-    atlas = pr.tl.AtlasMap(pair, init_geom=GEOM).solve(progress=False)
+    atlas = pr.tl.AtlasMap(
+        pair, init_geom={**GEOM, **PUBLISHED_GEOM}, init_problem=PUBLISHED_PROBLEM
+    ).solve(progress=False)
     got = atlas.unmatched("B", "A")
     for column in ("unmatched", "score", "retained", "mapping_ratio", "best_mapping", "reason"):
         np.testing.assert_array_equal(got[column].to_numpy(), table[column].to_numpy())
@@ -183,7 +206,9 @@ def test_reverse_reading_equals_the_reversed_fit_when_the_cost_is_symmetric(pair
     float32) is an average over round-off-sized weights and agrees only to about 1e-2."""
     geom = {**GEOM, "label_distance_mode": "robust"}
     solve = {"threshold": 1e-5}
-    atlas = pr.tl.AtlasMap(pair, init_geom=geom, solve=solve, unmatched=False).solve(progress=False)
+    atlas = pr.tl.AtlasMap(
+        pair, init_geom=geom, init_problem=PUBLISHED_PROBLEM, solve=solve, unmatched=False
+    ).solve(progress=False)
     dm = pr.tl.DatasetMap(pair["B"], pair["A"])
     dm.init_geom(**geom)
     dm.init_problem()
@@ -234,8 +259,15 @@ def test_split_then_merge_by_study_order(sim, tmp_path, monkeypatch):
     links = atlas.links()
     kept = {tuple(r) for r in links.loc[links["kept"], ["cluster_1", "cluster_2"]].to_numpy()}
     assert kept == {("L1", "L1_T1"), ("L1", "L1_T2"), ("L2_T1", "L2_T1"), ("L2_T2", "L2_T2")}
-    # the distance threshold of select_similar_clusters would cut the split (documented)
-    cut = atlas.harmonize(threshold_distance=1.0)
+    # with the published label distance the distance threshold of select_similar_clusters
+    # cuts the split (documented); with the atlas's robust one the split stays
+    assert columns(atlas.harmonize(threshold_distance=1.0), ["A", "B"]) == columns(
+        table, ["A", "B"]
+    )
+    published = pr.tl.AtlasMap(
+        studies, init_geom={**GEOM, **PUBLISHED_GEOM}, init_problem=PUBLISHED_PROBLEM
+    ).solve(progress=False)
+    cut = published.harmonize(threshold_distance=1.0)
     assert "L1" in set(cut.loc[cut["B"] == "NONE", "A"])
     # B first: the same pair, loaded from the folder, read the other way round
     calls = counting(monkeypatch)
@@ -334,7 +366,8 @@ def test_resume_loads_every_stored_pair_and_refits_what_changed(
         pd.testing.assert_frame_equal(again.distance(a, b), fitted.distance(a, b), check_exact=True)
     pd.testing.assert_frame_equal(again.harmonize(), fitted.harmonize())
     meta = json.loads((_store.pair_dir(out, "A", "B") / "pair.json").read_text())
-    assert meta["init_geom"] == {"batch_size": 256} and meta["a"] == "A"
+    assert meta["init_geom"] == {"batch_size": 256, **ATLAS_GEOM} and meta["a"] == "A"
+    assert meta["init_problem"] == ATLAS_PROBLEM
     assert (_store.pair_dir(out, "A", "B") / "mapping_mean.csv").is_file()
     # an interrupted run: one pair's folder missing, a temporary folder left behind
     shutil.rmtree(_store.pair_dir(out, "A", "C"))

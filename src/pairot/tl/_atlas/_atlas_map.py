@@ -39,8 +39,13 @@ class AtlasMap:
         ``out_dir/studies/`` for its workers to read.
     init_geom, init_problem, solve
         Keyword options given to every pair's ``DatasetMap.init_geom``, ``init_problem`` and
-        ``solve`` (``None``: DatasetMap's defaults). Per-cell marginals (``a``, ``b``) are
-        refused: they belong to one pair.
+        ``solve``, over the atlas's defaults: DatasetMap's, except
+        ``label_distance_mode="robust"``, ``marginals_distribution="uniform"`` and
+        ``tau_a = tau_b = 0.95`` (docs/method.md#many-studies-atlas; pass
+        ``init_geom={"label_distance_mode": "pairot"}``, ``init_problem={
+        "marginals_distribution": "balanced", "tau_a": 1, "tau_b": 1}`` for the published
+        method per pair). Per-cell marginals (``a``, ``b``) are refused: they belong to one
+        pair.
     unmatched
         The options of ``DatasetMap.unmatched_clusters`` for the no-match flags (``tau_a``,
         ``min_retained``, ``max_mapping_ratio``; ``None`` or ``True``: its defaults), or

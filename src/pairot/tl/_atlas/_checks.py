@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from anndata import AnnData
 
+from ..._atlas_defaults import ATLAS_DEFAULTS
 from ...pp._validate import check_study_names
 from .._dataset_map import DatasetMap
 
@@ -93,9 +94,10 @@ _REFUSED = {
 
 
 def check_options(step: str, options) -> dict:
-    """A copy of the keyword options of ``DatasetMap.<step>`` given for every pair."""
+    """The keyword options of ``DatasetMap.<step>`` for every pair: :data:`ATLAS_DEFAULTS`
+    updated by a copy of those given."""
     if options is None:
-        return {}
+        return dict(ATLAS_DEFAULTS[step])
     if not isinstance(options, Mapping):
         msg = (
             f"{step} must be a dict of DatasetMap.{step} keyword arguments or None, got "
@@ -112,7 +114,7 @@ def check_options(step: str, options) -> dict:
         if key in options:
             msg = f"{step}={{{key!r}: ...}} is not accepted by AtlasMap: {why}."
             raise ValueError(msg)
-    return options
+    return {**ATLAS_DEFAULTS[step], **options}
 
 
 _UNMATCHED = {"tau_a": 0.95, "min_retained": 0.6, "max_mapping_ratio": 0.7}

@@ -116,6 +116,10 @@ class SinkhornOutput:
         state = "converged" if self.converged else "NOT converged"
         passes = f"sparse, {self.active_share:.1%} of pairs active" if self.sparse else "dense"
         on = "" if self.n_devices == 1 else f", on {self.n_devices} devices"
+        if self.start not in ("zeros", "cluster"):
+            on += f", {self.start} start"
+            if self.start_iterations:
+                on += f" ({self.start_iterations} iterations on a downsample)"
         return (
             f"SinkhornOutput({state} in {self.n_iterations} iterations, marginal error "
             f"{error:.2e}, {np.size(self.f):,} x {np.size(self.g):,} cells, {self.mode} mode, "

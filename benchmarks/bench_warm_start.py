@@ -3,7 +3,8 @@
     python benchmarks/ot_problems_data.py --problem 16k 32k
     python benchmarks/bench_warm_start.py --problem 16k --inits zeros cluster multiscale
 
-For the problem's files (``/tmp/pairot_ot/<name>/``, see ``ot_problems_data.py``):
+For the problem's files (``/tmp/pairot_ot/<name>/``, see ``ot_problems_data.py``; ``pbmc``:
+the demo pair preprocessed with 150 HVGs):
 ``DatasetMap(q, r)``, ``init_geom(batch_size=1024, epsilon=0.05)``, ``init_problem()`` (or
 ``--tau``), one warm-up ``solve(init="zeros")`` (JIT compilation, the kernel), then for each
 ``--inits`` a ``solve(init=..., threshold=...)`` timed: wall time, iterations, the
@@ -38,14 +39,21 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=_solve.MULTISCALE_CELLS)
     parser.add_argument("--no-correction", action="store_true")
     parser.add_argument("--max-iterations", type=int, default=2000)
+    parser.add_argument("--inner-iterations", type=int, default=10)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     if args.verbose:
         logging.basicConfig(level=logging.INFO)
     _solve.MULTISCALE_CELLS = args.cells
-    folder = Path(args.data_dir) / args.problem
-    q = ad.read_h5ad(folder / "query.h5ad")
-    r = ad.read_h5ad(folder / "reference.h5ad")
+    if args.problem == "pbmc":  # the demo pair, preprocessed as tests/tl/test_warm_start.py
+        q, r = pr.pp.preprocess_adatas(
+            *pr.datasets.pbmc_demo(), "cell_type", "cell_type", "sample_id", "sample_id",
+            n_top_genes=150,
+        )  # fmt: skip
+    else:
+        folder = Path(args.data_dir) / args.problem
+        q = ad.read_h5ad(folder / "query.h5ad")
+        r = ad.read_h5ad(folder / "reference.h5ad")
     dm = pr.tl.DatasetMap(q, r)
     dm.init_geom(batch_size=1024, epsilon=0.05)
     dm.init_problem(tau_a=args.tau, tau_b=args.tau)
@@ -56,6 +64,7 @@ def main() -> None:
         "kernel_memory_budget": args.kernel_memory_budget,
         "cluster_correction": not args.no_correction,
         "max_iterations": args.max_iterations,
+        "inner_iterations": args.inner_iterations,
     }
     began = time.perf_counter()
     dm.solve(init="zeros", **options)

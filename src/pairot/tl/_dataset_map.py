@@ -428,9 +428,15 @@ class DatasetMap(DatasetMapAnswers):
             extended to every cell by one exact c-transform pass each way. A solved
             ``DatasetMap`` on a subset of these cells (matched by ``obs_names``): its
             potentials, extended the same way. ``"auto"`` (default): ``"multiscale"`` above
-            2**30 cell pairs (about 32,768 x 32,768 cells) when the downsample holds at most a
-            quarter of them, else ``"zeros"``. ``ot_solution.start`` names the start that ran
-            and ``ot_solution.start_iterations`` the downsample's iterations.
+            2**40 cell pairs (1.1e12, more than the seed's full 600,929 x 1,265,624 cells)
+            when the downsample holds at most a quarter of them, else ``"zeros"``: below it,
+            at every size measured, the default solve converged after 2 iterations from the
+            engine's start, and the multiscale start only cost time. A warm start pays
+            where Sinkhorn is slow from zero: plain Sinkhorn (``cluster_correction=False``,
+            or above 1,000 clusters where the correction is skipped) on the PBMC demo needs
+            3 iterations to 1e-3 from ``"cluster"`` instead of 502. ``ot_solution.start``
+            names the start that ran and ``ot_solution.start_iterations`` the downsample's
+            iterations.
         **kwargs
             Upstream pairOT forwarded extra arguments to OTT-JAX's ``Sinkhorn``. pairot maps
             ``lse_mode=True`` to ``kernel_memory_budget=0`` (log-domain updates only; the same

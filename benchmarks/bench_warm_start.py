@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--no-correction", action="store_true")
     parser.add_argument("--max-iterations", type=int, default=2000)
     parser.add_argument("--inner-iterations", type=int, default=10)
+    parser.add_argument("--bootstrap", type=int, default=0, help="resamples, warm and cold")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     if args.verbose:
@@ -100,6 +101,43 @@ def main() -> None:
             line["max_mapping_diff"] = float(np.abs(mapping - reference[0]).max())
             line["max_distance_diff"] = float(np.abs(distance - reference[1]).max())
         print(json.dumps(line), flush=True)
+    if args.bootstrap:
+        bootstrap(dm, args)
+
+
+def bootstrap(dm, args) -> None:
+    """``dm.bootstrap(N)`` with the resamples started from the full fit's potentials and from
+    the engine's start: the iterations of every resample, the time, and the largest difference
+    of the intervals."""
+    from pairot.tl import _bootstrap
+
+    dm.solve(init="zeros", progress=False, threshold=args.threshold)
+    solve = _bootstrap.run_sinkhorn
+    tables = {}
+    for warm in (True, False):
+        iterations = []
+
+        def counted(*a, iterations=iterations, **k):
+            solution = solve(*a, **k)
+            iterations.append(int(solution.n_iterations))
+            return solution
+
+        _bootstrap.run_sinkhorn, _bootstrap.WARM_START = counted, warm
+        began = time.perf_counter()
+        tables[warm] = dm.bootstrap(args.bootstrap, random_state=0, progress=False)
+        line = {
+            "problem": args.problem,
+            "bootstrap": args.bootstrap,
+            "warm": warm,
+            "threshold": args.threshold,
+            "iterations": iterations,
+            "seconds": round(time.perf_counter() - began, 2),
+        }
+        print(json.dumps(line), flush=True)
+    _bootstrap.run_sinkhorn, _bootstrap.WARM_START = solve, True
+    columns = ["mapping_low", "mapping_high", "distance_low", "distance_high"]
+    diff = np.abs(tables[True][columns].to_numpy() - tables[False][columns].to_numpy()).max()
+    print(json.dumps({"max_interval_diff": float(diff)}), flush=True)
 
 
 if __name__ == "__main__":

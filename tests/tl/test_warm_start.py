@@ -126,10 +126,16 @@ def test_every_engine_start_gives_the_cold_plan(mode, tau_a, monkeypatch):
 
 def test_sharded_warm_starts_equal_the_cold_solve(tmp_path):
     """On 2 XLA host devices (tests/sharding_worker.py in a subprocess) every mode started from
-    an extended start gives the one-device cold start's plan."""
+    an extended start gives the one-device cold start's plan, and DatasetMap's cluster and
+    multiscale starts give its cold start's answers."""
     out = tmp_path / "two.npz"
     configs = "log,kernel,sparse,log_warm,kernel_warm,sparse_warm"
-    done = _run_worker([str(out), "--runs", f"2:{configs}", "1:log"], 2)
+    inits = ["zeros", "cluster", "multiscale"]
+    done = _run_worker(
+        [str(out), "--runs", f"2:{configs}", "1:log", "--dataset-map", "2"]
+        + ["--dataset-map-inits", *inits],
+        2,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = dict(np.load(out))
     problem = worker.problem()
@@ -143,6 +149,16 @@ def test_sharded_warm_starts_equal_the_cold_solve(tmp_path):
         f, g = results[key + "f"], results[key + "g"]
         plan = np.exp((f[:, None] + g[None, :] - cost) / EPS)
         np.testing.assert_allclose(plan, reference, atol=TOL, err_msg=config)
+    # DatasetMap.solve(init=...) on the 2 devices against its cold start there
+    cold = "dataset_map_zeros/2/"
+    assert int(results[cold + "n_devices"]) == 2
+    for init in inits[1:]:
+        key = f"dataset_map_{init}/2/"
+        assert str(results[key + "start"]) == init and int(results[key + "n_devices"]) == 2
+        for name in ("mapping_mean", "mapping_transported_mass", "distance"):
+            np.testing.assert_allclose(
+                results[key + name], results[cold + name], atol=TOL, err_msg=f"{init}: {name}"
+            )
 
 
 def test_bad_engine_starts_are_refused():

@@ -346,3 +346,60 @@ def check_bootstrap(n_bootstrap, resample, confidence, random_state, progress):
         msg = f"progress must be True or False, got {progress!r}."
         raise TypeError(msg)
     return int(n_bootstrap), kinds, float(confidence), int(random_state), bool(progress)
+
+
+def check_init(init, dm, map_type: type):
+    """``DatasetMap.solve``'s ``init``: a start name, or a solved ``map_type`` on a subset of
+    ``dm``'s cells, returned as the :class:`~pairot.tl._solve.MapStart` of its potentials."""
+    from ._solve import START_NAMES, MapStart
+
+    fix = (
+        "pass init='auto' (default), 'zeros', 'cluster', 'multiscale' or a solved DatasetMap "
+        "on a subset of these cells"
+    )
+    if isinstance(init, str):
+        if init not in START_NAMES:
+            msg = f"init must be one of {START_NAMES} or a solved DatasetMap, got {init!r}; {fix}."
+            raise ValueError(msg)
+        return init
+    if not isinstance(init, map_type):
+        msg = f"init must be a string or a DatasetMap, got {type(init).__name__}; {fix}."
+        raise TypeError(msg)
+    if init is dm:
+        msg = (
+            "init is this DatasetMap itself; pass a DatasetMap solved on a subset of its cells, "
+            "or init='zeros'."
+        )
+        raise ValueError(msg)
+    if init.ot_solution is None:
+        msg = (
+            "init (a DatasetMap) has no solution yet: call init.solve() first, or pass "
+            "init='multiscale'."
+        )
+        raise ValueError(msg)
+    sides = (
+        ("adata1", "query", dm.adata1.obs_names, init.adata1.obs_names),
+        ("adata2", "reference", dm.adata2.obs_names, init.adata2.obs_names),
+    )
+    rows = {}
+    for name, side, mine, theirs in sides:
+        if not mine.is_unique:
+            msg = (
+                f"init (a DatasetMap) is matched to these cells by obs_names, but this map's "
+                f"{name}.obs_names are not unique; call {name}.obs_names_make_unique() before "
+                "DatasetMap(...), or pass init='multiscale'."
+            )
+            raise ValueError(msg)
+        found = mine.get_indexer(theirs)
+        missing = theirs[found < 0]
+        if len(missing):
+            msg = (
+                f"init (a DatasetMap) must be solved on a subset of this map's cells, but "
+                f"{len(missing)} of its {len(theirs)} {side} cells (e.g. {list(missing[:3])}) are "
+                f"not in this map's {name}.obs_names; build it from "
+                f"{name}[some cells] of the same study, or pass init='multiscale'."
+            )
+            raise ValueError(msg)
+        rows[side] = found
+    g = np.asarray(init.ot_solution.g, dtype=np.float64)
+    return MapStart(ref_rows=rows["reference"], g=g)

@@ -62,6 +62,9 @@ Modules, one concept each, listed so that each imports only modules above it:
 - ``_sharded_tiles``: those tile passes split over devices;
 - ``_sparse``: the active-block (sparse) mode: its blocks, its passes, its aggregation;
 - ``_driver``: :func:`sinkhorn`, its mode choice and its iteration loop;
+- ``_warm``: warm starts for ``sinkhorn(init=...)``: potentials of a solve on some of the
+  cells extended to all by one c-transform pass (:func:`extend_potentials`), and the
+  cluster-level start (:func:`cluster_potentials`);
 - ``_block_sums``: the plan's sums per row block (jitted kernels, from the cost or the kernel)
   and the host walk over their calls;
 - ``_sharded_aggregate``: the outputs' aggregation split over devices;
@@ -77,6 +80,7 @@ from ._cluster_sums import cluster_sums
 from ._driver import SinkhornOutput, sinkhorn
 from ._kernel import DEFAULT_KERNEL_MEMORY_BUDGET, Kernel
 from ._shard import resolve_devices
+from ._warm import cluster_potentials, extend_potentials
 
 __all__ = [
     "DEFAULT_BLOCK_MEMORY_BUDGET",
@@ -84,7 +88,9 @@ __all__ = [
     "Kernel",
     "SinkhornOutput",
     "aggregate",
+    "cluster_potentials",
     "cluster_sums",
+    "extend_potentials",
     "resolve_devices",
     "sinkhorn",
 ]

@@ -177,3 +177,31 @@ def _onehot(codes: np.ndarray, n_clusters: int, dtype) -> jax.Array:
     out = np.zeros((len(codes), n_clusters), dtype=dtype)
     out[np.arange(len(codes)), codes] = 1.0
     return jnp.asarray(out)
+
+
+def _check_init(init, n: int, m: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``None`` or start potentials ``(f0, g0)`` of shapes ``(n,)`` and ``(m,)``: no NaN, no
+    ``+inf`` (``-inf`` is allowed, for cells without mass)."""
+    if init is None:
+        return None
+    if not isinstance(init, tuple | list) or len(init) != 2:
+        msg = (
+            f"init must be None or a pair (f0, g0) of start potentials, got "
+            f"{type(init).__name__}; pass init=None for f = g = 0."
+        )
+        raise TypeError(msg)
+    out = []
+    for value, length, name, what in (
+        (init[0], n, "init[0]", "query cell"),
+        (init[1], m, "init[1]", "reference cell"),
+    ):
+        arr = _check_vector(value, length, name, what).astype(np.float64)
+        if np.isnan(arr).any() or (arr == np.inf).any():
+            msg = (
+                f"{name} (a start potential) must hold no NaN or +inf, got "
+                f"{int(np.isnan(arr).sum())} NaN and {int((arr == np.inf).sum())} +inf; pass "
+                "the f / g of a finished solve, or init=None."
+            )
+            raise ValueError(msg)
+        out.append(arr)
+    return out[0], out[1]

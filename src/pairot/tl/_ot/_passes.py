@@ -78,6 +78,17 @@ class _LogPasses:
         """``f = g = 0`` and the row log-sum-exps of ``g`` (from the kernel, if any)."""
         g = jnp.zeros(self.m, dtype=self.x.dtype)
         f = jnp.zeros(self.n, dtype=self.x.dtype)
+        return self._state(f, g, kernel)
+
+    def initial_state(self, f0, g0, kernel=None):
+        """The state of the start potentials ``(f0, g0)`` (host arrays): like
+        :meth:`zero_state`, the row log-sum-exps of ``g0`` (the first update of an iteration
+        replaces ``f`` and the column log-sum-exps)."""
+        f = jnp.asarray(np.asarray(f0, dtype=self.x.dtype))
+        g = jnp.asarray(np.asarray(g0, dtype=self.x.dtype))
+        return self._state(f, g, kernel)
+
+    def _state(self, f, g, kernel):
         if kernel is not None:
             lse_row = _kernel_initial_row_lse(
                 kernel.K, kernel.row_min, g, self.s["eps"], precision=self.precision

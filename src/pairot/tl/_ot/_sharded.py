@@ -83,8 +83,17 @@ class ShardedPasses:
 
     def zero_state(self, kernel: Kernel | None):
         """``f = g = 0`` (``-inf`` on padded cells) and the row log-sum-exps of ``g``."""
-        f = self.devices.put_rows(np.zeros(self.n_cells, dtype=self.dtype), fill=-np.inf)
-        g = self.devices.put_rows(np.zeros(self.m_cells, dtype=self.dtype), fill=-np.inf)
+        return self.initial_state(
+            np.zeros(self.n_cells, dtype=self.dtype),
+            np.zeros(self.m_cells, dtype=self.dtype),
+            kernel,
+        )
+
+    def initial_state(self, f0, g0, kernel: Kernel | None = None):
+        """The state of the start potentials ``(f0, g0)`` (host arrays of the cells, ``-inf``
+        on padded cells) and the row log-sum-exps of ``g0``."""
+        f = self.devices.put_rows(np.asarray(f0, dtype=self.dtype), fill=-np.inf)
+        g = self.devices.put_rows(np.asarray(g0, dtype=self.dtype), fill=-np.inf)
         lse_row = self.row_lse(g) if kernel is None else self.kernel_row_lse(kernel, g)
         return (f, g, lse_row, g)
 

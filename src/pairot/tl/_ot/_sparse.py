@@ -290,6 +290,30 @@ def _initial_potentials(x, y, offset, a, b, lx, ly, epsilon, tau_a, tau_b):
     return xs, ys
 
 
+def cluster_potentials(
+    x,
+    y,
+    offset,
+    a,
+    b,
+    query_codes,
+    ref_codes,
+    n_query_clusters,
+    n_ref_clusters,
+    *,
+    epsilon,
+    tau_a,
+    tau_b,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cluster-constant potentials the active-block mode starts from (see
+    :func:`_initial_potentials`), one per cell in the cells' order: a start for the dense
+    passes too."""
+    lx = Layout.of(query_codes, n_query_clusters, 1)
+    ly = Layout.of(ref_codes, n_ref_clusters, 1)
+    xs, ys = _initial_potentials(x, y, offset, a, b, lx, ly, epsilon, tau_a, tau_b)
+    return epsilon * xs[np.asarray(query_codes)], epsilon * ys[np.asarray(ref_codes)]
+
+
 def make_blocks(
     x,
     y,
@@ -305,8 +329,11 @@ def make_blocks(
     tau_a,
     tau_b,
     tolerance,
+    start=None,
 ) -> tuple[ActiveBlocks, np.ndarray, np.ndarray]:
-    """The first active set and the cluster-constant starting potentials ``(f, g)`` (padded)."""
+    """The first active set and the starting potentials ``(f, g)`` (padded): the
+    cluster-constant ones, or ``start`` (one potential per cell, in the cells' order), whose
+    mass bounds then choose the first active set."""
     tr, tc = tile_shape(
         np.bincount(query_codes, minlength=n_query_clusters),
         np.bincount(ref_codes, minlength=n_ref_clusters),
@@ -315,9 +342,13 @@ def make_blocks(
     ly = Layout.of(ref_codes, n_ref_clusters, tc)
     lb = cost_lower_bounds(x, y, offset, query_codes, ref_codes, n_query_clusters, n_ref_clusters)
     present = np.outer(lx.counts > 0, ly.counts > 0)
-    xs, ys = _initial_potentials(x, y, offset, a, b, lx, ly, epsilon, tau_a, tau_b)
-    f0 = np.where(lx.real, epsilon * xs[lx.codes], -np.inf)
-    g0 = np.where(ly.real, epsilon * ys[ly.codes], -np.inf)
+    if start is None:
+        xs, ys = _initial_potentials(x, y, offset, a, b, lx, ly, epsilon, tau_a, tau_b)
+        f0 = np.where(lx.real, epsilon * xs[lx.codes], -np.inf)
+        g0 = np.where(ly.real, epsilon * ys[ly.codes], -np.inf)
+    else:
+        f0 = lx.pad(np.asarray(start[0], dtype=np.float64), -np.inf)
+        g0 = ly.pad(np.asarray(start[1], dtype=np.float64), -np.inf)
     blocks = ActiveBlocks(
         lx=lx,
         ly=ly,
@@ -685,7 +716,9 @@ class SparsePasses:
         """``(f, g)`` of ``state`` on the host (padded layout)."""
         return self._host(state[0]), self._host(state[1])
 
-    def initial_state(self, f0, g0):
+    def initial_state(self, f0, g0, kernel=None):
+        """The state of the padded start potentials ``(f0, g0)`` with both log-sum-exps
+        (``kernel`` is unused: the tile kernels are the passes' own)."""
         f = self.put(np.asarray(f0, dtype=self.dtype))
         g = self.put(np.asarray(g0, dtype=self.dtype))
         return (f, g, self.row_lse(g), self.col_lse(f))

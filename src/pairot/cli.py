@@ -843,7 +843,7 @@ def _atlas_command(args: argparse.Namespace) -> int:
         f"the pairs finished so far are kept in {folder.fits} (no other output written): "
         "run the same command again to resume"
     )
-    result = run_atlas(studies, parameters, folder, progress=bars, timings=timings)
+    result = run_atlas(studies, parameters, folder, progress=bars, timings=timings, sources=files)
     run_info = {
         "command": "atlas",
         "files": {name: str(Path(path).absolute()) for name, path in files.items()},

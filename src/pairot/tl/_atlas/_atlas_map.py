@@ -107,6 +107,7 @@ class AtlasMap:
             separated=_studies.separated_pairs(adata, self._options["init_geom"]),
             fingerprint=fingerprint,
             n_obs=int(adata.n_obs),
+            n_vars=int(adata.n_vars),
             cluster_sizes={str(k): int(v) for k, v in labels.value_counts(sort=False).items()},
             params=dict(adata.uns["pairot"].get("params", {})),
         )

@@ -85,5 +85,6 @@ class StudyFacts:
     separated: set[tuple[str, str]] | None
     fingerprint: str
     n_obs: int
+    n_vars: int
     cluster_sizes: dict[str, int]
     params: dict

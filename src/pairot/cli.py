@@ -408,9 +408,9 @@ def _add_atlas_parser(sub, common) -> None:
     )
     _add_output_options(
         atlas,
-        "fit every pair again: discard the fits stored in DIR (by default a DIR written by "
-        "an earlier 'pairot atlas' is resumed); also replaces a DIR holding another pairot "
-        "output (run.json)",
+        "preprocess and fit every pair again: discard the preprocessed studies and fits "
+        "stored in DIR (by default a DIR written by an earlier 'pairot atlas' is resumed); "
+        "also replaces a DIR holding another pairot output (run.json)",
     )
     which = atlas.add_argument_group("pairs")
     which.add_argument(

@@ -372,3 +372,18 @@ def test_the_atlas_command_defaults_are_atlas_maps():
     columns += ["--ref-sample", "s"]
     run = build_parser().parse_args(["run", "q.h5ad", "r.h5ad", *columns, "--out", "d"])
     assert (run.tau_a, run.label_distance_mode) == (1.0, "pairot")  # pairot run: published
+
+
+def test_n_samples_downsamples_the_study_files(files, tmp_path):
+    """--n-samples: each study's file downsampled to at most N cells per cluster (as
+    pr.pp.downsample_indices draws them), written to DIR/studies/downsampled/ and fitted."""
+    out = tmp_path / "out"
+    assert main(_args(files, out, "--n-samples", "40", "--pairs", "A:B")) == 0
+    info = json.loads((out / "run.json").read_text())["data"]["studies"]
+    for name, column in (("A", "cell_type"), ("B", "label"), ("C", "cell_type")):
+        labels = ad.read_h5ad(files / f"{name}.h5ad").obs[column].astype(str)
+        expected = {str(k): min(int(v), 40) for k, v in labels.value_counts().items()}
+        assert info[name]["cells_per_cluster_fit"] == expected
+        assert info[name]["n_cells_fit"] == sum(expected.values())
+    written = sorted(p.name for p in (out / "studies" / "downsampled").iterdir())
+    assert written == sorted(f"{safe_name(n)}.h5ad" for n in "ABC")

@@ -7,6 +7,7 @@ Run by hand (not by CI). CellHint is a benchmark-only dependency, never one of p
     python benchmarks/bench_atlas.py                           # accuracy, easy + hard, seeds 0-2
     python benchmarks/bench_atlas.py --regimes hard --seeds 1 --show-links
     python benchmarks/bench_atlas.py --timing                  # 8 studies x 20,000 cells
+    python benchmarks/bench_atlas.py --memory --cells 5000     # studies in memory vs files
 
 **Accuracy.** For each regime and seed, ``pairot.datasets.simulate_atlas`` draws 5 studies of
 one program of types annotated at different granularities (``fine``, ``mixed``, ``coarse``,
@@ -35,6 +36,13 @@ regime's program with 8 studies, written to ``/tmp/pairot_bench_atlas`` as h5ad 
 ``backed="r"``), then wall time and peak RSS (sampled every 0.05 s by a thread) of
 ``preprocess_studies``, of every pair's fit (split into init_geom, the solve, the outputs and
 the no-match solves, by timing the DatasetMap methods AtlasMap calls) and of ``harmonize``.
+
+**Memory, studies in memory against studies as files** (``--memory``): the same data, two
+child processes (one per mode, so neither inherits the other's heap), each: the studies
+opened ``backed="r"``, ``preprocess_studies`` (in memory, or ``out_dir=`` a folder: the
+files), ``AtlasMap`` on what it returned, ``solve()`` of every pair (``--max-pairs``),
+``harmonize()``; the peak RSS of each stage (a thread's sample every 0.05 s), the RSS held
+after each, and the process' ``ru_maxrss``.
 """
 
 from __future__ import annotations
@@ -502,6 +510,69 @@ def timing(args) -> None:
         shutil.rmtree(paths[names[0]].parent)
 
 
+def memory_child(args) -> None:
+    """One mode of ``--memory`` (``args.memory_child``: ``memory`` or ``files``); prints one
+    JSON line."""
+    import json
+    import tempfile
+
+    paths = timing_data(args)
+    names = list(paths)
+    studies = {name: ad.read_h5ad(paths[name], backed="r") for name in names}
+    proc = psutil.Process()
+    rss = PeakRSS()
+    record: dict = {"mode": args.memory_child, "rss_open_gb": proc.memory_info().rss / 1e9}
+    folder = tempfile.mkdtemp(prefix="pairot_bench_memory_")
+    out_dir = None if args.memory_child == "memory" else Path(folder) / "studies"
+    with rss.window(record, "preprocess"):
+        prepared = pr.pp.preprocess_studies(
+            studies, "cell_type", "sample_id", out_dir=out_dir, random_state=0
+        )
+    record["rss_after_preprocess_gb"] = proc.memory_info().rss / 1e9
+    with rss.window(record, "atlas_init"):
+        atlas = pr.tl.AtlasMap(prepared)
+    pairs = list(itertools.combinations(names, 2))[: args.max_pairs]
+    with rss.window(record, "pairs"):
+        atlas.solve(pairs=pairs, progress=False)
+    record["rss_after_pairs_gb"] = proc.memory_info().rss / 1e9
+    with rss.window(record, "harmonize"):
+        table = atlas.harmonize()
+    record["n_pairs"], record["n_rows"] = len(pairs), len(table)
+    record["ru_maxrss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    if out_dir is not None:
+        record["files_gb"] = sum(Path(p).stat().st_size for p in prepared.values()) / 1e9
+    else:
+        de = sum(
+            sum(t.memory_usage(deep=True).sum() for k, t in a.uns["pairot"].items()
+                if isinstance(t, pd.DataFrame))
+            for a in prepared.values()
+        )  # fmt: skip
+        record["de_tables_gb"] = de / 1e9
+    shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps(record), flush=True)
+
+
+def memory(args) -> None:
+    """``--memory``: each mode in a child process of its own, then one table."""
+    import json
+    import subprocess
+
+    timing_data(args)  # simulated once, before either child
+    rows = []
+    for mode in ("memory", "files"):
+        command = [sys.executable, __file__, "--memory-child", mode]
+        command += ["--n-studies", str(args.n_studies), "--cells", str(args.cells)]
+        command += ["--genes", str(args.genes), "--data-dir", args.data_dir]
+        if args.max_pairs is not None:
+            command += ["--max-pairs", str(args.max_pairs)]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    frame = pd.DataFrame(rows).set_index("mode").T
+    print(frame.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"load average {os.getloadavg()}; cpus {os.cpu_count()}")
+
+
 def h5_nnz(path: Path) -> int:
     import h5py
 
@@ -532,6 +603,10 @@ def main(argv=None) -> None:
     parser.add_argument("--cellhint-rep", choices=["pca", "X"], default="pca")
     parser.add_argument("--show-links", action="store_true", help="list missed/spurious links")
     parser.add_argument("--timing", action="store_true", help="time and memory instead")
+    parser.add_argument(
+        "--memory", action="store_true", help="peak RSS, studies in memory against as files"
+    )
+    parser.add_argument("--memory-child", choices=["memory", "files"], help=argparse.SUPPRESS)
     parser.add_argument("--n-studies", type=int, default=8)
     parser.add_argument("--cells", type=int, default=20_000)
     parser.add_argument("--genes", type=int, default=20_000)
@@ -549,7 +624,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.getLogger("pairot").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    if args.timing:
+    if args.memory_child:
+        memory_child(args)
+    elif args.memory:
+        memory(args)
+    elif args.timing:
         timing(args)
     else:
         accuracy(args)

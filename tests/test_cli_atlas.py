@@ -5,8 +5,10 @@ bad input as one line on stderr."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 
 import pairot as pr
 from pairot.cli import main
+from pairot.pp._study_files import safe_name
 
 #: the published method per pair (not the atlas defaults): on these studies the atlas defaults
 #: read B's L2_T2, a sibling of L2_T1 that A and C lack, as part of a3 / c3 (a split), the
@@ -91,7 +94,8 @@ def cli_run(files, tmp_path_factory):
     real = ad.read_h5ad
 
     def spy(path, *args, **kwargs):
-        opened.append(kwargs.get("backed"))
+        if Path(path).resolve().parent == Path(files).resolve():  # inputs, not DIR/studies/
+            opened.append(kwargs.get("backed"))
         return real(path, *args, **kwargs)
 
     before = [(files / f"{n}.h5ad").read_bytes() for n in "ABC"]
@@ -181,8 +185,18 @@ def test_run_json_and_resume_fit_nothing(cli_run, files, tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(pr.tl.DatasetMap, "solve", solve)
+    preprocessed = []
+    real_preprocess = pr.pp.preprocess_studies
+
+    def preprocess(*args, **kwargs):
+        preprocessed.append(kwargs["out_dir"])
+        return real_preprocess(*args, **kwargs)
+
+    monkeypatch.setattr(pr.pp, "preprocess_studies", preprocess)
     assert main(_args(files, out)) == 0
-    assert calls == []
+    assert calls == [] and preprocessed == []  # the preprocessed files reused too
+    studies = sorted(p.name for p in (out / "studies").iterdir())
+    assert studies == sorted(["preprocess.json", *(f"{safe_name(n)}.h5ad" for n in "ABC")])
     again = json.loads((out / "run.json").read_text())
     assert {p["status"] for p in again["data"]["pairs"]} == {"loaded"}
     assert again["data"]["resumed"] is True
@@ -197,6 +211,11 @@ def test_run_json_and_resume_fit_nothing(cli_run, files, tmp_path, monkeypatch):
         ("B", "C", "loaded"),
     ]
     assert sorted(p.name for p in (out / "pairs").iterdir()) == ["A__B", "B__C"]
+    # an input file touched: preprocessed again, to the same studies (the fits still load)
+    stat = (files / "B.h5ad").stat()
+    os.utime(files / "B.h5ad", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert main(_args(files, out, "--pairs", "A:B")) == 0
+    assert preprocessed == [out.absolute() / "studies"] and calls == []
 
 
 def _count_solves(monkeypatch, fail_at: int | None = None) -> list:
@@ -229,7 +248,7 @@ def test_an_interrupted_run_resumes_from_its_finished_pairs(files, tmp_path, mon
     line = capfd.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("pairot: interrupted; the pairs finished so far are kept in")
     assert "run the same command again to resume" in line
-    assert [p.name for p in out.iterdir()] == ["fits"]  # no run.json: unfinished
+    assert sorted(p.name for p in out.iterdir()) == ["fits", "studies"]  # no run.json
     assert len(list((out / "fits" / "pairs").glob("*/pair.json"))) == 1
     monkeypatch.undo()
     calls = _count_solves(monkeypatch)
@@ -353,3 +372,18 @@ def test_the_atlas_command_defaults_are_atlas_maps():
     columns += ["--ref-sample", "s"]
     run = build_parser().parse_args(["run", "q.h5ad", "r.h5ad", *columns, "--out", "d"])
     assert (run.tau_a, run.label_distance_mode) == (1.0, "pairot")  # pairot run: published
+
+
+def test_n_samples_downsamples_the_study_files(files, tmp_path):
+    """--n-samples: each study's file downsampled to at most N cells per cluster (as
+    pr.pp.downsample_indices draws them), written to DIR/studies/downsampled/ and fitted."""
+    out = tmp_path / "out"
+    assert main(_args(files, out, "--n-samples", "40", "--pairs", "A:B")) == 0
+    info = json.loads((out / "run.json").read_text())["data"]["studies"]
+    for name, column in (("A", "cell_type"), ("B", "label"), ("C", "cell_type")):
+        labels = ad.read_h5ad(files / f"{name}.h5ad").obs[column].astype(str)
+        expected = {str(k): min(int(v), 40) for k, v in labels.value_counts().items()}
+        assert info[name]["cells_per_cluster_fit"] == expected
+        assert info[name]["n_cells_fit"] == sum(expected.values())
+    written = sorted(p.name for p in (out / "studies" / "downsampled").iterdir())
+    assert written == sorted(f"{safe_name(n)}.h5ad" for n in "ABC")

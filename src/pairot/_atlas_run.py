@@ -10,6 +10,12 @@ Free of argument parsing (:mod:`pairot.cli` reads the files and checks the colum
   every pair whose parameters and data are unchanged. The other outputs are staged in a
   hidden folder inside ``DIR`` and moved into place at the end, ``run.json`` last: a folder
   without ``run.json`` holds an unfinished run.
+- The preprocessed studies are files, ``DIR/studies/<safe name>.h5ad``
+  (``preprocess_studies(..., out_dir=...)``), which the atlas reads pair by pair, so memory
+  holds about two studies at a time; ``DIR/studies/preprocess.json`` records the input
+  files (path, size, modification time), the options and the pairot version, and a second
+  run with the same record reuses the files instead of preprocessing again. With
+  ``n_samples`` each study's downsampled cells go to ``DIR/studies/downsampled/``.
 - :func:`run_atlas` runs the steps and :func:`write_atlas_outputs` writes the files.
 """
 
@@ -54,6 +60,9 @@ ATLAS_FILES = (
 )
 #: AtlasMap's ``out_dir`` inside the output folder: the stored fits that a rerun loads.
 FITS = "fits"
+#: The preprocessed studies' h5ad files inside the output folder, and their record.
+STUDIES = "studies"
+PREPROCESS_RECORD = "preprocess.json"
 
 
 @dataclass
@@ -163,6 +172,10 @@ class AtlasFolder:
     def fits(self) -> Path:
         return self.out / FITS
 
+    @property
+    def studies(self) -> Path:
+        return self.out / STUDIES
+
     def check(self) -> None:
         out = self.out
         if not out.exists() and not out.is_symlink():
@@ -233,15 +246,80 @@ class AtlasFolder:
             remove_folder(staging)
 
 
-def _downsample(studies: dict[str, AnnData], parameters: AtlasParameters) -> dict:
+def _file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    stat = Path(path).stat()
+    return {"path": str(Path(path).absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _preprocess_record(studies, parameters: AtlasParameters, sources) -> dict | None:
+    """What the preprocessed files in ``DIR/studies`` were made from (None: unknown)."""
     import pairot as pr
 
-    out = {}
-    for name, adata in studies.items():
+    from .tl._atlas._store import jsonable
+
+    if sources is None or set(sources) != set(studies):
+        return None
+    record = {
+        "format": 1,
+        "pairot": getattr(pr, "__version__", "unknown"),
+        "studies": list(studies),
+        "inputs": {name: _file_identity(sources[name]) for name in studies},
+        "options": jsonable(parameters.preprocess_options()),
+    }
+    return json.loads(json.dumps(record))  # as it reads back
+
+
+def _preprocessed_files(studies, parameters: AtlasParameters, folder: AtlasFolder, sources):
+    """The studies preprocessed into ``DIR/studies`` (name -> path), reused when
+    ``preprocess.json`` records the same inputs and options."""
+    import pairot as pr
+
+    from .pp._study_files import study_h5ad
+
+    out = folder.studies
+    record = _preprocess_record(studies, parameters, sources)
+    record_path = out / PREPROCESS_RECORD
+    if record is not None and record_path.is_file():
+        paths = {name: study_h5ad(out, name).absolute() for name in studies}
+        try:
+            stored = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+        if stored == record and all(path.is_file() for path in paths.values()):
+            logger.info("Preprocessed studies reused from %s (same inputs and options).", out)
+            return paths
+        logger.info("The inputs or options changed since %s was written: preprocessing.", out)
+    record_path.unlink(missing_ok=True)  # no stale record may vouch for the new files
+    paths = pr.pp.preprocess_studies(
+        dict(studies), **parameters.preprocess_options(), out_dir=out, overwrite=True
+    )
+    if record is not None:
+        record_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return paths
+
+
+def _downsample(paths: dict[str, Path], parameters: AtlasParameters, folder: AtlasFolder):
+    """Each study's downsampled cells, written to ``DIR/studies/downsampled/`` one study at
+    a time (name -> path)."""
+    import anndata
+
+    import pairot as pr
+
+    from .pp._study_files import study_h5ad, write_atomically
+
+    out = folder.studies / "downsampled"
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, path in paths.items():
+        adata = anndata.read_h5ad(path)
         labels = adata.obs[adata.uns["pairot"]["cell_type_key"]].to_numpy()
         keep = pr.pp.downsample_indices(labels, parameters.n_samples, random_state=parameters.seed)
-        out[name] = adata[keep, :]
-    return out
+        subset = adata[keep, :].copy()
+        del adata
+        written[name] = study_h5ad(out, name).absolute()
+        write_atomically(subset, written[name])
+        del subset
+    return written
 
 
 def _names_for_messages(names: list[str]) -> dict[str, str]:
@@ -259,11 +337,6 @@ def _names_for_messages(names: list[str]) -> dict[str, str]:
     return words
 
 
-def _clusters(adata: AnnData) -> dict[str, int]:
-    labels = adata.obs[adata.uns["pairot"]["cell_type_key"]].astype(str)
-    return {str(k): int(v) for k, v in labels.value_counts(sort=False).items()}
-
-
 def run_atlas(
     studies: Mapping[str, AnnData],
     parameters: AtlasParameters,
@@ -271,6 +344,7 @@ def run_atlas(
     *,
     progress: bool = True,
     timings: dict[str, float] | None = None,
+    sources: Mapping[str, str | os.PathLike] | None = None,
 ) -> AtlasResult:
     """Preprocess the studies together, fit the pairs into ``folder`` (resuming what is
     stored there) and harmonize.
@@ -279,6 +353,11 @@ def run_atlas(
     downsampling, :meth:`pairot.tl.AtlasMap.solve` with ``out_dir=folder.fits`` (a stored
     pair with the same parameters and data is loaded, not fitted) and
     :meth:`pairot.tl.AtlasMap.harmonize`. ``studies`` are never modified.
+
+    The preprocessed studies are written to ``DIR/studies/`` and the atlas reads them from
+    there, two at a time. ``sources``: the input file of each study (``pairot atlas``'s
+    FILEs); with it, a second run whose inputs (path, size, modification time) and options
+    are unchanged reuses the preprocessed files; without it they are made again.
     """
     import pairot as pr
 
@@ -298,12 +377,16 @@ def run_atlas(
         ),
         study_names(_names_for_messages(names)),
     ):
-        prepared = pr.pp.preprocess_studies(dict(studies), **p.preprocess_options())
-    if p.n_samples is not None:
-        with step("downsample", f"Downsampling to at most {p.n_samples:,} cells per cluster"):
-            prepared = _downsample(prepared, p)
-    folder.open()
+        folder.open()
+        try:
+            prepared = _preprocessed_files(studies, p, folder, sources)
+        except BaseException:
+            folder.abandon()
+            raise
     try:
+        if p.n_samples is not None:
+            with step("downsample", f"Downsampling to at most {p.n_samples:,} cells per cluster"):
+                prepared = _downsample(prepared, p, folder)
         atlas = pr.tl.AtlasMap(prepared, out_dir=folder.fits, **p.atlas_options())
         with step("pairs", "Fitting the pairs (stored pairs with the same inputs are loaded)"):
             atlas.solve(p.pairs, reference=p.reference, progress=progress)
@@ -322,15 +405,15 @@ def run_atlas(
         "studies": {
             name: {
                 "n_cells": int(studies[name].n_obs),
-                "n_cells_fit": int(prepared[name].n_obs),
+                "n_cells_fit": atlas._files[name].n_obs,
                 "n_genes": int(studies[name].n_vars),
-                "n_clusters": len(_clusters(prepared[name])),
-                "cells_per_cluster_fit": _clusters(prepared[name]),
+                "n_clusters": len(atlas._files[name].cluster_sizes),
+                "cells_per_cluster_fit": dict(atlas._files[name].cluster_sizes),
             }
             for name in names
         },
-        "n_shared_genes": int(prepared[names[0]].uns["pairot"]["params"]["n_shared_genes"]),
-        "n_hvgs": int(prepared[names[0]].n_vars),
+        "n_shared_genes": int(atlas._files[names[0]].params["n_shared_genes"]),
+        "n_hvgs": atlas._files[names[0]].n_vars,
         "pairs": log,
         "n_pairs_fitted": sum(row["status"] == "fitted" for row in log),
         "n_pairs_loaded": sum(row["status"] == "loaded" for row in log),

@@ -408,9 +408,9 @@ def _add_atlas_parser(sub, common) -> None:
     )
     _add_output_options(
         atlas,
-        "fit every pair again: discard the fits stored in DIR (by default a DIR written by "
-        "an earlier 'pairot atlas' is resumed); also replaces a DIR holding another pairot "
-        "output (run.json)",
+        "preprocess and fit every pair again: discard the preprocessed studies and fits "
+        "stored in DIR (by default a DIR written by an earlier 'pairot atlas' is resumed); "
+        "also replaces a DIR holding another pairot output (run.json)",
     )
     which = atlas.add_argument_group("pairs")
     which.add_argument(
@@ -843,7 +843,7 @@ def _atlas_command(args: argparse.Namespace) -> int:
         f"the pairs finished so far are kept in {folder.fits} (no other output written): "
         "run the same command again to resume"
     )
-    result = run_atlas(studies, parameters, folder, progress=bars, timings=timings)
+    result = run_atlas(studies, parameters, folder, progress=bars, timings=timings, sources=files)
     run_info = {
         "command": "atlas",
         "files": {name: str(Path(path).absolute()) for name, path in files.items()},

@@ -102,3 +102,60 @@ def test_bad_input(three):
     message = rf"^The 3 studies \(A, B, C\) share only {n_shared} genes .* in all of them, "
     with pytest.raises(ValueError, match=message + ".*Check that all studies"):
         pr.pp.preprocess_studies({"A": a, "B": b, "C": few}, "cell_type", "sample_id")
+
+
+def assert_same(e, g, where: str = "") -> None:
+    """Recursive exact equality of what ``read_h5ad`` gives back (arrays, frames, dicts)."""
+    if isinstance(e, dict):
+        assert sorted(e) == sorted(g), where
+        for key in e:
+            assert_same(e[key], g[key], f"{where}/{key}")
+    elif isinstance(e, pd.DataFrame):
+        pd.testing.assert_frame_equal(e, g, check_exact=True, obj=where)
+    elif sparse.issparse(e):
+        assert sparse.issparse(g) and e.dtype == g.dtype and e.shape == g.shape, where
+        assert (e != g).nnz == 0, where
+    elif isinstance(e, np.ndarray):
+        assert e.dtype == g.dtype, where
+        np.testing.assert_array_equal(e, g, err_msg=where)
+    else:
+        assert type(e) is type(g) and e == g, where
+
+
+def test_out_dir_files_equal_the_in_memory_outputs(three, tmp_path):
+    """With out_dir each study is a file (named by its safe name) that reads back as the
+    in-memory output written and read back, bit for bit (X, obs, var, obsm, every uns entry
+    with the stored pseudobulk); a non-empty folder is refused without overwrite."""
+    import anndata as ad
+
+    from pairot.pp._study_files import study_h5ad
+
+    columns = {"A": "cell_type", "B": "cell_type", "C": "label"}
+    samples = {"A": "sample_id", "B": "sample_id", "C": "donor"}
+    names = {"A": "A", "B": "b with space!", "C": "C"}  # a name that is no file name
+    studies = {names[k]: v for k, v in three.items()}
+    cols = {names[k]: v for k, v in columns.items()}
+    samps = {names[k]: v for k, v in samples.items()}
+    kw = {**KW, "store_pseudobulk": True}
+    memory = pr.pp.preprocess_studies(studies, cols, samps, **kw)
+    out = tmp_path / "studies"
+    paths = pr.pp.preprocess_studies(studies, cols, samps, out_dir=out, **kw)
+    assert list(paths) == list(studies)
+    assert paths == {name: study_h5ad(out, name).absolute() for name in studies}
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())
+    for name, path in paths.items():
+        memory[name].write_h5ad(tmp_path / "expected.h5ad")
+        e, g = ad.read_h5ad(tmp_path / "expected.h5ad"), ad.read_h5ad(path)
+        assert_same(e.X, g.X, f"{name}.X")
+        for part in ("obs", "var"):
+            pd.testing.assert_frame_equal(getattr(e, part), getattr(g, part), check_exact=True)
+        assert_same(dict(e.obsm), dict(g.obsm), f"{name}.obsm")
+        assert_same(dict(e.uns), dict(g.uns), f"{name}.uns")
+        assert "pseudobulk" in str(sorted(g.uns["pairot"]))  # the stored profiles came along
+    with pytest.raises(FileExistsError, match="is not empty.*overwrite=True"):
+        pr.pp.preprocess_studies(studies, cols, samps, out_dir=out, **kw)
+    with pytest.raises(ValueError, match="overwrite=True is given without out_dir"):
+        pr.pp.preprocess_studies(studies, cols, samps, overwrite=True, **kw)
+    (out / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        pr.pp.preprocess_studies(studies, cols, samps, out_dir=out / "file", **kw)

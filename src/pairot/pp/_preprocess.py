@@ -7,7 +7,9 @@ the order of the steps is the memory order of the four passes over the counts.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,6 +48,7 @@ from ._study import (
     read_labels,
     study_profiles,
 )
+from ._study_files import safe_name, spill, study_h5ad, unspill, write_atomically
 from ._upstream import ava_to_dict, ova_to_dict
 from ._validate import (
     as_gene_list,
@@ -56,7 +59,10 @@ from ._validate import (
     check_min_shared_genes,
     check_positive_int,
     check_result_format,
+    study,
 )
+
+logger = logging.getLogger("pairot")
 
 __all__ = ["MIN_SHARED_GENES", "preprocess_adatas", "rank_genes_limma"]
 
@@ -485,13 +491,22 @@ def preprocess_steps(
     store_pseudobulk: bool,
     min_shared_genes: int,
     arguments: dict[str, tuple[str, str]] | None = None,
-) -> dict[str, AnnData]:
+    out_dir: Path | None = None,
+) -> dict[str, AnnData] | dict[str, Path]:
     """The preprocessing of any number of studies (checked arguments), in the memory order of
     the four passes over each study's counts; ``preprocess_adatas`` runs it on two studies,
     ``preprocess_studies`` on many. Returns the outputs by study name, in input order.
 
     ``arguments``: per study, the names of the arguments that set its counts and symbols (for
     messages); ``counts_<name>`` / ``gene_symbols_<name>`` by default.
+
+    ``out_dir`` (a checked folder): the studies in bounded memory. Across studies only the
+    small summaries are held (pass 1's expressed genes, pass 2's HVG statistics); each
+    study's DE tables (its AUROC subsample read right after its pseudobulk pass) and stored
+    pseudobulk are parked in a file in ``out_dir`` until pass 4, which writes each output to
+    ``out_dir/<safe name>.h5ad`` and releases it. Returns name -> path then. The outputs are
+    those without ``out_dir``: the same computations on the same inputs, only in another order
+    across studies (the HVG subsamples are still drawn study after study from one generator).
     """
     arguments = arguments or {}
     studies = {
@@ -538,6 +553,15 @@ def preprocess_steps(
         if not all_hvgs:
             hvg_tables.append(hvg_statistics(result, genes, n_top_genes))
         del result
+        if out_dir is not None:  # this study's pass 3 now, its results parked on disk
+            aurocs = subsample_aurocs(
+                study_, gene_index[name], take_auroc.pop(name), auroc_counts.pop(name)
+            )
+            parked = (de_tables(limma_results.pop(name), aurocs, genes, study_.clusters),)
+            del aurocs
+            parked += (stored_profiles.pop(name, None),)
+            spill(parked, _parked_path(out_dir, name))
+            del parked
     hvg = highly_variable_genes(hvg_tables, genes, n_top_genes, all_hvgs=all_hvgs)
     del hvg_tables
     params = _params(
@@ -558,7 +582,7 @@ def preprocess_steps(
 
     # pass 3: the AUROC subsample, then the DE tables (each step pops what it frees)
     aurocs, tables = {}, {}
-    for name, study_ in studies.items():
+    for name, study_ in studies.items() if out_dir is None else ():  # else done in pass 2
         aurocs[name] = subsample_aurocs(
             study_, gene_index[name], take_auroc.pop(name), auroc_counts.pop(name)
         )
@@ -569,15 +593,24 @@ def preprocess_steps(
     for name, study_ in studies.items():
         out_columns = gene_index[name][hvg]
         X_out = read_output_counts(study_, out_columns)
+        if out_dir is None:
+            table, stored = tables.pop(name), stored_profiles.pop(name, None)
+        else:
+            table, stored = unspill(_parked_path(out_dir, name))
         out = output_adata(
-            study_,
-            columns[name],
-            X_out,
-            out_columns,
-            genes[hvg],
-            tables.pop(name),
-            params,
-            stored_profiles.pop(name, None),
+            study_, columns[name], X_out, out_columns, genes[hvg], table, params, stored
         )
-        outputs[name] = out
+        del table, stored, X_out
+        if out_dir is None:
+            outputs[name] = out
+        else:
+            path = study_h5ad(out_dir, name)
+            write_atomically(out, path)
+            del out
+            logger.info("%s: written to %s", study(name, start=True), path)
+            outputs[name] = path
     return outputs
+
+
+def _parked_path(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / f".parked-{safe_name(name)}.pkl"

@@ -3,7 +3,9 @@ over N studies (each study's DE once; shared genes and HVGs chosen across all of
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from anndata import AnnData
 
@@ -12,6 +14,7 @@ from ._constants import MIN_SHARED_GENES
 from ._counts import check_gene_symbols, parse_counts
 from ._preprocess import checked_options, preprocess_steps
 from ._study import Columns
+from ._study_files import check_out_dir
 from ._validate import check_adata, check_study_names
 
 
@@ -52,7 +55,9 @@ def preprocess_studies(
     min_shared_genes: int = MIN_SHARED_GENES,
     counts: str | Mapping[str, str] = "X",
     gene_symbols: str | Mapping[str, str | None] | None = None,
-) -> dict[str, AnnData]:
+    out_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> dict[str, AnnData] | dict[str, Path]:
     """Prepare many studies at once for pairwise ``DatasetMap`` fits (an atlas).
 
     The steps of :func:`preprocess_adatas`, over all the studies: the genes expressed (total
@@ -82,6 +87,20 @@ genes_to_keep, genes_to_drop, chunk_size, store_pseudobulk, min_shared_genes
         Where each study's counts are (``"X"``, ``"raw"``, ``"layers/<name>"``) and the
         ``var`` column of its gene symbols (``None``: ``var_names``): one value for all
         studies, or a dict with one per study (see :func:`preprocess_adatas`).
+    out_dir
+        ``None`` (default): the outputs are returned in memory. A folder (created if
+        missing; it must be empty unless ``overwrite``): each study's output is written to
+        ``out_dir/<safe name>.h5ad`` as soon as it is built and released, and the function
+        returns the paths (see Returns). The safe name is the study's name with characters
+        outside ``[A-Za-z0-9_.-]`` replaced by ``_`` (at most 40 kept), ``-`` and 8 hex
+        digits of the name's SHA-1. The files read back equal the in-memory outputs; give
+        the dict to :class:`pairot.tl.AtlasMap` as it is.
+    overwrite
+        With ``out_dir``: write into a non-empty folder, replacing the files of these
+        studies' names (other files are left). There is no partial resume: a run writes
+        every study again (the studies' outputs depend on each other through the shared
+        genes and HVGs); ``pairot atlas`` reuses a whole folder when its inputs and options
+        are unchanged.
 
     Returns
     -------
@@ -89,7 +108,8 @@ genes_to_keep, genes_to_drop, chunk_size, store_pseudobulk, min_shared_genes
         Study name -> preprocessed AnnData (the form :func:`preprocess_adatas` returns), in
         the order of ``studies``; ``uns["pairot"]["study"]`` is the study's name and
         ``uns["pairot"]["params"]`` records every study's ``counts_<name>`` and
-        ``gene_symbols_<name>``.
+        ``gene_symbols_<name>``. With ``out_dir``: study name -> :class:`pathlib.Path` of its
+        h5ad file (absolute), in the same order.
 
     Notes
     -----
@@ -99,13 +119,20 @@ genes_to_keep, genes_to_drop, chunk_size, store_pseudobulk, min_shared_genes
     in common is a ``ValueError`` giving the number (a targeted panel among whole
     transcriptomes limits every pair: preprocess that pair apart with
     :func:`preprocess_adatas`). The studies are read one after the other, four passes each,
-    in bounded memory as :func:`preprocess_adatas` (docs/method.md#preprocessing); the outputs
-    of all studies (HVG counts, DE tables and, with ``store_pseudobulk``, the summed
-    profiles) are held in memory together.
+    in bounded memory as :func:`preprocess_adatas` (docs/method.md#preprocessing). Without
+    ``out_dir`` the outputs of all studies (HVG counts, DE tables and, with
+    ``store_pseudobulk``, the summed profiles) are held in memory together. With ``out_dir``
+    only small summaries are held across studies (each study's expressed genes for the
+    shared genes, its HVG statistics, its labels): the peak is one study's passes plus one
+    study's output, and each study's DE tables and stored profiles wait in a file in
+    ``out_dir`` between its DE and its output.
     """
     names = check_study_names(studies, what="AnnData", one_study="preprocess_adatas")
     for name in names:
         check_adata(studies[name], name)
+    if out_dir is None and overwrite is not False:
+        msg = f"overwrite={overwrite!r} is given without out_dir; overwrite needs an out_dir."
+        raise ValueError(msg)
     options = checked_options(
         n_top_genes=n_top_genes,
         filter_genes=filter_genes,
@@ -143,4 +170,13 @@ genes_to_keep, genes_to_drop, chunk_size, store_pseudobulk, min_shared_genes
     locations = {name: parse_counts(counts_of[name], arguments[name][0]) for name in names}
     symbols = {name: check_gene_symbols(symbols_of[name], arguments[name][1]) for name in names}
     adatas = {name: studies[name] for name in names}
-    return preprocess_steps(adatas, columns, locations, symbols, arguments=arguments, **options)
+    if out_dir is None:
+        return preprocess_steps(adatas, columns, locations, symbols, arguments=arguments, **options)
+    folder = check_out_dir(out_dir, overwrite)
+    try:
+        return preprocess_steps(
+            adatas, columns, locations, symbols, arguments=arguments, out_dir=folder, **options
+        )
+    finally:  # the parked intermediates of an interrupted or failed run
+        for leftover in folder.glob(".parked-*.pkl"):
+            leftover.unlink(missing_ok=True)

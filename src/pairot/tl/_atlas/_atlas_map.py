@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .._dataset_map import DatasetMap
 from . import _checks as checks
-from . import _dask, _harmonize, _store
+from . import _dask, _harmonize, _store, _studies
 from ._pair import PairResult, fit_pair
 
 logger = logging.getLogger("pairot")
@@ -30,13 +30,20 @@ class AtlasMap:
     ----------
     studies
         Study name -> preprocessed AnnData, as :func:`pairot.pp.preprocess_studies` returns
-        (at least two, the same genes in the same order). Never modified.
+        (at least two, the same genes in the same order), or the path (``str`` or ``Path``)
+        of its h5ad file, as ``preprocess_studies(..., out_dir=...)`` returns; the two kinds
+        may be mixed. Never modified. A file is read once here, one at a time, to check it
+        and keep its few facts (clusters, the cluster pairs its all-vs-all DE separates, its
+        fingerprint), then released; each fit reads the pair's files again and releases
+        them after it, so memory holds at most two file studies at a time, and
+        :meth:`harmonize` reads none. The answers are those of the same studies in memory.
     out_dir
         A folder for each fitted pair's outputs (mapping in both directions, distance,
         no-match tables, ``pair.json``); a later :meth:`solve` with the same folder and
         parameters loads them instead of fitting again (resume). ``None``: in memory only.
         Needed by the dask engine (:meth:`solve`), which also writes in-memory studies to
-        ``out_dir/studies/`` for its workers to read.
+        ``out_dir/studies/`` for its workers to read (a file study is read from its own
+        file).
     init_geom, init_problem, solve
         Keyword options given to every pair's ``DatasetMap.init_geom``, ``init_problem`` and
         ``solve``, over the atlas's defaults: DatasetMap's, except
@@ -70,19 +77,47 @@ class AtlasMap:
         solve: Mapping | None = None,
         unmatched: Mapping | bool | None = None,
     ):
-        self.study_names = checks.check_studies(studies)
-        self.studies = {name: studies[name] for name in self.study_names}
-        self.out_dir = None if out_dir is None else Path(out_dir)
         self._options = {
             "init_geom": checks.check_options("init_geom", init_geom),
             "init_problem": checks.check_options("init_problem", init_problem),
             "solve": checks.check_options("solve", solve),
             "unmatched": checks.check_unmatched(unmatched),
         }
-        self._results: dict[tuple[str, str], PairResult] = {}
         self._fingerprints: dict[str, str] = {}
+        #: The facts kept of each study given as a file (its AnnData is not kept).
+        self._files: dict[str, _studies.StudyFacts] = {}
+        self.study_names = checks.check_studies(studies, self._keep_file_facts)
+        #: Study name -> its AnnData, or the absolute Path of its h5ad file.
+        self.studies = {
+            name: self._files[name].path if name in self._files else studies[name]
+            for name in self.study_names
+        }
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self._results: dict[tuple[str, str], PairResult] = {}
         #: What the last :meth:`solve` did per pair: ``"fitted"`` or ``"loaded"``.
         self.solve_log: dict[tuple[str, str], str] = {}
+
+    def _keep_file_facts(self, name: str, path: Path, adata: AnnData) -> None:
+        fingerprint = _store.study_fingerprint(adata)
+        self._fingerprints[name] = fingerprint
+        labels = adata.obs[adata.uns["pairot"]["cell_type_key"]].astype(str)
+        self._files[name] = _studies.StudyFacts(
+            path=path,
+            clusters=_studies.clusters_of(adata),
+            separated=_studies.separated_pairs(adata, self._options["init_geom"]),
+            fingerprint=fingerprint,
+            n_obs=int(adata.n_obs),
+            n_vars=int(adata.n_vars),
+            cluster_sizes={str(k): int(v) for k, v in labels.value_counts(sort=False).items()},
+            params=dict(adata.uns["pairot"].get("params", {})),
+        )
+
+    def _load(self, name: str) -> AnnData:
+        """Study ``name`` in memory: the AnnData given, or read from its file."""
+        if name in self._files:
+            logger.info("Study %r: reading %s.", name, self._files[name].path)
+            return _studies.read_study(name, self._files[name].path)
+        return self.studies[name]
 
     # ----------------------------------------------------------------- fitting
     def _record(self, a: str, b: str) -> dict:
@@ -164,7 +199,9 @@ class AtlasMap:
                 )
                 paths = {
                     name: str(
-                        _store.study_file(
+                        self._files[name].path
+                        if name in self._files
+                        else _store.study_file(
                             self.out_dir, name, self.studies[name], self._fingerprints[name]
                         )
                     )
@@ -172,10 +209,17 @@ class AtlasMap:
                 }
                 _dask.run(client, to_fit, paths, options, store, bar)
             else:
+                loaded: dict[str, AnnData] = {}  # the current pair's studies, nothing more
                 for a, b in to_fit:
+                    for name in [n for n in loaded if n not in (a, b)]:
+                        del loaded[name]  # released before the next study is read
+                    for name in (a, b):
+                        if name not in loaded:
+                            loaded[name] = self._load(name)
                     logger.info("Pair (%s, %s): fitting %s as query, %s as reference.", a, b, a, b)
-                    store(fit_pair(self.studies[a], self.studies[b], a, b, self._options, progress))
+                    store(fit_pair(loaded[a], loaded[b], a, b, self._options, progress))
                     bar.update()
+                loaded.clear()
         # the pairs in the order asked for, whichever order they finished in
         self._results = {
             **{k: v for k, v in self._results.items() if k not in set(todo)},
@@ -258,32 +302,21 @@ class AtlasMap:
         )
 
     def _clusters(self) -> dict[str, list[str]]:
-        out = {}
-        for name in self.study_names:
-            adata = self.studies[name]
-            labels = adata.obs[adata.uns["pairot"]["cell_type_key"]]
-            if isinstance(labels.dtype, pd.CategoricalDtype):
-                present = set(labels.astype(str))
-                names = [str(c) for c in labels.cat.categories if str(c) in present]
-            else:
-                names = list(dict.fromkeys(labels.astype(str)))
-            out[name] = names
-        return out
+        return {
+            name: self._files[name].clusters
+            if name in self._files
+            else _studies.clusters_of(self.studies[name])
+            for name in self.study_names
+        }
 
     def _separated(self):
         geom = self._options["init_geom"]
-        lfc = geom.get("logfc_threshold", 1.0)
-        p = geom.get("adj_p_val_threshold", 0.05)
-        auroc = geom.get("auroc_threshold", 0.6)
-        passing = {}
-        for name in self.study_names:
-            table = self.studies[name].uns["pairot"].get("de_ava")
-            if not isinstance(table, pd.DataFrame):
-                passing[name] = None
-                continue
-            keep = (table["logFC"] >= lfc) & (table["adj.P.Val"] <= p) & (table["auroc"] >= auroc)
-            hit = table.loc[keep, ["cluster", "versus"]].astype(str)
-            passing[name] = set(zip(hit["cluster"], hit["versus"], strict=True))
+        passing = {
+            name: self._files[name].separated
+            if name in self._files
+            else _studies.separated_pairs(self.studies[name], geom)
+            for name in self.study_names
+        }
 
         def separated(study: str, x: str, y: str) -> bool:
             pairs = passing[study]

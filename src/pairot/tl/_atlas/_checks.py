@@ -11,6 +11,8 @@ from anndata import AnnData
 from ..._atlas_defaults import ATLAS_DEFAULTS
 from ...pp._validate import check_study_names
 from .._dataset_map import DatasetMap
+from . import _studies
+from ._studies import is_path, study_path
 
 #: The columns of the harmonized table besides the studies' (no study may be named so).
 RESERVED = frozenset(
@@ -28,11 +30,16 @@ RESERVED = frozenset(
 )
 
 
-def check_studies(studies) -> list[str]:
+def check_studies(studies, on_file=None) -> list[str]:
     """The study names, in order, after checking that ``studies`` is what
-    :func:`pairot.pp.preprocess_studies` returns."""
+    :func:`pairot.pp.preprocess_studies` returns: preprocessed AnnData, or paths to their
+    h5ad files (``out_dir=...``), or a mix. A file is read here, one at a time, checked and
+    given to ``on_file(name, path, adata)`` (which keeps what the atlas needs of it), then
+    released."""
     names = check_study_names(
-        studies, what="preprocessed AnnData (pr.pp.preprocess_studies)", one_study="DatasetMap"
+        studies,
+        what="preprocessed AnnData or h5ad path (pr.pp.preprocess_studies)",
+        one_study="DatasetMap",
     )
     reserved = [name for name in names if name in RESERVED]
     if reserved:
@@ -41,41 +48,59 @@ def check_studies(studies) -> list[str]:
             f"{sorted(RESERVED)}; rename those studies."
         )
         raise ValueError(msg)
+    genes = {}
     for name in names:
-        adata = studies[name]
-        if not isinstance(adata, AnnData):
-            msg = f"studies[{name!r}] is a {type(adata).__name__}, not an AnnData."
+        value = studies[name]
+        if is_path(value):
+            path = study_path(name, value)
+            adata = _studies.read_study(name, path)
+            where = f"studies[{name!r}] (the file {str(path)!r})"
+        elif isinstance(value, AnnData):
+            path, adata, where = None, value, f"studies[{name!r}]"
+        else:
+            msg = (
+                f"studies[{name!r}] is a {type(value).__name__}, not an AnnData or the path "
+                "(str or Path) of a preprocessed study's h5ad file."
+            )
             raise TypeError(msg)
-        info = adata.uns.get("pairot") if hasattr(adata, "uns") else None
-        if not isinstance(info, Mapping) or "cell_type_key" not in info:
-            msg = (
-                f"studies[{name!r}] has no uns['pairot']['cell_type_key']: preprocess the "
-                "studies together with pr.pp.preprocess_studies(studies, cell_type_column, "
-                "sample_column) first."
-            )
-            raise ValueError(msg)
-        key = info["cell_type_key"]
-        if key not in adata.obs:
-            msg = (
-                f"studies[{name!r}].obs has no column {key!r} (the cell-type column recorded in "
-                f"uns['pairot']['cell_type_key']); available: {list(adata.obs.columns)[:10]}."
-            )
-            raise KeyError(msg)
-    first = studies[names[0]].var_names
+        _check_study(adata, where)
+        genes[name] = adata.var_names.copy() if path is not None else adata.var_names
+        if path is not None and on_file is not None:
+            on_file(name, path, adata)
+        del adata  # a file's study is released before the next is read
+    first = genes[names[0]]
     for name in names[1:]:
-        genes = studies[name].var_names
-        if len(genes) != len(first) or not np.array_equal(np.asarray(genes), np.asarray(first)):
-            only_first = [g for g in first if g not in set(genes)][:5]
-            only_this = [g for g in genes if g not in set(first)][:5]
+        genes_ = genes[name]
+        if len(genes_) != len(first) or not np.array_equal(np.asarray(genes_), np.asarray(first)):
+            only_first = [g for g in first if g not in set(genes_)][:5]
+            only_this = [g for g in genes_ if g not in set(first)][:5]
             order = "; the same genes in another order" if not only_first + only_this else ""
             msg = (
                 f"studies {names[0]!r} and {name!r} have different genes ({len(first)} and "
-                f"{len(genes)}; e.g. only in {names[0]!r}: {only_first}, only in {name!r}: "
+                f"{len(genes_)}; e.g. only in {names[0]!r}: {only_first}, only in {name!r}: "
                 f"{only_this}{order}): preprocess all studies in one call of "
                 "pr.pp.preprocess_studies, which gives every study the same genes in one order."
             )
             raise ValueError(msg)
     return names
+
+
+def _check_study(adata, where: str) -> None:
+    info = adata.uns.get("pairot") if hasattr(adata, "uns") else None
+    if not isinstance(info, Mapping) or "cell_type_key" not in info:
+        msg = (
+            f"{where} has no uns['pairot']['cell_type_key']: preprocess the studies together "
+            "with pr.pp.preprocess_studies(studies, cell_type_column, sample_column) first "
+            "(with out_dir=... it writes each study's h5ad file)."
+        )
+        raise ValueError(msg)
+    key = info["cell_type_key"]
+    if key not in adata.obs:
+        msg = (
+            f"{where}.obs has no column {key!r} (the cell-type column recorded in "
+            f"uns['pairot']['cell_type_key']); available: {list(adata.obs.columns)[:10]}."
+        )
+        raise KeyError(msg)
 
 
 _STEPS = {

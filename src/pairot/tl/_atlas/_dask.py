@@ -2,8 +2,9 @@
 of an active ``dask.distributed`` client (docs/method.md#many-studies-atlas).
 
 - The workers read the studies from files, never from pickled arrays: a backed study is
-  read from its own file (``adata.filename``), an in-memory one is written once to
-  ``out_dir/studies/<slug>.h5ad`` (``_store.write_study``). A task gets two paths, the two
+  read from its own file (``adata.filename``), a study given as a path (``AtlasMap({name:
+  path})``) from that path, unchanged, and an in-memory one is written once to
+  ``out_dir/studies/<slug>.h5ad`` (``_store.study_file``). A task gets two paths, the two
   names and the atlas' options (plain values), reads both files, runs the same
   :func:`~._pair.fit_pair` as the local loop and returns the small :class:`~._pair.PairResult`
   (a few cluster x cluster tables).

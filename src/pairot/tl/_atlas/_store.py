@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -35,16 +34,12 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ...pp._study_files import safe_name as _slug
 from ._pair import PairResult
 
 logger = logging.getLogger("pairot")
 
 FORMAT_VERSION = 1
-
-
-def _slug(name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40]
-    return f"{safe}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 def pair_dir(out_dir: Path, a: str, b: str) -> Path:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ._atlas_defaults import ATLAS_DEFAULTS
+from ._atlas_table import ROW_COLUMNS
 
 #: Default of --min-shared-genes: ``pairot.pp._preprocess.MIN_SHARED_GENES`` (written out
 #: here so that ``pairot --help`` does not import the preprocessing; a test keeps them equal).
@@ -682,13 +683,11 @@ def _study_names(files: list[str], names: str | None) -> list[str]:
                 "'=' or '__'; give other names with --names A,B,..."
             )
             raise CLIError(msg)
-    from .tl._atlas._checks import RESERVED
-
-    reserved = [name for name in found if name in RESERVED]
+    reserved = [name for name in found if name in ROW_COLUMNS]
     if reserved:
         msg = (
             f"the study name(s) {reserved} (from {source}) are columns of the harmonized "
-            f"table ({', '.join(sorted(RESERVED))}); give other names with --names A,B,..."
+            f"table ({', '.join(sorted(ROW_COLUMNS))}); give other names with --names A,B,..."
         )
         raise CLIError(msg)
     return found

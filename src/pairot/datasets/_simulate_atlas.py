@@ -16,6 +16,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._atlas_table import NONE
 from ._simulate import (
     _POISSON_THRESHOLD,
     UNINFORMATIVE_GENES,
@@ -35,8 +36,6 @@ __all__ = ["simulate_atlas", "GRANULARITIES", "NONE"]
 
 #: The granularities a study may have (``simulate_atlas(granularity=...)``).
 GRANULARITIES: tuple[str, ...] = ("fine", "mixed", "coarse")
-#: The truth table's entry for a type a study does not hold (as ``AtlasMap.harmonize``).
-NONE = "NONE"
 # Concentration of the Dirichlet that draws donor proportions within a study.
 _DONOR_CONCENTRATION = 10.0
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._atlas_table import JOIN, NONE
 from . import _utils as u
 from ._fonts import build_with_fonts
 
@@ -18,21 +19,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     from matplotlib.axes import Axes
 
-#: The harmonized table's own columns (``AtlasMap.harmonize``); the study columns precede them.
-ROW_COLUMNS = (
-    "relation",
-    "group",
-    "n_studies",
-    "n_links",
-    "n_tested",
-    "n_reciprocal",
-    "mean_mapping",
-    "max_distance",
-    "joined",
-)
 LINK_COLUMNS = ("study_1", "cluster_1", "study_2", "cluster_2", "kept")
-NONE = "NONE"
-JOIN = " | "
 #: Face colour of a type that only one study has (a group of one cluster).
 UNIQUE_COLOR = "#ffffff"
 UNIQUE_EDGE = "#57606a"

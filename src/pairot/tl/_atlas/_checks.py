@@ -9,25 +9,14 @@ import numpy as np
 from anndata import AnnData
 
 from ..._atlas_defaults import ATLAS_DEFAULTS
+from ..._atlas_table import ROW_COLUMNS
 from ...pp._validate import check_study_names
 from .._dataset_map import DatasetMap
 from . import _studies
 from ._studies import is_path, study_path
 
 #: The columns of the harmonized table besides the studies' (no study may be named so).
-RESERVED = frozenset(
-    {
-        "relation",
-        "group",
-        "n_studies",
-        "n_links",
-        "n_tested",
-        "n_reciprocal",
-        "mean_mapping",
-        "max_distance",
-        "joined",
-    }
-)
+RESERVED = frozenset(ROW_COLUMNS)
 
 
 def check_studies(studies, on_file=None) -> list[str]:

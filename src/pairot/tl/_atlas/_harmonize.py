@@ -36,10 +36,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from ..._atlas_table import JOIN, NONE
 from .._dataset_map import DatasetMap
-
-NONE = "NONE"
-JOIN = " | "
 
 
 def links_table(results: dict, threshold_mapping, threshold_distance) -> pd.DataFrame:

@@ -35,7 +35,14 @@ from anndata import AnnData
 from ._atlas_defaults import ATLAS_DEFAULTS
 from ._interrupt import critical, discard_folder, remove_folder, unregister_folder
 from ._logging import logger
-from ._run import StepTimer, _fresh_folder, _save_figure, package_versions, remove_stale_folders
+from ._run import (
+    StepTimer,
+    _fresh_folder,
+    _save_figure,
+    holds_entries,
+    package_versions,
+    remove_stale_folders,
+)
 
 __all__ = [
     "ATLAS_FILES",
@@ -178,12 +185,7 @@ class AtlasFolder:
 
     def check(self) -> None:
         out = self.out
-        if not out.exists() and not out.is_symlink():
-            return
-        if not out.is_dir() or out.is_symlink():
-            msg = f"output path {str(out)!r} exists and is not a folder; choose another --out."
-            raise FileExistsError(msg)
-        if not any(out.iterdir()):
+        if not holds_entries(out):
             return
         if (out / FITS).is_dir():
             self.resumed = not self.overwrite

@@ -716,6 +716,18 @@ def remove_stale_folders(parent: Path) -> list[Path]:
     return handled
 
 
+def holds_entries(out: Path) -> bool:
+    """Whether the output path ``out`` is a folder with something in it; ``False`` for a
+    missing path or an empty folder, ``FileExistsError`` for anything that is not a folder
+    (``pairot run``'s and ``pairot atlas``' destination checks start so)."""
+    if not out.exists() and not out.is_symlink():
+        return False
+    if not out.is_dir() or out.is_symlink():
+        msg = f"output path {str(out)!r} exists and is not a folder; choose another --out."
+        raise FileExistsError(msg)
+    return any(out.iterdir())
+
+
 class OutputFolder:
     """Stage output files next to ``out`` and move them into place only on :meth:`commit`.
 
@@ -746,12 +758,7 @@ class OutputFolder:
 
     def _check_destination(self) -> None:
         out = self.out
-        if not out.exists() and not out.is_symlink():
-            return
-        if not out.is_dir() or out.is_symlink():
-            msg = f"output path {str(out)!r} exists and is not a folder; choose another --out."
-            raise FileExistsError(msg)
-        if not any(out.iterdir()):
+        if not holds_entries(out):
             return
         if not self.overwrite:
             msg = (

@@ -347,13 +347,10 @@ def variant_distances(dm) -> dict[str, np.ndarray]:
     return out
 
 
-def auto_choice(dm, candidates: dict[str, np.ndarray], shrink: bool = False):
-    """``dm`` (fitted with ``label_distance_mode="auto"``: ``lambda_feature = 1``) with its
-    label columns rebuilt from the label distance :func:`choose` picks among ``candidates``,
-    at the weight it gives (``shrink``: times the chosen distance's association, at least 0);
-    returns ``(dm, chosen name, {name: (association, p)})``."""
+def cell_summary(dm):
+    """``(M, s)`` of :func:`cell_term_summary` for ``dm``'s geometry, as ``auto`` computes it."""
     geom = dm.geom
-    M, s = cell_term_summary(
+    return cell_term_summary(
         geom.x,
         geom.y,
         geom.query_codes,
@@ -361,6 +358,15 @@ def auto_choice(dm, candidates: dict[str, np.ndarray], shrink: bool = False):
         len(dm.query_clusters),
         len(dm.reference_clusters),
     )
+
+
+def auto_choice(dm, candidates: dict[str, np.ndarray], shrink: bool = False):
+    """``dm`` (fitted with ``label_distance_mode="auto"``: ``lambda_feature = 1``) with its
+    label columns rebuilt from the label distance :func:`choose` picks among ``candidates``,
+    at the weight it gives (``shrink``: times the chosen distance's association, at least 0);
+    returns ``(dm, chosen name, {name: (association, p)})``."""
+    geom = dm.geom
+    M, s = cell_summary(dm)
     name, weight, tests = choose(candidates, M, s)
     if shrink and name != "none":
         weight *= max(float(tests[name][0]), 0.0)
@@ -391,14 +397,7 @@ def auto_confirm(dm, low: str = "scale", gate: bool = True):
     ``(dm, chosen)``, ``chosen`` naming how many rows were confirmed."""
     geom = dm.geom
     L = np.asarray(geom.label_distance, dtype=np.float64)
-    M, s = cell_term_summary(
-        geom.x,
-        geom.y,
-        geom.query_codes,
-        geom.ref_codes,
-        len(dm.query_clusters),
-        len(dm.reference_clusters),
-    )
+    M, s = cell_summary(dm)
     decision = dm.label_distance_params["auto_decision"]
     if (gate and decision["label_distance"] == "none") or not np.ptp(L) > 0 or not s > 0:
         return dm, "none"
@@ -408,9 +407,7 @@ def auto_confirm(dm, low: str = "scale", gate: bool = True):
     cell_nearest = np.where(finite, np.nanargmin(np.where(finite[:, None], centred, 0), 1), -1)
     confirmed = ~constant & finite & (np.argmin(L, axis=1) == cell_nearest)
     weight = np.where(confirmed, 1.5, s if low == "scale" else 0.0)
-    x_aug = geom.x_aug.copy()
-    x_aug[:, -L.shape[1] :] = (weight[:, None] * L).astype(np.float32)[geom.query_codes]
-    dm.geom = dataclasses.replace(geom, x_aug=x_aug, lambda_label=1.0)
+    dm = _set_label_columns(dm, weight[:, None] * L, L, 1.0)
     return dm, f"{int(confirmed.sum())}/{len(confirmed)}"
 
 
@@ -435,14 +432,7 @@ def auto_mean(dm, published: np.ndarray):
 
     geom = dm.geom
     L = 0.5 * (np.asarray(geom.label_distance, dtype=np.float64) + published)
-    M, s = cell_term_summary(
-        geom.x,
-        geom.y,
-        geom.query_codes,
-        geom.ref_codes,
-        len(dm.query_clusters),
-        len(dm.reference_clusters),
-    )
+    M, s = cell_summary(dm)
     decision = decide(L, M, s)
     dm = _set_label_columns(dm, decision.lambda_label * L, L, decision.lambda_label)
     return dm, "mean" if decision.lambda_label > 0 else "none"

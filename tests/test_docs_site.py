@@ -14,12 +14,12 @@ import inspect
 import json
 import re
 import shutil
-import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from headless_chromium import chromium, dump_dom
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -314,10 +314,6 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium")
-
-
 def _network_requests(net_log: Path) -> list[str]:
     """The URLs the page asked the network stack for, from Chromium's net log: requests
     whose isolation key is the page's (``file://``), not the browser's own background
@@ -344,29 +340,12 @@ def _open(page: Path, workdir: Path) -> dict:
     check.write_text(html.replace("</body>", f"{_CHECK}</body>"), encoding="utf-8")
     workdir.mkdir()
     net_log = workdir / "net.json"
-    proc = subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            # nothing resolves: a request for another host fails, and the net log shows it
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            f"--log-net-log={net_log}",
-            f"--user-data-dir={workdir / 'profile'}",
-            "--virtual-time-budget=10000",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-            check.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    proc = dump_dom(
+        check.as_uri(),
+        workdir / "profile",
+        # nothing resolves: a request for another host fails, and the net log shows it
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--log-net-log={net_log}",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.search(r'<pre id="pairot-check">(.*?)</pre>', proc.stdout, flags=re.DOTALL)
@@ -379,7 +358,7 @@ def _open(page: Path, workdir: Path) -> dict:
 
 
 @needs_site
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed")
 def test_site_renders_offline_in_headless_chromium(tmp_path):
     """The index and a tutorial open in Chromium with no host name resolvable: the page asks
     the network for nothing, every resource is a local file, the tutorial's figures are

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from headless_chromium import chromium, dump_dom
 from plotly.offline import get_plotlyjs
 
 import pairot as pr
@@ -125,33 +124,9 @@ def test_report_escapes_user_strings():
     assert html_text.count("<script>alert") == 0
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium")
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(report, tmp_path):
-    proc = subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=10000",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-            report.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = dump_dom(report.as_uri(), tmp_path / "profile")
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
     # every figure was drawn: plotly's SVG inside each figure's div, heatmap traces in the

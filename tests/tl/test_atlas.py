@@ -451,6 +451,9 @@ def test_a_star_around_one_study(three):
         ("a3", "L2_T1", "c-three", "one-to-one"),
     ]
     assert (table.loc[:2, "n_tested"] == 2).all() and (table.loc[:2, "n_links"] == 2).all()
+    # a later solve adds the pair (A, C): the next harmonize reads it (nothing stale is kept)
+    star.solve([("A", "C")], progress=False)
+    assert (star.harmonize().loc[:2, "n_tested"] == 3).all()
 
 
 def fake(a, b, rows, cols, links):

@@ -94,6 +94,9 @@ class AtlasMap:
         }
         self.out_dir = None if out_dir is None else Path(out_dir)
         self._results: dict[tuple[str, str], PairResult] = {}
+        # the last harmonization's arguments and (table, disagreements, links); any pair
+        # fitted or loaded discards it, so harmonize, disagreements and links share one run
+        self._harmonization: tuple | None = None
         #: What the last :meth:`solve` did per pair: ``"fitted"`` or ``"loaded"``.
         self.solve_log: dict[tuple[str, str], str] = {}
 
@@ -229,6 +232,7 @@ class AtlasMap:
         return self
 
     def _keep(self, result: PairResult, how: str) -> None:
+        self._harmonization = None
         a, b = result.a, result.b
         self.solve_log[(a, b)] = how
         # the same pair fitted earlier the other way round is replaced
@@ -380,14 +384,18 @@ class AtlasMap:
         if not self._results:
             msg = "AtlasMap has no fitted pairs yet: call solve() first."
             raise ValueError(msg)
-        return _harmonize.harmonize(
-            self.study_names,
-            self._clusters(),
-            self._results,
-            threshold_mapping=threshold_mapping,
-            threshold_distance=threshold_distance,
-            separated=self._separated() if join else None,
-        )
+        key = (threshold_mapping, threshold_distance, bool(join))
+        if self._harmonization is None or self._harmonization[0] != key:
+            result = _harmonize.harmonize(
+                self.study_names,
+                self._clusters(),
+                self._results,
+                threshold_mapping=threshold_mapping,
+                threshold_distance=threshold_distance,
+                separated=self._separated() if join else None,
+            )
+            self._harmonization = (key, result)
+        return tuple(frame.copy() for frame in self._harmonization[1])
 
     def disagreements(
         self,
